@@ -1,0 +1,186 @@
+"""Campaigns: creation (with every template checked against its audience), audience, shape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from core.db import session_scope
+from core.models import Campaign, Contact, Message, Variant, utcnow
+from core.schemas import CampaignCreate
+from core.templates import BodyTemplateError, compile_body, render_body
+
+# Audiences are checked in full at creation up to this size, then by a sample.
+RENDER_CHECK_LIMIT = 100_000
+
+
+class CampaignNotFound(LookupError):
+    pass
+
+
+class CampaignConflict(RuntimeError):
+    """The campaign is not in a state that allows the request (409)."""
+
+
+class CampaignInvalid(ValueError):
+    """The campaign cannot be created as asked (422); the message names the problem."""
+
+
+def iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _matches(attributes: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    for key, value in wanted.items():
+        have = attributes.get(key)
+        if isinstance(value, list):
+            if have not in value:
+                return False
+        elif have != value:
+            return False
+    return True
+
+
+def iter_audience(session: Session, campaign: Campaign, *, chunk: int = 2000) -> Iterator[Contact]:
+    """Contacts of the audience, opted-out ones excluded, in id order (a stable snapshot order)."""
+    audience = campaign.audience or {}
+    query = select(Contact).where(Contact.opted_out_at.is_(None)).order_by(Contact.id)
+    if audience.get("contact_ids"):
+        query = query.where(Contact.id.in_(audience["contact_ids"]))
+    wanted = audience.get("attributes") or None
+    last_id = 0
+    while True:
+        rows = list(session.scalars(query.where(Contact.id > last_id).limit(chunk)))
+        if not rows:
+            return
+        last_id = rows[-1].id or last_id
+        for contact in rows:
+            if wanted is None or _matches(contact.attributes or {}, wanted):
+                yield contact
+
+
+def variants_of(session: Session, campaign_id: int) -> list[Variant]:
+    return list(session.scalars(select(Variant).where(Variant.campaign_id == campaign_id).order_by(Variant.id)))
+
+
+def check_templates(session: Session, campaign: Campaign, variants: list[Variant]) -> None:
+    templates = [(v, compile_body(v.body, variant=v.name)) for v in variants if not v.is_control]
+    for count, contact in enumerate(iter_audience(session, campaign)):
+        if count >= RENDER_CHECK_LIMIT:
+            break
+        for variant, template in templates:
+            render_body(template, contact, variant=variant.name)
+
+
+def create_campaign(engine: Engine, data: CampaignCreate, *, providers: set[str]) -> dict[str, Any]:
+    if data.provider not in providers:
+        raise CampaignInvalid(f"provider {data.provider!r} is not enabled; enabled: {', '.join(sorted(providers))}")
+    for variant in data.variants:
+        try:
+            compile_body(variant.body, variant=variant.name)
+        except BodyTemplateError as exc:
+            raise CampaignInvalid(str(exc)) from exc
+    schedule_at = data.schedule_at
+    if schedule_at is not None:
+        schedule_at = schedule_at.astimezone(UTC) if schedule_at.tzinfo else schedule_at.replace(tzinfo=UTC)
+    with session_scope(engine) as session:
+        campaign = Campaign(
+            name=data.name,
+            provider=data.provider,
+            audience=data.audience.model_dump(exclude_none=True),
+            control_percent=data.control_percent,
+            ab_test=data.ab_test.model_dump() if data.ab_test else None,
+            variant_by_attribute=data.variant_by_attribute,
+            schedule_at=schedule_at,
+            quiet_hours=data.quiet_hours.model_dump() if data.quiet_hours else None,
+            rate_limit_per_second=data.rate_limit_per_second,
+            tracking=data.tracking.model_dump(),
+            conversion=data.conversion.model_dump() if data.conversion else None,
+        )
+        session.add(campaign)
+        session.flush()
+        variants = [Variant(campaign_id=campaign.id, **v.model_dump()) for v in data.variants]
+        session.add_all(variants)
+        session.flush()
+        try:
+            check_templates(session, campaign, variants)
+        except BodyTemplateError as exc:
+            raise CampaignInvalid(str(exc)) from exc  # the transaction rolls back: nothing half-written
+        return campaign_dict(session, campaign, variants)
+
+
+def get_campaign(session: Session, campaign_id: int) -> Campaign:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise CampaignNotFound(f"campaign {campaign_id} does not exist")
+    return campaign
+
+
+def progress(session: Session, campaign: Campaign) -> dict[str, Any]:
+    rows = session.execute(
+        select(Message.status, func.count())
+        .where(Message.campaign_id == campaign.id, Message.phase != "test_send")
+        .group_by(Message.status)
+    ).all()
+    counts = {status: n for status, n in rows}
+    total = sum(counts.values())
+    pending = counts.get("queued", 0) + counts.get("sending", 0)
+    return {
+        "recipients": campaign.recipients or total,
+        "messages": total,
+        "pending": pending,
+        "processed": total - pending,
+        "fraction": round((total - pending) / total, 4) if total else 0.0,
+    }
+
+
+def campaign_dict(session: Session, campaign: Campaign, variants: list[Variant] | None = None) -> dict[str, Any]:
+    variants = variants if variants is not None else variants_of(session, campaign.id or 0)
+    return {
+        "id": campaign.id,
+        "name": campaign.name,
+        "status": campaign.status,
+        "provider": campaign.provider,
+        "variants": [
+            {"id": v.id, "name": v.name, "body": v.body, "weight": v.weight, "is_control": v.is_control}
+            for v in variants
+        ],
+        "winner": campaign.winner,
+        "progress": progress(session, campaign),
+        "error": campaign.error,
+        "created_at": iso(campaign.created_at),
+        "launched_at": iso(campaign.launched_at),
+        "completed_at": iso(campaign.completed_at),
+        "audience": campaign.audience,
+        "control_percent": campaign.control_percent,
+        "ab_test": campaign.ab_test,
+        "variant_by_attribute": campaign.variant_by_attribute,
+        "schedule_at": iso(campaign.schedule_at),
+        "quiet_hours": campaign.quiet_hours,
+        "rate_limit_per_second": campaign.rate_limit_per_second,
+        "tracking": campaign.tracking,
+        "conversion": campaign.conversion,
+    }
+
+
+def set_status(engine: Engine, campaign_id: int, status: str, *, only_from: tuple[str, ...] | None = None,
+               **fields: Any) -> bool:
+    """Move a campaign to `status` (atomically, only from the given states); True if it moved."""
+    with session_scope(engine) as session:
+        query = update(Campaign).where(Campaign.id == campaign_id)
+        if only_from is not None:
+            query = query.where(Campaign.status.in_(only_from))
+        values: dict[str, Any] = {"status": status, **fields}
+        if status in ("completed", "cancelled", "failed"):
+            values.setdefault("completed_at", utcnow())
+        result = session.execute(query.values(**values))
+        return bool(result.rowcount)

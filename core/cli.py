@@ -1,0 +1,127 @@
+"""`textpulse`: up | api | worker | migrate.
+
+Every command ends with `os._exit(status)` after flushing: a process that used temporalio can
+abort at interpreter exit (temporalio/sdk-python#300) and must not turn success into a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from core.log import configure_logging, get_logger
+from core.settings import Settings, SettingsError
+
+log = get_logger("textpulse.cli")
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from core.migrate import downgrade, upgrade
+
+    if args.revision.startswith("-") or args.revision == "base":
+        downgrade(settings.database_url, args.revision)
+    else:
+        upgrade(settings.database_url, args.revision)
+    log.info("database migrated", revision=args.revision, database=_safe_url(settings.database_url))
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+async def _serve(settings: Settings, *, run_api: bool, run_worker: bool, embedded_temporal: bool) -> int:
+    from core.service import Service
+    from core.temporal_server import DevServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    dev_server = None
+    if embedded_temporal:
+        dev_server = DevServer(port=settings.temporal_port, ui_port=settings.temporal_ui_port,
+                               db_file=settings.data_dir / "temporal.db",
+                               log_file=settings.data_dir / "temporal.log")
+        await asyncio.to_thread(dev_server.start)
+    service = Service(settings, run_api=run_api, run_worker=run_worker)
+    status = 0
+    try:
+        await service.start()
+        if run_api:
+            print(f"Textpulse is running on {settings.public_url}  (Ctrl-C stops it)", flush=True)
+        waiter = asyncio.create_task(service.wait())
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter in done and waiter.exception() is not None:
+            log.error("a part of textpulse stopped", error=str(waiter.exception()))
+            status = 1
+        for task in (waiter, stopper):
+            task.cancel()
+    except Exception as exc:
+        log.error("textpulse could not start", error=str(exc))
+        status = 1
+    finally:
+        await service.stop()
+        if dev_server is not None:
+            await asyncio.to_thread(dev_server.stop)
+    return status
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from core.migrate import upgrade
+
+    upgrade(settings.database_url)
+    return asyncio.run(_serve(settings, run_api=True, run_worker=True, embedded_temporal=settings.embedded_temporal))
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_serve(settings, run_api=True, run_worker=False, embedded_temporal=False))
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_serve(settings, run_api=False, run_worker=True, embedded_temporal=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="textpulse", description="Self-hosted SMS campaign engine.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="migrate, then start everything on embedded defaults (Temporal dev server, "
+                              "worker, API)").set_defaults(func=cmd_up)
+    sub.add_parser("api", help="start the API server only (Temporal at TEXTPULSE_TEMPORAL_ADDRESS)"
+                   ).set_defaults(func=cmd_api)
+    sub.add_parser("worker", help="start a Temporal worker only").set_defaults(func=cmd_worker)
+    migrate = sub.add_parser("migrate", help="apply database migrations (or go back: `migrate base`)")
+    migrate.add_argument("revision", nargs="?", default="head")
+    migrate.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"textpulse: {exc}", file=sys.stderr)
+        os._exit(2)
+    configure_logging(settings.log_format)
+    try:
+        status = args.func(settings, args)
+    except KeyboardInterrupt:
+        status = 130
+    except Exception as exc:
+        log.exception("textpulse failed", error=str(exc))
+        status = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The whole data model (DESIGN.md "Data"): one table class per product noun.
+
+Timestamps are aware UTC datetimes (sqlmodel's UTCDateTime: naive values are refused).
+JSON columns hold free-form settings that the workflow reads as a whole.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# A person who may receive messages; phone is E.164 and unique.
+class Contact(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    phone: str = Field(max_length=20, unique=True, index=True)
+    name: str | None = Field(default=None, max_length=200)
+    timezone: str | None = Field(default=None, max_length=64)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    opted_out_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+# A campaign and everything it was created with; the workflow reads these settings.
+class Campaign(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    status: str = Field(default="draft", max_length=20, index=True)
+    provider: str = Field(default="fake", max_length=50)
+    audience: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    control_percent: float = 0
+    ab_test: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    variant_by_attribute: str | None = Field(default=None, max_length=100)
+    schedule_at: datetime | None = None
+    quiet_hours: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    rate_limit_per_second: float | None = None
+    tracking: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    conversion: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    winner: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    recipients: int = 0
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    launched_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+# One message text of a campaign; a control variant is held out and never sent.
+class Variant(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("campaign_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    name: str = Field(max_length=50)
+    body: str
+    weight: float = 1
+    is_control: bool = False
+
+
+# A destination found in a variant's body, by position; short codes point at it.
+class Link(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("variant_id", "position"),)
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    variant_id: int = Field(foreign_key="variant.id")
+    position: int
+    destination: str
+
+
+# One row per recipient per send. The idempotency key makes creation and sending retry-safe.
+class Message(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_message_campaign_status", "campaign_id", "status"),
+        Index("ix_message_provider_id", "provider", "provider_message_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    contact_id: int = Field(foreign_key="contact.id", index=True)
+    variant_id: int | None = Field(default=None, foreign_key="variant.id")
+    phase: str = Field(default="all", max_length=20)
+    phone: str = Field(max_length=20)
+    body: str
+    characters: int = 0
+    encoding: str = Field(default="GSM-7", max_length=8)
+    segments: int = 1
+    status: str = Field(default="queued", max_length=20)
+    provider: str = Field(max_length=50)
+    provider_message_id: str | None = Field(default=None, max_length=100)
+    idempotency_key: str = Field(max_length=120, unique=True)
+    error_code: str | None = Field(default=None, max_length=40)
+    error_text: str | None = None
+    attempts: int = 0
+    attempted_at: datetime | None = None
+    queued_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+    delivered_at: datetime | None = None
+    failed_at: datetime | None = None
+    status_changed_at: datetime = Field(default_factory=utcnow)
+
+
+# A tracked link: one code for one (message, link); the redirect resolves it.
+class ShortCode(SQLModel, table=True):
+    __tablename__ = "short_code"
+    code: str = Field(primary_key=True, max_length=32)
+    message_id: int = Field(foreign_key="message.id", index=True)
+    link_id: int = Field(foreign_key="link.id")
+    destination: str
+
+
+# A request to a tracked link; bots are kept, flagged, and explained.
+class Click(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=32)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    message_id: int = Field(foreign_key="message.id", index=True)
+    link_id: int = Field(foreign_key="link.id")
+    contact_id: int = Field(foreign_key="contact.id")
+    clicked_at: datetime = Field(default_factory=utcnow)
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = None
+    referer: str | None = None
+    os: str | None = Field(default=None, max_length=64)
+    device: str | None = Field(default=None, max_length=16)
+    is_bot: bool = False
+    bot_score: float = 0
+    bot_reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+# Every raw provider callback, kept for audit; unmatched ones wait for their provider id.
+class StatusEvent(SQLModel, table=True):
+    __tablename__ = "status_event"
+    __table_args__ = (Index("ix_status_event_pending", "provider", "provider_message_id", "applied"),)
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=50)
+    provider_message_id: str = Field(max_length=100)
+    message_id: int | None = Field(default=None, foreign_key="message.id", index=True)
+    status: str = Field(max_length=20)
+    error_code: str | None = Field(default=None, max_length=40)
+    error_text: str | None = None
+    occurred_at: datetime | None = None
+    received_at: datetime = Field(default_factory=utcnow)
+    applied: bool = False
+    changed: bool = False
+    raw: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+# An inbound SMS, attributed to the contact's latest campaign message within 7 days.
+class Reply(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True)
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", index=True)
+    message_id: int | None = Field(default=None, foreign_key="message.id")
+    phone: str = Field(max_length=20)
+    body: str
+    keyword: str | None = Field(default=None, max_length=20)
+    provider: str = Field(max_length=50)
+    provider_message_id: str | None = Field(default=None, max_length=100)
+    received_at: datetime = Field(default_factory=utcnow)
+
+
+# A conversion (purchase, sign-up) reported by the shop, attributed last-touch.
+class Conversion(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contact.id", index=True)
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", index=True)
+    message_id: int | None = Field(default=None, foreign_key="message.id")
+    name: str = Field(max_length=100)
+    revenue: float = 0
+    occurred_at: datetime = Field(default_factory=utcnow)
+    clicked: bool = False

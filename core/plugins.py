@@ -1,0 +1,147 @@
+"""Plugin manager: built-ins, the `textpulse` entry-point group, and plugins.toml.
+
+plugins.toml:
+
+    [plugins]
+    enabled = ["my_package.my_plugin"]   # entry-point names or module paths
+    disabled = ["twilio"]                # built-ins (or entry points) to leave out
+
+    [plugins.fake]
+    delivery_ratio = 0.95
+
+A setting may come from the environment as TEXTPULSE_<PLUGIN>_<SETTING>, which wins.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from core import hookspecs
+from core.settings import Settings
+
+# Built-in plugins register exactly like third-party ones; the key is the name to disable.
+BUILTIN_PLUGINS: dict[str, str] = {
+    "fake": "plugins.fake",
+    "shortener": "plugins.shortener",
+}
+
+
+class PluginError(RuntimeError):
+    """A plugin could not be loaded or registered something twice."""
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+@dataclass
+class PluginContext:
+    settings: Settings
+    file_config: dict[str, Any] = field(default_factory=dict)
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        """The table `[plugins.<name>]`, with TEXTPULSE_<NAME>_<SETTING> from the environment on top."""
+        table = dict(self.file_config.get("plugins", {}).get(name, {}) or {})
+        prefix = f"TEXTPULSE_{name.upper()}_"
+        for key, raw in self.environ.items():
+            if key.startswith(prefix) and len(key) > len(prefix):
+                table[key[len(prefix) :].lower()] = _env_value(raw)
+        return table
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise PluginError(f"{path}: {exc}") from exc
+
+
+@dataclass
+class PluginRegistry:
+    """What the plugins handed over, built once per process."""
+
+    pm: pluggy.PluginManager
+    context: PluginContext
+    providers: dict[str, Any]
+    shortener: Any
+    bot_filters: list[Any]
+
+    def provider(self, name: str) -> Any:
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise KeyError(f"unknown provider {name!r}; known: {', '.join(sorted(self.providers))}") from None
+
+    def workflows(self) -> list[Any]:
+        found: list[Any] = []
+        self.pm.hook.register_workflows(register=found.append, config=self.context)
+        return found
+
+    def activities(self) -> list[Any]:
+        found: list[Any] = []
+        self.pm.hook.register_activities(register=found.append, config=self.context)
+        return found
+
+    def close(self) -> None:
+        for provider in self.providers.values():
+            close = getattr(provider, "close", None)
+            if close:
+                close()
+
+
+def get_plugin_manager(config: dict[str, Any]) -> pluggy.PluginManager:
+    section = config.get("plugins", {}) or {}
+    disabled = set(section.get("disabled", []) or [])
+    enabled = list(section.get("enabled", []) or [])
+    pm = pluggy.PluginManager("textpulse")
+    pm.add_hookspecs(hookspecs)
+    for name, module_path in BUILTIN_PLUGINS.items():
+        if name not in disabled:
+            pm.register(importlib.import_module(module_path), name=name)
+    for name in disabled:
+        pm.set_blocked(name)
+    pm.load_setuptools_entrypoints("textpulse")
+    for target in enabled:
+        if pm.has_plugin(target) or target in BUILTIN_PLUGINS:
+            continue
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise PluginError(f"plugins.toml enables {target!r}, which cannot be imported: {exc}") from exc
+        pm.register(module, name=target)
+    return pm
+
+
+def load_plugins(settings: Settings, *, config: dict[str, Any] | None = None) -> PluginRegistry:
+    file_config = read_config(settings.config_path) if config is None else config
+    context = PluginContext(settings=settings, file_config=file_config)
+    pm = get_plugin_manager(file_config)
+    providers: dict[str, Any] = {}
+
+    def register_provider(provider: Any) -> None:
+        if provider.name in providers:
+            raise PluginError(f"two plugins register a provider named {provider.name!r}")
+        providers[provider.name] = provider
+
+    pm.hook.register_providers(register=register_provider, config=context)
+    shortener = pm.hook.make_shortener(config=context)
+    if shortener is None:
+        raise PluginError("no shortener plugin is enabled")
+    bot_filters: list[Any] = []
+    pm.hook.register_bot_filters(register=bot_filters.append, config=context)
+    return PluginRegistry(pm=pm, context=context, providers=providers, shortener=shortener, bot_filters=bot_filters)

@@ -1,0 +1,89 @@
+"""Settings read once from the environment (names in API.md, "Process and configuration")."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names it."""
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    nets = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(part, strict=False))
+        except ValueError as exc:
+            raise SettingsError(f"TEXTPULSE_TRUSTED_PROXIES: {part!r} is not a CIDR") from exc
+    return tuple(nets)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    temporal_address: str | None
+    temporal_namespace: str
+    temporal_port: int
+    temporal_ui_port: int
+    http_host: str
+    http_port: int
+    public_url: str
+    api_key: str | None
+    config_path: Path
+    log_format: str | None
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
+    task_queue: str = "textpulse"
+
+    @property
+    def embedded_temporal(self) -> bool:
+        """True when no cluster is configured and `textpulse up` starts the dev server."""
+        return not self.temporal_address
+
+    @property
+    def temporal_target(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        data_dir = Path(env.get("TEXTPULSE_DATA_DIR") or "var")
+        host = env.get("TEXTPULSE_HTTP_HOST") or "127.0.0.1"
+        port = _int(env, "TEXTPULSE_HTTP_PORT", 8000)
+        log_format = env.get("TEXTPULSE_LOG_FORMAT") or None
+        if log_format not in (None, "console", "json"):
+            raise SettingsError(f"TEXTPULSE_LOG_FORMAT must be 'console' or 'json', got {log_format!r}")
+        database_url = env.get("TEXTPULSE_DATABASE_URL") or f"sqlite:///{(data_dir / 'textpulse.db')}"
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url,
+            temporal_address=env.get("TEXTPULSE_TEMPORAL_ADDRESS") or None,
+            temporal_namespace=env.get("TEXTPULSE_TEMPORAL_NAMESPACE") or "default",
+            temporal_port=_int(env, "TEXTPULSE_TEMPORAL_PORT", 7233),
+            temporal_ui_port=_int(env, "TEXTPULSE_TEMPORAL_UI_PORT", 8233),
+            http_host=host,
+            http_port=port,
+            public_url=(env.get("TEXTPULSE_PUBLIC_URL") or f"http://{host}:{port}").rstrip("/"),
+            api_key=env.get("TEXTPULSE_API_KEY") or None,
+            config_path=Path(env.get("TEXTPULSE_CONFIG") or "plugins.toml"),
+            log_format=log_format,
+            trusted_proxies=_networks(env.get("TEXTPULSE_TRUSTED_PROXIES") or ""),
+            task_queue=env.get("TEXTPULSE_TASK_QUEUE") or "textpulse",
+        )

@@ -1,0 +1,221 @@
+"""The simulated provider `fake`: accepts every send and posts delivery callbacks over HTTP.
+
+It behaves like a real gateway so that the whole path is exercised: callbacks go to the
+message's status callback URL (our `/webhooks/fake/status`) after a random delay, a share
+of them fail with carrier-like error codes, and every accepted send is written to a ledger
+(JSON lines in the data dir) that proves nobody got a message twice.
+
+Settings ([plugins.fake] or TEXTPULSE_FAKE_*): delivery_ratio (0.95), fail_codes
+(["30003","30005","30006","30007"]), callback_delay_seconds ([0.05, 2.0]), seed (none).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from core.hookspecs import hookimpl
+from core.log import get_logger
+from core.providers import (
+    MESSAGE_STATUSES,
+    InboundMessage,
+    OutgoingMessage,
+    SendResult,
+    StatusUpdate,
+    WebhookError,
+    WebhookRequest,
+    WebhookResponse,
+)
+
+log = get_logger("textpulse.fake")
+
+ERROR_TEXTS = {
+    "30003": "Unreachable destination handset",
+    "30005": "Unknown destination handset",
+    "30006": "Landline or unreachable carrier",
+    "30007": "Message filtered by carrier",
+}
+
+
+def _json_object(request: WebhookRequest) -> dict[str, Any]:
+    if "json" not in request.content_type:
+        raise WebhookError(415, f"expected application/json, got {request.content_type or 'no content type'}")
+    try:
+        data = json.loads(request.body)
+    except ValueError as exc:
+        raise WebhookError(400, f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise WebhookError(400, "body must be a JSON object")
+    return data
+
+
+def _string_field(data: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise WebhookError(400, f"field '{name}' is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise WebhookError(400, f"field '{name}' must be a string")
+    return str(value)
+
+
+class CallbackDispatcher:
+    """A daemon thread that posts scheduled callbacks when they fall due."""
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[float, int, str, dict[str, Any]]] = []
+        self._counter = 0
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self._client = httpx.Client(timeout=10)
+
+    def schedule(self, due: float, url: str, payload: dict[str, Any]) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fake-callbacks", daemon=True)
+                self._thread.start()
+            self._counter += 1
+            heapq.heappush(self._queue, (due, self._counter, url, payload))
+            self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._queue or self._queue[0][0] > time.monotonic()):
+                    timeout = self._queue[0][0] - time.monotonic() if self._queue else None
+                    self._cond.wait(timeout)
+                if self._stopped:
+                    return
+                _, _, url, payload = heapq.heappop(self._queue)
+            self._post(url, payload)
+
+    def _post(self, url: str, payload: dict[str, Any]) -> None:
+        for attempt in range(5):
+            try:
+                response = self._client.post(url, json=payload)
+                if response.status_code < 500:
+                    if response.status_code >= 400:
+                        log.warning("fake callback refused", status=response.status_code, body=response.text)
+                    return
+            except httpx.HTTPError as exc:
+                log.debug("fake callback failed", error=str(exc), attempt=attempt)
+            time.sleep(0.2 * 2**attempt)
+        log.warning("fake callback dropped", url=url, payload=payload)
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self._client.close()
+
+
+class FakeProvider:
+    name = "fake"
+    reports_delivery = True
+
+    def __init__(self, settings: dict[str, Any], ledger_path: Path) -> None:
+        self.delivery_ratio = float(settings.get("delivery_ratio", 0.95))
+        self.fail_codes = [str(code) for code in settings.get("fail_codes", list(ERROR_TEXTS))]
+        delay = settings.get("callback_delay_seconds", [0.05, 2.0])
+        self.delay = (float(delay[0]), float(delay[1])) if isinstance(delay, list) else (float(delay),) * 2
+        self.random = random.Random(settings.get("seed"))
+        self.ledger_path = ledger_path
+        self._ledger_lock = threading.Lock()
+        self.dispatcher = CallbackDispatcher()
+
+    # -- sending -------------------------------------------------------------------------
+    def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
+        results: list[SendResult] = []
+        entries: list[str] = []
+        now = time.monotonic()
+        for message in messages:
+            provider_id = f"fake-{uuid.uuid4().hex}"
+            entries.append(
+                json.dumps(
+                    {"provider_message_id": provider_id, "to": message.to, "body": message.body,
+                     "idempotency_key": message.idempotency_key, "message_id": message.message_id,
+                     "accepted_at": datetime.now(UTC).isoformat()}
+                )
+            )
+            results.append(SendResult(message.message_id, True, provider_message_id=provider_id))
+            first = now + self.random.uniform(*self.delay)
+            self.dispatcher.schedule(first, message.status_callback_url,
+                                     {"message_id": provider_id, "status": "sent"})
+            final: dict[str, Any] = {"message_id": provider_id, "status": "delivered"}
+            if self.random.random() >= self.delivery_ratio and self.fail_codes:
+                code = self.random.choice(self.fail_codes)
+                final = {"message_id": provider_id, "status": self.random.choice(["failed", "undelivered"]),
+                         "error_code": code, "error_text": ERROR_TEXTS.get(code, "Carrier error")}
+            self.dispatcher.schedule(first + self.random.uniform(*self.delay), message.status_callback_url, final)
+        with self._ledger_lock:
+            self.ledger_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.ledger_path.open("a", encoding="utf-8") as fh:
+                fh.write("".join(entry + "\n" for entry in entries))
+        return results
+
+    def ledger(self) -> list[dict[str, Any]]:
+        """Every send this provider accepted (across restarts: it is a file)."""
+        if not self.ledger_path.exists():
+            return []
+        with self.ledger_path.open(encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    # -- webhooks ------------------------------------------------------------------------
+    def parse_status(self, request: WebhookRequest) -> list[StatusUpdate]:
+        data = _json_object(request)
+        provider_id = _string_field(data, "message_id")
+        status = _string_field(data, "status")
+        if status not in MESSAGE_STATUSES:
+            raise WebhookError(400, f"field 'status' must be one of {', '.join(MESSAGE_STATUSES)}, got {status!r}")
+        occurred_at = None
+        timestamp = _string_field(data, "timestamp", required=False)
+        if timestamp:
+            try:
+                occurred_at = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise WebhookError(400, f"field 'timestamp' is not an ISO 8601 time: {timestamp!r}") from exc
+            occurred_at = occurred_at.astimezone(UTC) if occurred_at.tzinfo else occurred_at.replace(tzinfo=UTC)
+        return [StatusUpdate(
+            provider_message_id=str(provider_id),
+            status=str(status),
+            error_code=_string_field(data, "error_code", required=False),
+            error_text=_string_field(data, "error_text", required=False),
+            occurred_at=occurred_at,
+        )]
+
+    def parse_inbound(self, request: WebhookRequest) -> InboundMessage:
+        data = _json_object(request)
+        return InboundMessage(
+            from_phone=str(_string_field(data, "from")),
+            to=str(_string_field(data, "to")),
+            body=str(_string_field(data, "body")),
+            provider_message_id=_string_field(data, "message_id", required=False),
+        )
+
+    def inbound_response(self, inbound: InboundMessage, answer: str | None) -> WebhookResponse:
+        return WebhookResponse(200, json.dumps({"reply": answer}).encode(), "application/json")
+
+    def close(self) -> None:
+        self.dispatcher.close()
+
+
+@hookimpl
+def register_providers(register: Any, config: Any) -> None:
+    register(FakeProvider(config.plugin_settings("fake"), config.settings.data_dir / "fake_ledger.jsonl"))
