@@ -44,10 +44,6 @@ TRANSITIONS = {
 }
 
 
-def workflow_id(campaign_id: int) -> str:
-    return f"campaign-{campaign_id}"
-
-
 def _current_status(engine: Any, campaign_id: int) -> str:
     with session_scope(engine) as session:
         return get_campaign(session, campaign_id).status
@@ -146,9 +142,9 @@ class CampaignController(Controller):
             await client.start_workflow(
                 "CampaignWorkflow",
                 CampaignInput(campaign_id, start_at_epoch=schedule_at.timestamp() if scheduled and schedule_at else None),
-                id=workflow_id(campaign_id),
+                id=state.settings.workflow_id(campaign_id),
                 task_queue=state.settings.task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             )
         except WorkflowAlreadyStartedError:
             raise CampaignConflict(f"campaign {campaign_id} was launched already") from None
@@ -168,7 +164,7 @@ class CampaignController(Controller):
                                    f"{action} works when it is {' or '.join(allowed)}")
         try:
             client = await state.temporal.get()
-            handle = client.get_workflow_handle(workflow_id(campaign_id))
+            handle = client.get_workflow_handle(state.settings.workflow_id(campaign_id))
             description = await handle.describe()
             if description.status == WorkflowExecutionStatus.RUNNING:
                 await handle.signal(action)

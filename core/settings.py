@@ -51,6 +51,11 @@ class Settings:
     log_format: str | None
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
     task_queue: str = "textpulse"
+    # Two installations sharing one Temporal namespace keep their workflow ids apart with this.
+    workflow_id_prefix: str = "campaign-"
+
+    def workflow_id(self, campaign_id: int) -> str:
+        return f"{self.workflow_id_prefix}{campaign_id}"
 
     @property
     def embedded_temporal(self) -> bool:
@@ -86,4 +91,5 @@ class Settings:
             log_format=log_format,
             trusted_proxies=_networks(env.get("TEXTPULSE_TRUSTED_PROXIES") or ""),
             task_queue=env.get("TEXTPULSE_TASK_QUEUE") or "textpulse",
+            workflow_id_prefix=env.get("TEXTPULSE_WORKFLOW_ID_PREFIX") or "campaign-",
         )

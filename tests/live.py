@@ -1,0 +1,113 @@
+"""The service under test, running on a thread of its own with a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from core.plugins import load_plugins
+from core.service import Service
+from core.settings import Settings
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T], *, timeout: float = 30, interval: float = 0.1, what: str = "condition") -> T:
+    """Poll until `check()` is truthy; fail with what was awaited and the last value seen."""
+    deadline = time.monotonic() + timeout
+    value = check()
+    while not value:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
+        time.sleep(interval)
+        value = check()
+    return value
+
+
+class LiveService:
+    def __init__(self, *, database_url: str, temporal_address: str, data_dir: Path,
+                 plugin_config: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+        port = free_port()
+        self.settings = Settings.from_env({
+            "TEXTPULSE_DATA_DIR": str(data_dir),
+            "TEXTPULSE_DATABASE_URL": database_url,
+            "TEXTPULSE_TEMPORAL_ADDRESS": temporal_address,
+            "TEXTPULSE_HTTP_PORT": str(port),
+            "TEXTPULSE_TASK_QUEUE": f"test-{secrets.token_hex(4)}",
+            # One Temporal server serves every test: keep their workflow ids apart.
+            "TEXTPULSE_WORKFLOW_ID_PREFIX": f"t{secrets.token_hex(4)}-campaign-",
+            **(env or {}),
+        })
+        self.plugin_config = plugin_config or {
+            "plugins": {"fake": {"delivery_ratio": 1.0, "callback_delay_seconds": [0.01, 0.1], "seed": 7}}
+        }
+        self.url = self.settings.public_url
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.service: Service | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="live-service", daemon=True)
+
+    def _run(self, coro: Any, timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def start(self) -> None:
+        self._thread.start()
+        registry = load_plugins(self.settings, config=self.plugin_config)
+        self.service = Service(self.settings, registry=registry)
+        self._run(self.service.start())
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.service is not None:
+            self._run(self.service.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    @property
+    def engine(self) -> Any:
+        assert self.service is not None
+        return self.service.engine
+
+    @property
+    def fake(self) -> Any:
+        assert self.service is not None
+        return self.service.registry.providers["fake"]
+
+    # -- the API as a user calls it ---------------------------------------------------------
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
+        return self.http.post(path, json=json, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.get(path, **kwargs)
+
+    def stats(self, campaign_id: int) -> dict[str, Any]:
+        response = self.get(f"/api/campaigns/{campaign_id}/stats")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def messages(self, campaign_id: int, **params: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            response = self.get(f"/api/campaigns/{campaign_id}/messages",
+                                params={**params, "limit": 1000, **({"cursor": cursor} if cursor else {})})
+            assert response.status_code == 200, response.text
+            body = response.json()
+            items += body["items"]
+            cursor = body["next"]
+            if not cursor:
+                return items
