@@ -141,7 +141,12 @@ class CampaignController(Controller):
             client = await state.temporal.get()
             await client.start_workflow(
                 "CampaignWorkflow",
-                CampaignInput(campaign_id, start_at_epoch=schedule_at.timestamp() if scheduled and schedule_at else None),
+                CampaignInput(
+                    campaign_id,
+                    batch_size=state.settings.batch_size,
+                    max_concurrent_batches=state.settings.max_concurrent_batches,
+                    start_at_epoch=schedule_at.timestamp() if scheduled and schedule_at else None,
+                ),
                 id=state.settings.workflow_id(campaign_id),
                 task_queue=state.settings.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,

@@ -39,7 +39,7 @@ class ContactController(Controller):
     tags = ["contacts"]
 
     @post("/", operation_id="upsertContacts", sync_to_thread=True, status_code=200)
-    def upsert(self, state: State, data: list[dict[str, Any]]) -> dict[str, Any]:
+    def upsert(self, state: State, data: list[Any]) -> dict[str, Any]:
         """Upsert contacts by E.164 phone; invalid rows are reported by index, valid rows kept."""
         result = upsert_contacts(state.engine, data)
         return {"created": result.created, "updated": result.updated, "invalid": result.invalid}

@@ -64,7 +64,7 @@ def assign_variants(contact_ids: list[int], variants: list[Variant], seed: int) 
 class Snapshot:
     recipients: int
     created: int
-    batches: list[tuple[int, int]]  # (first message id, last message id), CHUNK messages each
+    batches: list[tuple[int, int]]  # (first message id, last message id), batch_size messages each
 
 
 class _CodeMaker:
@@ -105,7 +105,7 @@ def _links_for(session: Session, cache: dict[tuple[int, int], Link], campaign_id
 
 
 def snapshot_audience(engine: Engine, registry: PluginRegistry, campaign_id: int, *, phase: str = "all",
-                      heartbeat: Callable[[], None] = lambda: None) -> Snapshot:
+                      batch_size: int = CHUNK, heartbeat: Callable[[], None] = lambda: None) -> Snapshot:
     """Create one queued message per audience contact (rendered, links tracked, segments counted)."""
     public_url = registry.context.settings.public_url
     with session_scope(engine) as session:
@@ -177,8 +177,19 @@ def snapshot_audience(engine: Engine, registry: PluginRegistry, campaign_id: int
         campaign = get_campaign(session, campaign_id)
         campaign.recipients = max(campaign.recipients, recipients)
         session.add(campaign)
-    batches = [(ids[i], ids[min(i + CHUNK, len(ids)) - 1]) for i in range(0, len(ids), CHUNK)]
+    batches = [(ids[i], ids[min(i + batch_size, len(ids)) - 1]) for i in range(0, len(ids), batch_size)]
     return Snapshot(recipients=recipients, created=created, batches=batches)
+
+
+def cancel_pending(engine: Engine, campaign_id: int) -> int:
+    """After a cancel: every message not yet handed to the provider becomes `cancelled`."""
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Message).where(Message.campaign_id == campaign_id, Message.status == "queued",
+                                  Message.provider_message_id.is_(None))
+            .values(status="cancelled", error_text="campaign cancelled", status_changed_at=utcnow())
+        )
+        return int(result.rowcount or 0)
 
 
 @dataclass

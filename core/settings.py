@@ -51,6 +51,8 @@ class Settings:
     log_format: str | None
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
     task_queue: str = "textpulse"
+    batch_size: int = 500
+    max_concurrent_batches: int = 4
     # Two installations sharing one Temporal namespace keep their workflow ids apart with this.
     workflow_id_prefix: str = "campaign-"
 
@@ -91,5 +93,7 @@ class Settings:
             log_format=log_format,
             trusted_proxies=_networks(env.get("TEXTPULSE_TRUSTED_PROXIES") or ""),
             task_queue=env.get("TEXTPULSE_TASK_QUEUE") or "textpulse",
+            batch_size=_int(env, "TEXTPULSE_BATCH_SIZE", 500),
+            max_concurrent_batches=_int(env, "TEXTPULSE_MAX_CONCURRENT_BATCHES", 4),
             workflow_id_prefix=env.get("TEXTPULSE_WORKFLOW_ID_PREFIX") or "campaign-",
         )

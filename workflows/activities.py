@@ -29,12 +29,15 @@ class CampaignActivities:
         if data.status == "running":
             extra["launched_at"] = campaigns.utcnow()
         only_from = tuple(data.only_from) if data.only_from is not None else None
-        return campaigns.set_status(self.engine, data.campaign_id, data.status, only_from=only_from, **extra)
+        moved = campaigns.set_status(self.engine, data.campaign_id, data.status, only_from=only_from, **extra)
+        if data.status == "cancelled":
+            sending.cancel_pending(self.engine, data.campaign_id)
+        return moved
 
     @activity.defn(name="snapshot_audience")
     def snapshot_audience(self, data: SnapshotInput) -> SnapshotResult:
         snap = sending.snapshot_audience(self.engine, self.registry, data.campaign_id, phase=data.phase,
-                                         heartbeat=activity.heartbeat)
+                                         batch_size=data.batch_size, heartbeat=activity.heartbeat)
         return SnapshotResult(recipients=snap.recipients, created=snap.created,
                               batches=[[first, last] for first, last in snap.batches])
 

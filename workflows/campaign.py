@@ -61,7 +61,7 @@ class CampaignWorkflow:
             await self._set_status(cid, "running", only_from=["draft", "scheduled"])
             self.phase = "snapshot"
             snap: SnapshotResult = await workflow.execute_activity(
-                "snapshot_audience", SnapshotInput(cid), result_type=SnapshotResult,
+                "snapshot_audience", SnapshotInput(cid, batch_size=data.batch_size), result_type=SnapshotResult,
                 start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(minutes=2),
             )
             self.state.batches, self.state.recipients = snap.batches, snap.recipients

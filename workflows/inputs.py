@@ -22,6 +22,7 @@ class CampaignState:
 @dataclass
 class CampaignInput:
     campaign_id: int
+    batch_size: int = 500  # messages per send activity
     max_concurrent_batches: int = 4
     # Every wait is a parameter so tests can use seconds.
     send_timeout_seconds: float = 300.0
@@ -51,6 +52,7 @@ class CampaignStatusInput:
 class SnapshotInput:
     campaign_id: int
     phase: str = "all"
+    batch_size: int = 500
 
 
 @dataclass
