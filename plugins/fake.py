@@ -170,6 +170,11 @@ class FakeProvider:
                 fh.write("".join(entry + "\n" for entry in entries))
         return results
 
+    def find_sent(self, messages: list[OutgoingMessage]) -> dict[int, str]:
+        """Which of these did we accept already? (An attempt whose answer was lost.)"""
+        by_key = {entry["idempotency_key"]: entry["provider_message_id"] for entry in self.ledger()}
+        return {m.message_id: by_key[m.idempotency_key] for m in messages if m.idempotency_key in by_key}
+
     def ledger(self) -> list[dict[str, Any]]:
         """Every send this provider accepted (across restarts: it is a file)."""
         if not self.ledger_path.exists():
