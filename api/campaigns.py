@@ -145,6 +145,7 @@ class CampaignController(Controller):
                     campaign_id,
                     batch_size=state.settings.batch_size,
                     max_concurrent_batches=state.settings.max_concurrent_batches,
+                    send_timeout_seconds=state.settings.send_timeout_seconds,
                     start_at_epoch=schedule_at.timestamp() if scheduled and schedule_at else None,
                 ),
                 id=state.settings.workflow_id(campaign_id),

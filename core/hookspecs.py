@@ -55,7 +55,7 @@ def register_activities(register: Callable[[Any], None], config: Any) -> None:
 
 @hookspec
 def on_message_status(message: Any, old_status: str, new_status: str) -> None:
-    """Called after a message's delivery status moved forward (not for duplicates)."""
+    """Called after a message's delivery status moved forward (not for duplicates); `message` is its id."""
 
 
 @hookspec

@@ -53,6 +53,7 @@ class Settings:
     task_queue: str = "textpulse"
     batch_size: int = 500
     max_concurrent_batches: int = 4
+    send_timeout_seconds: int = 300  # one send activity; a dead worker's batch is retried after this
     # Two installations sharing one Temporal namespace keep their workflow ids apart with this.
     workflow_id_prefix: str = "campaign-"
 
@@ -95,5 +96,6 @@ class Settings:
             task_queue=env.get("TEXTPULSE_TASK_QUEUE") or "textpulse",
             batch_size=_int(env, "TEXTPULSE_BATCH_SIZE", 500),
             max_concurrent_batches=_int(env, "TEXTPULSE_MAX_CONCURRENT_BATCHES", 4),
+            send_timeout_seconds=_int(env, "TEXTPULSE_SEND_TIMEOUT_SECONDS", 300),
             workflow_id_prefix=env.get("TEXTPULSE_WORKFLOW_ID_PREFIX") or "campaign-",
         )

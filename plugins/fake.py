@@ -106,13 +106,15 @@ class CallbackDispatcher:
 
     def _post(self, url: str, payload: dict[str, Any]) -> None:
         for attempt in range(5):
+            if self._stopped:
+                return
             try:
                 response = self._client.post(url, json=payload)
                 if response.status_code < 500:
                     if response.status_code >= 400:
                         log.warning("fake callback refused", status=response.status_code, body=response.text)
                     return
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, RuntimeError) as exc:  # RuntimeError: closed while stopping
                 log.debug("fake callback failed", error=str(exc), attempt=attempt)
             time.sleep(0.2 * 2**attempt)
         log.warning("fake callback dropped", url=url, payload=payload)

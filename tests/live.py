@@ -40,7 +40,8 @@ def wait_for(check: Callable[[], T], *, timeout: float = 30, interval: float = 0
 
 class LiveService:
     def __init__(self, *, database_url: str, temporal_address: str, data_dir: Path,
-                 plugin_config: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> None:
+                 plugin_config: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                 run_worker: bool = True) -> None:
         port = free_port()
         self.settings = Settings.from_env({
             "TEXTPULSE_DATA_DIR": str(data_dir),
@@ -55,6 +56,7 @@ class LiveService:
         self.plugin_config = plugin_config or {
             "plugins": {"fake": {"delivery_ratio": 1.0, "callback_delay_seconds": [0.01, 0.1], "seed": 7}}
         }
+        self.run_worker = run_worker
         self.url = self.settings.public_url
         self.http = httpx.Client(base_url=self.url, timeout=30)
         self.service: Service | None = None
@@ -67,7 +69,7 @@ class LiveService:
     def start(self) -> None:
         self._thread.start()
         registry = load_plugins(self.settings, config=self.plugin_config)
-        self.service = Service(self.settings, registry=registry)
+        self.service = Service(self.settings, registry=registry, run_worker=self.run_worker)
         self._run(self.service.start())
 
     def stop(self) -> None:
