@@ -45,17 +45,17 @@ TRANSITIONS = {
 
 
 def _current_status(engine: Any, campaign_id: int) -> str:
-    with session_scope(engine) as session:
+    with session_scope(engine, read_only=True) as session:
         return get_campaign(session, campaign_id).status
 
 
 def _schedule_at(engine: Any, campaign_id: int) -> datetime | None:
-    with session_scope(engine) as session:
+    with session_scope(engine, read_only=True) as session:
         return get_campaign(session, campaign_id).schedule_at
 
 
 def _campaign_body(engine: Any, campaign_id: int) -> dict[str, Any]:
-    with session_scope(engine) as session:
+    with session_scope(engine, read_only=True) as session:
         return campaign_dict(session, get_campaign(session, campaign_id))
 
 
@@ -76,13 +76,13 @@ class CampaignController(Controller):
         query = select(Campaign)
         if status:
             query = query.where(Campaign.status == status)
-        with session_scope(state.engine) as session:
+        with session_scope(state.engine, read_only=True) as session:
             return page(session, query, Campaign.id, cursor, limit, lambda c: campaign_dict(session, c))
 
     @get("/{campaign_id:int}", operation_id="getCampaign", sync_to_thread=True)
     def get_one(self, state: State, campaign_id: int) -> dict[str, Any]:
         """One campaign with its variants, status and progress."""
-        with session_scope(state.engine) as session:
+        with session_scope(state.engine, read_only=True) as session:
             return campaign_dict(session, get_campaign(session, campaign_id))
 
     @post("/{campaign_id:int}/preview", operation_id="previewCampaign", sync_to_thread=True, status_code=200)
@@ -92,7 +92,7 @@ class CampaignController(Controller):
         data = data or PreviewIn()
         registry = state.registry
         public_url = state.settings.public_url
-        with session_scope(state.engine) as session:
+        with session_scope(state.engine, read_only=True) as session:
             campaign = get_campaign(session, campaign_id)
             if data.contact_ids:
                 contacts = list(session.scalars(select(Contact).where(Contact.id.in_(data.contact_ids))
@@ -198,7 +198,7 @@ class CampaignController(Controller):
                  phone: str | None = None, phase: str | None = None, cursor: str | None = None,
                  limit: int = Parameter(default=100, ge=1, le=1000)) -> dict[str, Any]:
         """The message log: one row per recipient and send, with status, error and tracked body."""
-        with session_scope(state.engine) as session:
+        with session_scope(state.engine, read_only=True) as session:
             get_campaign(session, campaign_id)
             names = {v.id: v.name for v in variants_of(session, campaign_id)}
             query = select(Message).where(Message.campaign_id == campaign_id)

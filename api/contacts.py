@@ -85,7 +85,7 @@ class ContactController(Controller):
             query = query.where(Contact.phone == phone)
         if opted_out is not None:
             query = query.where(Contact.opted_out_at.is_not(None) if opted_out else Contact.opted_out_at.is_(None))
-        with session_scope(state.engine) as session:
+        with session_scope(state.engine, read_only=True) as session:
             def keep(contact: Contact) -> bool:
                 attrs = contact.attributes or {}
                 return all(str(attrs.get(k)) == v for k, v in wanted.items())
@@ -95,7 +95,7 @@ class ContactController(Controller):
     @get("/{contact_id:int}", operation_id="getContact", sync_to_thread=True)
     def get_contact(self, state: State, contact_id: int) -> dict[str, Any]:
         """One contact with its messages, clicks, replies and conversions."""
-        with session_scope(state.engine) as session:
+        with session_scope(state.engine, read_only=True) as session:
             contact = session.get(Contact, contact_id)
             if contact is None:
                 raise NotFoundException(f"contact {contact_id} does not exist")

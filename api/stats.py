@@ -19,7 +19,7 @@ class StatsController(Controller):
     @get("/", operation_id="campaignStats", sync_to_thread=True)
     def summary(self, state: State, campaign_id: int, bots: Literal["exclude", "include"] = "exclude") -> dict[str, Any]:
         """Sent, delivered, failed, clicks (bot-filtered by default, raw beside), CTR, replies, conversions."""
-        with session_scope(state.engine) as session:
+        with session_scope(state.engine, read_only=True) as session:
             campaign = get_campaign(session, campaign_id)
             provider = state.registry.providers.get(campaign.provider)
             reports_delivery = bool(getattr(provider, "reports_delivery", True))
