@@ -16,13 +16,15 @@ from litestar.router import Router
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
-from api import campaigns, contacts, health, stats, webhooks
+from api import campaigns, clicks, contacts, events, health, stats, webhooks
 from api.redirect import ClickWriter, CodeCache, RedirectApp
 from core.campaigns import CampaignConflict, CampaignInvalid, CampaignNotFound
+from core.conversions import ConversionError
 from core.db import make_engine
 from core.log import get_logger
 from core.plugins import PluginRegistry, load_plugins
 from core.providers import WebhookError
+from core.reports import ReportError
 from core.settings import Settings
 from core.templates import BodyTemplateError
 
@@ -59,6 +61,8 @@ def _exception_handlers() -> dict[Any, Any]:
         CampaignInvalid: lambda _r, exc: _error(422, str(exc)),
         BodyTemplateError: lambda _r, exc: _error(422, str(exc)),
         WebhookError: lambda _r, exc: _error(exc.status_code, exc.detail),
+        ConversionError: lambda _r, exc: _error(422, str(exc)),
+        ReportError: lambda _r, exc: _error(400, str(exc)),
     }
 
 
@@ -94,7 +98,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     api_router = Router(
         path="/api",
-        route_handlers=[contacts.ContactController, campaigns.CampaignController, stats.StatsController],
+        route_handlers=[contacts.ContactController, campaigns.CampaignController, stats.StatsController,
+                        clicks.ClickController, events.EventController],
         guards=[_api_key_guard(settings.api_key)],
     )
     app = Litestar(

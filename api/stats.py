@@ -7,9 +7,14 @@ from typing import Any, Literal
 from litestar import Controller, get
 from litestar.datastructures import State
 
-from core import stats
+from core import reports, stats
 from core.campaigns import get_campaign
 from core.db import session_scope
+
+
+def _reports_delivery(state: State, provider_name: str) -> bool:
+    provider = state.registry.providers.get(provider_name)
+    return bool(getattr(provider, "reports_delivery", True))
 
 
 class StatsController(Controller):
@@ -21,7 +26,42 @@ class StatsController(Controller):
         """Sent, delivered, failed, clicks (bot-filtered by default, raw beside), CTR, replies, conversions."""
         with session_scope(state.engine, read_only=True) as session:
             campaign = get_campaign(session, campaign_id)
-            provider = state.registry.providers.get(campaign.provider)
-            reports_delivery = bool(getattr(provider, "reports_delivery", True))
-            return stats.summary(session, campaign_id, reports_delivery=reports_delivery,
+            return stats.summary(session, campaign_id, reports_delivery=_reports_delivery(state, campaign.provider),
                                  include_bots=bots == "include")
+
+    @get("/links", operation_id="campaignLinkStats", sync_to_thread=True)
+    def links(self, state: State, campaign_id: int) -> dict[str, Any]:
+        """Split of clicks per link: human clicks, unique contacts, and bot clicks beside."""
+        with session_scope(state.engine, read_only=True) as session:
+            get_campaign(session, campaign_id)
+            return reports.links(session, campaign_id)
+
+    @get("/devices", operation_id="campaignDeviceStats", sync_to_thread=True)
+    def devices(self, state: State, campaign_id: int,
+                bots: Literal["exclude", "include"] = "exclude") -> dict[str, Any]:
+        """Clicks by operating system and by device type (mobile, tablet, desktop, other)."""
+        with session_scope(state.engine, read_only=True) as session:
+            get_campaign(session, campaign_id)
+            return reports.devices(session, campaign_id, include_bots=bots == "include")
+
+    @get("/click-timing", operation_id="campaignClickTiming", sync_to_thread=True)
+    def click_timing(self, state: State, campaign_id: int) -> dict[str, Any]:
+        """Histogram of the time from delivery (else send) to each contact's first human click."""
+        with session_scope(state.engine, read_only=True) as session:
+            campaign = get_campaign(session, campaign_id)
+            return reports.click_timing(session, campaign_id,
+                                        reports_delivery=_reports_delivery(state, campaign.provider))
+
+    @get("/trend", operation_id="campaignTrend", sync_to_thread=True)
+    def trend(self, state: State, campaign_id: int, interval: str = "day", tz: str = "UTC") -> dict[str, Any]:
+        """Sent, delivered, clicks, replies and conversions per day, week or month (in `tz`)."""
+        with session_scope(state.engine, read_only=True) as session:
+            get_campaign(session, campaign_id)
+            return reports.trend(session, campaign_id, interval=interval, tz=tz)
+
+    @get("/funnel", operation_id="campaignFunnel", sync_to_thread=True)
+    def funnel(self, state: State, campaign_id: int) -> dict[str, Any]:
+        """Contacts sent → delivered → clicked → converted; direct vs influenced conversions."""
+        with session_scope(state.engine, read_only=True) as session:
+            get_campaign(session, campaign_id)
+            return reports.funnel(session, campaign_id)
