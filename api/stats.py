@@ -29,6 +29,14 @@ class StatsController(Controller):
             return stats.summary(session, campaign_id, reports_delivery=_reports_delivery(state, campaign.provider),
                                  include_bots=bots == "include")
 
+    @get("/variants", operation_id="campaignVariantStats", sync_to_thread=True)
+    def variants(self, state: State, campaign_id: int) -> dict[str, Any]:
+        """Each variant side by side with its chance to win on the campaign's metric; "all variants"
+        counts a contact once even if it received several."""
+        with session_scope(state.engine, read_only=True) as session:
+            campaign = get_campaign(session, campaign_id)
+            return reports.variants(session, campaign_id, reports_delivery=_reports_delivery(state, campaign.provider))
+
     @get("/links", operation_id="campaignLinkStats", sync_to_thread=True)
     def links(self, state: State, campaign_id: int) -> dict[str, Any]:
         """Split of clicks per link: human clicks, unique contacts, and bot clicks beside."""

@@ -16,7 +16,6 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
-
 READ_ONLY = "textpulse_read_only"
 
 

@@ -176,3 +176,58 @@ def funnel(session: Session, campaign_id: int) -> dict[str, Any]:
         "influenced": int(converted or 0) - int(direct or 0) if influenced else 0,
         "revenue": float(revenue or 0),
     }
+
+
+def variants(session: Session, campaign_id: int, *, reports_delivery: bool = True) -> dict[str, Any]:
+    """The summary per variant, "all variants" with each contact once, and who is winning."""
+    from core.ab import Arm, compare
+    from core.campaigns import get_campaign
+
+    campaign = get_campaign(session, campaign_id)
+    metric = (campaign.ab_test or {}).get("metric", "ctr")
+    counted = and_(Message.campaign_id == campaign_id, Message.phase != "test_send")
+
+    def counts(where: Any) -> dict[str, Any]:
+        recipients, sent, delivered = session.execute(
+            select(func.count(distinct(Message.contact_id)),
+                   func.count(distinct(case((Message.sent_at.is_not(None), Message.contact_id), else_=None))),
+                   func.count(distinct(case((Message.status == "delivered", Message.contact_id), else_=None))))
+            .where(counted, where)
+        ).one()
+        clickers = session.scalar(
+            select(func.count(distinct(Click.contact_id))).join(Message, Message.id == Click.message_id)
+            .where(_clicks(campaign_id, include_bots=False), where)
+        )
+        converted, revenue = session.execute(
+            select(func.count(distinct(Conversion.contact_id)), func.coalesce(func.sum(Conversion.revenue), 0))
+            .join(Message, Message.id == Conversion.message_id)
+            .where(Conversion.campaign_id == campaign_id, where)
+        ).one()
+        basis = int(delivered if reports_delivery else sent)
+        return {"recipients": int(recipients), "sent": int(sent), "delivered": int(delivered),
+                "unique_clicks": int(clickers or 0), "ctr": round((clickers or 0) / basis, 6) if basis else 0.0,
+                "conversions": int(converted or 0),
+                "conversion_rate": round((converted or 0) / basis, 6) if basis else 0.0,
+                "revenue": float(revenue or 0), "_basis": basis}
+
+    rows = []
+    for variant in session.scalars(select(Variant).where(Variant.campaign_id == campaign_id).order_by(Variant.id)):
+        rows.append({"variant": variant.name, "is_control": variant.is_control,
+                     **counts(Message.variant_id == variant.id)})
+    arms = []
+    for row in rows:
+        if metric in ("ctr", "unique_clicks"):
+            arms.append(Arm(row["variant"], row["unique_clicks"], row["_basis"]))
+        else:
+            value = row["revenue"] / row["conversions"] if metric == "revenue" and row["conversions"] else 1.0
+            arms.append(Arm(row["variant"], row["conversions"], row["_basis"], value))
+    posteriors = {p.name: p for p in compare([a for a in arms if a.trials > 0], seed=campaign_id)}
+    for row in rows:
+        p = posteriors.get(row["variant"])
+        row["chance_to_win"] = p.chance_to_win if p else None
+        row["expected_loss"] = p.expected_loss if p else None
+        row["interval"] = list(p.interval) if p else None
+        row.pop("_basis")
+    all_variants = counts(Message.variant_id.is_not(None))
+    all_variants.pop("_basis")
+    return {"metric": metric, "variants": rows, "all_variants": all_variants, "winner": campaign.winner}
