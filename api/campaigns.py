@@ -19,6 +19,7 @@ from api.paging import page
 from api.rows import message_dict
 from core.campaigns import (
     CampaignConflict,
+    CampaignInvalid,
     campaign_dict,
     create_campaign,
     get_campaign,
@@ -30,7 +31,7 @@ from core.db import session_scope
 from core.log import get_logger
 from core.models import Campaign, Contact, Message, Variant, utcnow
 from core.rendering import render_message
-from core.schemas import CampaignCreate, PreviewIn
+from core.schemas import CampaignCreate, PreviewIn, WinnerIn
 from core.templates import compile_body
 from workflows.inputs import CampaignInput
 
@@ -49,9 +50,22 @@ def _current_status(engine: Any, campaign_id: int) -> str:
         return get_campaign(session, campaign_id).status
 
 
-def _schedule_at(engine: Any, campaign_id: int) -> datetime | None:
+def _launch_input(engine: Any, settings: Any, campaign_id: int) -> tuple[CampaignInput, bool]:
+    """The workflow's input from the campaign's settings; and whether it waits for a schedule."""
     with session_scope(engine, read_only=True) as session:
-        return get_campaign(session, campaign_id).schedule_at
+        campaign = get_campaign(session, campaign_id)
+    schedule_at = campaign.schedule_at
+    scheduled = schedule_at is not None and schedule_at > datetime.now(UTC)
+    return CampaignInput(
+        campaign_id,
+        batch_size=settings.batch_size,
+        max_concurrent_batches=settings.max_concurrent_batches,
+        send_timeout_seconds=settings.send_timeout_seconds,
+        start_at_epoch=schedule_at.timestamp() if scheduled and schedule_at else None,
+        ab_wait_seconds=float((campaign.ab_test or {}).get("wait_seconds", 7200)),
+        ab_poll_seconds=float(settings.ab_poll_seconds),
+        rate_limited=campaign.rate_limit_per_second is not None,
+    ), scheduled
 
 
 def _campaign_body(engine: Any, campaign_id: int) -> dict[str, Any]:
@@ -128,8 +142,7 @@ class CampaignController(Controller):
     async def launch(self, state: State, campaign_id: int) -> dict[str, Any]:
         """Start workflow `campaign-<id>`; a campaign launches once (409 after that)."""
         engine = state.engine
-        schedule_at = await anyio.to_thread.run_sync(_schedule_at, engine, campaign_id)
-        scheduled = schedule_at is not None and schedule_at > datetime.now(UTC)
+        workflow_input, scheduled = await anyio.to_thread.run_sync(_launch_input, engine, state.settings, campaign_id)
         moved = await anyio.to_thread.run_sync(
             lambda: set_status(engine, campaign_id, "scheduled" if scheduled else "running", only_from=("draft",),
                                launched_at=utcnow())
@@ -141,13 +154,7 @@ class CampaignController(Controller):
             client = await state.temporal.get()
             await client.start_workflow(
                 "CampaignWorkflow",
-                CampaignInput(
-                    campaign_id,
-                    batch_size=state.settings.batch_size,
-                    max_concurrent_batches=state.settings.max_concurrent_batches,
-                    send_timeout_seconds=state.settings.send_timeout_seconds,
-                    start_at_epoch=schedule_at.timestamp() if scheduled and schedule_at else None,
-                ),
+                workflow_input,
                 id=state.settings.workflow_id(campaign_id),
                 task_queue=state.settings.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
@@ -192,6 +199,23 @@ class CampaignController(Controller):
     async def cancel(self, state: State, campaign_id: int) -> dict[str, Any]:
         """No further message is created or sent; tracked links keep working."""
         return await self._control(state, campaign_id, "cancel")
+
+    @post("/{campaign_id:int}/winner", operation_id="chooseWinner", status_code=202)
+    async def choose_winner(self, state: State, campaign_id: int, data: WinnerIn | None = None) -> dict[str, Any]:
+        """End a waiting A/B test: `{"variant": "B"}` sends B to the remainder; `{}` decides now by
+        the campaign's policy (statistics, else its fallback). 409 when no test is waiting."""
+        engine = state.engine
+        variant = (data.variant if data else None) or ""
+        body = await anyio.to_thread.run_sync(_campaign_body, engine, campaign_id)
+        if body["status"] != "waiting":
+            raise CampaignConflict(f"campaign {campaign_id} has no A/B test waiting for a winner "
+                                   f"(status {body['status']})")
+        names = [v["name"] for v in body["variants"] if not v["is_control"]]
+        if variant and variant not in names:
+            raise CampaignInvalid(f"variant {variant!r} is not one of {', '.join(names)}")
+        client = await state.temporal.get()
+        await client.get_workflow_handle(state.settings.workflow_id(campaign_id)).signal("choose_winner", variant)
+        return body
 
     @get("/{campaign_id:int}/messages", operation_id="listMessages", sync_to_thread=True)
     def messages(self, state: State, campaign_id: int, status: str | None = None, variant: str | None = None,

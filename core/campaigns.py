@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from core.db import session_scope
-from core.models import Campaign, Contact, Message, Variant, utcnow
+from core.models import UNCOUNTED_PHASES, Campaign, Contact, Message, Variant, utcnow
 from core.schemas import CampaignCreate
 from core.templates import BodyTemplateError, compile_body, render_body
 
@@ -128,7 +128,7 @@ def get_campaign(session: Session, campaign_id: int) -> Campaign:
 def progress(session: Session, campaign: Campaign) -> dict[str, Any]:
     rows = session.execute(
         select(Message.status, func.count())
-        .where(Message.campaign_id == campaign.id, Message.phase != "test_send")
+        .where(Message.campaign_id == campaign.id, Message.phase.notin_(UNCOUNTED_PHASES))
         .group_by(Message.status)
     ).all()
     counts = {status: n for status, n in rows}

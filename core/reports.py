@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import and_, case, distinct, func, select
 from sqlmodel import Session
 
-from core.models import Click, Conversion, Link, Message, Reply, Variant
+from core.models import UNCOUNTED_PHASES, Click, Conversion, Link, Message, Reply, Variant
 
 # Upper bounds (seconds) of the click-timing histogram; None is "later".
 TIMING_BUCKETS: list[tuple[str, int | None]] = [
@@ -29,7 +29,7 @@ class ReportError(ValueError):
 
 
 def _clicks(campaign_id: int, include_bots: bool) -> Any:
-    condition = and_(Click.campaign_id == campaign_id, Message.phase != "test_send")
+    condition = and_(Click.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES))
     return condition if include_bots else and_(condition, Click.is_bot.is_(False))
 
 
@@ -120,7 +120,7 @@ def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str 
         raise ReportError(f"tz {tz!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
     buckets: dict[datetime, dict[str, Any]] = defaultdict(
         lambda: {"sent": 0, "delivered": 0, "clicks": 0, "unique_clicks": set(), "replies": 0, "conversions": 0})
-    counted = and_(Message.campaign_id == campaign_id, Message.phase != "test_send")
+    counted = and_(Message.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES))
     for sent_at, delivered_at in session.execute(select(Message.sent_at, Message.delivered_at).where(counted)):
         if sent_at:
             buckets[_bucket_start(sent_at, interval, zone)]["sent"] += 1
@@ -151,7 +151,7 @@ def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str 
 
 def funnel(session: Session, campaign_id: int) -> dict[str, Any]:
     """Contacts at each step; conversions split into direct (clicked first) and influenced."""
-    counted = and_(Message.campaign_id == campaign_id, Message.phase != "test_send")
+    counted = and_(Message.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES))
     sent, delivered = session.execute(
         select(func.count(distinct(case((Message.sent_at.is_not(None), Message.contact_id), else_=None))),
                func.count(distinct(case((Message.status == "delivered", Message.contact_id), else_=None))))
@@ -178,14 +178,18 @@ def funnel(session: Session, campaign_id: int) -> dict[str, Any]:
     }
 
 
-def variants(session: Session, campaign_id: int, *, reports_delivery: bool = True) -> dict[str, Any]:
-    """The summary per variant, "all variants" with each contact once, and who is winning."""
+def variants(session: Session, campaign_id: int, *, reports_delivery: bool = True,
+             phase: str | None = None) -> dict[str, Any]:
+    """The summary per variant, "all variants" with each contact once, and who is winning.
+    `phase="test"` reads the A/B test cohort alone (what the winner is picked on)."""
     from core.ab import Arm, compare
     from core.campaigns import get_campaign
 
     campaign = get_campaign(session, campaign_id)
     metric = (campaign.ab_test or {}).get("metric", "ctr")
-    counted = and_(Message.campaign_id == campaign_id, Message.phase != "test_send")
+    counted = and_(Message.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES))
+    if phase is not None:
+        counted = and_(counted, Message.phase == phase)
 
     def counts(where: Any) -> dict[str, Any]:
         recipients, sent, delivered = session.execute(
@@ -196,12 +200,12 @@ def variants(session: Session, campaign_id: int, *, reports_delivery: bool = Tru
         ).one()
         clickers = session.scalar(
             select(func.count(distinct(Click.contact_id))).join(Message, Message.id == Click.message_id)
-            .where(_clicks(campaign_id, include_bots=False), where)
+            .where(_clicks(campaign_id, include_bots=False), counted, where)
         )
         converted, revenue = session.execute(
             select(func.count(distinct(Conversion.contact_id)), func.coalesce(func.sum(Conversion.revenue), 0))
             .join(Message, Message.id == Conversion.message_id)
-            .where(Conversion.campaign_id == campaign_id, where)
+            .where(Conversion.campaign_id == campaign_id, counted, where)
         ).one()
         basis = int(delivered if reports_delivery else sent)
         return {"recipients": int(recipients), "sent": int(sent), "delivered": int(delivered),
@@ -212,10 +216,13 @@ def variants(session: Session, campaign_id: int, *, reports_delivery: bool = Tru
 
     rows = []
     for variant in session.scalars(select(Variant).where(Variant.campaign_id == campaign_id).order_by(Variant.id)):
-        rows.append({"variant": variant.name, "is_control": variant.is_control,
-                     **counts(Message.variant_id == variant.id)})
+        row = {"variant": variant.name, "is_control": variant.is_control, **counts(Message.variant_id == variant.id)}
+        if variant.is_control:  # held out: nothing sent, the group's size is what there is to show
+            row["recipients"] = int(session.scalar(select(func.count()).where(
+                Message.campaign_id == campaign_id, Message.variant_id == variant.id, Message.phase == "control")) or 0)
+        rows.append(row)
     arms = []
-    for row in rows:
+    for row in [r for r in rows if not r["is_control"]]:
         if metric in ("ctr", "unique_clicks"):
             arms.append(Arm(row["variant"], row["unique_clicks"], row["_basis"]))
         else:

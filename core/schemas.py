@@ -95,12 +95,24 @@ class CampaignCreate(Strict):
             raise ValueError("at least one variant must not be a control")
         if sum(v.weight for v in self.variants if not v.is_control) <= 0:
             raise ValueError("variant weights must add up to more than 0")
+        if self.ab_test is not None:
+            if self.variant_by_attribute:
+                raise ValueError("ab_test and variant_by_attribute cannot be combined")
+            if len([v for v in self.variants if not v.is_control]) < 2:
+                raise ValueError("an A/B test needs at least two variants that are not controls")
+            fallback = self.ab_test.fallback
+            if fallback.startswith("send_variant:") and fallback.split(":", 1)[1] not in names:
+                raise ValueError(f"ab_test.fallback names {fallback.split(':', 1)[1]!r}, which is not a variant")
         return self
 
 
 class PreviewIn(Strict):
     contact_ids: list[int] | None = None
     limit: int = Field(default=3, ge=1, le=50)
+
+
+class WinnerIn(Strict):
+    variant: str | None = None
 
 
 class TestSendIn(Strict):

@@ -54,6 +54,7 @@ class Settings:
     batch_size: int = 500
     max_concurrent_batches: int = 4
     send_timeout_seconds: int = 300  # one send activity; a dead worker's batch is retried after this
+    ab_poll_seconds: int = 60  # how often a waiting A/B test is looked at (it ends early when decisive)
     # Two installations sharing one Temporal namespace keep their workflow ids apart with this.
     workflow_id_prefix: str = "campaign-"
 
@@ -97,5 +98,6 @@ class Settings:
             batch_size=_int(env, "TEXTPULSE_BATCH_SIZE", 500),
             max_concurrent_batches=_int(env, "TEXTPULSE_MAX_CONCURRENT_BATCHES", 4),
             send_timeout_seconds=_int(env, "TEXTPULSE_SEND_TIMEOUT_SECONDS", 300),
+            ab_poll_seconds=_int(env, "TEXTPULSE_AB_POLL_SECONDS", 60),
             workflow_id_prefix=env.get("TEXTPULSE_WORKFLOW_ID_PREFIX") or "campaign-",
         )

@@ -12,7 +12,7 @@ from sqlalchemy import and_, case, distinct, func, select
 from sqlmodel import Session
 
 from core.campaigns import get_campaign, iso
-from core.models import Click, Conversion, Message, Reply, utcnow
+from core.models import UNCOUNTED_PHASES, Click, Conversion, Message, Reply, utcnow
 
 OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 
@@ -24,7 +24,7 @@ def _rate(numerator: int, denominator: int) -> float:
 def summary(session: Session, campaign_id: int, *, reports_delivery: bool = True,
             include_bots: bool = False) -> dict[str, Any]:
     campaign = get_campaign(session, campaign_id)
-    counted = and_(Message.campaign_id == campaign_id, Message.phase != "test_send")
+    counted = and_(Message.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES))
     m = session.execute(
         select(
             func.count(),
@@ -36,7 +36,7 @@ def summary(session: Session, campaign_id: int, *, reports_delivery: bool = True
         ).where(counted)
     ).one()
     messages, queued, sent, delivered, undelivered, failed = (int(v or 0) for v in m)
-    real_clicks = and_(Click.campaign_id == campaign_id, Click.message_id == Message.id, Message.phase != "test_send")
+    real_clicks = and_(Click.campaign_id == campaign_id, Click.message_id == Message.id, Message.phase.notin_(UNCOUNTED_PHASES))
     c = session.execute(
         select(
             func.count(),

@@ -15,7 +15,8 @@ from core.models import Message, ShortCode
 from core.plugins import load_plugins
 from core.providers import OutgoingMessage
 from core.schemas import CampaignCreate
-from core.sending import assign_variants, send_batch, snapshot_audience, split_by_weight
+from core.audience import plan, snapshot
+from core.sending import send_batch, split_by_weight
 from core.settings import Settings
 
 
@@ -48,9 +49,9 @@ def test_split_by_weight_gives_exact_counts() -> None:
 def test_snapshot_is_idempotent_and_tracks_every_link(world) -> None:
     engine, registry = world
     cid = _campaign(engine)
-    first = snapshot_audience(engine, registry, cid, batch_size=4)
-    again = snapshot_audience(engine, registry, cid, batch_size=4)
-    assert (first.recipients, first.created, again.created) == (10, 10, 0)
+    first = snapshot(engine, registry, cid, batch_size=4)
+    again = snapshot(engine, registry, cid, batch_size=4)
+    assert (first.recipients, first.phase) == (10, "all")
     assert first.batches == again.batches and len(first.batches) == 3
     with session_scope(engine) as session:
         messages = session.scalars(select(Message)).all()
@@ -65,21 +66,47 @@ def test_snapshot_is_idempotent_and_tracks_every_link(world) -> None:
             assert f"/r/{code.code}" in message.body
 
 
-def test_variant_assignment_is_deterministic() -> None:
-    class V:
-        def __init__(self, i: int, w: float) -> None:
-            self.id, self.weight, self.is_control = i, w, False
+class _V:
+    def __init__(self, i: int, name: str, w: float, control: bool = False) -> None:
+        self.id, self.name, self.weight, self.is_control = i, name, w, control
 
-    variants = [V(1, 1), V(2, 1)]
-    a = assign_variants(list(range(100)), variants, seed=5)
-    b = assign_variants(list(reversed(range(100))), variants, seed=5)
-    assert {k: v.id for k, v in a.items()} == {k: v.id for k, v in b.items()}
+
+class _C:
+    def __init__(self, **kw: object) -> None:
+        self.id, self.control_percent, self.variant_by_attribute, self.ab_test = 5, 0, None, None
+        self.__dict__.update(kw)
+
+
+def test_the_plan_is_deterministic_and_exact() -> None:
+    variants = [_V(1, "A", 1), _V(2, "B", 1)]
+    contacts = [(i, {}) for i in range(100)]
+    a = plan(_C(), variants, contacts)
+    assert a == plan(_C(), variants, list(reversed(contacts)))
+    assert Counter(p.variant_id for p in a.values()) == {1: 50, 2: 50}
+
+
+def test_the_plan_holds_out_a_control_group_and_freezes_the_remainder() -> None:
+    variants = [_V(1, "A", 45), _V(2, "B", 45), _V(3, "Hold", 10, control=True)]
+    placed = plan(_C(control_percent=10, ab_test={"test_percent": 20}), variants, [(i, {}) for i in range(1000)])
+    phases = Counter(p.phase for p in placed.values())
+    # 100 held out by control_percent; of the other 900, a 20 % test cohort of 180 in which the control
+    # variant holds out its 10 % share (18); the other 720 wait for the winner.
+    assert phases == {"control": 118, "test": 162, "remainder": 720}
+    assert Counter(p.variant_id for p in placed.values() if p.phase == "test") == {1: 81, 2: 81}
+
+
+def test_the_plan_follows_an_attribute_naming_the_variant() -> None:
+    variants = [_V(1, "en", 1), _V(2, "de", 1)]
+    contacts = [(1, {"lang": "DE"}), (2, {"lang": "en"}), (3, {"lang": "fr"}), (4, {})]
+    placed = plan(_C(variant_by_attribute="lang"), variants, contacts)
+    assert (placed[1].variant_id, placed[2].variant_id) == (2, 1)
+    assert {placed[3].variant_id, placed[4].variant_id} == {1, 2}  # the rest split by weight
 
 
 def test_a_lost_answer_is_looked_up_not_sent_twice(world) -> None:
     engine, registry = world
     cid = _campaign(engine, "Hello")
-    snap = snapshot_audience(engine, registry, cid, batch_size=100)
+    snap = snapshot(engine, registry, cid, batch_size=100)
     fake = registry.providers["fake"]
     with session_scope(engine) as session:
         messages = session.scalars(select(Message).order_by(Message.id)).all()

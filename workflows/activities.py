@@ -3,18 +3,25 @@ database engine and the plugin registry (that is where plugins enter the worker)
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core import campaigns, sending
+from core import audience, campaigns, sending, winner
+from core.db import session_scope
 from core.plugins import PluginRegistry
 from workflows.inputs import (
     CampaignStatusInput,
+    DecisionResult,
+    EvaluateInput,
+    PrepareInput,
     SendBatchInput,
     SendBatchResult,
     SnapshotInput,
     SnapshotResult,
+    WinnerInput,
 )
 
 
@@ -23,11 +30,14 @@ class CampaignActivities:
         self.engine = engine
         self.registry = registry
 
+    def _reports_delivery(self, campaign_id: int) -> bool:
+        with session_scope(self.engine, read_only=True) as session:
+            provider = self.registry.providers.get(campaigns.get_campaign(session, campaign_id).provider)
+        return bool(getattr(provider, "reports_delivery", True))
+
     @activity.defn(name="set_campaign_status")
     def set_campaign_status(self, data: CampaignStatusInput) -> bool:
-        extra = {"error": data.error} if data.error else {}
-        if data.status == "running":
-            extra["launched_at"] = campaigns.utcnow()
+        extra: dict[str, Any] = {"error": data.error} if data.error else {}
         only_from = tuple(data.only_from) if data.only_from is not None else None
         moved = campaigns.set_status(self.engine, data.campaign_id, data.status, only_from=only_from, **extra)
         if data.status == "cancelled":
@@ -36,9 +46,9 @@ class CampaignActivities:
 
     @activity.defn(name="snapshot_audience")
     def snapshot_audience(self, data: SnapshotInput) -> SnapshotResult:
-        snap = sending.snapshot_audience(self.engine, self.registry, data.campaign_id, phase=data.phase,
-                                         batch_size=data.batch_size, heartbeat=activity.heartbeat)
-        return SnapshotResult(recipients=snap.recipients, created=snap.created,
+        snap = audience.snapshot(self.engine, self.registry, data.campaign_id, batch_size=data.batch_size,
+                                 heartbeat=activity.heartbeat)
+        return SnapshotResult(recipients=snap.recipients, phase=snap.phase,
                               batches=[[first, last] for first, last in snap.batches])
 
     @activity.defn(name="send_batch")
@@ -51,5 +61,35 @@ class CampaignActivities:
                                    f"{outcome.transient_error}", type="TransientProviderError")
         return SendBatchResult(sent=outcome.sent, failed=outcome.failed, skipped=outcome.skipped)
 
-    def all(self) -> list[object]:
-        return [self.set_campaign_status, self.snapshot_audience, self.send_batch]
+    @activity.defn(name="evaluate_test")
+    def evaluate_test(self, data: EvaluateInput) -> DecisionResult:
+        d = winner.evaluate(self.engine, data.campaign_id, reports_delivery=self._reports_delivery(data.campaign_id),
+                            at_deadline=data.at_deadline)
+        return DecisionResult(decided=d.decided, variant=d.variant, hold=d.hold, method=d.method, reason=d.reason)
+
+    @activity.defn(name="record_winner")
+    def record_winner(self, data: WinnerInput) -> None:
+        d = data.decision
+        with session_scope(self.engine) as session:
+            campaign = campaigns.get_campaign(session, data.campaign_id)
+            metric = (campaign.ab_test or {}).get("metric", "ctr")
+            campaign.winner = {"variant": d.variant, "metric": metric, "method": d.method, "reason": d.reason}
+            session.add(campaign)
+
+    @activity.defn(name="prepare_remainder")
+    def prepare_remainder(self, data: PrepareInput) -> SnapshotResult:
+        if data.hold:
+            audience.hold_phase(self.engine, data.campaign_id, "remainder", f"held: {data.reason}")
+            return SnapshotResult(recipients=0, phase="remainder")
+        try:
+            prepared = audience.prepare_phase(self.engine, self.registry, data.campaign_id, "remainder",
+                                              variant=data.variant, batch_size=data.batch_size,
+                                              heartbeat=activity.heartbeat)
+        except ValueError as exc:  # a fallback naming a variant that does not exist: no retry helps
+            raise ApplicationError(str(exc), type="UnknownVariant", non_retryable=True) from exc
+        return SnapshotResult(recipients=prepared.recipients, phase="remainder",
+                              batches=[[first, last] for first, last in prepared.batches])
+
+    def all(self) -> list[Any]:
+        return [self.set_campaign_status, self.snapshot_audience, self.send_batch, self.evaluate_test,
+                self.record_winner, self.prepare_remainder]

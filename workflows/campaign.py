@@ -1,8 +1,10 @@
 """The campaign workflow: one per campaign, id `campaign-<id>`.
 
-schedule → audience snapshot → send in batches (several at once) → completed.
+schedule → audience snapshot → send (phase `all`, or the A/B test cohort) → [A/B: wait for
+callbacks, ended early when a variant is clearly best, then pick the winner by statistics or
+the fallback policy → send the remainder] → completed.
 Pause takes effect after the batches in flight; cancel stops before the next batch.
-No I/O here: everything that touches the world is an activity.
+No I/O here: everything that touches the world is an activity; every wait is a parameter.
 """
 
 from __future__ import annotations
@@ -21,13 +23,19 @@ with workflow.unsafe.imports_passed_through():
         CampaignResult,
         CampaignState,
         CampaignStatusInput,
+        DecisionResult,
+        EvaluateInput,
+        PrepareInput,
         SendBatchInput,
         SendBatchResult,
         SnapshotInput,
         SnapshotResult,
+        WinnerInput,
     )
 
 SHORT = timedelta(seconds=30)
+LONG = timedelta(hours=2)
+HEARTBEAT = timedelta(minutes=2)
 SEND_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                          maximum_interval=timedelta(seconds=60))
 
@@ -37,45 +45,75 @@ class CampaignWorkflow:
     def __init__(self) -> None:
         self.state = CampaignState()
         self.campaign_id = 0
-        self.phase = "starting"
         self.paused = False
         self.cancelled = False
+        self.forced_winner: str | None = None  # "" = decide now by the policy
 
     @workflow.run
     async def run(self, data: CampaignInput) -> CampaignResult:
         if data.state is not None:  # continued as new
             self.state = data.state
         cid = self.campaign_id = data.campaign_id
-        if not self.state.snapshot_taken:
-            wait = (data.start_at_epoch or 0) - workflow.now().timestamp()
-            if wait > 0:
-                self.phase = "scheduled"
-                await self._set_status(cid, "scheduled", only_from=["draft", "running"])
-                try:
-                    await workflow.wait_condition(lambda: self.cancelled, timeout=timedelta(seconds=wait))
-                except TimeoutError:
-                    pass
-            if self.cancelled:
-                await self._set_status(cid, "cancelled", only_from=["draft", "scheduled", "running"])
-                return CampaignResult(cid, "cancelled")
+        if self.state.stage == "starting":
+            if not await self._wait_for_schedule(data):
+                return await self._finish("cancelled")
             await self._set_status(cid, "running", only_from=["draft", "scheduled"])
-            self.phase = "snapshot"
+            self.state.stage = "snapshot"
             snap: SnapshotResult = await workflow.execute_activity(
                 "snapshot_audience", SnapshotInput(cid, batch_size=data.batch_size), result_type=SnapshotResult,
-                start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(minutes=2),
+                start_to_close_timeout=LONG, heartbeat_timeout=HEARTBEAT,
             )
-            self.state.batches, self.state.recipients = snap.batches, snap.recipients
-            self.state.snapshot_taken = True
-        self.phase = "sending"
+            self.state.recipients = snap.recipients
+            self._start_stage(snap.phase, snap.batches)
+        if self.state.stage in ("test", "all", "remainder"):
+            await self._send_stage(data)
+            if self.cancelled:
+                return await self._finish("cancelled")
+            if self.state.stage == "test":
+                self.state.stage = "waiting"
+        if self.state.stage == "waiting":
+            decision = await self._wait_for_winner(data)
+            if self.cancelled:
+                return await self._finish("cancelled")
+            await self._set_status(cid, "running", only_from=["waiting"])
+            remainder: SnapshotResult = await workflow.execute_activity(
+                "prepare_remainder",
+                PrepareInput(cid, variant=decision.variant, hold=decision.hold, reason=decision.reason,
+                             batch_size=data.batch_size),
+                result_type=SnapshotResult, start_to_close_timeout=LONG, heartbeat_timeout=HEARTBEAT,
+            )
+            self._start_stage("remainder", remainder.batches)
+            await self._send_stage(data)
+            if self.cancelled:
+                return await self._finish("cancelled")
+        return await self._finish("completed")
+
+    def _start_stage(self, stage: str, batches: list[list[int]]) -> None:
+        self.state.stage, self.state.batches, self.state.done = stage, batches, 0
+
+    async def _wait_for_schedule(self, data: CampaignInput) -> bool:
+        wait = (data.start_at_epoch or 0) - workflow.now().timestamp()
+        if wait > 0:
+            await self._set_status(data.campaign_id, "scheduled", only_from=["draft", "running"])
+            try:
+                await workflow.wait_condition(lambda: self.cancelled, timeout=timedelta(seconds=wait))
+            except TimeoutError:
+                pass
+        return not self.cancelled
+
+    async def _send_stage(self, data: CampaignInput) -> None:
+        """Send the stage's batches, several at once (one at a time under a rate limit)."""
+        in_flight = 1 if data.rate_limited else data.max_concurrent_batches
         while self.state.done < len(self.state.batches):
             await workflow.wait_condition(lambda: not self.paused or self.cancelled)
             if self.cancelled:
-                break
-            wave = self.state.batches[self.state.done : self.state.done + data.max_concurrent_batches]
+                return
+            wave = self.state.batches[self.state.done : self.state.done + in_flight]
             results = await asyncio.gather(*[
                 workflow.execute_activity(
-                    "send_batch", SendBatchInput(cid, first, last), result_type=SendBatchResult,
-                    start_to_close_timeout=timedelta(seconds=data.send_timeout_seconds), retry_policy=SEND_RETRY,
+                    "send_batch", SendBatchInput(self.campaign_id, first, last, phase=self.state.stage),
+                    result_type=SendBatchResult, retry_policy=SEND_RETRY,
+                    start_to_close_timeout=timedelta(seconds=data.send_timeout_seconds),
                 )
                 for first, last in wave
             ])
@@ -87,10 +125,42 @@ class CampaignWorkflow:
             if workflow.info().is_continue_as_new_suggested() and self.state.done < len(self.state.batches):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(dataclasses.replace(data, state=self.state))
-        final = "cancelled" if self.cancelled else "completed"
-        await self._set_status(cid, final, only_from=["running", "paused", "scheduled"])
-        self.phase = final
-        return CampaignResult(cid, final, self.state.recipients, self.state.sent, self.state.failed,
+
+    async def _wait_for_winner(self, data: CampaignInput) -> DecisionResult:
+        """Wait for callbacks after the last test message; end early when the test is decisive."""
+        cid = data.campaign_id
+        await self._set_status(cid, "waiting", only_from=["running"])
+        if self.state.wait_until_epoch is None:
+            self.state.wait_until_epoch = workflow.now().timestamp() + data.ab_wait_seconds
+        while True:
+            if self.cancelled:
+                return DecisionResult(decided=True, hold=True)
+            forced = self.forced_winner
+            at_deadline = forced == "" or workflow.now().timestamp() >= self.state.wait_until_epoch
+            if forced:
+                decision = DecisionResult(True, variant=forced, method="manual", reason=f"{forced} chosen by hand")
+            else:
+                decision = await workflow.execute_activity(
+                    "evaluate_test", EvaluateInput(cid, at_deadline=at_deadline), result_type=DecisionResult,
+                    start_to_close_timeout=SHORT,
+                )
+            if decision.decided:
+                await workflow.execute_activity("record_winner", WinnerInput(cid, decision),
+                                                start_to_close_timeout=SHORT)
+                return decision
+            left = self.state.wait_until_epoch - workflow.now().timestamp()
+            try:
+                await workflow.wait_condition(
+                    lambda: self.forced_winner is not None or self.cancelled,
+                    timeout=timedelta(seconds=max(0.001, min(data.ab_poll_seconds, left))),
+                )
+            except TimeoutError:
+                pass
+
+    async def _finish(self, final: str) -> CampaignResult:
+        await self._set_status(self.campaign_id, final, only_from=["running", "paused", "scheduled", "waiting"])
+        self.state.stage = final
+        return CampaignResult(self.campaign_id, final, self.state.recipients, self.state.sent, self.state.failed,
                               self.state.skipped)
 
     async def _set_status(self, cid: int, status: str, *, only_from: list[str]) -> None:
@@ -110,10 +180,15 @@ class CampaignWorkflow:
     def cancel(self) -> None:
         self.cancelled = True
 
+    @workflow.signal
+    def choose_winner(self, variant: str) -> None:
+        """A variant's name, or "" to decide now by the campaign's policy."""
+        self.forced_winner = variant
+
     @workflow.query
     def progress(self) -> CampaignProgress:
         return CampaignProgress(
-            campaign_id=self.campaign_id, state=self.phase, batches_total=len(self.state.batches), batches_done=self.state.done,
-            sent=self.state.sent, failed=self.state.failed, skipped=self.state.skipped, paused=self.paused,
-            cancelled=self.cancelled,
+            campaign_id=self.campaign_id, state=self.state.stage, batches_total=len(self.state.batches),
+            batches_done=self.state.done, sent=self.state.sent, failed=self.state.failed,
+            skipped=self.state.skipped, paused=self.paused, cancelled=self.cancelled,
         )

@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 class CampaignState:
     """What the campaign workflow carries over a continue-as-new."""
 
-    batches: list[list[int]] = field(default_factory=list)  # [first message id, last message id]
+    stage: str = "starting"  # starting | snapshot | test | all | waiting | remainder | completed | cancelled
+    batches: list[list[int]] = field(default_factory=list)  # of the stage: [first message id, last message id]
     done: int = 0
     recipients: int = 0
     sent: int = 0
     failed: int = 0
     skipped: int = 0
-    snapshot_taken: bool = False
+    wait_until_epoch: float | None = None  # end of the A/B wait
 
 
 @dataclass
@@ -27,6 +28,9 @@ class CampaignInput:
     # Every wait is a parameter so tests can use seconds.
     send_timeout_seconds: float = 300.0
     start_at_epoch: float | None = None  # schedule_at, as seconds since the epoch
+    ab_wait_seconds: float = 7200.0  # the A/B test's wait after its last message is sent
+    ab_poll_seconds: float = 60.0  # how often the test is looked at during the wait
+    rate_limited: bool = False  # one batch at a time (the activity paces itself)
     state: CampaignState | None = None
 
 
@@ -58,8 +62,39 @@ class SnapshotInput:
 @dataclass
 class SnapshotResult:
     recipients: int
-    created: int
+    created: int = 0
+    phase: str = "all"
     batches: list[list[int]] = field(default_factory=list)  # [first message id, last message id]
+
+
+@dataclass
+class EvaluateInput:
+    campaign_id: int
+    at_deadline: bool = False
+
+
+@dataclass
+class DecisionResult:
+    decided: bool
+    variant: str | None = None  # None: all variants (or hold)
+    hold: bool = False
+    method: str = ""
+    reason: str = ""
+
+
+@dataclass
+class WinnerInput:
+    campaign_id: int
+    decision: DecisionResult
+
+
+@dataclass
+class PrepareInput:
+    campaign_id: int
+    variant: str | None = None
+    hold: bool = False
+    reason: str = ""
+    batch_size: int = 500
 
 
 @dataclass
