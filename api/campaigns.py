@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from temporalio.service import RPCError
 
 from api.paging import page
 from api.rows import message_dict
+from core import audience
 from core.campaigns import (
     CampaignConflict,
     CampaignInvalid,
@@ -199,6 +201,38 @@ class CampaignController(Controller):
     async def cancel(self, state: State, campaign_id: int) -> dict[str, Any]:
         """No further message is created or sent; tracked links keep working."""
         return await self._control(state, campaign_id, "cancel")
+
+    @post("/{campaign_id:int}/retry-failed", operation_id="retryFailed", status_code=202)
+    async def retry_failed(self, state: State, campaign_id: int) -> dict[str, Any]:
+        """Send again, within quiet hours, to each contact whose latest message failed for a reason
+        another attempt may fix (not an invalid or unsubscribed number). 409 while the campaign is
+        still running, or when nothing is worth retrying."""
+        engine, registry = state.engine, state.registry
+
+        def begin() -> int:
+            with session_scope(engine, read_only=True) as session:
+                status = get_campaign(session, campaign_id).status
+                if status != "completed":
+                    raise CampaignConflict(f"cannot retry campaign {campaign_id}: it is {status}; "
+                                           "retry-failed works once it is completed")
+                if not audience.retryable(session, registry, campaign_id):
+                    raise CampaignConflict(f"campaign {campaign_id} has no failed message worth retrying")
+            if not set_status(engine, campaign_id, "running", only_from=("completed",), completed_at=None):
+                raise CampaignConflict(f"campaign {campaign_id} changed meanwhile; try again")
+            return audience.retry_round(engine, campaign_id)
+
+        round_ = await anyio.to_thread.run_sync(begin)
+        workflow_input, _ = await anyio.to_thread.run_sync(_launch_input, engine, state.settings, campaign_id)
+        try:
+            client = await state.temporal.get()
+            await client.start_workflow(
+                "CampaignWorkflow", dataclasses.replace(workflow_input, retry_round=round_, start_at_epoch=None),
+                id=f"{state.settings.workflow_id(campaign_id)}-retry-{round_}", task_queue=state.settings.task_queue,
+            )
+        except Exception:
+            await anyio.to_thread.run_sync(lambda: set_status(engine, campaign_id, "completed"))
+            raise
+        return await anyio.to_thread.run_sync(_campaign_body, engine, campaign_id)
 
     @post("/{campaign_id:int}/winner", operation_id="chooseWinner", status_code=202)
     async def choose_winner(self, state: State, campaign_id: int, data: WinnerIn | None = None) -> dict[str, Any]:

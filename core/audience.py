@@ -250,3 +250,53 @@ def render_pending(engine: Engine, registry: PluginRegistry, campaign_id: int, *
                 session.add(message)
             rendered += len(pending)
         heartbeat()
+
+
+# Errors that another attempt cannot fix (invalid or unsubscribed number, landline, a template
+# that does not render). A provider may name its own with a `permanent_error_codes` attribute.
+PERMANENT_ERRORS = frozenset({"21211", "21610", "21614", "30005", "30006", "template_error", "empty_body"})
+
+
+def retry_round(engine: Engine, campaign_id: int) -> int:
+    """The number of the next retry round (1 for the first)."""
+    with session_scope(engine, read_only=True) as session:
+        keys = session.scalars(select(Message.idempotency_key).where(
+            Message.campaign_id == campaign_id, Message.phase == "retry"))
+        rounds = [int(k.split("-")[1][len("retry"):]) for k in keys]
+    return max(rounds, default=0) + 1
+
+
+def retryable(session: Session, registry: PluginRegistry, campaign_id: int) -> list[Message]:
+    """Each contact's latest message, where it failed for a reason another attempt may fix."""
+    campaign = get_campaign(session, campaign_id)
+    provider = registry.providers.get(campaign.provider)
+    permanent = PERMANENT_ERRORS | frozenset(getattr(provider, "permanent_error_codes", ()))
+    latest: dict[int, Message] = {}
+    for message in session.scalars(
+        select(Message).where(Message.campaign_id == campaign_id,
+                              Message.phase.in_(("all", "test", "remainder", "retry"))).order_by(Message.id)
+    ):
+        latest[message.contact_id] = message
+    failed = [m for m in latest.values() if m.status in ("failed", "undelivered") and m.error_code not in permanent]
+    opted_out = set(session.scalars(select(Contact.id).where(
+        Contact.id.in_([m.contact_id for m in failed]), Contact.opted_out_at.is_not(None)))) if failed else set()
+    return [m for m in failed if m.contact_id not in opted_out]
+
+
+def snapshot_retry(engine: Engine, registry: PluginRegistry, campaign_id: int, round_: int, *,
+                   batch_size: int = CHUNK, heartbeat: Callable[[], None] = lambda: None) -> PhaseBatches:
+    """A new `retry` row for each contact whose latest message failed for a reason worth retrying."""
+    with session_scope(engine) as session:
+        campaign = get_campaign(session, campaign_id)
+        created = 0
+        for message in retryable(session, registry, campaign_id):
+            contact_id = message.contact_id
+            key = f"c{campaign_id}-retry{round_}-{contact_id}"
+            if session.scalar(select(Message.id).where(Message.idempotency_key == key)) is not None:
+                continue  # a retried activity
+            session.add(Message(campaign_id=campaign_id, contact_id=contact_id, variant_id=message.variant_id,
+                                phase="retry", phone=message.phone, provider=campaign.provider, body="",
+                                idempotency_key=key))
+            created += 1
+    render_pending(engine, registry, campaign_id, heartbeat=heartbeat)
+    return PhaseBatches("retry", created, batches_of(engine, campaign_id, "retry", batch_size))

@@ -17,6 +17,7 @@ from workflows.inputs import (
     DecisionResult,
     EvaluateInput,
     PrepareInput,
+    RetryInput,
     SendBatchInput,
     SendBatchResult,
     SnapshotInput,
@@ -90,6 +91,13 @@ class CampaignActivities:
         return SnapshotResult(recipients=prepared.recipients, phase="remainder",
                               batches=[[first, last] for first, last in prepared.batches])
 
+    @activity.defn(name="snapshot_retry")
+    def snapshot_retry(self, data: RetryInput) -> SnapshotResult:
+        prepared = audience.snapshot_retry(self.engine, self.registry, data.campaign_id, data.round,
+                                           batch_size=data.batch_size, heartbeat=activity.heartbeat)
+        return SnapshotResult(recipients=prepared.recipients, phase="retry",
+                              batches=[[first, last] for first, last in prepared.batches])
+
     def all(self) -> list[Any]:
         return [self.set_campaign_status, self.snapshot_audience, self.send_batch, self.evaluate_test,
-                self.record_winner, self.prepare_remainder]
+                self.record_winner, self.prepare_remainder, self.snapshot_retry]

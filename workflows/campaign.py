@@ -3,6 +3,7 @@
 schedule → audience snapshot → send (phase `all`, or the A/B test cohort) → [A/B: wait for
 callbacks, ended early when a variant is clearly best, then pick the winner by statistics or
 the fallback policy → send the remainder] → completed.
+A second kind of run (`retry_round` set) resends the failed messages of a finished campaign.
 Pause takes effect after the batches in flight; cancel stops before the next batch.
 No I/O here: everything that touches the world is an activity; every wait is a parameter.
 """
@@ -26,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         DecisionResult,
         EvaluateInput,
         PrepareInput,
+        RetryInput,
         SendBatchInput,
         SendBatchResult,
         SnapshotInput,
@@ -54,6 +56,13 @@ class CampaignWorkflow:
         if data.state is not None:  # continued as new
             self.state = data.state
         cid = self.campaign_id = data.campaign_id
+        if self.state.stage == "starting" and data.retry_round is not None:
+            retry: SnapshotResult = await workflow.execute_activity(
+                "snapshot_retry", RetryInput(cid, data.retry_round, data.batch_size), result_type=SnapshotResult,
+                start_to_close_timeout=LONG, heartbeat_timeout=HEARTBEAT,
+            )
+            self.state.recipients = retry.recipients
+            self._start_stage("retry", retry.batches)
         if self.state.stage == "starting":
             if not await self._wait_for_schedule(data):
                 return await self._finish("cancelled")
@@ -65,7 +74,7 @@ class CampaignWorkflow:
             )
             self.state.recipients = snap.recipients
             self._start_stage(snap.phase, snap.batches)
-        if self.state.stage in ("test", "all", "remainder"):
+        if self.state.stage in ("test", "all", "remainder", "retry"):
             await self._send_stage(data)
             if self.cancelled:
                 return await self._finish("cancelled")

@@ -31,6 +31,7 @@ class CampaignInput:
     ab_wait_seconds: float = 7200.0  # the A/B test's wait after its last message is sent
     ab_poll_seconds: float = 60.0  # how often the test is looked at during the wait
     rate_limited: bool = False  # one batch at a time (the activity paces itself)
+    retry_round: int | None = None  # set: this run resends the failed messages of a finished campaign
     state: CampaignState | None = None
 
 
@@ -56,6 +57,13 @@ class CampaignStatusInput:
 class SnapshotInput:
     campaign_id: int
     phase: str = "all"
+    batch_size: int = 500
+
+
+@dataclass
+class RetryInput:
+    campaign_id: int
+    round: int
     batch_size: int = 500
 
 
