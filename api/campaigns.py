@@ -9,6 +9,7 @@ from typing import Any
 import anyio.to_thread
 from litestar import Controller, get, post
 from litestar.datastructures import State
+from litestar.exceptions import ClientException
 from litestar.params import Parameter
 from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus
@@ -33,8 +34,9 @@ from core.db import session_scope
 from core.log import get_logger
 from core.models import Campaign, Contact, Message, Variant, utcnow
 from core.rendering import render_message
-from core.schemas import CampaignCreate, PreviewIn, WinnerIn
+from core.schemas import CampaignCreate, PreviewIn, TestSendIn, WinnerIn
 from core.templates import compile_body
+from core.testsend import InvalidPhones, send_test_messages
 from workflows.inputs import CampaignInput
 
 log = get_logger("textpulse.api.campaigns")
@@ -66,7 +68,7 @@ def _launch_input(engine: Any, settings: Any, campaign_id: int) -> tuple[Campaig
         start_at_epoch=schedule_at.timestamp() if scheduled and schedule_at else None,
         ab_wait_seconds=float((campaign.ab_test or {}).get("wait_seconds", 7200)),
         ab_poll_seconds=float(settings.ab_poll_seconds),
-        rate_limited=campaign.rate_limit_per_second is not None,
+        rate_limit_per_second=campaign.rate_limit_per_second,
     ), scheduled
 
 
@@ -139,6 +141,17 @@ class CampaignController(Controller):
                     })
                 out.append({"variant": variant.name, "samples": samples})
             return {"variants": out}
+
+    @post("/{campaign_id:int}/test-send", operation_id="testSendCampaign", sync_to_thread=True, status_code=200)
+    def test_send(self, state: State, campaign_id: int, data: TestSendIn) -> dict[str, Any]:
+        """Send every variant for real to up to 20 phones (E.164) through the campaign's provider, as
+        messages of phase `test_send`: tracked links like the real messages, left out of every
+        statistic. Unknown phones become contacts; bad phones are a 422 naming each one."""
+        try:
+            sent = send_test_messages(state.engine, state.registry, campaign_id, data.phones)
+        except InvalidPhones as exc:
+            raise ClientException(str(exc), status_code=422, extra=exc.problems) from None
+        return {"messages": [message_dict(message, variant) for message, variant in sent]}
 
     @post("/{campaign_id:int}/launch", operation_id="launchCampaign", status_code=202)
     async def launch(self, state: State, campaign_id: int) -> dict[str, Any]:

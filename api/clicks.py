@@ -35,7 +35,7 @@ def safe_cell(value: Any) -> Any:
     return value
 
 
-def _export_rows(engine: Any, campaign_id: int) -> Iterator[str]:
+def export_rows(engine: Any, campaign_id: int) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(EXPORT_COLUMNS)
@@ -117,7 +117,7 @@ class ClickController(Controller):
         with session_scope(state.engine, read_only=True) as session:
             get_campaign(session, campaign_id)
         return Stream(
-            _export_rows(state.engine, campaign_id),
-            media_type="text/csv; charset=utf-8",
+            export_rows(state.engine, campaign_id),
+            media_type="text/csv",
             headers={"content-disposition": f'attachment; filename="campaign-{campaign_id}.csv"'},
         )

@@ -73,3 +73,11 @@ class StatsController(Controller):
         with session_scope(state.engine, read_only=True) as session:
             get_campaign(session, campaign_id)
             return reports.funnel(session, campaign_id)
+
+    @get("/errors", operation_id="campaignErrorStats", sync_to_thread=True)
+    def errors(self, state: State, campaign_id: int) -> dict[str, Any]:
+        """Failed and undelivered messages per error code, with the provider's text for it; `share` is
+        the code's part of all failed and undelivered messages."""
+        with session_scope(state.engine, read_only=True) as session:
+            get_campaign(session, campaign_id)
+            return stats.errors(session, campaign_id)

@@ -163,7 +163,9 @@ def hold_phase(engine: Engine, campaign_id: int, phase: str, reason: str) -> int
         return int(result.rowcount or 0)
 
 
-class _Codes:
+class ShortCodes:
+    """Draws short codes from the shortener; `taken` finds those already stored (to redraw)."""
+
     def __init__(self, session: Session, shortener: Any) -> None:
         self.session, self.shortener, self.used = session, shortener, set[str]()
 
@@ -179,6 +181,20 @@ class _Codes:
         for i in range(0, len(codes), 900):
             found.update(self.session.scalars(select(ShortCode.code).where(ShortCode.code.in_(codes[i : i + 900]))))
         return found
+
+
+def link_id_for(session: Session, cache: dict[tuple[int, int], int], campaign_id: int, variant_id: int,
+                position: int, destination: str) -> int:
+    """The Link row of (variant, position), created on first use."""
+    key = (variant_id, position)
+    if key not in cache:
+        link = session.scalars(select(Link).where(Link.variant_id == variant_id, Link.position == position)).first()
+        if link is None:
+            link = Link(campaign_id=campaign_id, variant_id=variant_id, position=position, destination=destination)
+            session.add(link)
+            session.flush()
+        cache[key] = link.id or 0
+    return cache[key]
 
 
 def render_pending(engine: Engine, registry: PluginRegistry, campaign_id: int, *,
@@ -201,14 +217,14 @@ def render_pending(engine: Engine, registry: PluginRegistry, campaign_id: int, *
             ).all()
             if not rows:
                 return rendered
-            codes = _Codes(session, registry.shortener)
+            codes = ShortCodes(session, registry.shortener)
             pending: list[tuple[Message, list[tuple[str, int, str]]]] = []
             for message, contact in rows:
                 name, template = templates[message.variant_id]
                 tracked: list[tuple[str, int, str]] = []
 
                 def tracked_url(position: int, destination: str, tracked: list[tuple[str, int, str]] = tracked,
-                                codes: _Codes = codes) -> str:
+                                codes: ShortCodes = codes) -> str:
                     code = codes.draw()
                     tracked.append((code, position, destination))
                     return registry.shortener.tracked_url(code, public_url)
@@ -235,17 +251,8 @@ def render_pending(engine: Engine, registry: PluginRegistry, campaign_id: int, *
                         fresh = codes.draw()
                         message.body = message.body.replace(f"/r/{code}", f"/r/{fresh}")
                         code = fresh
-                    key = (message.variant_id or 0, position)
-                    if key not in links:
-                        link = session.scalars(select(Link).where(Link.variant_id == key[0],
-                                                                  Link.position == position)).first()
-                        if link is None:
-                            link = Link(campaign_id=campaign_id, variant_id=key[0], position=position,
-                                        destination=destination)
-                            session.add(link)
-                            session.flush()
-                        links[key] = link.id or 0
-                    session.add(ShortCode(code=code, message_id=message.id or 0, link_id=links[key],
+                    link_id = link_id_for(session, links, campaign_id, message.variant_id or 0, position, destination)
+                    session.add(ShortCode(code=code, message_id=message.id or 0, link_id=link_id,
                                           destination=destination))
                 session.add(message)
             rendered += len(pending)

@@ -1,28 +1,43 @@
 """Delivery status: one state machine for every provider (DESIGN.md "Status rules").
 
-A status never moves backwards and terminal states are final: the update is a single
+A status never moves backwards and terminal states are final: each move is a single
 conditional UPDATE (`WHERE status IN <lower states>`), so concurrent and duplicate callbacks
-are safe on SQLite and PostgreSQL alike. Every callback is stored raw first; one whose
-provider id is not known yet stays pending and is applied when the send records the id.
+are safe on SQLite and PostgreSQL alike. Every callback is stored raw (`status_event`).
+
+A callback whose provider id is not known yet is stored unapplied (`applied = false`, no
+`message_id`): it is applied when the send records that id (`apply_pending_events`). Two
+transactions race here on PostgreSQL (READ COMMITTED): the webhook's insert of the event may
+commit after the sender's lookup of pending events ran. So both sides look again after their
+own commit: the sender records the id, commits, then applies pending events; the webhook stores
+the event, commits, then applies it if its id is known by now. Whichever commits last sees the
+other's row, so no callback is left behind. An event is claimed with a conditional UPDATE
+(`applied = false → true`) before it moves its message, so the two never apply it twice.
+Events still unapplied after that are callbacks for ids we never sent: kept for audit, flagged
+by `applied = false` (see `unknown_events`), and answered 200 so the provider stops retrying.
 """
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, func, insert, literal_column, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
-from core.db import session_scope
+from core.log import get_logger
 from core.models import Message, StatusEvent, utcnow
 from core.providers import StatusUpdate
 
 RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "undelivered": 3, "failed": 3, "cancelled": 3}
 TERMINAL = frozenset(s for s, r in RANK.items() if r == 3)
+LOOKUP_CHUNK = 500
+
+log = get_logger("textpulse.delivery")
 
 
 def lower_states(status: str) -> tuple[str, ...]:
@@ -36,91 +51,283 @@ class IngestOutcome:
     applied: int = 0
     changed: int = 0
     unmatched: int = 0
+    unmatched_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stored": self.stored, "applied": self.applied, "changed": self.changed,
+                "unmatched": self.unmatched, "unmatched_ids": list(self.unmatched_ids)}
+
+
+@dataclass(frozen=True)
+class Callback:
+    """One verified provider request: the updates it carries and its raw form for the audit trail."""
+
+    provider: str
+    updates: Sequence[StatusUpdate]
+    raw: dict[str, Any]
 
 
 StatusListener = Callable[[int, str, str], None]
 
 
-def _apply(session: Session, message_id: int, old_status: str, upd: StatusUpdate, when: datetime) -> bool:
+_MESSAGE = Message.__table__
+_EVENT = StatusEvent.__table__
+_UPDATES: dict[tuple[str, bool], Any] = {}
+
+
+def _update_statement(status: str, with_error: bool) -> Any:
+    """The conditional UPDATE that moves a message to `status` (built once, executed often)."""
+    key = (status, with_error)
+    if key not in _UPDATES:
+        when = bindparam("when", type_=_MESSAGE.c.sent_at.type)
+        values: dict[str, Any] = {"status": status, "status_changed_at": bindparam("now", type_=when.type)}
+        if status in ("sent", "delivered", "undelivered"):
+            values["sent_at"] = func.coalesce(_MESSAGE.c.sent_at, when)
+        if status == "delivered":
+            values["delivered_at"] = when
+        if status in ("failed", "undelivered"):
+            values["failed_at"] = when
+        if with_error:
+            values["error_code"], values["error_text"] = bindparam("code"), bindparam("text")
+        lower = [literal_column(f"'{s}'") for s in lower_states(status)]  # constants, inline
+        _UPDATES[key] = (update(_MESSAGE).where(_MESSAGE.c.id == bindparam("mid"), _MESSAGE.c.status.in_(lower))
+                         .values(**values))
+    return _UPDATES[key]
+
+
+class _Prepared:
+    """A hot statement compiled once per dialect, run with values converted the way its column
+    types convert them (each distinct value once per batch): for a batch of callbacks,
+    SQLAlchemy's per-row parameter processing costs more than the database work itself."""
+
+    _cache: weakref.WeakKeyDictionary[Any, dict[Any, _Prepared]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, statement: Any, dialect: Any, column_keys: list[str] | None) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
+        self.sql = str(compiled)
+        self.names = list(compiled.positiontup or []) if compiled.positional else None
+        self.processors: dict[str, Any] = dict(compiled._bind_processors)
+        self.constants = {k: v for k, v in compiled.params.items() if v is not None}  # values in the statement
+
+    @classmethod
+    def get(cls, key: Any, statement: Callable[[], Any], dialect: Any,
+            column_keys: list[str] | None = None) -> _Prepared:
+        per_dialect = cls._cache.setdefault(dialect, {})
+        if key not in per_dialect:
+            per_dialect[key] = cls(statement(), dialect, column_keys)
+        return per_dialect[key]
+
+    def execute(self, conn: Connection, rows: list[dict[str, Any]]) -> Any:
+        memo: dict[tuple[str, Any], Any] = {}
+
+        def convert(name: str, value: Any) -> Any:
+            processor = self.processors.get(name)
+            if processor is None or value is None:
+                return value
+            if isinstance(value, dict):
+                return processor(value)
+            key = (name, value)
+            if key not in memo:
+                memo[key] = processor(value)
+            return memo[key]
+
+        if self.constants:
+            rows = [{**self.constants, **row} for row in rows]
+        if self.names is not None:
+            params: list[Any] = [tuple(convert(n, row[n]) for n in self.names) for row in rows]
+        else:
+            params = [{n: convert(n, v) for n, v in row.items()} for row in rows]
+        return conn.exec_driver_sql(self.sql, params)
+
+
+def _apply(conn: Connection, message_id: int, upd: StatusUpdate, when: datetime) -> bool:
     """Move one message forward; False when the update would go backwards or repeats."""
-    if upd.status not in RANK or RANK[upd.status] <= RANK.get(old_status, 0):
+    if upd.status not in RANK:
         return False
-    values: dict[str, Any] = {"status": upd.status, "status_changed_at": utcnow()}
-    if upd.status in ("sent", "delivered", "undelivered"):
-        values["sent_at"] = func.coalesce(Message.sent_at, when)
-    if upd.status == "delivered":
-        values["delivered_at"] = when
-    if upd.status in ("failed", "undelivered"):
-        values["failed_at"] = when
-    if upd.error_code is not None or upd.error_text is not None:
-        values["error_code"], values["error_text"] = upd.error_code, upd.error_text
-    result = session.execute(
-        update(Message).where(Message.id == message_id, Message.status.in_(lower_states(upd.status))).values(**values)
-    )
+    with_error = upd.error_code is not None or upd.error_text is not None
+    params: dict[str, Any] = {"mid": message_id, "when": when, "now": utcnow()}
+    if with_error:
+        params["code"], params["text"] = upd.error_code, upd.error_text
+    result = conn.execute(_update_statement(upd.status, with_error), params)
     return bool(result.rowcount)
+
+
+def _apply_many(conn: Connection, final: dict[int, StatusUpdate], now: datetime) -> None:
+    """One UPDATE per message (to where it ends), executed many at a time per statement shape."""
+    groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+    for message_id in sorted(final):
+        upd = final[message_id]
+        with_error = upd.error_code is not None or upd.error_text is not None
+        params = {"mid": message_id, "when": upd.occurred_at or now, "now": now}
+        if with_error:
+            params["code"], params["text"] = upd.error_code, upd.error_text
+        groups.setdefault((upd.status, with_error), []).append(params)
+    for (status, with_error), params_list in groups.items():
+        prepared = _Prepared.get(("update", status, with_error), lambda s=status, e=with_error: _update_statement(s, e),
+                                 conn.dialect)
+        result = prepared.execute(conn, params_list)
+        if result.rowcount not in (-1, len(params_list)):  # cannot happen while the rows are locked
+            log.warning("status updates did not all apply", status=status, expected=len(params_list),
+                        applied=result.rowcount)
+
+
+_LOOKUP = (select(_MESSAGE.c.provider_message_id, _MESSAGE.c.id, _MESSAGE.c.status)
+           .where(_MESSAGE.c.provider == bindparam("provider"),
+                  _MESSAGE.c.provider_message_id.in_(bindparam("ids", expanding=True)))
+           .order_by(_MESSAGE.c.id))
+_LOOKUP_LOCKED = _LOOKUP.with_for_update()
+
+
+def _lookup(conn: Connection, provider: str, provider_ids: set[str], *, lock: bool = False,
+            ) -> dict[str, tuple[int, str]]:
+    """provider id → (message id, status); `lock` takes the rows (PostgreSQL) in id order."""
+    found: dict[str, tuple[int, str]] = {}
+    ids = sorted(provider_ids)
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        params = {"provider": provider, "ids": ids[start : start + LOOKUP_CHUNK]}
+        for provider_id, message_id, status in conn.execute(_LOOKUP_LOCKED if lock else _LOOKUP, params):
+            found[provider_id] = (message_id, status)
+    return found
+
+
+def ingest_callbacks(engine: Engine, callbacks: Sequence[Callback],
+                     *, on_change: StatusListener | None = None) -> list[IngestOutcome]:
+    """Store and apply many callbacks in one transaction (the webhook batches concurrent ones).
+
+    The messages concerned are locked first (PostgreSQL: FOR UPDATE, in id order, so two writers
+    never wait on each other crosswise; SQLite: the transaction is the only writer), so their
+    statuses as read are the truth until commit. The state machine then runs here, in arrival
+    order, and each message gets one UPDATE to where it ends, executed together with the others
+    of its shape. Returns one outcome per callback.
+    """
+    outcomes = [IngestOutcome() for _ in callbacks]
+    changes: list[tuple[int, str, str]] = []
+    pending: dict[str, set[str]] = {}
+    now = utcnow()
+    with engine.begin() as conn:
+        wanted: dict[str, set[str]] = {}
+        for cb in callbacks:
+            wanted.setdefault(cb.provider, set()).update(u.provider_message_id for u in cb.updates)
+        known = {provider: _lookup(conn, provider, ids, lock=True) for provider, ids in wanted.items()}
+        status_now = {mid: status for per in known.values() for mid, status in per.values()}
+        final: dict[int, StatusUpdate] = {}  # the last update that moves each message
+        rows: list[dict[str, Any]] = []
+        for index, cb in enumerate(callbacks):
+            for upd in cb.updates:
+                row = {"provider": cb.provider, "provider_message_id": upd.provider_message_id,
+                       "status": upd.status, "error_code": upd.error_code, "error_text": upd.error_text,
+                       "occurred_at": upd.occurred_at, "received_at": now, "raw": cb.raw,
+                       "message_id": None, "applied": False, "changed": False}
+                rows.append(row)
+                outcomes[index].stored += 1
+                match = known[cb.provider].get(upd.provider_message_id)
+                if match is None:
+                    outcomes[index].unmatched += 1
+                    outcomes[index].unmatched_ids.append(upd.provider_message_id)
+                    pending.setdefault(cb.provider, set()).add(upd.provider_message_id)
+                    continue
+                message_id = match[0]
+                row["message_id"], row["applied"] = message_id, True
+                outcomes[index].applied += 1
+                old = status_now[message_id]
+                if RANK.get(upd.status, -1) > RANK.get(old, 0):
+                    row["changed"] = True
+                    outcomes[index].changed += 1
+                    status_now[message_id] = upd.status
+                    final[message_id] = upd
+                    changes.append((message_id, old, upd.status))
+        _apply_many(conn, final, now)
+        if rows:
+            _Prepared.get("insert_event", lambda: insert(_EVENT), conn.dialect, list(rows[0])).execute(conn, rows)
+    _notify(on_change, changes)
+    for provider, ids in pending.items():
+        # Look again after our commit: the sender may have recorded these ids meanwhile.
+        late = _recheck(engine, provider, sorted(ids), on_change)
+        for index, cb in enumerate(callbacks):
+            if cb.provider == provider and late.intersection(outcomes[index].unmatched_ids):
+                now_known = [pid for pid in outcomes[index].unmatched_ids if pid in late]
+                outcomes[index].unmatched_ids = [pid for pid in outcomes[index].unmatched_ids if pid not in late]
+                outcomes[index].unmatched -= len(now_known)
+                outcomes[index].applied += len(now_known)
+    return outcomes
+
+
+def _recheck(engine: Engine, provider: str, provider_ids: list[str], on_change: StatusListener | None) -> set[str]:
+    """The webhook's look after commit; the events are stored already, so a failure here is logged, not raised."""
+    for attempt in range(3):
+        try:
+            return set(_apply_pending(engine, provider, provider_ids, on_change))
+        except Exception as exc:  # a locked or restarting database
+            log.warning("pending callbacks not rechecked", provider=provider, error=str(exc), attempt=attempt)
+            time.sleep(0.05 * 2**attempt)
+    log.error("pending callbacks left for the sender to apply", provider=provider, ids=provider_ids[:20])
+    return set()
+
+
+def _notify(on_change: StatusListener | None, changes: list[tuple[int, str, str]]) -> None:
+    if on_change is None:
+        return
+    for change in changes:
+        try:
+            on_change(*change)
+        except Exception:  # a listener's failure must not undo or repeat a stored callback
+            log.exception("on_message_status listener failed", message_id=change[0])
 
 
 def ingest_status_updates(engine: Engine, provider: str, updates: Sequence[StatusUpdate], raw: dict[str, Any],
                           *, on_change: StatusListener | None = None) -> IngestOutcome:
-    """Store each callback raw, then apply it to its message when that message is known."""
-    outcome = IngestOutcome()
-    changes: list[tuple[int, str, str]] = []
-    with session_scope(engine) as session:
-        for upd in updates:
-            event = StatusEvent(provider=provider, provider_message_id=upd.provider_message_id, status=upd.status,
-                                error_code=upd.error_code, error_text=upd.error_text, occurred_at=upd.occurred_at,
-                                raw=raw)
-            session.add(event)
-            outcome.stored += 1
-            row = session.execute(
-                select(Message.id, Message.status)
-                .where(Message.provider == provider, Message.provider_message_id == upd.provider_message_id)
-            ).first()
-            if row is None:
-                outcome.unmatched += 1  # kept; applied once the send records this provider id
-                continue
-            message_id, old_status = row
-            event.message_id, event.applied = message_id, True
-            event.changed = _apply(session, message_id, old_status, upd, upd.occurred_at or event.received_at)
-            outcome.applied += 1
-            if event.changed:
-                outcome.changed += 1
-                changes.append((message_id, old_status, upd.status))
-    if on_change:
-        for change in changes:
-            on_change(*change)
-    return outcome
+    """Store one callback raw, then apply it to its message when that message is known."""
+    return ingest_callbacks(engine, [Callback(provider, updates, raw)], on_change=on_change)[0]
 
 
 def apply_pending_events(engine: Engine, provider: str, provider_message_ids: Sequence[str],
                          *, on_change: StatusListener | None = None) -> int:
     """Apply callbacks that arrived before their provider id was recorded; returns how many."""
-    applied = 0
+    return len(_apply_pending(engine, provider, provider_message_ids, on_change))
+
+
+def _apply_pending(engine: Engine, provider: str, provider_message_ids: Sequence[str],
+                   on_change: StatusListener | None) -> list[str]:
+    """The provider ids of the events applied, one entry per event."""
+    applied: list[str] = []
     changes: list[tuple[int, str, str]] = []
-    with session_scope(engine) as session:
-        for start in range(0, len(provider_message_ids), 500):
-            chunk = list(provider_message_ids[start : start + 500])
-            events = session.scalars(
-                select(StatusEvent).where(StatusEvent.provider == provider, StatusEvent.applied.is_(False),
-                                          StatusEvent.provider_message_id.in_(chunk)).order_by(StatusEvent.id)
+    with engine.begin() as conn:
+        for start in range(0, len(provider_message_ids), LOOKUP_CHUNK):
+            chunk = list(provider_message_ids[start : start + LOOKUP_CHUNK])
+            events = conn.execute(
+                select(_EVENT.c.id, _EVENT.c.provider_message_id, _EVENT.c.status, _EVENT.c.error_code,
+                       _EVENT.c.error_text, _EVENT.c.occurred_at, _EVENT.c.received_at)
+                .where(_EVENT.c.provider == provider, _EVENT.c.applied.is_(False),
+                       _EVENT.c.provider_message_id.in_(chunk))
             ).all()
-            for event in events:
-                row = session.execute(
-                    select(Message.id, Message.status)
-                    .where(Message.provider == provider, Message.provider_message_id == event.provider_message_id)
-                ).first()
-                if row is None:
-                    continue
-                message_id, old_status = row
+            if not events:
+                continue
+            known = _lookup(conn, provider, {e.provider_message_id for e in events}, lock=True)
+            # Message id order, like ingest_callbacks, so the two never wait on each other crosswise.
+            matched = sorted((known[e.provider_message_id][0], e.id, e) for e in events
+                             if e.provider_message_id in known)
+            for message_id, _, event in matched:
+                claimed = conn.execute(
+                    update(_EVENT).where(_EVENT.c.id == event.id, _EVENT.c.applied.is_(False))
+                    .values(applied=True, message_id=message_id)
+                ).rowcount
+                if not claimed:
+                    continue  # the other side of the race applied it
+                old = conn.scalar(select(_MESSAGE.c.status).where(_MESSAGE.c.id == message_id)) or "queued"
                 upd = StatusUpdate(event.provider_message_id, event.status, event.error_code, event.error_text,
                                    event.occurred_at)
-                event.message_id, event.applied = message_id, True
-                event.changed = _apply(session, message_id, old_status, upd, upd.occurred_at or event.received_at)
-                session.add(event)
-                applied += 1
-                if event.changed:
-                    changes.append((message_id, old_status, upd.status))
-    if on_change:
-        for change in changes:
-            on_change(*change)
+                applied.append(event.provider_message_id)
+                if RANK.get(upd.status, -1) > RANK.get(old, 0) and _apply(
+                        conn, message_id, upd, upd.occurred_at or event.received_at):
+                    conn.execute(update(_EVENT).where(_EVENT.c.id == event.id).values(changed=True))
+                    changes.append((message_id, old, upd.status))
+    _notify(on_change, changes)
     return applied
+
+
+def unknown_events(session: Session, *, provider: str | None = None, limit: int = 100) -> list[StatusEvent]:
+    """Callbacks not (yet) matched to any message we sent, newest first: the flagged ones."""
+    query = select(StatusEvent).where(StatusEvent.applied.is_(False))
+    if provider is not None:
+        query = query.where(StatusEvent.provider == provider)
+    return list(session.scalars(query.order_by(StatusEvent.id.desc()).limit(limit)))

@@ -30,6 +30,7 @@ from core.settings import Settings
 # Built-in plugins register exactly like third-party ones; the key is the name to disable.
 BUILTIN_PLUGINS: dict[str, str] = {
     "fake": "plugins.fake",
+    "twilio": "plugins.twilio",
     "shortener": "plugins.shortener",
 }
 

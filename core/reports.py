@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, case, distinct, func, select
+from sqlalchemy import and_, case, distinct, func, literal_column, select
 from sqlmodel import Session
 
 from core.models import UNCOUNTED_PHASES, Click, Conversion, Link, Message, Reply, Variant
@@ -64,11 +64,14 @@ def _link_rows(session: Session, campaign_id: int) -> list[dict[str, Any]]:
 
 def devices(session: Session, campaign_id: int, *, include_bots: bool = False) -> dict[str, Any]:
     def split(column: Any) -> list[dict[str, Any]]:
+        # One expression with a literal (not a bound parameter): PostgreSQL must see the same
+        # expression in SELECT and GROUP BY.
+        name = func.coalesce(column, literal_column("'other'"))
         rows = session.execute(
-            select(func.coalesce(column, "other"), func.count(), func.count(distinct(Click.contact_id)))
+            select(name, func.count(), func.count(distinct(Click.contact_id)))
             .join(Message, Message.id == Click.message_id)
             .where(_clicks(campaign_id, include_bots))
-            .group_by(func.coalesce(column, "other"))
+            .group_by(name)
             .order_by(func.count().desc())
         ).all()
         return [{"name": name, "clicks": int(n), "unique_clicks": int(u)} for name, n, u in rows]

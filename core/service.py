@@ -66,10 +66,12 @@ class Service:
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
         if self.run_api:
             from api.app import create_app
+            from api.redirect import RedirectFront
 
             app = create_app(self.settings, engine=self.engine, registry=self.registry, temporal_client=self.client)
             config = uvicorn.Config(
-                app, host=self.settings.http_host, port=self.settings.http_port, log_config=None, access_log=False,
+                RedirectFront(app),  # /r/... ahead of Litestar: the hot path
+                host=self.settings.http_host, port=self.settings.http_port, log_config=None, access_log=False,
                 proxy_headers=False,  # TEXTPULSE_TRUSTED_PROXIES alone decides whom to believe
                 lifespan="on", timeout_graceful_shutdown=10,
             )

@@ -88,3 +88,27 @@ def summary(session: Session, campaign_id: int, *, reports_delivery: bool = True
         "bots": "included" if include_bots else "excluded",
         "updated_at": iso(utcnow()),
     }
+
+
+def errors(session: Session, campaign_id: int) -> dict[str, Any]:
+    """Messages that failed or went undelivered, per error code, with its text (`/stats/errors`).
+
+    `share` is the code's part of those messages (the shares add up to 1); a code reported with
+    several texts shows the most frequent one. Test sends do not count.
+    """
+    failed = and_(Message.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES),
+                  Message.status.in_(("failed", "undelivered")))
+    code = func.coalesce(Message.error_code, "unknown")
+    rows = session.execute(
+        select(code, Message.error_text, func.count()).where(failed).group_by(code, Message.error_text)
+    ).all()
+    counts: dict[str, int] = {}
+    texts: dict[str, tuple[int, str]] = {}
+    for error_code, text, count in rows:
+        counts[error_code] = counts.get(error_code, 0) + int(count)
+        if text and (error_code not in texts or int(count) > texts[error_code][0]):
+            texts[error_code] = (int(count), text)
+    total = sum(counts.values())
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return {"errors": [{"code": c, "text": texts.get(c, (0, None))[1], "count": n, "share": _rate(n, total)}
+                       for c, n in ranked]}

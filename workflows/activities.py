@@ -16,6 +16,7 @@ from workflows.inputs import (
     CampaignStatusInput,
     DecisionResult,
     EvaluateInput,
+    ListBatchesInput,
     PrepareInput,
     RetryInput,
     SendBatchInput,
@@ -55,12 +56,20 @@ class CampaignActivities:
     @activity.defn(name="send_batch")
     def send_batch(self, data: SendBatchInput) -> SendBatchResult:
         outcome = sending.send_batch(self.engine, self.registry, data.campaign_id, data.first_message_id,
-                                     data.last_message_id, phase=data.phase)
+                                     data.last_message_id, phase=data.phase, heartbeat=activity.heartbeat)
         if outcome.transient:
             # Accepted ones are recorded; the retry skips them and tries the rest again.
             raise ApplicationError(f"{outcome.transient} messages hit a transient provider error: "
                                    f"{outcome.transient_error}", type="TransientProviderError")
-        return SendBatchResult(sent=outcome.sent, failed=outcome.failed, skipped=outcome.skipped)
+        return SendBatchResult(sent=outcome.sent, failed=outcome.failed, skipped=outcome.skipped,
+                               deferred=outcome.deferred,
+                               resume_at_epoch=outcome.resume_at.timestamp() if outcome.resume_at else None)
+
+    @activity.defn(name="list_batches")
+    def list_batches(self, data: ListBatchesInput) -> list[list[int]]:
+        """The stage's messages still queued (after a quiet-hours wait), in batches."""
+        return [[first, last] for first, last in audience.batches_of(self.engine, data.campaign_id, data.phase,
+                                                                     data.batch_size)]
 
     @activity.defn(name="evaluate_test")
     def evaluate_test(self, data: EvaluateInput) -> DecisionResult:
@@ -100,4 +109,4 @@ class CampaignActivities:
 
     def all(self) -> list[Any]:
         return [self.set_campaign_status, self.snapshot_audience, self.send_batch, self.evaluate_test,
-                self.record_winner, self.prepare_remainder, self.snapshot_retry]
+                self.record_winner, self.prepare_remainder, self.snapshot_retry, self.list_batches]

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         CampaignStatusInput,
         DecisionResult,
         EvaluateInput,
+        ListBatchesInput,
         PrepareInput,
         RetryInput,
         SendBatchInput,
@@ -111,8 +112,33 @@ class CampaignWorkflow:
         return not self.cancelled
 
     async def _send_stage(self, data: CampaignInput) -> None:
-        """Send the stage's batches, several at once (one at a time under a rate limit)."""
-        in_flight = 1 if data.rate_limited else data.max_concurrent_batches
+        """Send the stage's batches; then, while messages wait out their recipients' quiet hours,
+        sleep until the first may go and send what is still queued."""
+        while True:
+            await self._send_batches(data)
+            if self.cancelled or self.state.resume_at_epoch is None:
+                return
+            wait = self.state.resume_at_epoch - workflow.now().timestamp()
+            if wait > 0:
+                try:
+                    await workflow.wait_condition(lambda: self.cancelled, timeout=timedelta(seconds=wait))
+                except TimeoutError:
+                    pass
+            if self.cancelled:
+                return
+            batches = await workflow.execute_activity(
+                "list_batches", ListBatchesInput(self.campaign_id, self.state.stage, data.batch_size),
+                result_type=list[list[int]], start_to_close_timeout=SHORT,
+            )
+            self._start_stage(self.state.stage, batches)
+
+    async def _send_batches(self, data: CampaignInput) -> None:
+        """The stage's batches, several at once (one at a time under a rate limit)."""
+        rate = data.rate_limit_per_second
+        in_flight = 1 if rate else data.max_concurrent_batches
+        # A paced batch takes batch_size / rate seconds: the timeout grows with it.
+        timeout = timedelta(seconds=data.send_timeout_seconds + (data.batch_size / rate if rate else 0))
+        self.state.resume_at_epoch = None
         while self.state.done < len(self.state.batches):
             await workflow.wait_condition(lambda: not self.paused or self.cancelled)
             if self.cancelled:
@@ -121,8 +147,8 @@ class CampaignWorkflow:
             results = await asyncio.gather(*[
                 workflow.execute_activity(
                     "send_batch", SendBatchInput(self.campaign_id, first, last, phase=self.state.stage),
-                    result_type=SendBatchResult, retry_policy=SEND_RETRY,
-                    start_to_close_timeout=timedelta(seconds=data.send_timeout_seconds),
+                    result_type=SendBatchResult, retry_policy=SEND_RETRY, start_to_close_timeout=timeout,
+                    heartbeat_timeout=timedelta(seconds=data.send_timeout_seconds),
                 )
                 for first, last in wave
             ])
@@ -130,6 +156,9 @@ class CampaignWorkflow:
                 self.state.sent += result.sent
                 self.state.failed += result.failed
                 self.state.skipped += result.skipped
+                if result.resume_at_epoch is not None:
+                    self.state.resume_at_epoch = min(self.state.resume_at_epoch or result.resume_at_epoch,
+                                                     result.resume_at_epoch)
             self.state.done += len(wave)
             if workflow.info().is_continue_as_new_suggested() and self.state.done < len(self.state.batches):
                 await workflow.wait_condition(workflow.all_handlers_finished)

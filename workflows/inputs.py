@@ -18,6 +18,7 @@ class CampaignState:
     failed: int = 0
     skipped: int = 0
     wait_until_epoch: float | None = None  # end of the A/B wait
+    resume_at_epoch: float | None = None  # end of the first recipient's quiet hours, when some wait
 
 
 @dataclass
@@ -30,7 +31,7 @@ class CampaignInput:
     start_at_epoch: float | None = None  # schedule_at, as seconds since the epoch
     ab_wait_seconds: float = 7200.0  # the A/B test's wait after its last message is sent
     ab_poll_seconds: float = 60.0  # how often the test is looked at during the wait
-    rate_limited: bool = False  # one batch at a time (the activity paces itself)
+    rate_limit_per_second: float | None = None  # set: one batch at a time, the activity paces itself
     retry_round: int | None = None  # set: this run resends the failed messages of a finished campaign
     state: CampaignState | None = None
 
@@ -118,6 +119,15 @@ class SendBatchResult:
     sent: int = 0
     failed: int = 0
     skipped: int = 0
+    deferred: int = 0  # in their recipients' quiet hours: still queued
+    resume_at_epoch: float | None = None
+
+
+@dataclass
+class ListBatchesInput:
+    campaign_id: int
+    phase: str
+    batch_size: int = 500
 
 
 @dataclass

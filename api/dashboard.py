@@ -1,0 +1,313 @@
+"""The HTML dashboard: GET / (campaigns), /campaigns/{id}, /contacts/{id}; static files at /static.
+
+Pages are rendered on the server (Jinja2, autoescaped) from the same queries as the API; one small
+script keeps the summary cards live from GET /api/campaigns/{id}/events and fills the errors
+table from /api/campaigns/{id}/stats/errors (hidden while that route does not exist).
+
+Access when TEXTPULSE_API_KEY is set — the dashboard shows every phone number and reply, so it
+is behind the same key as /api; without the key set it is open, like /api:
+- a browser proves the key once: `GET <any page>?key=<key>` (a link `textpulse up` can print) or
+  the form on the 401 page (POST /login). The answer is a 303 to the same page without the key
+  in the URL, setting the cookie `textpulse_dashboard` (HttpOnly, SameSite=Lax, Secure when
+  TEXTPULSE_PUBLIC_URL is https, 30 days) that holds an HMAC of the key, never the key itself.
+  Scripts may send `Authorization: Bearer <key>` instead, as for /api.
+- /api itself only takes the Bearer header (EventSource cannot send one), so a page shown to a
+  browser that holds the cookie carries the key in a <meta> tag, and the script reads the event
+  stream with fetch() and that header. Whoever sees the page has proved the key already; pages
+  are `no-store`, and a strict Content-Security-Policy (scripts and styles from /static only)
+  keeps injected markup from running and reading it.
+- the CSV export link points to /campaigns/{id}/export.csv, the API's export behind the
+  dashboard's cookie, since a plain link cannot carry the Bearer header either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from litestar import Controller, Request, Response, Router, get, post
+from litestar.datastructures import Cookie, State
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import NotFoundException
+from litestar.params import Body
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Redirect, Stream, Template
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+from sqlalchemy import and_, case, distinct, func, select
+
+from api.clicks import export_rows
+from api.contacts import contact_dict
+from api.rows import message_dict
+from api.stats_events import reports_delivery
+from core import reports, stats
+from core.campaigns import CampaignNotFound, campaign_dict, get_campaign, iso, variants_of
+from core.db import session_scope
+from core.models import UNCOUNTED_PHASES, Campaign, Click, Contact, Conversion, Link, Message, Reply
+
+HERE = Path(__file__).parent
+COOKIE = "textpulse_dashboard"
+COOKIE_MAX_AGE = 30 * 24 * 3600
+CAMPAIGNS_PER_PAGE = 100
+MESSAGE_LOG_ROWS = 100
+CONTACT_ROWS = 200
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+}
+TREND_SERIES = (("sent", "Sent"), ("delivered", "Delivered"), ("clicks", "Clicks"))
+
+
+# -- formatting, shared by the templates (dashboard.js formats live numbers the same way) ---------
+def _count(value: Any) -> str:
+    return f"{int(value or 0):,}"
+
+
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{float(value) * 100:.1f}%"
+
+
+def _money(value: Any) -> str:
+    return f"{float(value or 0):,.2f}"
+
+
+def _when(value: Any) -> str:
+    if not value:
+        return "—"
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def template_config() -> TemplateConfig[JinjaTemplateEngine]:
+    environment = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
+                              undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment.filters.update(count=_count, pct=_pct, money=_money, when=_when)
+    return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
+
+
+def _page(name: str, status_code: int = 200, *, api_key: str | None = None, **context: Any) -> Template:
+    return Template(name, context={"api_key": api_key, **context}, status_code=status_code, headers=PAGE_HEADERS)
+
+
+# -- access ---------------------------------------------------------------------------------------
+def _cookie_value(api_key: str) -> str:
+    return hmac.new(api_key.encode(), b"textpulse dashboard", hashlib.sha256).hexdigest()
+
+
+def _same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _local(target: str | None) -> str:
+    """Where to go after the key was accepted: a path on this site, nothing else (no open redirect)."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/"
+    return target
+
+
+def _signed_in(request: Request[Any, Any, Any], target: str) -> Redirect:
+    settings = request.app.state.settings
+    cookie = Cookie(key=COOKIE, value=_cookie_value(settings.api_key), path="/", httponly=True, samesite="lax",
+                    secure=settings.public_url.startswith("https://"), max_age=COOKIE_MAX_AGE)
+    return Redirect(_local(target), status_code=303, cookies=[cookie], headers=PAGE_HEADERS)
+
+
+def _key_page(target: str, *, wrong: bool) -> Template:
+    return _page("key.html", 401, next=_local(target), wrong=wrong)
+
+
+async def require_key(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """before_request of every page: None lets the page render; else the answer to send instead."""
+    api_key = request.app.state.settings.api_key
+    if not api_key:
+        return None
+    offered = request.query_params.get("key")
+    if offered is not None:
+        if not _same(offered, api_key):
+            return _key_page(request.url.path, wrong=True)
+        rest = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
+        return _signed_in(request, request.url.path + (f"?{urlencode(rest)}" if rest else ""))
+    if _same(request.headers.get("authorization", ""), f"Bearer {api_key}") or \
+            _same(request.cookies.get(COOKIE, ""), _cookie_value(api_key)):
+        return None
+    asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return _key_page(asked, wrong=False)
+
+
+@post("/login", include_in_schema=False, status_code=303)
+async def login(request: Request[Any, Any, Any],
+                data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Response[Any]:
+    """The key form of the 401 page: on the right key, back to the page asked for, with the cookie."""
+    api_key = request.app.state.settings.api_key
+    target = _local(data.get("next"))
+    if not api_key:
+        return Redirect(target, status_code=303)
+    if not _same(data.get("key", ""), api_key):
+        return _key_page(target, wrong=True)
+    return _signed_in(request, target)
+
+
+# -- what the pages show --------------------------------------------------------------------------
+def campaign_rows(session: Any, registry: Any, *, before: int | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """Newest campaigns first with sent, delivered and CTR, in three queries whatever their number."""
+    query = select(Campaign).order_by(Campaign.id.desc()).limit(limit + 1)
+    if before is not None:
+        query = query.where(Campaign.id < before)
+    campaigns = list(session.scalars(query))
+    ids = [c.id for c in campaigns[:limit]]
+    counted = and_(Message.campaign_id.in_(ids), Message.phase.notin_(UNCOUNTED_PHASES))
+    messages = {cid: (int(sent or 0), int(delivered or 0)) for cid, sent, delivered in session.execute(
+        select(Message.campaign_id, func.sum(case((Message.sent_at.is_not(None), 1), else_=0)),
+               func.sum(case((Message.status == "delivered", 1), else_=0)))
+        .where(counted).group_by(Message.campaign_id))}
+    clickers = dict(session.execute(
+        select(Click.campaign_id, func.count(distinct(Click.contact_id)))
+        .join(Message, and_(Message.id == Click.message_id, Message.phase.notin_(UNCOUNTED_PHASES)))
+        .where(Click.campaign_id.in_(ids), Click.is_bot.is_(False)).group_by(Click.campaign_id)).all())
+    rows = []
+    for campaign in campaigns[:limit]:
+        sent, delivered = messages.get(campaign.id, (0, 0))
+        basis = delivered if reports_delivery(registry, campaign.provider) else sent
+        unique = int(clickers.get(campaign.id, 0))
+        rows.append({"id": campaign.id, "name": campaign.name, "status": campaign.status, "sent": sent,
+                     "delivered": delivered, "ctr": round(unique / basis, 6) if basis else 0.0,
+                     "created_at": iso(campaign.created_at)})
+    return rows, len(campaigns) > limit
+
+
+def _nice_ceiling(value: float) -> float:
+    """The smallest 1, 2 or 5 × 10^k at or above `value` (a round top for a chart's axis)."""
+    if value <= 1:
+        return 1
+    power = 10 ** math.floor(math.log10(value))
+    return next(step * power for step in (1, 2, 5, 10) if step * power >= value)
+
+
+def trend_chart(trend: dict[str, Any], *, width: int = 720, height: int = 220) -> dict[str, Any] | None:
+    """Geometry of the daily bar chart (sent, delivered, clicks side by side per day), drawn as SVG."""
+    buckets = trend["buckets"]
+    if not buckets:
+        return None
+    left, right, top, bottom = 44, 8, 10, 26
+    plot_w, plot_h = width - left - right, height - top - bottom
+    ceiling = _nice_ceiling(max(b[key] for b in buckets for key, _ in TREND_SERIES))
+    group = plot_w / len(buckets)
+    bar = group * 0.8 / len(TREND_SERIES)
+    bars, labels = [], []
+    for i, bucket in enumerate(buckets):
+        x0 = left + i * group + group * 0.1
+        day = bucket["start"][:10]
+        for j, (key, name) in enumerate(TREND_SERIES):
+            h = plot_h * bucket[key] / ceiling
+            bars.append({"series": key, "x": round(x0 + j * bar, 1), "y": round(top + plot_h - h, 1),
+                         "w": round(max(bar - 1, 1), 1), "h": round(h, 1), "title": f"{day} · {name}: {bucket[key]:,}"})
+        labels.append({"x": round(left + (i + 0.5) * group, 1), "text": day[5:]})
+    ticks = [{"y": round(top + plot_h - plot_h * f, 1), "text": f"{ceiling * f:,.0f}"} for f in (0, 0.5, 1)]
+    return {"width": width, "height": height, "left": left, "right": width - right, "bars": bars,
+            "labels": labels if len(labels) <= 31 else labels[:: math.ceil(len(labels) / 31)], "ticks": ticks,
+            "series": TREND_SERIES, "baseline": top + plot_h}
+
+
+def campaign_page(engine: Any, registry: Any, campaign_id: int) -> dict[str, Any]:
+    with session_scope(engine, read_only=True) as session:
+        campaign = get_campaign(session, campaign_id)
+        delivery = reports_delivery(registry, campaign.provider)
+        names = {v.id: v.name for v in variants_of(session, campaign_id)}
+        log = list(session.scalars(select(Message).where(Message.campaign_id == campaign_id)
+                                   .order_by(Message.id).limit(MESSAGE_LOG_ROWS + 1)))
+        timing = reports.click_timing(session, campaign_id, reports_delivery=delivery)
+        devices = reports.devices(session, campaign_id)
+        links = reports.links(session, campaign_id)["links"]
+        return {
+            "campaign": campaign_dict(session, campaign),
+            "summary": stats.summary(session, campaign_id, reports_delivery=delivery),
+            "variants": reports.variants(session, campaign_id, reports_delivery=delivery),
+            "links": links,
+            "most_link_clicks": max([row["clicks"] + row["bot_clicks"] for row in links] + [1]),
+            "devices": devices,
+            "most_device_clicks": max([row["clicks"] for row in devices["os"] + devices["device"]] + [1]),
+            "timing": timing,
+            "most_timing": max([b["contacts"] for b in timing["buckets"]] + [1]),
+            "trend": trend_chart(reports.trend(session, campaign_id, interval="day")),
+            "messages": [message_dict(m, names.get(m.variant_id)) for m in log[:MESSAGE_LOG_ROWS]],
+            "more_messages": len(log) > MESSAGE_LOG_ROWS,
+        }
+
+
+def contact_page(engine: Any, contact_id: int) -> dict[str, Any]:
+    with session_scope(engine, read_only=True) as session:
+        contact = session.get(Contact, contact_id)
+        if contact is None:
+            raise NotFoundException(f"contact {contact_id} does not exist")
+        mine = Message.contact_id == contact_id
+        messages = [message_dict(m) for m in session.scalars(
+            select(Message).where(mine).order_by(Message.id.desc()).limit(CONTACT_ROWS))]
+        clicks = [{"clicked_at": iso(c.clicked_at), "campaign_id": c.campaign_id, "url": url, "os": c.os,
+                   "device": c.device, "is_bot": c.is_bot, "bot_reasons": list(c.bot_reasons or [])}
+                  for c, url in session.execute(
+                      select(Click, Link.destination).join(Link, Link.id == Click.link_id)
+                      .where(Click.contact_id == contact_id).order_by(Click.id.desc()).limit(CONTACT_ROWS))]
+        replies = [{"received_at": iso(r.received_at), "campaign_id": r.campaign_id, "body": r.body,
+                    "keyword": r.keyword} for r in session.scalars(
+            select(Reply).where(Reply.contact_id == contact_id).order_by(Reply.id.desc()).limit(CONTACT_ROWS))]
+        conversions = [{"occurred_at": iso(c.occurred_at), "campaign_id": c.campaign_id, "name": c.name,
+                        "revenue": c.revenue, "clicked": c.clicked} for c in session.scalars(
+            select(Conversion).where(Conversion.contact_id == contact_id).order_by(Conversion.id.desc())
+            .limit(CONTACT_ROWS))]
+        touched = {row["campaign_id"] for row in messages + clicks + replies + conversions} - {None}
+        campaigns = dict(session.execute(select(Campaign.id, Campaign.name).where(Campaign.id.in_(touched))).all())
+        return {"contact": contact_dict(contact), "messages": messages, "clicks": clicks, "replies": replies,
+                "conversions": conversions, "campaign_names": campaigns}
+
+
+def _not_found(_request: Request[Any, Any, Any], exc: Exception) -> Template:
+    return _page("not_found.html", 404, detail=str(getattr(exc, "detail", None) or exc))
+
+
+class DashboardController(Controller):
+    path = "/"
+    include_in_schema = False
+    before_request = staticmethod(require_key)
+    exception_handlers = {CampaignNotFound: _not_found, NotFoundException: _not_found}
+
+    @get("/", sync_to_thread=True)
+    def campaigns(self, state: State, before: int | None = None) -> Template:
+        """Every campaign, newest first, with its status, sent, delivered and CTR."""
+        with session_scope(state.engine, read_only=True) as session:
+            rows, more = campaign_rows(session, state.registry, before=before, limit=CAMPAIGNS_PER_PAGE)
+        return _page("campaigns.html", api_key=state.settings.api_key, campaigns=rows,
+                     older=rows[-1]["id"] if more else None, newest=before is None)
+
+    @get("/campaigns/{campaign_id:int}", sync_to_thread=True)
+    def campaign(self, state: State, campaign_id: int) -> Template:
+        """Summary cards (live), variants, links, errors, devices, click timing, trend, message log."""
+        page = campaign_page(state.engine, state.registry, campaign_id)
+        return _page("campaign.html", api_key=state.settings.api_key, log_rows=MESSAGE_LOG_ROWS, **page)
+
+    @get("/campaigns/{campaign_id:int}/export.csv", sync_to_thread=True)
+    def export(self, state: State, campaign_id: int) -> Stream:
+        """GET /api/campaigns/{id}/export.csv for the browser (behind the dashboard's cookie)."""
+        with session_scope(state.engine, read_only=True) as session:
+            get_campaign(session, campaign_id)
+        return Stream(export_rows(state.engine, campaign_id), media_type="text/csv",
+                      headers={"content-disposition": f'attachment; filename="campaign-{campaign_id}.csv"'})
+
+    @get("/contacts/{contact_id:int}", sync_to_thread=True)
+    def contact(self, state: State, contact_id: int) -> Template:
+        """The contact with its messages, clicks, replies and conversions, newest first."""
+        return _page("contact.html", api_key=state.settings.api_key, **contact_page(state.engine, contact_id))
+
+
+def dashboard_router() -> Router:
+    """The pages, the key form and /static, for create_app's route handlers."""
+    static = create_static_files_router(path="/static", directories=[HERE / "static"], include_in_schema=False)
+    return Router(path="/", route_handlers=[DashboardController, login, static])

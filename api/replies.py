@@ -1,0 +1,60 @@
+"""/api/campaigns/{id}/replies: the inbound messages attributed to a campaign, one row each."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from litestar import Controller, get
+from litestar.datastructures import State
+from litestar.params import Parameter
+from sqlalchemy import select
+
+from api.paging import page
+from core.campaigns import get_campaign, iso, variants_of
+from core.db import session_scope
+from core.models import Contact, Message, Reply
+
+
+class ReplyController(Controller):
+    path = "/campaigns/{campaign_id:int}/replies"
+    tags = ["replies"]
+
+    @get("/", operation_id="listReplies", sync_to_thread=True)
+    def list_replies(self, state: State, campaign_id: int, phone: str | None = None,
+                     keywords: Literal["include", "exclude", "only"] = "include", cursor: str | None = None,
+                     limit: int = Parameter(default=100, ge=1, le=1000)) -> dict[str, Any]:
+        """Replies attributed to the campaign (its contacts' latest message within 7 days), oldest first:
+        who (contact, phone, opted out or not), to which message and variant, what they wrote, and the
+        keyword (STOP, START, HELP, …) when the reply was one. `keywords=exclude` leaves keywords out,
+        `only` shows nothing else."""
+        with session_scope(state.engine) as session:
+            get_campaign(session, campaign_id)
+            names = {v.id: v.name for v in variants_of(session, campaign_id)}
+            query = select(Reply).where(Reply.campaign_id == campaign_id)
+            if phone:
+                query = query.where(Reply.phone == phone)
+            if keywords == "exclude":
+                query = query.where(Reply.keyword.is_(None))
+            elif keywords == "only":
+                query = query.where(Reply.keyword.is_not(None))
+            result = page(session, query, Reply.id, cursor, limit, lambda r: {"reply": r})
+            replies = [item["reply"] for item in result["items"]]
+            contacts = {c.id: c for c in session.scalars(
+                select(Contact).where(Contact.id.in_({r.contact_id for r in replies if r.contact_id})))}
+            variant_of = dict(session.execute(
+                select(Message.id, Message.variant_id).where(Message.id.in_({r.message_id for r in replies
+                                                                             if r.message_id})))
+            .tuples().all())
+            result["items"] = [_row(r, contacts.get(r.contact_id), names.get(variant_of.get(r.message_id)))
+                               for r in replies]
+            return result
+
+
+def _row(reply: Reply, contact: Contact | None, variant: str | None) -> dict[str, Any]:
+    return {
+        "id": reply.id, "campaign_id": reply.campaign_id, "message_id": reply.message_id, "variant": variant,
+        "contact_id": reply.contact_id, "phone": reply.phone, "name": contact.name if contact else None,
+        "opted_out": bool(contact and contact.opted_out_at), "body": reply.body, "keyword": reply.keyword,
+        "received_at": iso(reply.received_at), "provider": reply.provider,
+        "provider_message_id": reply.provider_message_id,
+    }
