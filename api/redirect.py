@@ -103,6 +103,10 @@ class CodeCache:
     def _read(self, code: str) -> CodeTarget | None:
         if self._connection is None:
             self._connection = self.engine.raw_connection()
+            # Codes are read at random across the whole table: map the file rather than copy
+            # pages through read() calls, and keep more of them (this connection only).
+            self._connection.driver_connection.execute("PRAGMA mmap_size = 268435456")
+            self._connection.driver_connection.execute("PRAGMA cache_size = -65536")
         try:
             return resolve_codes(self.engine, [code], sqlite_connection=self._connection).get(code)
         except Exception:

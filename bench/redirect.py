@@ -260,6 +260,15 @@ def wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 60
     raise SystemExit(f"the server did not listen on port {port} within {timeout}s")
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc), all its threads included."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(args: list[str], script: Path, port: int, timeout: float) -> dict[str, Any]:
     done = subprocess.run(["wrk", *args, "-s", str(script), f"http://127.0.0.1:{port}/"],
                           capture_output=True, text=True, timeout=timeout)
@@ -297,8 +306,12 @@ def run_one(kind: str, args: argparse.Namespace, database_url: str, data_dir: st
     try:
         wait_for_port(port, server)
         wrk(["-t1", "-c4", "-d1s"], script, port, timeout=60)  # warm-up: lazy imports, first connections
+        cpu_before = cpu_seconds(server.pid)
         figures = wrk([f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--timeout", "10s"],
                       script, port, timeout=args.duration + 60)
+        cpu_after = cpu_seconds(server.pid)
+        if cpu_before is not None and cpu_after is not None and figures["requests"]:
+            figures["cpu_us"] = (cpu_after - cpu_before) * 1e6 / figures["requests"]
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=120)
@@ -348,8 +361,8 @@ def main() -> int:
         print(f"seeded {args.codes} codes in {time.monotonic() - started:.1f}s; {args.rounds} rounds of "
               f"{args.duration}s wrk -t{args.threads} -c{args.connections} per server; database {backend}; "
               f"{os.cpu_count()} CPUs", flush=True)
-        print(f"{'round':<6} {'server':<6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-              f"{'302 sent':>9} {'click rows':>10}", flush=True)
+        print(f"{'round':<6} {'server':<6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>10} "
+              f"{'errors':>7} {'302 sent':>9} {'click rows':>10}", flush=True)
         runs: list[Run] = []
         for number in range(1, args.rounds + 1):
             for kind in ("raw", "real"):
@@ -357,16 +370,22 @@ def main() -> int:
                 runs.append(run)
                 w = run.wrk
                 rows = "" if run.click_rows is None else str(run.click_rows)
+                cpu = f"{w['cpu_us']:.0f}" if "cpu_us" in w else "?"
                 print(f"{number:<6} {kind:<6} {run.rps:>8.0f} {w['p50_us'] / 1000:>8.2f} {w['p99_us'] / 1000:>8.2f} "
-                      f"{run.errors:>7} {run.server['redirects']:>9} {rows:>10}", flush=True)
+                      f"{cpu:>10} {run.errors:>7} {run.server['redirects']:>9} {rows:>10}", flush=True)
     raw = [run for run in runs if run.kind == "raw"]
     real = [run for run in runs if run.kind == "real"]
     for kind, group in (("raw", raw), ("real", real)):
+        cpu = (f"{_median(group, lambda r: r.wrk['cpu_us']):>10.0f}"
+               if all("cpu_us" in r.wrk for r in group) else f"{'?':>10}")
         print(f"median {kind:<5} {_median(group, lambda r: r.rps):>8.0f} "
               f"{_median(group, lambda r: r.wrk['p50_us']) / 1000:>8.2f} "
-              f"{_median(group, lambda r: r.wrk['p99_us']) / 1000:>8.2f}")
+              f"{_median(group, lambda r: r.wrk['p99_us']) / 1000:>8.2f} {cpu}")
     ratio = _median(real, lambda r: r.rps) / _median(raw, lambda r: r.rps)
     print(f"ratio real/raw (median req/s): {ratio:.2f}  (target >= 0.5)")
+    if all("cpu_us" in r.wrk for r in runs):
+        cpu_ratio = _median(raw, lambda r: r.wrk["cpu_us"]) / _median(real, lambda r: r.wrk["cpu_us"])
+        print(f"ratio raw/real (median server CPU per request): {cpu_ratio:.2f}")
     redirects = sum(run.server["redirects"] for run in real)
     rows = sum(run.click_rows or 0 for run in real)
     ok = all(run.click_rows == run.server["redirects"] == run.server["clicks_written"] and run.errors == 0

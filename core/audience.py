@@ -247,9 +247,10 @@ def render_pending(engine: Engine, registry: PluginRegistry, campaign_id: int, *
             clashes = codes.taken([code for _, tracked in pending for code, _, _ in tracked])
             for message, tracked in pending:
                 for code, position, destination in tracked:
-                    if code in clashes:  # astronomically rare: redraw and patch the body
+                    if code in clashes:  # astronomically rare: redraw and put the new link in its place
                         fresh = codes.draw()
-                        message.body = message.body.replace(f"/r/{code}", f"/r/{fresh}")
+                        message.body = message.body.replace(registry.shortener.tracked_url(code, public_url),
+                                                            registry.shortener.tracked_url(fresh, public_url))
                         code = fresh
                     link_id = link_id_for(session, links, campaign_id, message.variant_id or 0, position, destination)
                     session.add(ShortCode(code=code, message_id=message.id or 0, link_id=link_id,

@@ -52,10 +52,13 @@ _RESOLVE = (  # other databases
     .join(Message, Message.id == ShortCode.message_id)
     .where(ShortCode.code.in_(bindparam("codes", expanding=True)))
 )
-_RESOLVE_SQLITE = (
-    "SELECT s.code, s.destination, s.message_id, s.link_id, m.contact_id, m.campaign_id FROM short_code s"
-    " JOIN message m ON m.id = s.message_id WHERE s.code IN ({marks})"
-)
+
+
+@lru_cache(maxsize=64)
+def _resolve_sqlite(count: int) -> str:
+    marks = "= ?" if count == 1 else f"IN ({','.join('?' * count)})"
+    return ("SELECT s.code, s.destination, s.message_id, s.link_id, m.contact_id, m.campaign_id FROM short_code s"
+            f" JOIN message m ON m.id = s.message_id WHERE s.code {marks}")
 
 
 def resolve_codes(engine: Engine, codes: Sequence[str], *, sqlite_connection: Any = None) -> dict[str, CodeTarget]:
@@ -71,10 +74,7 @@ def resolve_codes(engine: Engine, codes: Sequence[str], *, sqlite_connection: An
     if is_sqlite(engine):
         raw = sqlite_connection if sqlite_connection is not None else engine.raw_connection()
         try:
-            cursor = raw.cursor()
-            cursor.execute(_RESOLVE_SQLITE.format(marks=",".join("?" * len(codes))), list(codes))
-            rows = cursor.fetchall()
-            cursor.close()
+            rows = raw.driver_connection.execute(_resolve_sqlite(len(codes)), tuple(codes)).fetchall()
         finally:
             if sqlite_connection is None:
                 raw.close()  # back to the pool

@@ -6,6 +6,7 @@ never sequential. Collisions are checked against the database by the caller and 
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 from typing import Any
@@ -31,8 +32,13 @@ class BuiltinShortener:
         return f"{public_url}/r/{code}"
 
 
+_WELLFORMED = re.compile(r"[0-9A-Za-z]{7,32}")
+
+
 def is_wellformed_code(code: str) -> bool:
-    return 7 <= len(code) <= 32 and all(ch in ALPHABET for ch in code)
+    """Could `code` be a short code at all? Codes of any shortener are base62, 7 to 32 characters
+    (API.md; the column holds 32); anything else is answered 404 by /r without a lookup."""
+    return _WELLFORMED.fullmatch(code) is not None
 
 
 @hookimpl(trylast=True)

@@ -116,7 +116,7 @@ def test_a_code_of_a_cancelled_campaign_still_redirects(database_url: str, tempo
                        env={"TEXTPULSE_BATCH_SIZE": "2", "TEXTPULSE_MAX_CONCURRENT_BATCHES": "1"})
     live.start()
     try:
-        phones = [f"+1202555{n:04d}" for n in range(300, 340)]
+        phones = [f"+1202555{n:04d}" for n in range(300, 400)]
         assert live.post("/api/contacts", [{"phone": p} for p in phones]).status_code == 200
         cid = live.post("/api/campaigns", {"name": "Stop",
                                            "variants": [{"name": "A", "body": "Go https://shop.example/stop"}]}

@@ -195,10 +195,13 @@ def test_test_send_is_a_real_tracked_send_left_out_of_stats(live: LiveService) -
     response = live.post(f"/api/campaigns/{cid}/test-send", {"phones": [PHONES[0], "+1 (202) 555-0499", PHONES[0]]})
     assert response.status_code == 200, response.text
     messages = response.json()["messages"]
-    assert [(m["phone"], m["variant"], m["phase"], m["status"]) for m in messages] == [
-        (PHONES[0], "A", "test_send", "sent"), ("+12025550499", "A", "test_send", "sent"),
-        (PHONES[0], "B", "test_send", "sent"), ("+12025550499", "B", "test_send", "sent"),
+    assert [(m["phone"], m["variant"], m["phase"]) for m in messages] == [
+        (PHONES[0], "A", "test_send"), ("+12025550499", "A", "test_send"),
+        (PHONES[0], "B", "test_send"), ("+12025550499", "B", "test_send"),
     ]
+    # Accepted by the provider when the answer was made (its delivery callback may be in already).
+    assert all(m["sent_at"] and m["provider_message_id"].startswith("fake-") for m in messages)
+    assert {m["status"] for m in messages} <= {"sent", "delivered"}
     assert _pattern(live, "A Ana: {link}").match(messages[0]["body"])
     assert _pattern(live, "B friend: {link}").match(messages[3]["body"])
     ledger = live.fake.ledger()
@@ -324,3 +327,22 @@ def test_a_third_party_shortener_is_a_drop_in(database_url: str, temporal_addres
             assert _location(f"{live.url}/r/{code}") == "https://shop.example/acme"
     finally:
         live.stop()
+
+
+def test_builtin_codes_are_random_base62_of_at_least_7_characters(tmp_path: Path) -> None:
+    from core.plugins import load_plugins
+    from core.settings import Settings
+    from plugins.shortener import BuiltinShortener, is_wellformed_code
+
+    codes = [BuiltinShortener().new_code() for _ in range(2000)]
+    assert all(len(code) == 8 and BASE62.match(code) and is_wellformed_code(code) for code in codes)
+    assert len(set(codes)) == len(codes)
+    with pytest.raises(ValueError, match="at least 7 characters"):
+        BuiltinShortener(6)
+    settings = Settings.from_env({"TEXTPULSE_DATA_DIR": str(tmp_path)})
+    registry = load_plugins(settings, config={"plugins": {"shortener": {"length": 12}}})
+    try:
+        assert len(registry.shortener.new_code()) == 12
+        assert registry.shortener.tracked_url("abcdefgh", "https://t.example") == "https://t.example/r/abcdefgh"
+    finally:
+        registry.close()
