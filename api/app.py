@@ -46,8 +46,9 @@ class TemporalConnection:
         if self.client is None:
             async with self._lock:
                 if self.client is None:
-                    self.client = await Client.connect(self.settings.temporal_target,
-                                                       namespace=self.settings.temporal_namespace)
+                    self.client = await Client.connect(
+                        self.settings.temporal_target, namespace=self.settings.temporal_namespace
+                    )
         return self.client
 
 
@@ -75,8 +76,13 @@ def _api_key_guard(api_key: str | None) -> Any:
     return guard
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
-               registry: PluginRegistry | None = None, temporal_client: Client | None = None) -> Litestar:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    registry: PluginRegistry | None = None,
+    temporal_client: Client | None = None,
+) -> Litestar:
     settings = settings or Settings.from_env()
     engine = engine or make_engine(settings.database_url)
     registry = registry or load_plugins(settings)
@@ -104,14 +110,26 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     api_router = Router(
         path="/api",
-        route_handlers=[contacts.ContactController, campaigns.CampaignController, stats.StatsController,
-                        clicks.ClickController, events.EventController, stats_events.StatsEventsController,
-                        replies.ReplyController],
+        route_handlers=[
+            contacts.ContactController,
+            campaigns.CampaignController,
+            stats.StatsController,
+            clicks.ClickController,
+            events.EventController,
+            stats_events.StatsEventsController,
+            replies.ReplyController,
+        ],
         guards=[_api_key_guard(settings.api_key)],
     )
     app = Litestar(
-        route_handlers=[health.health, metrics.metrics, api_router, webhooks.WebhookController, redirect,
-                        dashboard.dashboard_router()],
+        route_handlers=[
+            health.health,
+            metrics.metrics,
+            api_router,
+            webhooks.WebhookController,
+            redirect,
+            dashboard.dashboard_router(),
+        ],
         template_config=dashboard.template_config(),
         lifespan=[lifespan],
         exception_handlers=_exception_handlers(),

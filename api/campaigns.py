@@ -88,8 +88,13 @@ class CampaignController(Controller):
         return create_campaign(state.engine, data, providers=set(state.registry.providers))
 
     @get("/", operation_id="listCampaigns", sync_to_thread=True)
-    def list_campaigns(self, state: State, status: str | None = None, cursor: str | None = None,
-                       limit: int = Parameter(default=100, ge=1, le=1000)) -> dict[str, Any]:
+    def list_campaigns(
+        self,
+        state: State,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: int = Parameter(default=100, ge=1, le=1000),
+    ) -> dict[str, Any]:
         """Campaigns by id, with status and progress; filter `status`."""
         query = select(Campaign)
         if status:
@@ -113,8 +118,9 @@ class CampaignController(Controller):
         with session_scope(state.engine, read_only=True) as session:
             campaign = get_campaign(session, campaign_id)
             if data.contact_ids:
-                contacts = list(session.scalars(select(Contact).where(Contact.id.in_(data.contact_ids))
-                                                .order_by(Contact.id)))[: data.limit]
+                contacts = list(
+                    session.scalars(select(Contact).where(Contact.id.in_(data.contact_ids)).order_by(Contact.id))
+                )[: data.limit]
             else:
                 contacts = []
                 for contact in iter_audience(session, campaign):
@@ -129,16 +135,26 @@ class CampaignController(Controller):
                 samples = []
                 for contact in contacts:
                     rendered = render_message(
-                        template, contact, tracking=campaign.tracking or {}, variant=variant.name,
-                        tracked_url=lambda _p, _d: registry.shortener.tracked_url(registry.shortener.new_code(),
-                                                                                  public_url),
+                        template,
+                        contact,
+                        tracking=campaign.tracking or {},
+                        variant=variant.name,
+                        tracked_url=lambda _p, _d: registry.shortener.tracked_url(
+                            registry.shortener.new_code(), public_url
+                        ),
                     )
-                    samples.append({
-                        "contact_id": contact.id, "phone": contact.phone, "body": rendered.body,
-                        "characters": rendered.segments.characters, "encoding": rendered.segments.encoding,
-                        "segments": rendered.segments.segments, "warnings": list(rendered.segments.warnings),
-                        "links": rendered.destinations,
-                    })
+                    samples.append(
+                        {
+                            "contact_id": contact.id,
+                            "phone": contact.phone,
+                            "body": rendered.body,
+                            "characters": rendered.segments.characters,
+                            "encoding": rendered.segments.encoding,
+                            "segments": rendered.segments.segments,
+                            "warnings": list(rendered.segments.warnings),
+                            "links": rendered.destinations,
+                        }
+                    )
                 out.append({"variant": variant.name, "samples": samples})
             return {"variants": out}
 
@@ -159,8 +175,9 @@ class CampaignController(Controller):
         engine = state.engine
         workflow_input, scheduled = await anyio.to_thread.run_sync(_launch_input, engine, state.settings, campaign_id)
         moved = await anyio.to_thread.run_sync(
-            lambda: set_status(engine, campaign_id, "scheduled" if scheduled else "running", only_from=("draft",),
-                               launched_at=utcnow())
+            lambda: set_status(
+                engine, campaign_id, "scheduled" if scheduled else "running", only_from=("draft",), launched_at=utcnow()
+            )
         )
         if not moved:
             status = await anyio.to_thread.run_sync(_current_status, engine, campaign_id)
@@ -188,8 +205,10 @@ class CampaignController(Controller):
         moved = await anyio.to_thread.run_sync(lambda: set_status(engine, campaign_id, target, only_from=allowed))
         if not moved:
             status = await anyio.to_thread.run_sync(_current_status, engine, campaign_id)
-            raise CampaignConflict(f"cannot {action} campaign {campaign_id}: it is {status}; "
-                                   f"{action} works when it is {' or '.join(allowed)}")
+            raise CampaignConflict(
+                f"cannot {action} campaign {campaign_id}: it is {status}; "
+                f"{action} works when it is {' or '.join(allowed)}"
+            )
         try:
             client = await state.temporal.get()
             handle = client.get_workflow_handle(state.settings.workflow_id(campaign_id))
@@ -226,8 +245,9 @@ class CampaignController(Controller):
             with session_scope(engine, read_only=True) as session:
                 status = get_campaign(session, campaign_id).status
                 if status != "completed":
-                    raise CampaignConflict(f"cannot retry campaign {campaign_id}: it is {status}; "
-                                           "retry-failed works once it is completed")
+                    raise CampaignConflict(
+                        f"cannot retry campaign {campaign_id}: it is {status}; retry-failed works once it is completed"
+                    )
                 if not audience.retryable(session, registry, campaign_id):
                     raise CampaignConflict(f"campaign {campaign_id} has no failed message worth retrying")
             if not set_status(engine, campaign_id, "running", only_from=("completed",), completed_at=None):
@@ -239,8 +259,10 @@ class CampaignController(Controller):
         try:
             client = await state.temporal.get()
             await client.start_workflow(
-                "CampaignWorkflow", dataclasses.replace(workflow_input, retry_round=round_, start_at_epoch=None),
-                id=f"{state.settings.workflow_id(campaign_id)}-retry-{round_}", task_queue=state.settings.task_queue,
+                "CampaignWorkflow",
+                dataclasses.replace(workflow_input, retry_round=round_, start_at_epoch=None),
+                id=f"{state.settings.workflow_id(campaign_id)}-retry-{round_}",
+                task_queue=state.settings.task_queue,
             )
         except Exception:
             await anyio.to_thread.run_sync(lambda: set_status(engine, campaign_id, "completed"))
@@ -255,8 +277,9 @@ class CampaignController(Controller):
         variant = (data.variant if data else None) or ""
         body = await anyio.to_thread.run_sync(_campaign_body, engine, campaign_id)
         if body["status"] != "waiting":
-            raise CampaignConflict(f"campaign {campaign_id} has no A/B test waiting for a winner "
-                                   f"(status {body['status']})")
+            raise CampaignConflict(
+                f"campaign {campaign_id} has no A/B test waiting for a winner (status {body['status']})"
+            )
         names = [v["name"] for v in body["variants"] if not v["is_control"]]
         if variant and variant not in names:
             raise CampaignInvalid(f"variant {variant!r} is not one of {', '.join(names)}")
@@ -265,9 +288,17 @@ class CampaignController(Controller):
         return body
 
     @get("/{campaign_id:int}/messages", operation_id="listMessages", sync_to_thread=True)
-    def messages(self, state: State, campaign_id: int, status: str | None = None, variant: str | None = None,
-                 phone: str | None = None, phase: str | None = None, cursor: str | None = None,
-                 limit: int = Parameter(default=100, ge=1, le=1000)) -> dict[str, Any]:
+    def messages(
+        self,
+        state: State,
+        campaign_id: int,
+        status: str | None = None,
+        variant: str | None = None,
+        phone: str | None = None,
+        phase: str | None = None,
+        cursor: str | None = None,
+        limit: int = Parameter(default=100, ge=1, le=1000),
+    ) -> dict[str, Any]:
         """The message log: one row per recipient and send, with status, error and tracked body."""
         with session_scope(state.engine, read_only=True) as session:
             get_campaign(session, campaign_id)
@@ -280,7 +311,9 @@ class CampaignController(Controller):
             if phase:
                 query = query.where(Message.phase == phase)
             if variant:
-                query = query.where(Message.variant_id.in_(
-                    select(Variant.id).where(Variant.campaign_id == campaign_id, Variant.name == variant)))
-            return page(session, query, Message.id, cursor, limit,
-                        lambda m: message_dict(m, names.get(m.variant_id)))
+                query = query.where(
+                    Message.variant_id.in_(
+                        select(Variant.id).where(Variant.campaign_id == campaign_id, Variant.name == variant)
+                    )
+                )
+            return page(session, query, Message.id, cursor, limit, lambda m: message_dict(m, names.get(m.variant_id)))

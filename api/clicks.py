@@ -22,9 +22,25 @@ from core.models import Click, Contact, Conversion, Link, Message, Reply
 
 EXPORT_CHUNK = 1000
 EXPORT_COLUMNS = [
-    "message_id", "phone", "name", "variant", "phase", "status", "error_code", "error_text", "segments",
-    "sent_at", "delivered_at", "failed_at", "clicks", "bot_clicks", "first_click_at", "replied", "last_reply",
-    "conversions", "revenue",
+    "message_id",
+    "phone",
+    "name",
+    "variant",
+    "phase",
+    "status",
+    "error_code",
+    "error_text",
+    "segments",
+    "sent_at",
+    "delivered_at",
+    "failed_at",
+    "clicks",
+    "bot_clicks",
+    "first_click_at",
+    "replied",
+    "last_reply",
+    "conversions",
+    "revenue",
 ]
 
 
@@ -47,9 +63,11 @@ def export_rows(engine: Any, campaign_id: int) -> Iterator[str]:
         with session_scope(engine, read_only=True) as session:
             names = {v.id: v.name for v in variants_of(session, campaign_id)}
             rows = session.execute(
-                select(Message, Contact.name).join(Contact, Contact.id == Message.contact_id)
+                select(Message, Contact.name)
+                .join(Contact, Contact.id == Message.contact_id)
                 .where(Message.campaign_id == campaign_id, Message.id > last_id)
-                .order_by(Message.id).limit(EXPORT_CHUNK)
+                .order_by(Message.id)
+                .limit(EXPORT_CHUNK)
             ).all()
             if not rows:
                 return
@@ -57,7 +75,8 @@ def export_rows(engine: Any, campaign_id: int) -> Iterator[str]:
             clicks: dict[int, list[Any]] = defaultdict(lambda: [0, 0, None])
             for message_id, is_bot, n, first in session.execute(
                 select(Click.message_id, Click.is_bot, func.count(), func.min(Click.clicked_at))
-                .where(Click.message_id.in_(ids)).group_by(Click.message_id, Click.is_bot)
+                .where(Click.message_id.in_(ids))
+                .group_by(Click.message_id, Click.is_bot)
             ):
                 entry = clicks[message_id]
                 if is_bot:
@@ -65,21 +84,50 @@ def export_rows(engine: Any, campaign_id: int) -> Iterator[str]:
                 else:
                     entry[0] += n
                     entry[2] = first
-            replies = {r.message_id: r for r in session.scalars(
-                select(Reply).where(Reply.message_id.in_(ids), Reply.keyword.is_(None)).order_by(Reply.id))}
-            conversions = {mid: (n, rev) for mid, n, rev in session.execute(
-                select(Conversion.message_id, func.count(), func.coalesce(func.sum(Conversion.revenue), 0))
-                .where(Conversion.message_id.in_(ids)).group_by(Conversion.message_id))}
+            replies = {
+                r.message_id: r
+                for r in session.scalars(
+                    select(Reply).where(Reply.message_id.in_(ids), Reply.keyword.is_(None)).order_by(Reply.id)
+                )
+            }
+            conversions = {
+                mid: (n, rev)
+                for mid, n, rev in session.execute(
+                    select(Conversion.message_id, func.count(), func.coalesce(func.sum(Conversion.revenue), 0))
+                    .where(Conversion.message_id.in_(ids))
+                    .group_by(Conversion.message_id)
+                )
+            }
             for message, name in rows:
                 human, bots, first = clicks.get(message.id, (0, 0, None))
                 reply = replies.get(message.id)
                 n_conv, revenue = conversions.get(message.id, (0, 0))
-                writer.writerow([safe_cell(v) for v in [
-                    message.id, message.phone, name, names.get(message.variant_id), message.phase, message.status,
-                    message.error_code, message.error_text, message.segments, iso(message.sent_at),
-                    iso(message.delivered_at), iso(message.failed_at), human, bots, iso(first),
-                    "yes" if reply else "no", reply.body if reply else "", n_conv, revenue,
-                ]])
+                writer.writerow(
+                    [
+                        safe_cell(v)
+                        for v in [
+                            message.id,
+                            message.phone,
+                            name,
+                            names.get(message.variant_id),
+                            message.phase,
+                            message.status,
+                            message.error_code,
+                            message.error_text,
+                            message.segments,
+                            iso(message.sent_at),
+                            iso(message.delivered_at),
+                            iso(message.failed_at),
+                            human,
+                            bots,
+                            iso(first),
+                            "yes" if reply else "no",
+                            reply.body if reply else "",
+                            n_conv,
+                            revenue,
+                        ]
+                    ]
+                )
             last_id = ids[-1]
         yield buffer.getvalue()
 
@@ -89,15 +137,23 @@ class ClickController(Controller):
     tags = ["clicks"]
 
     @get("/clicks", operation_id="listClicks", sync_to_thread=True)
-    def clicks(self, state: State, campaign_id: int, bots: str = "include", cursor: str | None = None,
-               limit: int = Parameter(default=100, ge=1, le=1000)) -> dict[str, Any]:
+    def clicks(
+        self,
+        state: State,
+        campaign_id: int,
+        bots: str = "include",
+        cursor: str | None = None,
+        limit: int = Parameter(default=100, ge=1, le=1000),
+    ) -> dict[str, Any]:
         """Every click with who made it, on which link, and the bot verdict with its reasons.
         `bots=exclude` leaves flagged clicks out; `bots=only` shows just them."""
         with session_scope(state.engine, read_only=True) as session:
             get_campaign(session, campaign_id)
             phones = {}
-            urls = {link.id: link.destination for link in session.scalars(
-                select(Link).where(Link.campaign_id == campaign_id))}
+            urls = {
+                link.id: link.destination
+                for link in session.scalars(select(Link).where(Link.campaign_id == campaign_id))
+            }
             query = select(Click).where(Click.campaign_id == campaign_id)
             if bots == "exclude":
                 query = query.where(Click.is_bot.is_(False))
@@ -106,7 +162,9 @@ class ClickController(Controller):
 
             def shape(click: Click) -> dict[str, Any]:
                 if click.contact_id not in phones:
-                    phones[click.contact_id] = session.scalar(select(Contact.phone).where(Contact.id == click.contact_id))
+                    phones[click.contact_id] = session.scalar(
+                        select(Contact.phone).where(Contact.id == click.contact_id)
+                    )
                 return click_dict(click, phones[click.contact_id], urls.get(click.link_id))
 
             return page(session, query, Click.id, cursor, limit, shape)

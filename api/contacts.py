@@ -74,18 +74,23 @@ class ContactController(Controller):
 
     @get("/", operation_id="listContacts", sync_to_thread=True)
     def list_contacts(
-        self, state: State, request: Request[Any, Any, Any], phone: str | None = None,
-        opted_out: bool | None = None, cursor: str | None = None,
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        phone: str | None = None,
+        opted_out: bool | None = None,
+        cursor: str | None = None,
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> dict[str, Any]:
         """Contacts by id; filters `phone`, `opted_out`, and `attribute.<name>=value`."""
-        wanted = {k[len("attribute."):]: v for k, v in request.query_params.items() if k.startswith("attribute.")}
+        wanted = {k[len("attribute.") :]: v for k, v in request.query_params.items() if k.startswith("attribute.")}
         query = select(Contact)
         if phone:
             query = query.where(Contact.phone == phone)
         if opted_out is not None:
             query = query.where(Contact.opted_out_at.is_not(None) if opted_out else Contact.opted_out_at.is_(None))
         with session_scope(state.engine, read_only=True) as session:
+
             def keep(contact: Contact) -> bool:
                 attrs = contact.attributes or {}
                 return all(str(attrs.get(k)) == v for k, v in wanted.items())
@@ -102,19 +107,40 @@ class ContactController(Controller):
             body = contact_dict(contact)
             from api.rows import click_dict, message_dict  # local: avoids an import cycle
 
-            body["messages"] = [message_dict(m) for m in session.scalars(
-                select(Message).where(Message.contact_id == contact_id).order_by(Message.id.desc()).limit(200))]
-            body["clicks"] = [click_dict(c, contact.phone) for c in session.scalars(
-                select(Click).where(Click.contact_id == contact_id).order_by(Click.id.desc()).limit(200))]
+            body["messages"] = [
+                message_dict(m)
+                for m in session.scalars(
+                    select(Message).where(Message.contact_id == contact_id).order_by(Message.id.desc()).limit(200)
+                )
+            ]
+            body["clicks"] = [
+                click_dict(c, contact.phone)
+                for c in session.scalars(
+                    select(Click).where(Click.contact_id == contact_id).order_by(Click.id.desc()).limit(200)
+                )
+            ]
             body["replies"] = [
-                {"id": r.id, "campaign_id": r.campaign_id, "message_id": r.message_id, "body": r.body,
-                 "keyword": r.keyword, "received_at": iso(r.received_at)}
+                {
+                    "id": r.id,
+                    "campaign_id": r.campaign_id,
+                    "message_id": r.message_id,
+                    "body": r.body,
+                    "keyword": r.keyword,
+                    "received_at": iso(r.received_at),
+                }
                 for r in session.scalars(select(Reply).where(Reply.contact_id == contact_id).order_by(Reply.id.desc()))
             ]
             body["conversions"] = [
-                {"id": c.id, "campaign_id": c.campaign_id, "message_id": c.message_id, "name": c.name,
-                 "revenue": c.revenue, "occurred_at": iso(c.occurred_at)}
+                {
+                    "id": c.id,
+                    "campaign_id": c.campaign_id,
+                    "message_id": c.message_id,
+                    "name": c.name,
+                    "revenue": c.revenue,
+                    "occurred_at": iso(c.occurred_at),
+                }
                 for c in session.scalars(
-                    select(Conversion).where(Conversion.contact_id == contact_id).order_by(Conversion.id.desc()))
+                    select(Conversion).where(Conversion.contact_id == contact_id).order_by(Conversion.id.desc())
+                )
             ]
             return body

@@ -62,7 +62,7 @@ PAGE_HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 }
 TREND_SERIES = (("sent", "Sent"), ("delivered", "Delivered"), ("clicks", "Clicks"))
 
@@ -88,8 +88,13 @@ def _when(value: Any) -> str:
 
 
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:
-    environment = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
-                              undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     environment.filters.update(count=_count, pct=_pct, money=_money, when=_when)
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
 
@@ -116,8 +121,15 @@ def _local(target: str | None) -> str:
 
 def _signed_in(request: Request[Any, Any, Any], target: str) -> Redirect:
     settings = request.app.state.settings
-    cookie = Cookie(key=COOKIE, value=_cookie_value(settings.api_key), path="/", httponly=True, samesite="lax",
-                    secure=settings.public_url.startswith("https://"), max_age=COOKIE_MAX_AGE)
+    cookie = Cookie(
+        key=COOKIE,
+        value=_cookie_value(settings.api_key),
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=settings.public_url.startswith("https://"),
+        max_age=COOKIE_MAX_AGE,
+    )
     return Redirect(_local(target), status_code=303, cookies=[cookie], headers=PAGE_HEADERS)
 
 
@@ -136,16 +148,18 @@ async def require_key(request: Request[Any, Any, Any]) -> Response[Any] | None:
             return _key_page(request.url.path, wrong=True)
         rest = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
         return _signed_in(request, request.url.path + (f"?{urlencode(rest)}" if rest else ""))
-    if _same(request.headers.get("authorization", ""), f"Bearer {api_key}") or \
-            _same(request.cookies.get(COOKIE, ""), _cookie_value(api_key)):
+    if _same(request.headers.get("authorization", ""), f"Bearer {api_key}") or _same(
+        request.cookies.get(COOKIE, ""), _cookie_value(api_key)
+    ):
         return None
     asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return _key_page(asked, wrong=False)
 
 
 @post("/login", include_in_schema=False, status_code=303)
-async def login(request: Request[Any, Any, Any],
-                data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Response[Any]:
+async def login(
+    request: Request[Any, Any, Any], data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+) -> Response[Any]:
     """The key form of the 401 page: on the right key, back to the page asked for, with the cookie."""
     api_key = request.app.state.settings.api_key
     target = _local(data.get("next"))
@@ -165,22 +179,42 @@ def campaign_rows(session: Any, registry: Any, *, before: int | None, limit: int
     campaigns = list(session.scalars(query))
     ids = [c.id for c in campaigns[:limit]]
     counted = and_(Message.campaign_id.in_(ids), Message.phase.notin_(UNCOUNTED_PHASES))
-    messages = {cid: (int(sent or 0), int(delivered or 0)) for cid, sent, delivered in session.execute(
-        select(Message.campaign_id, func.sum(case((Message.sent_at.is_not(None), 1), else_=0)),
-               func.sum(case((Message.status == "delivered", 1), else_=0)))
-        .where(counted).group_by(Message.campaign_id))}
-    clickers = dict(session.execute(
-        select(Click.campaign_id, func.count(distinct(Click.contact_id)))
-        .join(Message, and_(Message.id == Click.message_id, Message.phase.notin_(UNCOUNTED_PHASES)))
-        .where(Click.campaign_id.in_(ids), Click.is_bot.is_(False)).group_by(Click.campaign_id)).all())
+    messages = {
+        cid: (int(sent or 0), int(delivered or 0))
+        for cid, sent, delivered in session.execute(
+            select(
+                Message.campaign_id,
+                func.sum(case((Message.sent_at.is_not(None), 1), else_=0)),
+                func.sum(case((Message.status == "delivered", 1), else_=0)),
+            )
+            .where(counted)
+            .group_by(Message.campaign_id)
+        )
+    }
+    clickers = dict(
+        session.execute(
+            select(Click.campaign_id, func.count(distinct(Click.contact_id)))
+            .join(Message, and_(Message.id == Click.message_id, Message.phase.notin_(UNCOUNTED_PHASES)))
+            .where(Click.campaign_id.in_(ids), Click.is_bot.is_(False))
+            .group_by(Click.campaign_id)
+        ).all()
+    )
     rows = []
     for campaign in campaigns[:limit]:
         sent, delivered = messages.get(campaign.id, (0, 0))
         basis = delivered if reports_delivery(registry, campaign.provider) else sent
         unique = int(clickers.get(campaign.id, 0))
-        rows.append({"id": campaign.id, "name": campaign.name, "status": campaign.status, "sent": sent,
-                     "delivered": delivered, "ctr": round(unique / basis, 6) if basis else 0.0,
-                     "created_at": iso(campaign.created_at)})
+        rows.append(
+            {
+                "id": campaign.id,
+                "name": campaign.name,
+                "status": campaign.status,
+                "sent": sent,
+                "delivered": delivered,
+                "ctr": round(unique / basis, 6) if basis else 0.0,
+                "created_at": iso(campaign.created_at),
+            }
+        )
     return rows, len(campaigns) > limit
 
 
@@ -208,13 +242,29 @@ def trend_chart(trend: dict[str, Any], *, width: int = 720, height: int = 220) -
         day = bucket["start"][:10]
         for j, (key, name) in enumerate(TREND_SERIES):
             h = plot_h * bucket[key] / ceiling
-            bars.append({"series": key, "x": round(x0 + j * bar, 1), "y": round(top + plot_h - h, 1),
-                         "w": round(max(bar - 1, 1), 1), "h": round(h, 1), "title": f"{day} · {name}: {bucket[key]:,}"})
+            bars.append(
+                {
+                    "series": key,
+                    "x": round(x0 + j * bar, 1),
+                    "y": round(top + plot_h - h, 1),
+                    "w": round(max(bar - 1, 1), 1),
+                    "h": round(h, 1),
+                    "title": f"{day} · {name}: {bucket[key]:,}",
+                }
+            )
         labels.append({"x": round(left + (i + 0.5) * group, 1), "text": day[5:]})
     ticks = [{"y": round(top + plot_h - plot_h * f, 1), "text": f"{ceiling * f:,.0f}"} for f in (0, 0.5, 1)]
-    return {"width": width, "height": height, "left": left, "right": width - right, "bars": bars,
-            "labels": labels if len(labels) <= 31 else labels[:: math.ceil(len(labels) / 31)], "ticks": ticks,
-            "series": TREND_SERIES, "baseline": top + plot_h}
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "right": width - right,
+        "bars": bars,
+        "labels": labels if len(labels) <= 31 else labels[:: math.ceil(len(labels) / 31)],
+        "ticks": ticks,
+        "series": TREND_SERIES,
+        "baseline": top + plot_h,
+    }
 
 
 def campaign_page(engine: Any, registry: Any, campaign_id: int) -> dict[str, Any]:
@@ -222,8 +272,14 @@ def campaign_page(engine: Any, registry: Any, campaign_id: int) -> dict[str, Any
         campaign = get_campaign(session, campaign_id)
         delivery = reports_delivery(registry, campaign.provider)
         names = {v.id: v.name for v in variants_of(session, campaign_id)}
-        log = list(session.scalars(select(Message).where(Message.campaign_id == campaign_id)
-                                   .order_by(Message.id).limit(MESSAGE_LOG_ROWS + 1)))
+        log = list(
+            session.scalars(
+                select(Message)
+                .where(Message.campaign_id == campaign_id)
+                .order_by(Message.id)
+                .limit(MESSAGE_LOG_ROWS + 1)
+            )
+        )
         timing = reports.click_timing(session, campaign_id, reports_delivery=delivery)
         devices = reports.devices(session, campaign_id)
         links = reports.links(session, campaign_id)["links"]
@@ -249,24 +305,59 @@ def contact_page(engine: Any, contact_id: int) -> dict[str, Any]:
         if contact is None:
             raise NotFoundException(f"contact {contact_id} does not exist")
         mine = Message.contact_id == contact_id
-        messages = [message_dict(m) for m in session.scalars(
-            select(Message).where(mine).order_by(Message.id.desc()).limit(CONTACT_ROWS))]
-        clicks = [{"clicked_at": iso(c.clicked_at), "campaign_id": c.campaign_id, "url": url, "os": c.os,
-                   "device": c.device, "is_bot": c.is_bot, "bot_reasons": list(c.bot_reasons or [])}
-                  for c, url in session.execute(
-                      select(Click, Link.destination).join(Link, Link.id == Click.link_id)
-                      .where(Click.contact_id == contact_id).order_by(Click.id.desc()).limit(CONTACT_ROWS))]
-        replies = [{"received_at": iso(r.received_at), "campaign_id": r.campaign_id, "body": r.body,
-                    "keyword": r.keyword} for r in session.scalars(
-            select(Reply).where(Reply.contact_id == contact_id).order_by(Reply.id.desc()).limit(CONTACT_ROWS))]
-        conversions = [{"occurred_at": iso(c.occurred_at), "campaign_id": c.campaign_id, "name": c.name,
-                        "revenue": c.revenue, "clicked": c.clicked} for c in session.scalars(
-            select(Conversion).where(Conversion.contact_id == contact_id).order_by(Conversion.id.desc())
-            .limit(CONTACT_ROWS))]
+        messages = [
+            message_dict(m)
+            for m in session.scalars(select(Message).where(mine).order_by(Message.id.desc()).limit(CONTACT_ROWS))
+        ]
+        clicks = [
+            {
+                "clicked_at": iso(c.clicked_at),
+                "campaign_id": c.campaign_id,
+                "url": url,
+                "os": c.os,
+                "device": c.device,
+                "is_bot": c.is_bot,
+                "bot_reasons": list(c.bot_reasons or []),
+            }
+            for c, url in session.execute(
+                select(Click, Link.destination)
+                .join(Link, Link.id == Click.link_id)
+                .where(Click.contact_id == contact_id)
+                .order_by(Click.id.desc())
+                .limit(CONTACT_ROWS)
+            )
+        ]
+        replies = [
+            {"received_at": iso(r.received_at), "campaign_id": r.campaign_id, "body": r.body, "keyword": r.keyword}
+            for r in session.scalars(
+                select(Reply).where(Reply.contact_id == contact_id).order_by(Reply.id.desc()).limit(CONTACT_ROWS)
+            )
+        ]
+        conversions = [
+            {
+                "occurred_at": iso(c.occurred_at),
+                "campaign_id": c.campaign_id,
+                "name": c.name,
+                "revenue": c.revenue,
+                "clicked": c.clicked,
+            }
+            for c in session.scalars(
+                select(Conversion)
+                .where(Conversion.contact_id == contact_id)
+                .order_by(Conversion.id.desc())
+                .limit(CONTACT_ROWS)
+            )
+        ]
         touched = {row["campaign_id"] for row in messages + clicks + replies + conversions} - {None}
         campaigns = dict(session.execute(select(Campaign.id, Campaign.name).where(Campaign.id.in_(touched))).all())
-        return {"contact": contact_dict(contact), "messages": messages, "clicks": clicks, "replies": replies,
-                "conversions": conversions, "campaign_names": campaigns}
+        return {
+            "contact": contact_dict(contact),
+            "messages": messages,
+            "clicks": clicks,
+            "replies": replies,
+            "conversions": conversions,
+            "campaign_names": campaigns,
+        }
 
 
 def _not_found(_request: Request[Any, Any, Any], exc: Exception) -> Template:
@@ -284,8 +375,13 @@ class DashboardController(Controller):
         """Every campaign, newest first, with its status, sent, delivered and CTR."""
         with session_scope(state.engine, read_only=True) as session:
             rows, more = campaign_rows(session, state.registry, before=before, limit=CAMPAIGNS_PER_PAGE)
-        return _page("campaigns.html", api_key=state.settings.api_key, campaigns=rows,
-                     older=rows[-1]["id"] if more else None, newest=before is None)
+        return _page(
+            "campaigns.html",
+            api_key=state.settings.api_key,
+            campaigns=rows,
+            older=rows[-1]["id"] if more else None,
+            newest=before is None,
+        )
 
     @get("/campaigns/{campaign_id:int}", sync_to_thread=True)
     def campaign(self, state: State, campaign_id: int) -> Template:
@@ -298,8 +394,11 @@ class DashboardController(Controller):
         """GET /api/campaigns/{id}/export.csv for the browser (behind the dashboard's cookie)."""
         with session_scope(state.engine, read_only=True) as session:
             get_campaign(session, campaign_id)
-        return Stream(export_rows(state.engine, campaign_id), media_type="text/csv",
-                      headers={"content-disposition": f'attachment; filename="campaign-{campaign_id}.csv"'})
+        return Stream(
+            export_rows(state.engine, campaign_id),
+            media_type="text/csv",
+            headers={"content-disposition": f'attachment; filename="campaign-{campaign_id}.csv"'},
+        )
 
     @get("/contacts/{contact_id:int}", sync_to_thread=True)
     def contact(self, state: State, contact_id: int) -> Template:

@@ -29,5 +29,6 @@ class EventController(Controller):
     def record(self, state: State, data: ConversionEventIn) -> dict[str, Any]:
         """Store a conversion; `attribution` is `direct` (clicked first), `influenced`, or null."""
         registry = state.registry
-        return record_conversion(state.engine, data.model_dump(),
-                                 on_stored=lambda c: registry.pm.hook.on_conversion(conversion=c))
+        return record_conversion(
+            state.engine, data.model_dump(), on_stored=lambda c: registry.pm.hook.on_conversion(conversion=c)
+        )

@@ -61,23 +61,41 @@ def _database_families(engine: Engine, out: Exposition) -> None:
         campaigns = session.execute(select(Campaign.status, func.count()).group_by(Campaign.status)).all()
         # The control group's rows are never sent: they are not messages in this sense.
         messages = session.execute(
-            select(Message.status, func.count()).where(Message.phase != "control").group_by(Message.status)).all()
+            select(Message.status, func.count()).where(Message.phase != "control").group_by(Message.status)
+        ).all()
         by_verdict = session.execute(select(Click.is_bot, func.count()).group_by(Click.is_bot)).all()
         clicks = dict.fromkeys((False, True), 0) | {bool(is_bot): int(n) for is_bot, n in by_verdict}
         replies = session.scalar(select(func.count()).select_from(Reply).where(Reply.keyword.is_(None))) or 0
         keywords = session.scalar(select(func.count()).select_from(Reply).where(Reply.keyword.is_not(None))) or 0
         conversions, revenue = session.execute(
-            select(func.count(), func.coalesce(func.sum(Conversion.revenue), 0))).one()
+            select(func.count(), func.coalesce(func.sum(Conversion.revenue), 0))
+        ).one()
     out.family("textpulse_campaigns", "gauge", "Campaigns by status.", _by_status(CAMPAIGN_STATUSES, campaigns))
-    out.family("textpulse_messages", "gauge", "Messages (test sends included, control group not) by delivery status.",
-               _by_status(MESSAGE_STATUSES, messages))
-    out.family("textpulse_clicks_total", "counter", "Tracked-link clicks stored, by bot verdict.",
-               [({"bot": "false"}, clicks[False]), ({"bot": "true"}, clicks[True])])
-    out.family("textpulse_replies_total", "counter", "Inbound SMS stored, by whether it was a keyword (STOP, HELP...).",
-               [({"keyword": "false"}, replies), ({"keyword": "true"}, keywords)])
+    out.family(
+        "textpulse_messages",
+        "gauge",
+        "Messages (test sends included, control group not) by delivery status.",
+        _by_status(MESSAGE_STATUSES, messages),
+    )
+    out.family(
+        "textpulse_clicks_total",
+        "counter",
+        "Tracked-link clicks stored, by bot verdict.",
+        [({"bot": "false"}, clicks[False]), ({"bot": "true"}, clicks[True])],
+    )
+    out.family(
+        "textpulse_replies_total",
+        "counter",
+        "Inbound SMS stored, by whether it was a keyword (STOP, HELP...).",
+        [({"keyword": "false"}, replies), ({"keyword": "true"}, keywords)],
+    )
     out.family("textpulse_conversions_total", "counter", "Conversion events stored.", [({}, int(conversions or 0))])
-    out.family("textpulse_conversion_revenue_total", "counter", "Revenue of the conversion events stored.",
-               [({}, float(revenue or 0))])
+    out.family(
+        "textpulse_conversion_revenue_total",
+        "counter",
+        "Revenue of the conversion events stored.",
+        [({}, float(revenue or 0))],
+    )
 
 
 @get("/metrics", operation_id="metrics", tags=["health"], summary="Prometheus metrics", media_type=CONTENT_TYPE)
@@ -94,8 +112,16 @@ async def metrics(state: State) -> Response[str]:
         log.warning("metrics: database unreadable", error=str(exc))
         database_up = 0
     out.family("textpulse_database_up", "gauge", "1 when the database answered this scrape.", [({}, database_up)])
-    out.family("textpulse_click_queue_depth", "gauge", "Clicks received by this process and not yet written.",
-               [({}, state.click_writer.queue.qsize())])
-    out.family("textpulse_event_streams", "gauge", "Stats event streams (dashboards) this process is serving.",
-               [({}, OpenStreams.count)])
+    out.family(
+        "textpulse_click_queue_depth",
+        "gauge",
+        "Clicks received by this process and not yet written.",
+        [({}, state.click_writer.queue.qsize())],
+    )
+    out.family(
+        "textpulse_event_streams",
+        "gauge",
+        "Stats event streams (dashboards) this process is serving.",
+        [({}, OpenStreams.count)],
+    )
     return Response(out.text(), media_type=CONTENT_TYPE)

@@ -26,8 +26,15 @@ def decode_cursor(cursor: str | None) -> int:
         raise ClientException(f"cursor {cursor!r} is not one this API handed out") from None
 
 
-def page(session: Session, query: Any, id_column: Any, cursor: str | None, limit: int,
-         shape: Callable[[Any], dict[str, Any]], keep: Callable[[Any], bool] | None = None) -> dict[str, Any]:
+def page(
+    session: Session,
+    query: Any,
+    id_column: Any,
+    cursor: str | None,
+    limit: int,
+    shape: Callable[[Any], dict[str, Any]],
+    keep: Callable[[Any], bool] | None = None,
+) -> dict[str, Any]:
     """Rows after the cursor in id order; `keep` filters in Python (e.g. on JSON attributes)."""
     after = decode_cursor(cursor)
     items: list[dict[str, Any]] = []
@@ -44,7 +51,9 @@ def page(session: Session, query: Any, id_column: Any, cursor: str | None, limit
                     break
         if not rows:
             break
-    more = not exhausted or len(items) == limit and bool(
-        session.scalars(query.where(id_column > last_id).limit(1)).first()
+    more = (
+        not exhausted
+        or len(items) == limit
+        and bool(session.scalars(query.where(id_column > last_id).limit(1)).first())
     )
     return {"items": items, "next": encode_cursor(last_id) if more and items else None}

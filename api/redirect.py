@@ -31,8 +31,11 @@ NOT_FOUND_PAGE = (
     b"<body style='font-family:sans-serif;margin:3em'><h1>Link not found</h1>"
     b"<p>This link does not exist or was mistyped.</p></body></html>"
 )
-_NOT_FOUND_HEADERS = [(b"cache-control", b"no-store"), (b"content-type", b"text/html; charset=utf-8"),
-                      (b"content-length", str(len(NOT_FOUND_PAGE)).encode())]
+_NOT_FOUND_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"content-type", b"text/html; charset=utf-8"),
+    (b"content-length", str(len(NOT_FOUND_PAGE)).encode()),
+]
 # Characters a URL may carry as they are (RFC 3986 reserved and unreserved, and `%` of escapes).
 _URL_SAFE = "!#$%&'()*+,-./:;=?@[]_~"
 
@@ -48,8 +51,12 @@ def location_header(destination: str) -> bytes:
         userinfo, at, hostport = netloc.rpartition("@")
         host, colon, port = hostport.partition(":")
         netloc = f"{quote(userinfo, safe=_URL_SAFE)}{at}{host.encode('idna').decode()}{colon}{port}"
-    encoded = parts._replace(netloc=netloc, path=quote(parts.path, safe=_URL_SAFE),
-                             query=quote(parts.query, safe=_URL_SAFE), fragment=quote(parts.fragment, safe=_URL_SAFE))
+    encoded = parts._replace(
+        netloc=netloc,
+        path=quote(parts.path, safe=_URL_SAFE),
+        query=quote(parts.query, safe=_URL_SAFE),
+        fragment=quote(parts.fragment, safe=_URL_SAFE),
+    )
     return urlunsplit(encoded).encode()
 
 
@@ -152,8 +159,15 @@ class ClickWriter:
     for room (back-pressure) rather than drop clicks or grow memory without limit.
     """
 
-    def __init__(self, engine: Engine, *, on_stored: Any = None, interval: float = 0.005, batch: int = 1000,
-                 capacity: int = 50_000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        on_stored: Any = None,
+        interval: float = 0.005,
+        batch: int = 1000,
+        capacity: int = 50_000,
+    ) -> None:
         self.engine = engine
         self.on_stored = on_stored
         self.interval = interval
@@ -231,8 +245,13 @@ class RedirectApp:
             return
         method = scope["method"]
         if method != "GET" and method != "HEAD":
-            await send({"type": "http.response.start", "status": 405,
-                        "headers": [(b"allow", b"GET, HEAD"), (b"content-length", b"0")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 405,
+                    "headers": [(b"allow", b"GET, HEAD"), (b"content-length", b"0")],
+                }
+            )
             await send({"type": "http.response.body", "body": b""})
             return
         code = scope["path"].strip("/")
@@ -252,11 +271,16 @@ class RedirectApp:
                 forwarded = value.decode("latin-1") if forwarded is None else f"{forwarded},{value.decode('latin-1')}"
         client = scope.get("client")
         ip = client_ip(client[0] if client else None, forwarded, self.trusted_proxies)
-        await self.writer.put(ClickRecord(CodeTarget._make(entry[1:]), datetime.now(UTC), ip, agent, referer,
-                                          method == "HEAD"))
-        await send({"type": "http.response.start", "status": 302,
-                    "headers": [(b"location", entry[0]), (b"cache-control", b"no-store"),
-                                (b"content-length", b"0")]})
+        await self.writer.put(
+            ClickRecord(CodeTarget._make(entry[1:]), datetime.now(UTC), ip, agent, referer, method == "HEAD")
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 302,
+                "headers": [(b"location", entry[0]), (b"cache-control", b"no-store"), (b"content-length", b"0")],
+            }
+        )
         await send({"type": "http.response.body", "body": b""})
 
 

@@ -20,9 +20,15 @@ class ReplyController(Controller):
     tags = ["replies"]
 
     @get("/", operation_id="listReplies", sync_to_thread=True)
-    def list_replies(self, state: State, campaign_id: int, phone: str | None = None,
-                     keywords: Literal["include", "exclude", "only"] = "include", cursor: str | None = None,
-                     limit: int = Parameter(default=100, ge=1, le=1000)) -> dict[str, Any]:
+    def list_replies(
+        self,
+        state: State,
+        campaign_id: int,
+        phone: str | None = None,
+        keywords: Literal["include", "exclude", "only"] = "include",
+        cursor: str | None = None,
+        limit: int = Parameter(default=100, ge=1, le=1000),
+    ) -> dict[str, Any]:
         """Replies attributed to the campaign (its contacts' latest message within 7 days), oldest first:
         who (contact, phone, opted out or not), to which message and variant, what they wrote, and the
         keyword (STOP, START, HELP, …) when the reply was one. `keywords=exclude` leaves keywords out,
@@ -39,22 +45,40 @@ class ReplyController(Controller):
                 query = query.where(Reply.keyword.is_not(None))
             result = page(session, query, Reply.id, cursor, limit, lambda r: {"reply": r})
             replies = [item["reply"] for item in result["items"]]
-            contacts = {c.id: c for c in session.scalars(
-                select(Contact).where(Contact.id.in_({r.contact_id for r in replies if r.contact_id})))}
-            variant_of = dict(session.execute(
-                select(Message.id, Message.variant_id).where(Message.id.in_({r.message_id for r in replies
-                                                                             if r.message_id})))
-            .tuples().all())
-            result["items"] = [_row(r, contacts.get(r.contact_id), names.get(variant_of.get(r.message_id)))
-                               for r in replies]
+            contacts = {
+                c.id: c
+                for c in session.scalars(
+                    select(Contact).where(Contact.id.in_({r.contact_id for r in replies if r.contact_id}))
+                )
+            }
+            variant_of = dict(
+                session.execute(
+                    select(Message.id, Message.variant_id).where(
+                        Message.id.in_({r.message_id for r in replies if r.message_id})
+                    )
+                )
+                .tuples()
+                .all()
+            )
+            result["items"] = [
+                _row(r, contacts.get(r.contact_id), names.get(variant_of.get(r.message_id))) for r in replies
+            ]
             return result
 
 
 def _row(reply: Reply, contact: Contact | None, variant: str | None) -> dict[str, Any]:
     return {
-        "id": reply.id, "campaign_id": reply.campaign_id, "message_id": reply.message_id, "variant": variant,
-        "contact_id": reply.contact_id, "phone": reply.phone, "name": contact.name if contact else None,
-        "opted_out": bool(contact and contact.opted_out_at), "body": reply.body, "keyword": reply.keyword,
-        "received_at": iso(reply.received_at), "provider": reply.provider,
+        "id": reply.id,
+        "campaign_id": reply.campaign_id,
+        "message_id": reply.message_id,
+        "variant": variant,
+        "contact_id": reply.contact_id,
+        "phone": reply.phone,
+        "name": contact.name if contact else None,
+        "opted_out": bool(contact and contact.opted_out_at),
+        "body": reply.body,
+        "keyword": reply.keyword,
+        "received_at": iso(reply.received_at),
+        "provider": reply.provider,
         "provider_message_id": reply.provider_message_id,
     }

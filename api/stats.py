@@ -22,12 +22,18 @@ class StatsController(Controller):
     tags = ["stats"]
 
     @get("/", operation_id="campaignStats", sync_to_thread=True)
-    def summary(self, state: State, campaign_id: int, bots: Literal["exclude", "include"] = "exclude") -> dict[str, Any]:
+    def summary(
+        self, state: State, campaign_id: int, bots: Literal["exclude", "include"] = "exclude"
+    ) -> dict[str, Any]:
         """Sent, delivered, failed, clicks (bot-filtered by default, raw beside), CTR, replies, conversions."""
         with session_scope(state.engine, read_only=True) as session:
             campaign = get_campaign(session, campaign_id)
-            return stats.summary(session, campaign_id, reports_delivery=_reports_delivery(state, campaign.provider),
-                                 include_bots=bots == "include")
+            return stats.summary(
+                session,
+                campaign_id,
+                reports_delivery=_reports_delivery(state, campaign.provider),
+                include_bots=bots == "include",
+            )
 
     @get("/variants", operation_id="campaignVariantStats", sync_to_thread=True)
     def variants(self, state: State, campaign_id: int) -> dict[str, Any]:
@@ -45,8 +51,9 @@ class StatsController(Controller):
             return reports.links(session, campaign_id)
 
     @get("/devices", operation_id="campaignDeviceStats", sync_to_thread=True)
-    def devices(self, state: State, campaign_id: int,
-                bots: Literal["exclude", "include"] = "exclude") -> dict[str, Any]:
+    def devices(
+        self, state: State, campaign_id: int, bots: Literal["exclude", "include"] = "exclude"
+    ) -> dict[str, Any]:
         """Clicks by operating system and by device type (mobile, tablet, desktop, other)."""
         with session_scope(state.engine, read_only=True) as session:
             get_campaign(session, campaign_id)
@@ -57,8 +64,9 @@ class StatsController(Controller):
         """Histogram of the time from delivery (else send) to each contact's first human click."""
         with session_scope(state.engine, read_only=True) as session:
             campaign = get_campaign(session, campaign_id)
-            return reports.click_timing(session, campaign_id,
-                                        reports_delivery=_reports_delivery(state, campaign.provider))
+            return reports.click_timing(
+                session, campaign_id, reports_delivery=_reports_delivery(state, campaign.provider)
+            )
 
     @get("/trend", operation_id="campaignTrend", sync_to_thread=True)
     def trend(self, state: State, campaign_id: int, interval: str = "day", tz: str = "UTC") -> dict[str, Any]:

@@ -63,8 +63,9 @@ def _stats_event(summary: dict[str, Any], *, retry: int | None = None) -> Server
     return ServerSentEventMessage(event="stats", data=json.dumps(summary, separators=(",", ":")), retry=retry)
 
 
-async def stats_events(engine: Engine, registry: PluginRegistry, campaign_id: int,
-                       first: dict[str, Any]) -> AsyncIterator[ServerSentEventMessage]:
+async def stats_events(
+    engine: Engine, registry: PluginRegistry, campaign_id: int, first: dict[str, Any]
+) -> AsyncIterator[ServerSentEventMessage]:
     OpenStreams.count += 1
     try:
         yield _stats_event(first, retry=RETRY_MILLISECONDS)

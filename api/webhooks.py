@@ -59,8 +59,9 @@ class StatusWriter:
     transaction. A callback the provider refuses fails alone, with its 4xx.
     """
 
-    def __init__(self, engine: Engine, on_change: Callable[[int, str, str], None] | None = None,
-                 max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, engine: Engine, on_change: Callable[[int, str, str], None] | None = None, max_batch: int = MAX_BATCH
+    ) -> None:
         self.engine = engine
         self.on_change = on_change
         self.max_batch = max_batch
@@ -102,8 +103,9 @@ class StatusWriter:
     def _parse_and_store(self, batch: list[_Pending]) -> tuple[list[_Pending], list[IngestOutcome] | Exception]:
         parsed = self._parse(batch)
         try:
-            return parsed, ingest_callbacks(self.engine, [i.callback for i in parsed if i.callback],
-                                            on_change=self.on_change)
+            return parsed, ingest_callbacks(
+                self.engine, [i.callback for i in parsed if i.callback], on_change=self.on_change
+            )
         except Exception as exc:  # a locked, restarting or deadlocked database: the batch rolled back
             return parsed, exc
 
@@ -113,17 +115,20 @@ class StatusWriter:
         for attempt in range(1, 4):
             if not isinstance(result, Exception):
                 break
-            log.warning("status callbacks not stored, retrying", error=str(result), attempt=attempt,
-                        size=len(parsed))
+            log.warning("status callbacks not stored, retrying", error=str(result), attempt=attempt, size=len(parsed))
             await asyncio.sleep(0.05 * 2**attempt)
             result = await loop.run_in_executor(self._thread, self._store, parsed)
         if isinstance(result, Exception):
             if len(parsed) > 1:  # keep one bad callback from failing the others
                 for item in parsed:
                     single = await loop.run_in_executor(self._thread, self._store, [item])
-                    _settle(item.future, None if isinstance(single, Exception) else single[0],
-                            StoreFailed(f"the callback could not be stored: {single}")
-                            if isinstance(single, Exception) else None)
+                    _settle(
+                        item.future,
+                        None if isinstance(single, Exception) else single[0],
+                        StoreFailed(f"the callback could not be stored: {single}")
+                        if isinstance(single, Exception)
+                        else None,
+                    )
                 return
             log.error("status callback not stored", error=str(result))
             for item in parsed:
@@ -165,8 +170,9 @@ def error_answer(status_code: int, detail: str) -> Answer:
     return _json(status_code, {"status_code": status_code, "detail": detail, "extra": None})
 
 
-def make_webhook_request(public_url: str, path: str, query: str, headers: dict[str, str],
-                         body: bytes) -> WebhookRequest:
+def make_webhook_request(
+    public_url: str, path: str, query: str, headers: dict[str, str], body: bytes
+) -> WebhookRequest:
     content_type = headers.get("content-type", "")
     if not content_type.strip():
         raise WebhookError(415, "a Content-Type header is required (the provider's callback format)")
@@ -218,14 +224,22 @@ async def handle_status(state: State, provider_name: str, incoming: WebhookReque
     except StoreFailed as exc:
         return error_answer(503, str(exc))
     if outcome.unmatched:
-        log.warning("status callback for a message id not known (yet): stored, flagged", provider=provider.name,
-                    ids=outcome.unmatched_ids)
+        log.warning(
+            "status callback for a message id not known (yet): stored, flagged",
+            provider=provider.name,
+            ids=outcome.unmatched_ids,
+        )
     # An empty 200 (one write on the wire); what happened is in headers, for people with curl.
-    return Answer(200, b"", "text/plain", [
-        (b"x-textpulse-stored", str(outcome.stored).encode()),
-        (b"x-textpulse-changed", str(outcome.changed).encode()),
-        (b"x-textpulse-unmatched", _header_safe(",".join(outcome.unmatched_ids))),
-    ])
+    return Answer(
+        200,
+        b"",
+        "text/plain",
+        [
+            (b"x-textpulse-stored", str(outcome.stored).encode()),
+            (b"x-textpulse-changed", str(outcome.changed).encode()),
+            (b"x-textpulse-unmatched", _header_safe(",".join(outcome.unmatched_ids))),
+        ],
+    )
 
 
 def _header_safe(text: str) -> bytes:
@@ -259,8 +273,9 @@ HANDLERS: dict[str, Callable[[State, str, WebhookRequest], Awaitable[Answer]]] =
 }
 
 
-async def _answer(kind: str, state: State, provider_name: str,
-                  build: Callable[[], Awaitable[WebhookRequest]]) -> Answer:
+async def _answer(
+    kind: str, state: State, provider_name: str, build: Callable[[], Awaitable[WebhookRequest]]
+) -> Answer:
     try:
         return await HANDLERS[kind](state, provider_name, await build())
     except WebhookError as exc:
@@ -303,29 +318,52 @@ def webhook_middleware(app: Any) -> Any:
 
         async def build() -> WebhookRequest:
             body = await _read_body(receive, headers.get("content-length"))
-            return make_webhook_request(state.settings.public_url, scope["path"],
-                                        scope.get("query_string", b"").decode("latin-1"), headers, body)
+            return make_webhook_request(
+                state.settings.public_url,
+                scope["path"],
+                scope.get("query_string", b"").decode("latin-1"),
+                headers,
+                body,
+            )
 
         answer = await _answer(kind, state, scope["path_params"]["provider_name"], build)
-        await send({"type": "http.response.start", "status": answer.status_code,
-                    "headers": [(b"content-type", answer.content_type.encode("latin-1")),
-                                (b"content-length", str(len(answer.body)).encode()), *answer.headers]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": answer.status_code,
+                "headers": [
+                    (b"content-type", answer.content_type.encode("latin-1")),
+                    (b"content-length", str(len(answer.body)).encode()),
+                    *answer.headers,
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": answer.body})
 
     return webhook_app
 
 
-async def _litestar_answer(kind: str, state: State, request: Request[Any, Any, Any],
-                           provider_name: str) -> Response[Any]:
+async def _litestar_answer(
+    kind: str, state: State, request: Request[Any, Any, Any], provider_name: str
+) -> Response[Any]:
     async def build() -> WebhookRequest:
         headers = {k.lower(): v for k, v in request.headers.items()}
         body = await _read_body(request.receive, headers.get("content-length"))
-        return make_webhook_request(state.settings.public_url, request.url.path,
-                                    request.scope.get("query_string", b"").decode("latin-1"), headers, body)
+        return make_webhook_request(
+            state.settings.public_url,
+            request.url.path,
+            request.scope.get("query_string", b"").decode("latin-1"),
+            headers,
+            body,
+        )
 
     answer = await _answer(kind, state, provider_name, build)
-    return Response(answer.body, status_code=answer.status_code, media_type=answer.content_type,
-                    headers={k.decode(): v.decode("latin-1") for k, v in answer.headers})
+    return Response(
+        answer.body,
+        status_code=answer.status_code,
+        media_type=answer.content_type,
+        headers={k.decode(): v.decode("latin-1") for k, v in answer.headers},
+    )
 
 
 class WebhookController(Controller):

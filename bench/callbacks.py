@@ -108,11 +108,22 @@ def seed(database_url: str, messages: int) -> None:
         with session_scope(engine) as session:
             rows = session.execute(Contact.__table__.select().where(Contact.phone.in_([f"+1555{i:07d}" for i in ids])))
             by_phone = {r.phone: r.id for r in rows}
-            session.execute(insert(Message), [
-                {"campaign_id": cid, "contact_id": by_phone[f"+1555{i:07d}"], "phone": f"+1555{i:07d}", "body": "hi",
-                 "status": "sending", "provider": "fake", "provider_message_id": f"bench-{i}",
-                 "idempotency_key": f"bench-{i}"} for i in ids
-            ])
+            session.execute(
+                insert(Message),
+                [
+                    {
+                        "campaign_id": cid,
+                        "contact_id": by_phone[f"+1555{i:07d}"],
+                        "phone": f"+1555{i:07d}",
+                        "body": "hi",
+                        "status": "sending",
+                        "provider": "fake",
+                        "provider_message_id": f"bench-{i}",
+                        "idempotency_key": f"bench-{i}",
+                    }
+                    for i in ids
+                ],
+            )
     engine.dispose()
 
 
@@ -138,8 +149,22 @@ def free_port() -> int:
 
 
 def serve(target: str, port: int, env: dict[str, str], factory: bool) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1", "--no-access-log", "--no-proxy-headers", "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--no-proxy-headers",
+        "--log-level",
+        "warning",
+    ]
     if factory:
         command.append("--factory")
     process = subprocess.Popen(command, cwd=ROOT, env=env)
@@ -165,9 +190,24 @@ def cpu_seconds(pid: int) -> float:
 def run_wrk(port: int, script: Path, args: argparse.Namespace, env: dict[str, str]) -> tuple[float, int, int]:
     """Requests per second, requests done, and non-2xx answers."""
     out = subprocess.run(
-        ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.seconds}s", "--timeout", "10s",
-         "-s", str(script), f"http://127.0.0.1:{port}"],
-        check=True, capture_output=True, text=True, env=env,
+        [
+            "wrk",
+            "-t",
+            str(args.threads),
+            "-c",
+            str(args.connections),
+            "-d",
+            f"{args.seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -204,11 +244,19 @@ def main() -> int:
         seed(database_url, args.messages)
         script = Path(tmp) / "callbacks.lua"
         script.write_text(LUA)
-        env = {**os.environ, "BENCH_MESSAGES": str(args.messages), "TEXTPULSE_DATA_DIR": tmp,
-               "TEXTPULSE_DATABASE_URL": database_url, "TEXTPULSE_CONFIG": str(Path(tmp) / "none.toml"),
-               "TEXTPULSE_LOG_FORMAT": "json", "PYTHONPATH": str(ROOT)}
-        servers = {"raw ASGI 204": ("bench.callbacks:ceiling_app", False),
-                   "status callbacks": ("bench.callbacks:ingest_app", True)}
+        env = {
+            **os.environ,
+            "BENCH_MESSAGES": str(args.messages),
+            "TEXTPULSE_DATA_DIR": tmp,
+            "TEXTPULSE_DATABASE_URL": database_url,
+            "TEXTPULSE_CONFIG": str(Path(tmp) / "none.toml"),
+            "TEXTPULSE_LOG_FORMAT": "json",
+            "PYTHONPATH": str(ROOT),
+        }
+        servers = {
+            "raw ASGI 204": ("bench.callbacks:ceiling_app", False),
+            "status callbacks": ("bench.callbacks:ingest_app", True),
+        }
         running: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         rates: dict[str, list[float]] = {name: [] for name in servers}
         cpu: dict[str, list[float]] = {name: [] for name in servers}
@@ -232,14 +280,18 @@ def main() -> int:
                 stop(process)
         stored = count_events(database_url)
         for name in servers:
-            print(f"{name:<17} {statistics.median(rates[name]):>8.0f} req/s  (rounds: "
-                  f"{', '.join(f'{r:.0f}' for r in rates[name])}; server CPU "
-                  f"{statistics.median(cpu[name]):.0f} µs/request)")
+            print(
+                f"{name:<17} {statistics.median(rates[name]):>8.0f} req/s  (rounds: "
+                f"{', '.join(f'{r:.0f}' for r in rates[name])}; server CPU "
+                f"{statistics.median(cpu[name]):.0f} µs/request)"
+            )
         print(f"stored {stored} status events for {done_total} answered callbacks ({bad_total} non-2xx)")
         ratio = statistics.median(rates["status callbacks"]) / statistics.median(rates["raw ASGI 204"])
-        print(f"ratio {ratio:.3f} (target >= 0.3) — {args.connections} connections, {args.rounds} x "
-              f"{args.seconds}s each, {'SQLite' if database_url.startswith('sqlite') else 'PostgreSQL'}, "
-              "uvicorn 1 worker, loopback")
+        print(
+            f"ratio {ratio:.3f} (target >= 0.3) — {args.connections} connections, {args.rounds} x "
+            f"{args.seconds}s each, {'SQLite' if database_url.startswith('sqlite') else 'PostgreSQL'}, "
+            "uvicorn 1 worker, loopback"
+        )
     return 0
 
 

@@ -60,8 +60,7 @@ USER_AGENTS = [
     "Mozilla/5.0 (Android 14; Mobile; rv:121.0) Gecko/121.0 Firefox/121.0",
     "Mozilla/5.0 (iPad; CPU OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 "
     "Mobile/15E148 Safari/604.1",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
-    "Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 "
     "Safari/605.1.15",
     "WhatsApp/2.23.20.0 A",
@@ -99,6 +98,7 @@ end
 
 # -- the two servers (run in a subprocess: `bench/redirect.py --serve raw|real`) -------------------
 
+
 class CountRedirects:
     """Counts the 302 answers a server sent, so they can be compared with the click rows."""
 
@@ -129,9 +129,17 @@ async def raw_app(scope: Any, receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    await send({"type": "http.response.start", "status": 302,
-                "headers": [(b"location", DESTINATION.encode()), (b"cache-control", b"no-store"),
-                            (b"content-length", b"0")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 302,
+            "headers": [
+                (b"location", DESTINATION.encode()),
+                (b"cache-control", b"no-store"),
+                (b"content-length", b"0"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -154,11 +162,15 @@ def serve(kind: str, port: int, database_url: str, data_dir: str) -> None:
         from core.plugins import load_plugins
         from core.settings import Settings
 
-        settings = Settings.from_env({
-            "TEXTPULSE_DATA_DIR": data_dir, "TEXTPULSE_DATABASE_URL": database_url,
-            "TEXTPULSE_HTTP_PORT": str(port), "TEXTPULSE_CONFIG": os.path.join(data_dir, "plugins.toml"),
-            "TEXTPULSE_TEMPORAL_ADDRESS": "127.0.0.1:1",  # never contacted by /r
-        })
+        settings = Settings.from_env(
+            {
+                "TEXTPULSE_DATA_DIR": data_dir,
+                "TEXTPULSE_DATABASE_URL": database_url,
+                "TEXTPULSE_HTTP_PORT": str(port),
+                "TEXTPULSE_CONFIG": os.path.join(data_dir, "plugins.toml"),
+                "TEXTPULSE_TEMPORAL_ADDRESS": "127.0.0.1:1",  # never contacted by /r
+            }
+        )
         from api.redirect import RedirectFront
 
         app = create_app(settings, registry=load_plugins(settings, config={}))
@@ -167,8 +179,16 @@ def serve(kind: str, port: int, database_url: str, data_dir: str) -> None:
     else:
         counted = CountRedirects(raw_app)
     # The same app wrapper and server settings as core/service.py.
-    config = uvicorn.Config(counted, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                            proxy_headers=False, lifespan="on", timeout_graceful_shutdown=10)
+    config = uvicorn.Config(
+        counted,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
     server = Server(config)
 
     async def run() -> None:
@@ -181,6 +201,7 @@ def serve(kind: str, port: int, database_url: str, data_dir: str) -> None:
 
 
 # -- seeding -------------------------------------------------------------------------------------
+
 
 def seed(database_url: str, count: int) -> list[str]:
     from sqlalchemy import insert
@@ -199,29 +220,75 @@ def seed(database_url: str, count: int) -> list[str]:
         codes.add(shortener.new_code())
     code_list = list(codes)
     with engine.begin() as conn:
-        campaign_id = conn.execute(insert(Campaign).values(
-            name="bench", status="completed", provider="fake", audience={"all": True}, control_percent=0,
-            tracking={"shorten_links": True}, recipients=count, created_at=now)).inserted_primary_key[0]
-        variant_id = conn.execute(insert(Variant).values(
-            campaign_id=campaign_id, name="A", body=f"Sale: {DESTINATION}", weight=1, is_control=False,
-        )).inserted_primary_key[0]
-        link_id = conn.execute(insert(Link).values(
-            campaign_id=campaign_id, variant_id=variant_id, position=0, destination=DESTINATION,
-        )).inserted_primary_key[0]
+        campaign_id = conn.execute(
+            insert(Campaign).values(
+                name="bench",
+                status="completed",
+                provider="fake",
+                audience={"all": True},
+                control_percent=0,
+                tracking={"shorten_links": True},
+                recipients=count,
+                created_at=now,
+            )
+        ).inserted_primary_key[0]
+        variant_id = conn.execute(
+            insert(Variant).values(
+                campaign_id=campaign_id,
+                name="A",
+                body=f"Sale: {DESTINATION}",
+                weight=1,
+                is_control=False,
+            )
+        ).inserted_primary_key[0]
+        link_id = conn.execute(
+            insert(Link).values(
+                campaign_id=campaign_id,
+                variant_id=variant_id,
+                position=0,
+                destination=DESTINATION,
+            )
+        ).inserted_primary_key[0]
         for start in range(0, count, 5000):
             chunk = range(start, min(start + 5000, count))
-            conn.execute(insert(Contact), [
-                {"id": i + 1, "phone": f"+1555{i:07d}", "attributes": {}, "created_at": now, "updated_at": now}
-                for i in chunk])
-            conn.execute(insert(Message), [
-                {"id": i + 1, "campaign_id": campaign_id, "contact_id": i + 1, "variant_id": variant_id,
-                 "phase": "all", "phone": f"+1555{i:07d}", "body": f"Sale: http://127.0.0.1/r/{code_list[i]}",
-                 "characters": 40, "encoding": "GSM-7", "segments": 1, "status": "delivered", "provider": "fake",
-                 "idempotency_key": f"bench-{i}", "attempts": 1, "queued_at": now, "status_changed_at": now}
-                for i in chunk])
-            conn.execute(insert(ShortCode), [
-                {"code": code_list[i], "message_id": i + 1, "link_id": link_id, "destination": DESTINATION}
-                for i in chunk])
+            conn.execute(
+                insert(Contact),
+                [
+                    {"id": i + 1, "phone": f"+1555{i:07d}", "attributes": {}, "created_at": now, "updated_at": now}
+                    for i in chunk
+                ],
+            )
+            conn.execute(
+                insert(Message),
+                [
+                    {
+                        "id": i + 1,
+                        "campaign_id": campaign_id,
+                        "contact_id": i + 1,
+                        "variant_id": variant_id,
+                        "phase": "all",
+                        "phone": f"+1555{i:07d}",
+                        "body": f"Sale: http://127.0.0.1/r/{code_list[i]}",
+                        "characters": 40,
+                        "encoding": "GSM-7",
+                        "segments": 1,
+                        "status": "delivered",
+                        "provider": "fake",
+                        "idempotency_key": f"bench-{i}",
+                        "attempts": 1,
+                        "queued_at": now,
+                        "status_changed_at": now,
+                    }
+                    for i in chunk
+                ],
+            )
+            conn.execute(
+                insert(ShortCode),
+                [
+                    {"code": code_list[i], "message_id": i + 1, "link_id": link_id, "destination": DESTINATION}
+                    for i in chunk
+                ],
+            )
     engine.dispose()
     return code_list
 
@@ -240,6 +307,7 @@ def count_clicks(database_url: str) -> int:
 
 
 # -- driving -------------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -270,12 +338,13 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def wrk(args: list[str], script: Path, port: int, timeout: float) -> dict[str, Any]:
-    done = subprocess.run(["wrk", *args, "-s", str(script), f"http://127.0.0.1:{port}/"],
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        ["wrk", *args, "-s", str(script), f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=timeout
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith(WRK_MARK)]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"wrk failed (exit {done.returncode}): {done.stderr or done.stdout}")
-    return dict(json.loads(lines[-1][len(WRK_MARK):]))
+    return dict(json.loads(lines[-1][len(WRK_MARK) :]))
 
 
 @dataclass
@@ -299,16 +368,33 @@ def run_one(kind: str, args: argparse.Namespace, database_url: str, data_dir: st
     port = free_port()
     before = count_clicks(database_url) if kind == "real" else 0
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--database-url", database_url,
-         "--data-dir", data_dir],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            kind,
+            "--port",
+            str(port),
+            "--database-url",
+            database_url,
+            "--data-dir",
+            data_dir,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
     )
     try:
         wait_for_port(port, server)
         wrk(["-t1", "-c4", "-d1s"], script, port, timeout=60)  # warm-up: lazy imports, first connections
         cpu_before = cpu_seconds(server.pid)
-        figures = wrk([f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--timeout", "10s"],
-                      script, port, timeout=args.duration + 60)
+        figures = wrk(
+            [f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--timeout", "10s"],
+            script,
+            port,
+            timeout=args.duration + 60,
+        )
         cpu_after = cpu_seconds(server.pid)
         if cpu_before is not None and cpu_after is not None and figures["requests"]:
             figures["cpu_us"] = (cpu_after - cpu_before) * 1e6 / figures["requests"]
@@ -318,7 +404,7 @@ def run_one(kind: str, args: argparse.Namespace, database_url: str, data_dir: st
     result_lines = [line for line in output.splitlines() if line.startswith(RESULT_MARK)]
     if server.returncode != 0 or not result_lines:
         raise SystemExit(f"the {kind} server did not stop cleanly (exit {server.returncode}):\n{output}")
-    run = Run(kind, figures, json.loads(result_lines[-1][len(RESULT_MARK):]))
+    run = Run(kind, figures, json.loads(result_lines[-1][len(RESULT_MARK) :]))
     if kind == "real":
         run.click_rows = count_clicks(database_url) - before
     return run
@@ -334,8 +420,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each driving raw then real (3)")
     parser.add_argument("--connections", type=int, default=50, help="open connections (50)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1: leave a core to the server)")
-    parser.add_argument("--codes", type=int, default=100_000, help="seeded recipients/codes to walk through "
-                        "(100000: every request another recipient's link; 1: one hot link)")
+    parser.add_argument(
+        "--codes",
+        type=int,
+        default=100_000,
+        help="seeded recipients/codes to walk through "
+        "(100000: every request another recipient's link; 1: one hot link)",
+    )
     parser.add_argument("--database-url", help="an empty database to use instead of a temporary SQLite file")
     parser.add_argument("--serve", choices=["raw", "real"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -345,8 +436,11 @@ def main() -> int:
         serve(args.serve, args.port, args.database_url, args.data_dir)
         return 0
     if shutil.which("wrk") is None:
-        print("bench/redirect.py needs the load generator `wrk`, which is not installed.\n"
-              "On Debian/Ubuntu: sudo apt-get install -y wrk", file=sys.stderr)
+        print(
+            "bench/redirect.py needs the load generator `wrk`, which is not installed.\n"
+            "On Debian/Ubuntu: sudo apt-get install -y wrk",
+            file=sys.stderr,
+        )
         return 2
     with tempfile.TemporaryDirectory(prefix="textpulse-bench-") as tmp:
         database_url = args.database_url or f"sqlite:///{tmp}/bench.db"
@@ -355,14 +449,22 @@ def main() -> int:
         codes_file = Path(tmp) / "codes.txt"
         codes_file.write_text("\n".join(codes) + "\n")
         script = Path(tmp) / "walk.lua"
-        script.write_text(WRK_SCRIPT % {"codes": codes_file, "mark": WRK_MARK,
-                                        "agents": ", ".join(json.dumps(agent) for agent in USER_AGENTS)})
+        script.write_text(
+            WRK_SCRIPT
+            % {"codes": codes_file, "mark": WRK_MARK, "agents": ", ".join(json.dumps(agent) for agent in USER_AGENTS)}
+        )
         backend = "SQLite" if database_url.startswith("sqlite") else database_url.split(":")[0]
-        print(f"seeded {args.codes} codes in {time.monotonic() - started:.1f}s; {args.rounds} rounds of "
-              f"{args.duration}s wrk -t{args.threads} -c{args.connections} per server; database {backend}; "
-              f"{os.cpu_count()} CPUs", flush=True)
-        print(f"{'round':<6} {'server':<6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>10} "
-              f"{'errors':>7} {'302 sent':>9} {'click rows':>10}", flush=True)
+        print(
+            f"seeded {args.codes} codes in {time.monotonic() - started:.1f}s; {args.rounds} rounds of "
+            f"{args.duration}s wrk -t{args.threads} -c{args.connections} per server; database {backend}; "
+            f"{os.cpu_count()} CPUs",
+            flush=True,
+        )
+        print(
+            f"{'round':<6} {'server':<6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>10} "
+            f"{'errors':>7} {'302 sent':>9} {'click rows':>10}",
+            flush=True,
+        )
         runs: list[Run] = []
         for number in range(1, args.rounds + 1):
             for kind in ("raw", "real"):
@@ -371,16 +473,24 @@ def main() -> int:
                 w = run.wrk
                 rows = "" if run.click_rows is None else str(run.click_rows)
                 cpu = f"{w['cpu_us']:.0f}" if "cpu_us" in w else "?"
-                print(f"{number:<6} {kind:<6} {run.rps:>8.0f} {w['p50_us'] / 1000:>8.2f} {w['p99_us'] / 1000:>8.2f} "
-                      f"{cpu:>10} {run.errors:>7} {run.server['redirects']:>9} {rows:>10}", flush=True)
+                print(
+                    f"{number:<6} {kind:<6} {run.rps:>8.0f} {w['p50_us'] / 1000:>8.2f} {w['p99_us'] / 1000:>8.2f} "
+                    f"{cpu:>10} {run.errors:>7} {run.server['redirects']:>9} {rows:>10}",
+                    flush=True,
+                )
     raw = [run for run in runs if run.kind == "raw"]
     real = [run for run in runs if run.kind == "real"]
     for kind, group in (("raw", raw), ("real", real)):
-        cpu = (f"{_median(group, lambda r: r.wrk['cpu_us']):>10.0f}"
-               if all("cpu_us" in r.wrk for r in group) else f"{'?':>10}")
-        print(f"median {kind:<5} {_median(group, lambda r: r.rps):>8.0f} "
-              f"{_median(group, lambda r: r.wrk['p50_us']) / 1000:>8.2f} "
-              f"{_median(group, lambda r: r.wrk['p99_us']) / 1000:>8.2f} {cpu}")
+        cpu = (
+            f"{_median(group, lambda r: r.wrk['cpu_us']):>10.0f}"
+            if all("cpu_us" in r.wrk for r in group)
+            else f"{'?':>10}"
+        )
+        print(
+            f"median {kind:<5} {_median(group, lambda r: r.rps):>8.0f} "
+            f"{_median(group, lambda r: r.wrk['p50_us']) / 1000:>8.2f} "
+            f"{_median(group, lambda r: r.wrk['p99_us']) / 1000:>8.2f} {cpu}"
+        )
     ratio = _median(real, lambda r: r.rps) / _median(raw, lambda r: r.rps)
     print(f"ratio real/raw (median req/s): {ratio:.2f}  (target >= 0.5)")
     if all("cpu_us" in r.wrk for r in runs):
@@ -388,10 +498,13 @@ def main() -> int:
         print(f"ratio raw/real (median server CPU per request): {cpu_ratio:.2f}")
     redirects = sum(run.server["redirects"] for run in real)
     rows = sum(run.click_rows or 0 for run in real)
-    ok = all(run.click_rows == run.server["redirects"] == run.server["clicks_written"] and run.errors == 0
-             for run in real)
-    print(f"real server: {redirects} redirects sent (wrk counts only the answers it read before its time was "
-          f"up), {rows} click rows written")
+    ok = all(
+        run.click_rows == run.server["redirects"] == run.server["clicks_written"] and run.errors == 0 for run in real
+    )
+    print(
+        f"real server: {redirects} redirects sent (wrk counts only the answers it read before its time was "
+        f"up), {rows} click rows written"
+    )
     print("every redirect has its click row" if ok else "MISMATCH: a redirect without its click row, or errors")
     return 0 if ok else 1
 

@@ -56,13 +56,15 @@ def compare(arms: list[Arm], *, draws: int = DRAWS, seed: int = 0) -> list[Poste
     for i, arm in enumerate(arms):
         ordered = sorted(samples[i])
         low, high = ordered[int(0.025 * (draws - 1))], ordered[int(0.975 * (draws - 1))]
-        out.append(Posterior(
-            name=arm.name,
-            mean=(1 + arm.successes) / (2 + arm.trials) * arm.value,
-            chance_to_win=round(wins[i] / draws, 4),
-            expected_loss=round(loss[i] / draws, 6),
-            interval=(round(low, 6), round(high, 6)),
-        ))
+        out.append(
+            Posterior(
+                name=arm.name,
+                mean=(1 + arm.successes) / (2 + arm.trials) * arm.value,
+                chance_to_win=round(wins[i] / draws, 4),
+                expected_loss=round(loss[i] / draws, 6),
+                interval=(round(low, 6), round(high, 6)),
+            )
+        )
     return out
 
 

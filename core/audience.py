@@ -82,16 +82,29 @@ class PhaseBatches:
 
 def batches_of(engine: Engine, campaign_id: int, phase: str, batch_size: int = CHUNK) -> list[tuple[int, int]]:
     with session_scope(engine, read_only=True) as session:
-        ids = list(session.scalars(
-            select(Message.id).where(Message.campaign_id == campaign_id, Message.phase == phase,
-                                     Message.status.in_(("queued", "sending")), Message.variant_id.is_not(None))
-            .order_by(Message.id)
-        ))
+        ids = list(
+            session.scalars(
+                select(Message.id)
+                .where(
+                    Message.campaign_id == campaign_id,
+                    Message.phase == phase,
+                    Message.status.in_(("queued", "sending")),
+                    Message.variant_id.is_not(None),
+                )
+                .order_by(Message.id)
+            )
+        )
     return [(ids[i], ids[min(i + batch_size, len(ids)) - 1]) for i in range(0, len(ids), batch_size)]
 
 
-def snapshot(engine: Engine, registry: PluginRegistry, campaign_id: int, *, batch_size: int = CHUNK,
-             heartbeat: Callable[[], None] = lambda: None) -> PhaseBatches:
+def snapshot(
+    engine: Engine,
+    registry: PluginRegistry,
+    campaign_id: int,
+    *,
+    batch_size: int = CHUNK,
+    heartbeat: Callable[[], None] = lambda: None,
+) -> PhaseBatches:
     """Create every row of the plan; render the rows that have a variant. Returns the first phase."""
     with session_scope(engine, read_only=True) as session:
         campaign = get_campaign(session, campaign_id)
@@ -102,23 +115,33 @@ def snapshot(engine: Engine, registry: PluginRegistry, campaign_id: int, *, batc
     for start in range(0, len(ordered), CHUNK):
         chunk = ordered[start : start + CHUNK]
         with session_scope(engine) as session:
-            existing = set(session.execute(
-                select(Message.contact_id, Message.phase)
-                .where(Message.campaign_id == campaign_id, Message.contact_id.in_(chunk))
-            ).all())
+            existing = set(
+                session.execute(
+                    select(Message.contact_id, Message.phase).where(
+                        Message.campaign_id == campaign_id, Message.contact_id.in_(chunk)
+                    )
+                ).all()
+            )
             phones = dict(session.execute(select(Contact.id, Contact.phone).where(Contact.id.in_(chunk))).all())
             for cid in chunk:
                 where = placement[cid]
                 if (cid, where.phase) in existing or cid not in phones:
                     continue
                 held = where.phase == "control"
-                session.add(Message(
-                    campaign_id=campaign_id, contact_id=cid, variant_id=where.variant_id, phase=where.phase,
-                    phone=phones[cid], provider=campaign.provider, body="",
-                    idempotency_key=idempotency_key(campaign_id, where.phase, cid),
-                    status="cancelled" if held else "queued",
-                    error_text="held out: control group" if held else None,
-                ))
+                session.add(
+                    Message(
+                        campaign_id=campaign_id,
+                        contact_id=cid,
+                        variant_id=where.variant_id,
+                        phase=where.phase,
+                        phone=phones[cid],
+                        provider=campaign.provider,
+                        body="",
+                        idempotency_key=idempotency_key(campaign_id, where.phase, cid),
+                        status="cancelled" if held else "queued",
+                        error_text="held out: control group" if held else None,
+                    )
+                )
         heartbeat()
     first_phase = "test" if campaign.ab_test else "all"
     render_pending(engine, registry, campaign_id, heartbeat=heartbeat)
@@ -129,17 +152,29 @@ def snapshot(engine: Engine, registry: PluginRegistry, campaign_id: int, *, batc
     return PhaseBatches(first_phase, len(placement), batches_of(engine, campaign_id, first_phase, batch_size))
 
 
-def prepare_phase(engine: Engine, registry: PluginRegistry, campaign_id: int, phase: str, *,
-                  variant: str | None, batch_size: int = CHUNK, heartbeat: Callable[[], None] = lambda: None
-                  ) -> PhaseBatches:
+def prepare_phase(
+    engine: Engine,
+    registry: PluginRegistry,
+    campaign_id: int,
+    phase: str,
+    *,
+    variant: str | None,
+    batch_size: int = CHUNK,
+    heartbeat: Callable[[], None] = lambda: None,
+) -> PhaseBatches:
     """Give the rows of `phase` that have no variant yet `variant` (None: all variants by weight)."""
     with session_scope(engine) as session:
         variants = [v for v in variants_of(session, campaign_id) if not v.is_control]
         chosen = [v for v in variants if v.name == variant] if variant else variants
         if not chosen:
             raise ValueError(f"campaign {campaign_id} has no variant named {variant!r}")
-        ids = sorted(session.scalars(select(Message.id).where(
-            Message.campaign_id == campaign_id, Message.phase == phase, Message.variant_id.is_(None))))
+        ids = sorted(
+            session.scalars(
+                select(Message.id).where(
+                    Message.campaign_id == campaign_id, Message.phase == phase, Message.variant_id.is_(None)
+                )
+            )
+        )
         random.Random(campaign_id).shuffle(ids)
         start = 0
         for v, count in zip(chosen, split_by_weight(len(ids), [v.weight for v in chosen]), strict=True):
@@ -156,8 +191,8 @@ def hold_phase(engine: Engine, campaign_id: int, phase: str, reason: str) -> int
     """Never send the rows of `phase` (the A/B fallback `hold`)."""
     with session_scope(engine) as session:
         result = session.execute(
-            update(Message).where(Message.campaign_id == campaign_id, Message.phase == phase,
-                                  Message.status == "queued")
+            update(Message)
+            .where(Message.campaign_id == campaign_id, Message.phase == phase, Message.status == "queued")
             .values(status="cancelled", error_text=reason, status_changed_at=utcnow())
         )
         return int(result.rowcount or 0)
@@ -183,8 +218,14 @@ class ShortCodes:
         return found
 
 
-def link_id_for(session: Session, cache: dict[tuple[int, int], int], campaign_id: int, variant_id: int,
-                position: int, destination: str) -> int:
+def link_id_for(
+    session: Session,
+    cache: dict[tuple[int, int], int],
+    campaign_id: int,
+    variant_id: int,
+    position: int,
+    destination: str,
+) -> int:
     """The Link row of (variant, position), created on first use."""
     key = (variant_id, position)
     if key not in cache:
@@ -197,23 +238,33 @@ def link_id_for(session: Session, cache: dict[tuple[int, int], int], campaign_id
     return cache[key]
 
 
-def render_pending(engine: Engine, registry: PluginRegistry, campaign_id: int, *,
-                   heartbeat: Callable[[], None] = lambda: None) -> int:
+def render_pending(
+    engine: Engine, registry: PluginRegistry, campaign_id: int, *, heartbeat: Callable[[], None] = lambda: None
+) -> int:
     """Render queued rows that have a variant but no body yet: text, tracked links, segments."""
     public_url = registry.context.settings.public_url
     rendered = 0
     with session_scope(engine, read_only=True) as session:
         campaign = get_campaign(session, campaign_id)
-        templates = {v.id: (v.name, compile_body(v.body, variant=v.name))
-                     for v in variants_of(session, campaign_id) if not v.is_control}
+        templates = {
+            v.id: (v.name, compile_body(v.body, variant=v.name))
+            for v in variants_of(session, campaign_id)
+            if not v.is_control
+        }
     links: dict[tuple[int, int], int] = {}
     while True:
         with session_scope(engine) as session:
             rows = session.execute(
-                select(Message, Contact).join(Contact, Contact.id == Message.contact_id)
-                .where(Message.campaign_id == campaign_id, Message.status == "queued", Message.body == "",
-                       Message.variant_id.is_not(None))
-                .order_by(Message.id).limit(CHUNK)
+                select(Message, Contact)
+                .join(Contact, Contact.id == Message.contact_id)
+                .where(
+                    Message.campaign_id == campaign_id,
+                    Message.status == "queued",
+                    Message.body == "",
+                    Message.variant_id.is_not(None),
+                )
+                .order_by(Message.id)
+                .limit(CHUNK)
             ).all()
             if not rows:
                 return rendered
@@ -223,15 +274,20 @@ def render_pending(engine: Engine, registry: PluginRegistry, campaign_id: int, *
                 name, template = templates[message.variant_id]
                 tracked: list[tuple[str, int, str]] = []
 
-                def tracked_url(position: int, destination: str, tracked: list[tuple[str, int, str]] = tracked,
-                                codes: ShortCodes = codes) -> str:
+                def tracked_url(
+                    position: int,
+                    destination: str,
+                    tracked: list[tuple[str, int, str]] = tracked,
+                    codes: ShortCodes = codes,
+                ) -> str:
                     code = codes.draw()
                     tracked.append((code, position, destination))
                     return registry.shortener.tracked_url(code, public_url)
 
                 try:
-                    out = render_message(template, contact, tracking=campaign.tracking or {},
-                                         tracked_url=tracked_url, variant=name)
+                    out = render_message(
+                        template, contact, tracking=campaign.tracking or {}, tracked_url=tracked_url, variant=name
+                    )
                 except BodyTemplateError as exc:  # the contact changed since creation: this one fails
                     message.status, message.error_code, message.error_text = "failed", "template_error", str(exc)
                     message.failed_at = utcnow()
@@ -249,12 +305,15 @@ def render_pending(engine: Engine, registry: PluginRegistry, campaign_id: int, *
                 for code, position, destination in tracked:
                     if code in clashes:  # astronomically rare: redraw and put the new link in its place
                         fresh = codes.draw()
-                        message.body = message.body.replace(registry.shortener.tracked_url(code, public_url),
-                                                            registry.shortener.tracked_url(fresh, public_url))
+                        message.body = message.body.replace(
+                            registry.shortener.tracked_url(code, public_url),
+                            registry.shortener.tracked_url(fresh, public_url),
+                        )
                         code = fresh
                     link_id = link_id_for(session, links, campaign_id, message.variant_id or 0, position, destination)
-                    session.add(ShortCode(code=code, message_id=message.id or 0, link_id=link_id,
-                                          destination=destination))
+                    session.add(
+                        ShortCode(code=code, message_id=message.id or 0, link_id=link_id, destination=destination)
+                    )
                 session.add(message)
             rendered += len(pending)
         heartbeat()
@@ -268,9 +327,10 @@ PERMANENT_ERRORS = frozenset({"21211", "21610", "21614", "30005", "30006", "temp
 def retry_round(engine: Engine, campaign_id: int) -> int:
     """The number of the next retry round (1 for the first)."""
     with session_scope(engine, read_only=True) as session:
-        keys = session.scalars(select(Message.idempotency_key).where(
-            Message.campaign_id == campaign_id, Message.phase == "retry"))
-        rounds = [int(k.split("-")[1][len("retry"):]) for k in keys]
+        keys = session.scalars(
+            select(Message.idempotency_key).where(Message.campaign_id == campaign_id, Message.phase == "retry")
+        )
+        rounds = [int(k.split("-")[1][len("retry") :]) for k in keys]
     return max(rounds, default=0) + 1
 
 
@@ -281,18 +341,35 @@ def retryable(session: Session, registry: PluginRegistry, campaign_id: int) -> l
     permanent = PERMANENT_ERRORS | frozenset(getattr(provider, "permanent_error_codes", ()))
     latest: dict[int, Message] = {}
     for message in session.scalars(
-        select(Message).where(Message.campaign_id == campaign_id,
-                              Message.phase.in_(("all", "test", "remainder", "retry"))).order_by(Message.id)
+        select(Message)
+        .where(Message.campaign_id == campaign_id, Message.phase.in_(("all", "test", "remainder", "retry")))
+        .order_by(Message.id)
     ):
         latest[message.contact_id] = message
     failed = [m for m in latest.values() if m.status in ("failed", "undelivered") and m.error_code not in permanent]
-    opted_out = set(session.scalars(select(Contact.id).where(
-        Contact.id.in_([m.contact_id for m in failed]), Contact.opted_out_at.is_not(None)))) if failed else set()
+    opted_out = (
+        set(
+            session.scalars(
+                select(Contact.id).where(
+                    Contact.id.in_([m.contact_id for m in failed]), Contact.opted_out_at.is_not(None)
+                )
+            )
+        )
+        if failed
+        else set()
+    )
     return [m for m in failed if m.contact_id not in opted_out]
 
 
-def snapshot_retry(engine: Engine, registry: PluginRegistry, campaign_id: int, round_: int, *,
-                   batch_size: int = CHUNK, heartbeat: Callable[[], None] = lambda: None) -> PhaseBatches:
+def snapshot_retry(
+    engine: Engine,
+    registry: PluginRegistry,
+    campaign_id: int,
+    round_: int,
+    *,
+    batch_size: int = CHUNK,
+    heartbeat: Callable[[], None] = lambda: None,
+) -> PhaseBatches:
     """A new `retry` row for each contact whose latest message failed for a reason worth retrying."""
     with session_scope(engine) as session:
         campaign = get_campaign(session, campaign_id)
@@ -302,9 +379,18 @@ def snapshot_retry(engine: Engine, registry: PluginRegistry, campaign_id: int, r
             key = f"c{campaign_id}-retry{round_}-{contact_id}"
             if session.scalar(select(Message.id).where(Message.idempotency_key == key)) is not None:
                 continue  # a retried activity
-            session.add(Message(campaign_id=campaign_id, contact_id=contact_id, variant_id=message.variant_id,
-                                phase="retry", phone=message.phone, provider=campaign.provider, body="",
-                                idempotency_key=key))
+            session.add(
+                Message(
+                    campaign_id=campaign_id,
+                    contact_id=contact_id,
+                    variant_id=message.variant_id,
+                    phase="retry",
+                    phone=message.phone,
+                    provider=campaign.provider,
+                    body="",
+                    idempotency_key=key,
+                )
+            )
             created += 1
     render_pending(engine, registry, campaign_id, heartbeat=heartbeat)
     return PhaseBatches("retry", created, batches_of(engine, campaign_id, "retry", batch_size))

@@ -172,8 +172,9 @@ def campaign_dict(session: Session, campaign: Campaign, variants: list[Variant] 
     }
 
 
-def set_status(engine: Engine, campaign_id: int, status: str, *, only_from: tuple[str, ...] | None = None,
-               **fields: Any) -> bool:
+def set_status(
+    engine: Engine, campaign_id: int, status: str, *, only_from: tuple[str, ...] | None = None, **fields: Any
+) -> bool:
     """Move a campaign to `status` (atomically, only from the given states); True if it moved."""
     with session_scope(engine) as session:
         query = update(Campaign).where(Campaign.id == campaign_id)

@@ -46,9 +46,12 @@ async def _serve(settings: Settings, *, run_api: bool, run_worker: bool, embedde
         loop.add_signal_handler(sig, stop.set)
     dev_server = None
     if embedded_temporal:
-        dev_server = DevServer(port=settings.temporal_port, ui_port=settings.temporal_ui_port,
-                               db_file=settings.data_dir / "temporal.db",
-                               log_file=settings.data_dir / "temporal.log")
+        dev_server = DevServer(
+            port=settings.temporal_port,
+            ui_port=settings.temporal_ui_port,
+            db_file=settings.data_dir / "temporal.db",
+            log_file=settings.data_dir / "temporal.log",
+        )
         await asyncio.to_thread(dev_server.start)
     service = Service(settings, run_api=run_api, run_worker=run_worker)
     status = 0
@@ -92,10 +95,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textpulse", description="Self-hosted SMS campaign engine.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="migrate, then start everything on embedded defaults (Temporal dev server, "
-                              "worker, API)").set_defaults(func=cmd_up)
-    sub.add_parser("api", help="start the API server only (Temporal at TEXTPULSE_TEMPORAL_ADDRESS)"
-                   ).set_defaults(func=cmd_api)
+    sub.add_parser(
+        "up", help="migrate, then start everything on embedded defaults (Temporal dev server, worker, API)"
+    ).set_defaults(func=cmd_up)
+    sub.add_parser("api", help="start the API server only (Temporal at TEXTPULSE_TEMPORAL_ADDRESS)").set_defaults(
+        func=cmd_api
+    )
     sub.add_parser("worker", help="start a Temporal worker only").set_defaults(func=cmd_worker)
     migrate = sub.add_parser("migrate", help="apply database migrations (or go back: `migrate base`)")
     migrate.add_argument("revision", nargs="?", default="head")

@@ -47,8 +47,14 @@ class ClickRecord:
 
 
 _RESOLVE = (  # other databases
-    select(ShortCode.code, ShortCode.destination, ShortCode.message_id, ShortCode.link_id, Message.contact_id,
-           Message.campaign_id)
+    select(
+        ShortCode.code,
+        ShortCode.destination,
+        ShortCode.message_id,
+        ShortCode.link_id,
+        Message.contact_id,
+        Message.campaign_id,
+    )
     .join(Message, Message.id == ShortCode.message_id)
     .where(ShortCode.code.in_(bindparam("codes", expanding=True)))
 )
@@ -57,8 +63,10 @@ _RESOLVE = (  # other databases
 @lru_cache(maxsize=64)
 def _resolve_sqlite(count: int) -> str:
     marks = "= ?" if count == 1 else f"IN ({','.join('?' * count)})"
-    return ("SELECT s.code, s.destination, s.message_id, s.link_id, m.contact_id, m.campaign_id FROM short_code s"
-            f" JOIN message m ON m.id = s.message_id WHERE s.code {marks}")
+    return (
+        "SELECT s.code, s.destination, s.message_id, s.link_id, m.contact_id, m.campaign_id FROM short_code s"
+        f" JOIN message m ON m.id = s.message_id WHERE s.code {marks}"
+    )
 
 
 def resolve_codes(engine: Engine, codes: Sequence[str], *, sqlite_connection: Any = None) -> dict[str, CodeTarget]:
@@ -167,11 +175,15 @@ def _click_insert(dialect: Dialect) -> _ClickInsert | None:
     if mark is None:
         return None
     names = ", ".join(column.name for column in _CLICK_COLUMNS)
-    processors = ((index, column.type.dialect_impl(dialect).bind_processor(dialect))
-                  for index, column in enumerate(_CLICK_COLUMNS))
-    return _ClickInsert(f"INSERT INTO {Click.__tablename__} ({names}) VALUES ",
-                        f"({', '.join([mark] * len(_CLICK_COLUMNS))})",
-                        tuple((index, process) for index, process in processors if process is not None))
+    processors = (
+        (index, column.type.dialect_impl(dialect).bind_processor(dialect))
+        for index, column in enumerate(_CLICK_COLUMNS)
+    )
+    return _ClickInsert(
+        f"INSERT INTO {Click.__tablename__} ({names}) VALUES ",
+        f"({', '.join([mark] * len(_CLICK_COLUMNS))})",
+        tuple((index, process) for index, process in processors if process is not None),
+    )
 
 
 def store_clicks(engine: Engine, records: Sequence[ClickRecord]) -> list[dict[str, Any]]:
@@ -188,22 +200,24 @@ def store_clicks(engine: Engine, records: Sequence[ClickRecord]) -> list[dict[st
         reasons = list(record.reasons)
         if record.probe and "head_request" not in reasons:
             reasons.append("head_request")
-        rows.append({
-            "code": record.target.code,
-            "campaign_id": record.target.campaign_id,
-            "message_id": record.target.message_id,
-            "link_id": record.target.link_id,
-            "contact_id": record.target.contact_id,
-            "clicked_at": record.clicked_at,
-            "ip": record.ip,
-            "user_agent": record.user_agent,
-            "referer": record.referer,
-            "os": os_family,
-            "device": device,
-            "is_bot": bool(reasons),
-            "bot_score": 1.0 if reasons else 0.0,
-            "bot_reasons": reasons,
-        })
+        rows.append(
+            {
+                "code": record.target.code,
+                "campaign_id": record.target.campaign_id,
+                "message_id": record.target.message_id,
+                "link_id": record.target.link_id,
+                "contact_id": record.target.contact_id,
+                "clicked_at": record.clicked_at,
+                "ip": record.ip,
+                "user_agent": record.user_agent,
+                "referer": record.referer,
+                "os": os_family,
+                "device": device,
+                "is_bot": bool(reasons),
+                "bot_score": 1.0 if reasons else 0.0,
+                "bot_reasons": reasons,
+            }
+        )
     if not rows:
         return rows
     statement = _click_insert(engine.dialect)

@@ -51,10 +51,16 @@ def record_conversion(engine: Engine, data: dict[str, Any], *, on_stored: Any = 
     with session_scope(engine) as session:
         contact = _contact(session, data)
         row = session.execute(
-            select(Message, Campaign).join(Campaign, Campaign.id == Message.campaign_id)
-            .where(Message.contact_id == contact.id, Message.phase != "test_send", Message.sent_at.is_not(None),
-                   Message.sent_at <= occurred_at)
-            .order_by(Message.sent_at.desc()).limit(1)
+            select(Message, Campaign)
+            .join(Campaign, Campaign.id == Message.campaign_id)
+            .where(
+                Message.contact_id == contact.id,
+                Message.phase != "test_send",
+                Message.sent_at.is_not(None),
+                Message.sent_at <= occurred_at,
+            )
+            .order_by(Message.sent_at.desc())
+            .limit(1)
         ).first()
         message = campaign = None
         clicked = False
@@ -65,19 +71,36 @@ def record_conversion(engine: Engine, data: dict[str, Any], *, on_stored: Any = 
             name_ok = not config.get("event") or config["event"] == data["name"]
             if name_ok and occurred_at - candidate.sent_at <= window:
                 message, campaign = candidate, owner
-                clicked = session.scalar(
-                    select(Click.id).where(Click.message_id == candidate.id, Click.is_bot.is_(False),
-                                           Click.clicked_at <= occurred_at).limit(1)
-                ) is not None
-        conversion = Conversion(contact_id=contact.id or 0, campaign_id=campaign.id if campaign else None,
-                                message_id=message.id if message else None, name=data["name"],
-                                revenue=float(data.get("revenue") or 0), occurred_at=occurred_at, clicked=clicked)
+                clicked = (
+                    session.scalar(
+                        select(Click.id)
+                        .where(
+                            Click.message_id == candidate.id, Click.is_bot.is_(False), Click.clicked_at <= occurred_at
+                        )
+                        .limit(1)
+                    )
+                    is not None
+                )
+        conversion = Conversion(
+            contact_id=contact.id or 0,
+            campaign_id=campaign.id if campaign else None,
+            message_id=message.id if message else None,
+            name=data["name"],
+            revenue=float(data.get("revenue") or 0),
+            occurred_at=occurred_at,
+            clicked=clicked,
+        )
         session.add(conversion)
         session.flush()
         body = {
-            "id": conversion.id, "contact_id": contact.id, "phone": contact.phone, "name": conversion.name,
-            "revenue": conversion.revenue, "occurred_at": iso(conversion.occurred_at),
-            "campaign_id": conversion.campaign_id, "message_id": conversion.message_id,
+            "id": conversion.id,
+            "contact_id": contact.id,
+            "phone": contact.phone,
+            "name": conversion.name,
+            "revenue": conversion.revenue,
+            "occurred_at": iso(conversion.occurred_at),
+            "campaign_id": conversion.campaign_id,
+            "message_id": conversion.message_id,
             "attribution": ("direct" if clicked else "influenced") if campaign else None,
         }
     if on_stored:

@@ -54,8 +54,13 @@ class IngestOutcome:
     unmatched_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"stored": self.stored, "applied": self.applied, "changed": self.changed,
-                "unmatched": self.unmatched, "unmatched_ids": list(self.unmatched_ids)}
+        return {
+            "stored": self.stored,
+            "applied": self.applied,
+            "changed": self.changed,
+            "unmatched": self.unmatched,
+            "unmatched_ids": list(self.unmatched_ids),
+        }
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,9 @@ def _update_statement(status: str, with_error: bool) -> Any:
         if with_error:
             values["error_code"], values["error_text"] = bindparam("code"), bindparam("text")
         lower = [literal_column(f"'{s}'") for s in lower_states(status)]  # constants, inline
-        _UPDATES[key] = (update(_MESSAGE).where(_MESSAGE.c.id == bindparam("mid"), _MESSAGE.c.status.in_(lower))
-                         .values(**values))
+        _UPDATES[key] = (
+            update(_MESSAGE).where(_MESSAGE.c.id == bindparam("mid"), _MESSAGE.c.status.in_(lower)).values(**values)
+        )
     return _UPDATES[key]
 
 
@@ -110,8 +116,9 @@ class _Prepared:
         self.constants = {k: v for k, v in compiled.params.items() if v is not None}  # values in the statement
 
     @classmethod
-    def get(cls, key: Any, statement: Callable[[], Any], dialect: Any,
-            column_keys: list[str] | None = None) -> _Prepared:
+    def get(
+        cls, key: Any, statement: Callable[[], Any], dialect: Any, column_keys: list[str] | None = None
+    ) -> _Prepared:
         per_dialect = cls._cache.setdefault(dialect, {})
         if key not in per_dialect:
             per_dialect[key] = cls(statement(), dialect, column_keys)
@@ -163,23 +170,34 @@ def _apply_many(conn: Connection, final: dict[int, StatusUpdate], now: datetime)
             params["code"], params["text"] = upd.error_code, upd.error_text
         groups.setdefault((upd.status, with_error), []).append(params)
     for (status, with_error), params_list in groups.items():
-        prepared = _Prepared.get(("update", status, with_error), lambda s=status, e=with_error: _update_statement(s, e),
-                                 conn.dialect)
+        prepared = _Prepared.get(
+            ("update", status, with_error), lambda s=status, e=with_error: _update_statement(s, e), conn.dialect
+        )
         result = prepared.execute(conn, params_list)
         if result.rowcount not in (-1, len(params_list)):  # cannot happen while the rows are locked
-            log.warning("status updates did not all apply", status=status, expected=len(params_list),
-                        applied=result.rowcount)
+            log.warning(
+                "status updates did not all apply", status=status, expected=len(params_list), applied=result.rowcount
+            )
 
 
-_LOOKUP = (select(_MESSAGE.c.provider_message_id, _MESSAGE.c.id, _MESSAGE.c.status)
-           .where(_MESSAGE.c.provider == bindparam("provider"),
-                  _MESSAGE.c.provider_message_id.in_(bindparam("ids", expanding=True)))
-           .order_by(_MESSAGE.c.id))
+_LOOKUP = (
+    select(_MESSAGE.c.provider_message_id, _MESSAGE.c.id, _MESSAGE.c.status)
+    .where(
+        _MESSAGE.c.provider == bindparam("provider"),
+        _MESSAGE.c.provider_message_id.in_(bindparam("ids", expanding=True)),
+    )
+    .order_by(_MESSAGE.c.id)
+)
 _LOOKUP_LOCKED = _LOOKUP.with_for_update()
 
 
-def _lookup(conn: Connection, provider: str, provider_ids: set[str], *, lock: bool = False,
-            ) -> dict[str, tuple[int, str]]:
+def _lookup(
+    conn: Connection,
+    provider: str,
+    provider_ids: set[str],
+    *,
+    lock: bool = False,
+) -> dict[str, tuple[int, str]]:
     """provider id → (message id, status); `lock` takes the rows (PostgreSQL) in id order."""
     found: dict[str, tuple[int, str]] = {}
     ids = sorted(provider_ids)
@@ -190,8 +208,9 @@ def _lookup(conn: Connection, provider: str, provider_ids: set[str], *, lock: bo
     return found
 
 
-def ingest_callbacks(engine: Engine, callbacks: Sequence[Callback],
-                     *, on_change: StatusListener | None = None) -> list[IngestOutcome]:
+def ingest_callbacks(
+    engine: Engine, callbacks: Sequence[Callback], *, on_change: StatusListener | None = None
+) -> list[IngestOutcome]:
     """Store and apply many callbacks in one transaction (the webhook batches concurrent ones).
 
     The messages concerned are locked first (PostgreSQL: FOR UPDATE, in id order, so two writers
@@ -214,10 +233,19 @@ def ingest_callbacks(engine: Engine, callbacks: Sequence[Callback],
         rows: list[dict[str, Any]] = []
         for index, cb in enumerate(callbacks):
             for upd in cb.updates:
-                row = {"provider": cb.provider, "provider_message_id": upd.provider_message_id,
-                       "status": upd.status, "error_code": upd.error_code, "error_text": upd.error_text,
-                       "occurred_at": upd.occurred_at, "received_at": now, "raw": cb.raw,
-                       "message_id": None, "applied": False, "changed": False}
+                row = {
+                    "provider": cb.provider,
+                    "provider_message_id": upd.provider_message_id,
+                    "status": upd.status,
+                    "error_code": upd.error_code,
+                    "error_text": upd.error_text,
+                    "occurred_at": upd.occurred_at,
+                    "received_at": now,
+                    "raw": cb.raw,
+                    "message_id": None,
+                    "applied": False,
+                    "changed": False,
+                }
                 rows.append(row)
                 outcomes[index].stored += 1
                 match = known[cb.provider].get(upd.provider_message_id)
@@ -274,20 +302,28 @@ def _notify(on_change: StatusListener | None, changes: list[tuple[int, str, str]
             log.exception("on_message_status listener failed", message_id=change[0])
 
 
-def ingest_status_updates(engine: Engine, provider: str, updates: Sequence[StatusUpdate], raw: dict[str, Any],
-                          *, on_change: StatusListener | None = None) -> IngestOutcome:
+def ingest_status_updates(
+    engine: Engine,
+    provider: str,
+    updates: Sequence[StatusUpdate],
+    raw: dict[str, Any],
+    *,
+    on_change: StatusListener | None = None,
+) -> IngestOutcome:
     """Store one callback raw, then apply it to its message when that message is known."""
     return ingest_callbacks(engine, [Callback(provider, updates, raw)], on_change=on_change)[0]
 
 
-def apply_pending_events(engine: Engine, provider: str, provider_message_ids: Sequence[str],
-                         *, on_change: StatusListener | None = None) -> int:
+def apply_pending_events(
+    engine: Engine, provider: str, provider_message_ids: Sequence[str], *, on_change: StatusListener | None = None
+) -> int:
     """Apply callbacks that arrived before their provider id was recorded; returns how many."""
     return len(_apply_pending(engine, provider, provider_message_ids, on_change))
 
 
-def _apply_pending(engine: Engine, provider: str, provider_message_ids: Sequence[str],
-                   on_change: StatusListener | None) -> list[str]:
+def _apply_pending(
+    engine: Engine, provider: str, provider_message_ids: Sequence[str], on_change: StatusListener | None
+) -> list[str]:
     """The provider ids of the events applied, one entry per event."""
     applied: list[str] = []
     changes: list[tuple[int, str, str]] = []
@@ -295,30 +331,41 @@ def _apply_pending(engine: Engine, provider: str, provider_message_ids: Sequence
         for start in range(0, len(provider_message_ids), LOOKUP_CHUNK):
             chunk = list(provider_message_ids[start : start + LOOKUP_CHUNK])
             events = conn.execute(
-                select(_EVENT.c.id, _EVENT.c.provider_message_id, _EVENT.c.status, _EVENT.c.error_code,
-                       _EVENT.c.error_text, _EVENT.c.occurred_at, _EVENT.c.received_at)
-                .where(_EVENT.c.provider == provider, _EVENT.c.applied.is_(False),
-                       _EVENT.c.provider_message_id.in_(chunk))
+                select(
+                    _EVENT.c.id,
+                    _EVENT.c.provider_message_id,
+                    _EVENT.c.status,
+                    _EVENT.c.error_code,
+                    _EVENT.c.error_text,
+                    _EVENT.c.occurred_at,
+                    _EVENT.c.received_at,
+                ).where(
+                    _EVENT.c.provider == provider, _EVENT.c.applied.is_(False), _EVENT.c.provider_message_id.in_(chunk)
+                )
             ).all()
             if not events:
                 continue
             known = _lookup(conn, provider, {e.provider_message_id for e in events}, lock=True)
             # Message id order, like ingest_callbacks, so the two never wait on each other crosswise.
-            matched = sorted((known[e.provider_message_id][0], e.id, e) for e in events
-                             if e.provider_message_id in known)
+            matched = sorted(
+                (known[e.provider_message_id][0], e.id, e) for e in events if e.provider_message_id in known
+            )
             for message_id, _, event in matched:
                 claimed = conn.execute(
-                    update(_EVENT).where(_EVENT.c.id == event.id, _EVENT.c.applied.is_(False))
+                    update(_EVENT)
+                    .where(_EVENT.c.id == event.id, _EVENT.c.applied.is_(False))
                     .values(applied=True, message_id=message_id)
                 ).rowcount
                 if not claimed:
                     continue  # the other side of the race applied it
                 old = conn.scalar(select(_MESSAGE.c.status).where(_MESSAGE.c.id == message_id)) or "queued"
-                upd = StatusUpdate(event.provider_message_id, event.status, event.error_code, event.error_text,
-                                   event.occurred_at)
+                upd = StatusUpdate(
+                    event.provider_message_id, event.status, event.error_code, event.error_text, event.occurred_at
+                )
                 applied.append(event.provider_message_id)
                 if RANK.get(upd.status, -1) > RANK.get(old, 0) and _apply(
-                        conn, message_id, upd, upd.occurred_at or event.received_at):
+                    conn, message_id, upd, upd.occurred_at or event.received_at
+                ):
                     conn.execute(update(_EVENT).where(_EVENT.c.id == event.id).values(changed=True))
                     changes.append((message_id, old, upd.status))
     _notify(on_change, changes)

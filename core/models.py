@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-
 # Message phases that never count in a campaign's numbers: test sends, and the control group's
 # held-out rows (they record who was held out; nothing is sent to them).
 UNCOUNTED_PHASES = ("test_send", "control")

@@ -48,8 +48,9 @@ class ReplyTexts:
     start: str | None = None
 
     @classmethod
-    def from_config(cls, file_config: Mapping[str, Any] | None = None,
-                    environ: Mapping[str, str] | None = None) -> ReplyTexts:
+    def from_config(
+        cls, file_config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> ReplyTexts:
         """`[replies]` of plugins.toml, overridden by TEXTPULSE_HELP_TEXT / _STOP_TEXT / _START_TEXT."""
         table = dict((file_config or {}).get("replies", {}) or {})
         env = os.environ if environ is None else environ
@@ -86,10 +87,16 @@ def _phone(raw: str) -> str:
 def latest_campaign_message(session: Session, contact_id: int, at: datetime) -> Message | None:
     """The contact's most recent campaign message sent within REPLY_WINDOW before `at`."""
     return session.scalars(
-        select(Message).where(Message.contact_id == contact_id, Message.phase.notin_(UNCOUNTED_PHASES),
-                              Message.sent_at.is_not(None), Message.sent_at <= at,
-                              Message.sent_at >= at - REPLY_WINDOW)
-        .order_by(Message.sent_at.desc(), Message.id.desc()).limit(1)
+        select(Message)
+        .where(
+            Message.contact_id == contact_id,
+            Message.phase.notin_(UNCOUNTED_PHASES),
+            Message.sent_at.is_not(None),
+            Message.sent_at <= at,
+            Message.sent_at >= at - REPLY_WINDOW,
+        )
+        .order_by(Message.sent_at.desc(), Message.id.desc())
+        .limit(1)
     ).first()
 
 
@@ -108,8 +115,9 @@ def _contact_for_opt_out(session: Session, phone: str, now: datetime) -> Contact
         return session.scalars(select(Contact).where(Contact.phone == phone)).first()
 
 
-def handle_inbound(engine: Engine, provider: str, inbound: InboundMessage, texts: ReplyTexts,
-                   *, now: datetime | None = None) -> InboundOutcome:
+def handle_inbound(
+    engine: Engine, provider: str, inbound: InboundMessage, texts: ReplyTexts, *, now: datetime | None = None
+) -> InboundOutcome:
     """Store the inbound message as a reply and carry out its keyword, in one transaction."""
     now = now or utcnow()
     phone = _phone(inbound.from_phone)
@@ -122,17 +130,28 @@ def handle_inbound(engine: Engine, provider: str, inbound: InboundMessage, texts
             contact = _contact_for_opt_out(session, phone, now)
         message = latest_campaign_message(session, contact.id, now) if contact and contact.id else None
         if contact is not None and keyword in OPT_OUT_KEYWORDS:
-            session.execute(update(Contact).where(Contact.id == contact.id, Contact.opted_out_at.is_(None))
-                            .values(opted_out_at=now, updated_at=now))
+            session.execute(
+                update(Contact)
+                .where(Contact.id == contact.id, Contact.opted_out_at.is_(None))
+                .values(opted_out_at=now, updated_at=now)
+            )
             action, answer = "opted_out", texts.stop
         elif contact is not None and keyword in OPT_IN_KEYWORDS:
             session.execute(update(Contact).where(Contact.id == contact.id).values(opted_out_at=None, updated_at=now))
             action, answer = "opted_in", texts.start
         elif keyword in HELP_KEYWORDS:
             action, answer = "help", texts.help
-        reply = Reply(contact_id=contact.id if contact else None, campaign_id=message.campaign_id if message else None,
-                      message_id=message.id if message else None, phone=phone, body=inbound.body, keyword=keyword,
-                      provider=provider, provider_message_id=inbound.provider_message_id, received_at=now)
+        reply = Reply(
+            contact_id=contact.id if contact else None,
+            campaign_id=message.campaign_id if message else None,
+            message_id=message.id if message else None,
+            phone=phone,
+            body=inbound.body,
+            keyword=keyword,
+            provider=provider,
+            provider_message_id=inbound.provider_message_id,
+            received_at=now,
+        )
         session.add(reply)
         session.flush()
     return InboundOutcome(reply=reply, keyword=keyword, action=action, answer=answer)
@@ -145,16 +164,19 @@ def opt_out_unsubscribed(engine: Engine, provider: Any, results: Iterable[SendRe
     Returns how many contacts were opted out now.
     """
     codes = set(getattr(provider, "unsubscribed_error_codes", ()) or ())
-    message_ids = [r.message_id for r in results
-                   if codes and not r.accepted and not r.transient and r.error_code in codes]
+    message_ids = [
+        r.message_id for r in results if codes and not r.accepted and not r.transient and r.error_code in codes
+    ]
     if not message_ids:
         return 0
     now = utcnow()
     with session_scope(engine) as session:
         result = session.execute(
             update(Contact)
-            .where(Contact.opted_out_at.is_(None),
-                   Contact.id.in_(select(Message.contact_id).where(Message.id.in_(message_ids))))
+            .where(
+                Contact.opted_out_at.is_(None),
+                Contact.id.in_(select(Message.contact_id).where(Message.id.in_(message_ids))),
+            )
             .values(opted_out_at=now, updated_at=now)
         )
         return int(result.rowcount or 0)

@@ -19,8 +19,13 @@ from core.models import UNCOUNTED_PHASES, Click, Conversion, Link, Message, Repl
 
 # Upper bounds (seconds) of the click-timing histogram; None is "later".
 TIMING_BUCKETS: list[tuple[str, int | None]] = [
-    ("under 1 min", 60), ("1–5 min", 300), ("5–15 min", 900), ("15–60 min", 3600),
-    ("1–6 h", 6 * 3600), ("6–24 h", 24 * 3600), ("over 24 h", None),
+    ("under 1 min", 60),
+    ("1–5 min", 300),
+    ("5–15 min", 900),
+    ("15–60 min", 3600),
+    ("1–6 h", 6 * 3600),
+    ("6–24 h", 24 * 3600),
+    ("over 24 h", None),
 ]
 
 
@@ -42,10 +47,13 @@ def _link_rows(session: Session, campaign_id: int) -> list[dict[str, Any]]:
     counts = {
         link_id: (int(total or 0), int(human or 0), int(unique or 0), int(bots or 0))
         for link_id, total, human, unique, bots in session.execute(
-            select(Click.link_id, func.count(),
-                   func.sum(case((Click.is_bot.is_(False), 1), else_=0)),
-                   func.count(distinct(case((Click.is_bot.is_(False), Click.contact_id), else_=None))),
-                   func.sum(case((Click.is_bot.is_(True), 1), else_=0)))
+            select(
+                Click.link_id,
+                func.count(),
+                func.sum(case((Click.is_bot.is_(False), 1), else_=0)),
+                func.count(distinct(case((Click.is_bot.is_(False), Click.contact_id), else_=None))),
+                func.sum(case((Click.is_bot.is_(True), 1), else_=0)),
+            )
             .join(Message, Message.id == Click.message_id)
             .where(_clicks(campaign_id, include_bots=True))
             .group_by(Click.link_id)
@@ -53,12 +61,23 @@ def _link_rows(session: Session, campaign_id: int) -> list[dict[str, Any]]:
     }
     out = []
     for link, variant in session.execute(
-        select(Link, Variant.name).join(Variant, Variant.id == Link.variant_id)
-        .where(Link.campaign_id == campaign_id).order_by(Variant.name, Link.position)
+        select(Link, Variant.name)
+        .join(Variant, Variant.id == Link.variant_id)
+        .where(Link.campaign_id == campaign_id)
+        .order_by(Variant.name, Link.position)
     ).all():
         _total, human, unique, bots = counts.get(link.id, (0, 0, 0, 0))
-        out.append({"link_id": link.id, "url": link.destination, "position": link.position, "variant": variant,
-                    "clicks": human, "unique_clicks": unique, "bot_clicks": bots})
+        out.append(
+            {
+                "link_id": link.id,
+                "url": link.destination,
+                "position": link.position,
+                "variant": variant,
+                "clicks": human,
+                "unique_clicks": unique,
+                "bot_clicks": bots,
+            }
+        )
     return out
 
 
@@ -100,8 +119,13 @@ def click_timing(session: Session, campaign_id: int, *, reports_delivery: bool =
             if upper is None or seconds < upper:
                 counts[i] += 1
                 break
-    return {"basis": basis, "buckets": [{"label": label, "upper_seconds": upper, "contacts": n}
-                                        for (label, upper), n in zip(TIMING_BUCKETS, counts, strict=True)]}
+    return {
+        "basis": basis,
+        "buckets": [
+            {"label": label, "upper_seconds": upper, "contacts": n}
+            for (label, upper), n in zip(TIMING_BUCKETS, counts, strict=True)
+        ],
+    }
 
 
 def _bucket_start(moment: datetime, interval: str, tz: ZoneInfo) -> datetime:
@@ -122,7 +146,8 @@ def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str 
     except (ZoneInfoNotFoundError, ValueError):
         raise ReportError(f"tz {tz!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
     buckets: dict[datetime, dict[str, Any]] = defaultdict(
-        lambda: {"sent": 0, "delivered": 0, "clicks": 0, "unique_clicks": set(), "replies": 0, "conversions": 0})
+        lambda: {"sent": 0, "delivered": 0, "clicks": 0, "unique_clicks": set(), "replies": 0, "conversions": 0}
+    )
     counted = and_(Message.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES))
     for sent_at, delivered_at in session.execute(select(Message.sent_at, Message.delivered_at).where(counted)):
         if sent_at:
@@ -130,7 +155,8 @@ def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str 
         if delivered_at:
             buckets[_bucket_start(delivered_at, interval, zone)]["delivered"] += 1
     for clicked_at, contact_id in session.execute(
-        select(Click.clicked_at, Click.contact_id).join(Message, Message.id == Click.message_id)
+        select(Click.clicked_at, Click.contact_id)
+        .join(Message, Message.id == Click.message_id)
         .where(_clicks(campaign_id, include_bots=False))
     ):
         bucket = buckets[_bucket_start(clicked_at, interval, zone)]
@@ -156,20 +182,23 @@ def funnel(session: Session, campaign_id: int) -> dict[str, Any]:
     """Contacts at each step; conversions split into direct (clicked first) and influenced."""
     counted = and_(Message.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES))
     sent, delivered = session.execute(
-        select(func.count(distinct(case((Message.sent_at.is_not(None), Message.contact_id), else_=None))),
-               func.count(distinct(case((Message.status == "delivered", Message.contact_id), else_=None))))
-        .where(counted)
+        select(
+            func.count(distinct(case((Message.sent_at.is_not(None), Message.contact_id), else_=None))),
+            func.count(distinct(case((Message.status == "delivered", Message.contact_id), else_=None))),
+        ).where(counted)
     ).one()
     clicked = session.scalar(
-        select(func.count(distinct(Click.contact_id))).join(Message, Message.id == Click.message_id)
+        select(func.count(distinct(Click.contact_id)))
+        .join(Message, Message.id == Click.message_id)
         .where(_clicks(campaign_id, include_bots=False))
     )
     direct, influenced, converted, revenue = session.execute(
-        select(func.count(distinct(case((Conversion.clicked.is_(True), Conversion.contact_id), else_=None))),
-               func.count(distinct(case((Conversion.clicked.is_(False), Conversion.contact_id), else_=None))),
-               func.count(distinct(Conversion.contact_id)),
-               func.coalesce(func.sum(Conversion.revenue), 0))
-        .where(Conversion.campaign_id == campaign_id)
+        select(
+            func.count(distinct(case((Conversion.clicked.is_(True), Conversion.contact_id), else_=None))),
+            func.count(distinct(case((Conversion.clicked.is_(False), Conversion.contact_id), else_=None))),
+            func.count(distinct(Conversion.contact_id)),
+            func.coalesce(func.sum(Conversion.revenue), 0),
+        ).where(Conversion.campaign_id == campaign_id)
     ).one()
     steps = [("sent", sent), ("delivered", delivered), ("clicked", clicked), ("converted", converted)]
     return {
@@ -181,8 +210,9 @@ def funnel(session: Session, campaign_id: int) -> dict[str, Any]:
     }
 
 
-def variants(session: Session, campaign_id: int, *, reports_delivery: bool = True,
-             phase: str | None = None) -> dict[str, Any]:
+def variants(
+    session: Session, campaign_id: int, *, reports_delivery: bool = True, phase: str | None = None
+) -> dict[str, Any]:
     """The summary per variant, "all variants" with each contact once, and who is winning.
     `phase="test"` reads the A/B test cohort alone (what the winner is picked on)."""
     from core.ab import Arm, compare
@@ -196,13 +226,15 @@ def variants(session: Session, campaign_id: int, *, reports_delivery: bool = Tru
 
     def counts(where: Any) -> dict[str, Any]:
         recipients, sent, delivered = session.execute(
-            select(func.count(distinct(Message.contact_id)),
-                   func.count(distinct(case((Message.sent_at.is_not(None), Message.contact_id), else_=None))),
-                   func.count(distinct(case((Message.status == "delivered", Message.contact_id), else_=None))))
-            .where(counted, where)
+            select(
+                func.count(distinct(Message.contact_id)),
+                func.count(distinct(case((Message.sent_at.is_not(None), Message.contact_id), else_=None))),
+                func.count(distinct(case((Message.status == "delivered", Message.contact_id), else_=None))),
+            ).where(counted, where)
         ).one()
         clickers = session.scalar(
-            select(func.count(distinct(Click.contact_id))).join(Message, Message.id == Click.message_id)
+            select(func.count(distinct(Click.contact_id)))
+            .join(Message, Message.id == Click.message_id)
             .where(_clicks(campaign_id, include_bots=False), counted, where)
         )
         converted, revenue = session.execute(
@@ -211,18 +243,30 @@ def variants(session: Session, campaign_id: int, *, reports_delivery: bool = Tru
             .where(Conversion.campaign_id == campaign_id, counted, where)
         ).one()
         basis = int(delivered if reports_delivery else sent)
-        return {"recipients": int(recipients), "sent": int(sent), "delivered": int(delivered),
-                "unique_clicks": int(clickers or 0), "ctr": round((clickers or 0) / basis, 6) if basis else 0.0,
-                "conversions": int(converted or 0),
-                "conversion_rate": round((converted or 0) / basis, 6) if basis else 0.0,
-                "revenue": float(revenue or 0), "_basis": basis}
+        return {
+            "recipients": int(recipients),
+            "sent": int(sent),
+            "delivered": int(delivered),
+            "unique_clicks": int(clickers or 0),
+            "ctr": round((clickers or 0) / basis, 6) if basis else 0.0,
+            "conversions": int(converted or 0),
+            "conversion_rate": round((converted or 0) / basis, 6) if basis else 0.0,
+            "revenue": float(revenue or 0),
+            "_basis": basis,
+        }
 
     rows = []
     for variant in session.scalars(select(Variant).where(Variant.campaign_id == campaign_id).order_by(Variant.id)):
         row = {"variant": variant.name, "is_control": variant.is_control, **counts(Message.variant_id == variant.id)}
         if variant.is_control:  # held out: nothing sent, the group's size is what there is to show
-            row["recipients"] = int(session.scalar(select(func.count()).where(
-                Message.campaign_id == campaign_id, Message.variant_id == variant.id, Message.phase == "control")) or 0)
+            row["recipients"] = int(
+                session.scalar(
+                    select(func.count()).where(
+                        Message.campaign_id == campaign_id, Message.variant_id == variant.id, Message.phase == "control"
+                    )
+                )
+                or 0
+            )
         rows.append(row)
     arms = []
     for row in [r for r in rows if not r["is_control"]]:

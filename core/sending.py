@@ -50,8 +50,10 @@ def cancel_pending(engine: Engine, campaign_id: int) -> int:
     """After a cancel: every message not yet handed to the provider becomes `cancelled`."""
     with session_scope(engine) as session:
         result = session.execute(
-            update(Message).where(Message.campaign_id == campaign_id, Message.status == "queued",
-                                  Message.provider_message_id.is_(None))
+            update(Message)
+            .where(
+                Message.campaign_id == campaign_id, Message.status == "queued", Message.provider_message_id.is_(None)
+            )
             .values(status="cancelled", error_text="campaign cancelled", status_changed_at=utcnow())
         )
         return int(result.rowcount or 0)
@@ -68,18 +70,32 @@ class BatchOutcome:
     resume_at: datetime | None = None  # when the first of those may go
 
 
-def send_batch(engine: Engine, registry: PluginRegistry, campaign_id: int, first_id: int, last_id: int,
-               *, phase: str = "all", heartbeat: Callable[[], None] = lambda: None) -> BatchOutcome:
+def send_batch(
+    engine: Engine,
+    registry: PluginRegistry,
+    campaign_id: int,
+    first_id: int,
+    last_id: int,
+    *,
+    phase: str = "all",
+    heartbeat: Callable[[], None] = lambda: None,
+) -> BatchOutcome:
     """Send the still-unsent messages of one batch; record every answer before returning."""
     outcome = BatchOutcome()
     with session_scope(engine) as session:
         campaign = get_campaign(session, campaign_id)
         provider = registry.provider(campaign.provider)
         rows = session.execute(
-            select(Message, Contact.opted_out_at, Contact.timezone).join(Contact, Contact.id == Message.contact_id)
-            .where(Message.campaign_id == campaign_id, Message.phase == phase, Message.id >= first_id,
-                   Message.id <= last_id, Message.status.in_(("queued", "sending")),
-                   Message.provider_message_id.is_(None))
+            select(Message, Contact.opted_out_at, Contact.timezone)
+            .join(Contact, Contact.id == Message.contact_id)
+            .where(
+                Message.campaign_id == campaign_id,
+                Message.phase == phase,
+                Message.id >= first_id,
+                Message.id <= last_id,
+                Message.status.in_(("queued", "sending")),
+                Message.provider_message_id.is_(None),
+            )
             .order_by(Message.id)
             .with_for_update()  # PostgreSQL: a STOP committing meanwhile is seen here (SQLite: no-op)
         ).all()
@@ -135,8 +151,11 @@ def _mark_sending(engine: Engine, messages: list[Message]) -> None:
     with session_scope(engine) as session:
         for message in messages:
             message.status, message.attempted_at, message.attempts = "sending", now, message.attempts + 1
-            session.execute(update(Message).where(Message.id == message.id)
-                            .values(status="sending", attempted_at=now, attempts=message.attempts))
+            session.execute(
+                update(Message)
+                .where(Message.id == message.id)
+                .values(status="sending", attempted_at=now, attempts=message.attempts)
+            )
 
 
 def _find_sent(provider: Any, messages: list[Message], public_url: str) -> dict[int, str]:
@@ -163,10 +182,17 @@ def _record_results(engine: Engine, provider_name: str, results: list[SendResult
                 outcome.transient += 1
                 outcome.transient_error = f"{result.error_code}: {result.error_text}"
             else:
-                values = {"status": "failed", "error_code": result.error_code, "error_text": result.error_text,
-                          "failed_at": now}
+                values = {
+                    "status": "failed",
+                    "error_code": result.error_code,
+                    "error_text": result.error_text,
+                    "failed_at": now,
+                }
                 outcome.failed += 1
-            session.execute(update(Message).where(Message.id == result.message_id, Message.status == "sending")
-                            .values(status_changed_at=now, **values))
+            session.execute(
+                update(Message)
+                .where(Message.id == result.message_id, Message.status == "sending")
+                .values(status_changed_at=now, **values)
+            )
     if accepted:
         apply_pending_events(engine, provider_name, accepted)

@@ -43,8 +43,15 @@ async def connect_temporal(settings: Settings, *, timeout: float = 60) -> Client
 
 
 class Service:
-    def __init__(self, settings: Settings, *, run_api: bool = True, run_worker: bool = True,
-                 engine: Engine | None = None, registry: PluginRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        run_api: bool = True,
+        run_worker: bool = True,
+        engine: Engine | None = None,
+        registry: PluginRegistry | None = None,
+    ) -> None:
         self.settings = settings
         self.run_api = run_api
         self.run_worker = run_worker
@@ -61,8 +68,9 @@ class Service:
         if self.run_worker:
             from workflows.worker import build_worker
 
-            self.worker, self._executor = build_worker(self.client, self.engine, self.registry,
-                                                       task_queue=self.settings.task_queue)
+            self.worker, self._executor = build_worker(
+                self.client, self.engine, self.registry, task_queue=self.settings.task_queue
+            )
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
         if self.run_api:
             from api.app import create_app
@@ -71,9 +79,13 @@ class Service:
             app = create_app(self.settings, engine=self.engine, registry=self.registry, temporal_client=self.client)
             config = uvicorn.Config(
                 RedirectFront(app),  # /r/... ahead of Litestar: the hot path
-                host=self.settings.http_host, port=self.settings.http_port, log_config=None, access_log=False,
+                host=self.settings.http_host,
+                port=self.settings.http_port,
+                log_config=None,
+                access_log=False,
                 proxy_headers=False,  # TEXTPULSE_TRUSTED_PROXIES alone decides whom to believe
-                lifespan="on", timeout_graceful_shutdown=10,
+                lifespan="on",
+                timeout_graceful_shutdown=10,
             )
             self.server = _Server(config)
             self._tasks.append(asyncio.create_task(self.server.serve(), name="api"))
@@ -82,8 +94,12 @@ class Service:
                     self._tasks[-1].result()  # raises why it could not start (port taken, …)
                     raise RuntimeError("the API server stopped while starting")
                 await asyncio.sleep(0.05)
-        log.info("textpulse running", api=self.settings.public_url if self.run_api else None,
-                 worker=self.run_worker, temporal=self.settings.temporal_target)
+        log.info(
+            "textpulse running",
+            api=self.settings.public_url if self.run_api else None,
+            worker=self.run_worker,
+            temporal=self.settings.temporal_target,
+        )
 
     async def wait(self) -> None:
         """Until a part stops by itself (an error); re-raises what stopped it."""

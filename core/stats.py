@@ -21,8 +21,9 @@ def _rate(numerator: int, denominator: int) -> float:
     return round(numerator / denominator, 6) if denominator else 0.0
 
 
-def summary(session: Session, campaign_id: int, *, reports_delivery: bool = True,
-            include_bots: bool = False) -> dict[str, Any]:
+def summary(
+    session: Session, campaign_id: int, *, reports_delivery: bool = True, include_bots: bool = False
+) -> dict[str, Any]:
     campaign = get_campaign(session, campaign_id)
     counted = and_(Message.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES))
     m = session.execute(
@@ -36,7 +37,9 @@ def summary(session: Session, campaign_id: int, *, reports_delivery: bool = True
         ).where(counted)
     ).one()
     messages, queued, sent, delivered, undelivered, failed = (int(v or 0) for v in m)
-    real_clicks = and_(Click.campaign_id == campaign_id, Click.message_id == Message.id, Message.phase.notin_(UNCOUNTED_PHASES))
+    real_clicks = and_(
+        Click.campaign_id == campaign_id, Click.message_id == Message.id, Message.phase.notin_(UNCOUNTED_PHASES)
+    )
     c = session.execute(
         select(
             func.count(),
@@ -44,7 +47,9 @@ def summary(session: Session, campaign_id: int, *, reports_delivery: bool = True
             func.sum(case((Click.is_bot.is_(True), 1), else_=0)),
             func.sum(case((Click.is_bot.is_(False), 1), else_=0)),
             func.count(distinct(case((Click.is_bot.is_(False), Click.contact_id), else_=None))),
-        ).select_from(Click).join(Message, real_clicks)
+        )
+        .select_from(Click)
+        .join(Message, real_clicks)
     ).one()
     raw_total, raw_unique, bots_total, human_total, human_unique = (int(v or 0) for v in c)
     r = session.execute(
@@ -56,7 +61,9 @@ def summary(session: Session, campaign_id: int, *, reports_delivery: bool = True
     ).one()
     repliers, replies, opt_outs = (int(v or 0) for v in r)
     conv = session.execute(
-        select(func.count(), func.coalesce(func.sum(Conversion.revenue), 0)).where(Conversion.campaign_id == campaign_id)
+        select(func.count(), func.coalesce(func.sum(Conversion.revenue), 0)).where(
+            Conversion.campaign_id == campaign_id
+        )
     ).one()
     basis_name = "delivered" if reports_delivery else "sent"
     basis = delivered if reports_delivery else sent
@@ -96,8 +103,11 @@ def errors(session: Session, campaign_id: int) -> dict[str, Any]:
     `share` is the code's part of those messages (the shares add up to 1); a code reported with
     several texts shows the most frequent one. Test sends do not count.
     """
-    failed = and_(Message.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES),
-                  Message.status.in_(("failed", "undelivered")))
+    failed = and_(
+        Message.campaign_id == campaign_id,
+        Message.phase.notin_(UNCOUNTED_PHASES),
+        Message.status.in_(("failed", "undelivered")),
+    )
     code = func.coalesce(Message.error_code, "unknown")
     rows = session.execute(
         select(code, Message.error_text, func.count()).where(failed).group_by(code, Message.error_text)
@@ -110,5 +120,8 @@ def errors(session: Session, campaign_id: int) -> dict[str, Any]:
             texts[error_code] = (int(count), text)
     total = sum(counts.values())
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return {"errors": [{"code": c, "text": texts.get(c, (0, None))[1], "count": n, "share": _rate(n, total)}
-                       for c, n in ranked]}
+    return {
+        "errors": [
+            {"code": c, "text": texts.get(c, (0, None))[1], "count": n, "share": _rate(n, total)} for c, n in ranked
+        ]
+    }

@@ -41,8 +41,15 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
 class DevServer:
     """Start with state in a file (or in memory), stop with SIGTERM; used by `up` and the tests."""
 
-    def __init__(self, *, port: int, ui_port: int | None = None, db_file: Path | None = None,
-                 headless: bool = False, log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int,
+        ui_port: int | None = None,
+        db_file: Path | None = None,
+        headless: bool = False,
+        log_file: Path | None = None,
+    ) -> None:
         self.port = port
         self.ui_port = ui_port
         self.db_file = db_file
@@ -55,8 +62,18 @@ class DevServer:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> None:
-        args = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port),
-                "--log-level", "error", "--ui-disable-news-fetch"]
+        args = [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "error",
+            "--ui-disable-news-fetch",
+        ]
         if self.ui_port:
             args += ["--ui-port", str(self.ui_port)]
         if self.headless:
@@ -65,8 +82,9 @@ class DevServer:
             self.db_file.parent.mkdir(parents=True, exist_ok=True)
             args += ["--db-filename", str(self.db_file)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)  # Ctrl-C reaches us, and we stop it in order
+        self.process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )  # Ctrl-C reaches us, and we stop it in order
         try:
             wait_for_port("127.0.0.1", self.port, timeout)
         except TimeoutError:

@@ -74,8 +74,9 @@ def _contacts_for(session: Any, phones: list[str]) -> list[Contact]:
     return contacts
 
 
-def send_test_messages(engine: Engine, registry: PluginRegistry, campaign_id: int,
-                       phones: list[Any]) -> list[tuple[Message, str]]:
+def send_test_messages(
+    engine: Engine, registry: PluginRegistry, campaign_id: int, phones: list[Any]
+) -> list[tuple[Message, str]]:
     """Create and send one test message per (phone, sendable variant); each message as sent, with
     its variant's name.
 
@@ -107,12 +108,19 @@ def send_test_messages(engine: Engine, registry: PluginRegistry, campaign_id: in
                     tracked.append(_Tracked(code, position, destination))
                     return str(shortener.tracked_url(code, public_url))
 
-                rendered = render_message(template, contact, tracking=campaign.tracking or {},
-                                          tracked_url=tracked_url, variant=variant.name)
+                rendered = render_message(
+                    template, contact, tracking=campaign.tracking or {}, tracked_url=tracked_url, variant=variant.name
+                )
                 message = Message(
-                    campaign_id=campaign_id, contact_id=contact.id or 0, variant_id=variant.id, phase=PHASE,
-                    phone=contact.phone, provider=campaign.provider, body=rendered.body,
-                    characters=rendered.segments.characters, encoding=rendered.segments.encoding,
+                    campaign_id=campaign_id,
+                    contact_id=contact.id or 0,
+                    variant_id=variant.id,
+                    phase=PHASE,
+                    phone=contact.phone,
+                    provider=campaign.provider,
+                    body=rendered.body,
+                    characters=rendered.segments.characters,
+                    encoding=rendered.segments.encoding,
                     segments=rendered.segments.segments,
                     idempotency_key=f"c{campaign_id}-{PHASE}-{contact.id}-v{variant.id}-{secrets.token_hex(6)}",
                 )
@@ -121,10 +129,12 @@ def send_test_messages(engine: Engine, registry: PluginRegistry, campaign_id: in
         session.flush()
         for message, variant, tracked in created:
             for item in tracked:
-                link_id = link_id_for(session, link_cache, campaign_id, variant.id or 0, item.position,
-                                      item.destination)
-                session.add(ShortCode(code=item.code, message_id=message.id or 0, link_id=link_id,
-                                      destination=item.destination))
+                link_id = link_id_for(
+                    session, link_cache, campaign_id, variant.id or 0, item.position, item.destination
+                )
+                session.add(
+                    ShortCode(code=item.code, message_id=message.id or 0, link_id=link_id, destination=item.destination)
+                )
         sent = [(message.id or 0, variant.name) for message, variant, _ in created]
     for message_id, _ in sent:
         # One message per call: concurrent test sends of one campaign never share a batch.

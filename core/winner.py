@@ -24,8 +24,13 @@ class Decision:
     reason: str = ""
 
     def as_winner(self, metric: str) -> dict[str, Any]:
-        return {"variant": self.variant, "metric": metric, "method": self.method, "reason": self.reason,
-                "hold": self.hold}
+        return {
+            "variant": self.variant,
+            "metric": metric,
+            "method": self.method,
+            "reason": self.reason,
+            "hold": self.hold,
+        }
 
 
 def evaluate(engine: Engine, campaign_id: int, *, reports_delivery: bool, at_deadline: bool) -> Decision:
@@ -39,18 +44,29 @@ def evaluate(engine: Engine, campaign_id: int, *, reports_delivery: bool, at_dea
     short = [r["variant"] for r in rows if r[measured] < min_sample]
     best = max(rows, key=lambda r: r["chance_to_win"] or 0, default=None)
     if best is not None and not short and (best["chance_to_win"] or 0) >= DECISIVE:
-        return Decision(True, best["variant"], method="bayesian",
-                        reason=f"{best['variant']} has a {best['chance_to_win']:.1%} chance to be best on {metric} "
-                               f"(expected loss {best['expected_loss']:.4f}, {min_sample}+ {measured} per variant)")
+        return Decision(
+            True,
+            best["variant"],
+            method="bayesian",
+            reason=f"{best['variant']} has a {best['chance_to_win']:.1%} chance to be best on {metric} "
+            f"(expected loss {best['expected_loss']:.4f}, {min_sample}+ {measured} per variant)",
+        )
     if not at_deadline:
         return Decision(False)
     if best is not None and not short:
-        return Decision(True, best["variant"], method="bayesian",
-                        reason=f"the wait ended: {best['variant']} leads with a {best['chance_to_win']:.1%} "
-                               f"chance to be best on {metric}")
+        return Decision(
+            True,
+            best["variant"],
+            method="bayesian",
+            reason=f"the wait ended: {best['variant']} leads with a {best['chance_to_win']:.1%} "
+            f"chance to be best on {metric}",
+        )
     fallback = str(test.get("fallback", "send_all_variants"))
-    why = (f"fewer than {min_sample} {measured} test messages for {', '.join(short)}" if short
-           else "no variant could be measured")
+    why = (
+        f"fewer than {min_sample} {measured} test messages for {', '.join(short)}"
+        if short
+        else "no variant could be measured"
+    )
     if fallback == "hold":
         return Decision(True, None, hold=True, method="fallback", reason=f"{why}: the remainder is held")
     if fallback.startswith("send_variant:"):

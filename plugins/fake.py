@@ -151,20 +151,28 @@ class FakeProvider:
             provider_id = f"fake-{uuid.uuid4().hex}"
             entries.append(
                 json.dumps(
-                    {"provider_message_id": provider_id, "to": message.to, "body": message.body,
-                     "idempotency_key": message.idempotency_key, "message_id": message.message_id,
-                     "accepted_at": datetime.now(UTC).isoformat()}
+                    {
+                        "provider_message_id": provider_id,
+                        "to": message.to,
+                        "body": message.body,
+                        "idempotency_key": message.idempotency_key,
+                        "message_id": message.message_id,
+                        "accepted_at": datetime.now(UTC).isoformat(),
+                    }
                 )
             )
             results.append(SendResult(message.message_id, True, provider_message_id=provider_id))
             first = now + self.random.uniform(*self.delay)
-            self.dispatcher.schedule(first, message.status_callback_url,
-                                     {"message_id": provider_id, "status": "sent"})
+            self.dispatcher.schedule(first, message.status_callback_url, {"message_id": provider_id, "status": "sent"})
             final: dict[str, Any] = {"message_id": provider_id, "status": "delivered"}
             if self.random.random() >= self.delivery_ratio and self.fail_codes:
                 code = self.random.choice(self.fail_codes)
-                final = {"message_id": provider_id, "status": self.random.choice(["failed", "undelivered"]),
-                         "error_code": code, "error_text": ERROR_TEXTS.get(code, "Carrier error")}
+                final = {
+                    "message_id": provider_id,
+                    "status": self.random.choice(["failed", "undelivered"]),
+                    "error_code": code,
+                    "error_text": ERROR_TEXTS.get(code, "Carrier error"),
+                }
             self.dispatcher.schedule(first + self.random.uniform(*self.delay), message.status_callback_url, final)
         with self._ledger_lock:
             self.ledger_path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,13 +207,15 @@ class FakeProvider:
             except ValueError as exc:
                 raise WebhookError(400, f"field 'timestamp' is not an ISO 8601 time: {timestamp!r}") from exc
             occurred_at = occurred_at.astimezone(UTC) if occurred_at.tzinfo else occurred_at.replace(tzinfo=UTC)
-        return [StatusUpdate(
-            provider_message_id=str(provider_id),
-            status=str(status),
-            error_code=_string_field(data, "error_code", required=False),
-            error_text=_string_field(data, "error_text", required=False),
-            occurred_at=occurred_at,
-        )]
+        return [
+            StatusUpdate(
+                provider_message_id=str(provider_id),
+                status=str(status),
+                error_code=_string_field(data, "error_code", required=False),
+                error_text=_string_field(data, "error_text", required=False),
+                occurred_at=occurred_at,
+            )
+        ]
 
     def parse_inbound(self, request: WebhookRequest) -> InboundMessage:
         data = _json_object(request)

@@ -58,8 +58,15 @@ EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 # Twilio's MessageStatus → ours. `receiving`/`received` belong to inbound messages, not callbacks.
 STATUSES = {
-    "accepted": "queued", "scheduled": "queued", "queued": "queued", "sending": "sending", "sent": "sent",
-    "delivered": "delivered", "read": "delivered", "undelivered": "undelivered", "failed": "failed",
+    "accepted": "queued",
+    "scheduled": "queued",
+    "queued": "queued",
+    "sending": "sending",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "delivered",
+    "undelivered": "undelivered",
+    "failed": "failed",
     "canceled": "cancelled",
 }
 
@@ -121,8 +128,9 @@ def _url_variants(url: str) -> list[str]:
 
 def signature_matches(auth_token: str, url: str, params: Iterable[tuple[str, str]], signature: str) -> bool:
     pairs = list(params)
-    return any(hmac.compare_digest(twilio_signature(auth_token, variant, pairs), signature)
-               for variant in _url_variants(url))
+    return any(
+        hmac.compare_digest(twilio_signature(auth_token, variant, pairs), signature) for variant in _url_variants(url)
+    )
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -177,15 +185,21 @@ class TwilioProvider:
     def client(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
-                self._client = httpx.Client(auth=(self.account_sid, self.auth_token), timeout=self.timeout,
-                                            headers={"user-agent": "textpulse-twilio"})
+                self._client = httpx.Client(
+                    auth=(self.account_sid, self.auth_token),
+                    timeout=self.timeout,
+                    headers={"user-agent": "textpulse-twilio"},
+                )
             return self._client
 
     # -- sending ---------------------------------------------------------------------------
     def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
         if not self.configured:
-            text = ("twilio is not configured: set " + ", ".join(self.missing_settings())
-                    + " in [plugins.twilio] of plugins.toml or as TEXTPULSE_TWILIO_<SETTING>")
+            text = (
+                "twilio is not configured: set "
+                + ", ".join(self.missing_settings())
+                + " in [plugins.twilio] of plugins.toml or as TEXTPULSE_TWILIO_<SETTING>"
+            )
             log.error("twilio send refused", reason=text, messages=len(messages))
             return [SendResult(m.message_id, False, error_code="not_configured", error_text=text) for m in messages]
         results: list[SendResult] = []
@@ -193,8 +207,15 @@ class TwilioProvider:
             if results and results[-1].transient:
                 # Rate limited or down: leave the rest to the activity's retry instead of hammering.
                 last = results[-1]
-                results.append(SendResult(message.message_id, False, error_code=last.error_code,
-                                          error_text=last.error_text, transient=True))
+                results.append(
+                    SendResult(
+                        message.message_id,
+                        False,
+                        error_code=last.error_code,
+                        error_text=last.error_text,
+                        transient=True,
+                    )
+                )
                 continue
             results.append(self._send_one(message))
         return results
@@ -213,16 +234,26 @@ class TwilioProvider:
                 response = self.client().post(self.messages_url, data=self._form(message))
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # Never reached Twilio: safe to try again later.
-                return SendResult(message.message_id, False, error_code="connection", error_text=str(exc) or
-                                  type(exc).__name__, transient=True)
+                return SendResult(
+                    message.message_id,
+                    False,
+                    error_code="connection",
+                    error_text=str(exc) or type(exc).__name__,
+                    transient=True,
+                )
             except httpx.HTTPError as exc:
                 # It may have reached Twilio: ask before calling it unsent. If asking fails too, the
                 # error propagates and the message stays `sending`: the retry asks again.
                 found = self.find_sent([message])
                 if message.message_id in found:
                     return SendResult(message.message_id, True, provider_message_id=found[message.message_id])
-                return SendResult(message.message_id, False, error_code="connection",
-                                  error_text=f"{type(exc).__name__}: {exc}", transient=True)
+                return SendResult(
+                    message.message_id,
+                    False,
+                    error_code="connection",
+                    error_text=f"{type(exc).__name__}: {exc}",
+                    transient=True,
+                )
             if response.status_code in (200, 201):
                 return SendResult(message.message_id, True, provider_message_id=str(response.json()["sid"]))
             code, text = self._error(response)
@@ -267,8 +298,11 @@ class TwilioProvider:
                 page = response.json()
                 for item in page.get("messages", []):
                     sid = str(item.get("sid"))
-                    mine = (item.get("from") == self.from_number if self.from_number and not
-                            self.messaging_service_sid else True)
+                    mine = (
+                        item.get("from") == self.from_number
+                        if self.from_number and not self.messaging_service_sid
+                        else True
+                    )
                     if item.get("body") == message.body and mine and sid not in claimed:
                         found[message.message_id] = sid
                         claimed.add(sid)
@@ -282,8 +316,11 @@ class TwilioProvider:
     # -- webhooks --------------------------------------------------------------------------
     def _verified_form(self, request: WebhookRequest) -> dict[str, str]:
         if not self.auth_token:
-            raise WebhookError(403, "twilio webhooks are refused: no auth_token is configured "
-                                    "([plugins.twilio] auth_token or TEXTPULSE_TWILIO_AUTH_TOKEN)")
+            raise WebhookError(
+                403,
+                "twilio webhooks are refused: no auth_token is configured "
+                "([plugins.twilio] auth_token or TEXTPULSE_TWILIO_AUTH_TOKEN)",
+            )
         signature = request.headers.get("x-twilio-signature")
         if not signature:
             raise WebhookError(403, "the X-Twilio-Signature header is missing")
@@ -298,8 +335,11 @@ class TwilioProvider:
             if not hmac.compare_digest(hashlib.sha256(request.body).hexdigest(), query["bodySHA256"][0]):
                 raise WebhookError(403, "the body does not match its bodySHA256")
         if not signature_matches(self.auth_token, request.url, pairs, signature):
-            raise WebhookError(403, "X-Twilio-Signature does not match: TEXTPULSE_PUBLIC_URL must be the base "
-                                    "of the URL Twilio calls, and auth_token the account's")
+            raise WebhookError(
+                403,
+                "X-Twilio-Signature does not match: TEXTPULSE_PUBLIC_URL must be the base "
+                "of the URL Twilio calls, and auth_token the account's",
+            )
         if not is_form:
             raise WebhookError(415, f"expected {FORM}, got {request.content_type or 'no content type'}")
         return dict(pairs)
@@ -318,8 +358,9 @@ class TwilioProvider:
         twilio_status = self._field(form, "MessageStatus", "SmsStatus").strip().lower()
         status = STATUSES.get(twilio_status)
         if status is None:
-            raise WebhookError(400, f"field 'MessageStatus' must be one of {', '.join(STATUSES)}, "
-                                    f"got {twilio_status!r}")
+            raise WebhookError(
+                400, f"field 'MessageStatus' must be one of {', '.join(STATUSES)}, got {twilio_status!r}"
+            )
         code = (form.get("ErrorCode") or "").strip() or None
         if code is not None and not code.isdigit():
             raise WebhookError(400, f"field 'ErrorCode' must be a number, got {code!r}")
@@ -338,8 +379,9 @@ class TwilioProvider:
     def inbound_response(self, inbound: InboundMessage, answer: str | None) -> WebhookResponse:
         if not answer:
             return WebhookResponse(200, EMPTY_TWIML, "text/xml")
-        body = ('<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
-                f"{escape(answer)}</Message></Response>").encode()
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{escape(answer)}</Message></Response>'
+        ).encode()
         return WebhookResponse(200, body, "text/xml")
 
     def close(self) -> None:

@@ -43,8 +43,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = DevServer(port=free_port(), headless=True,
-                       log_file=tmp_path_factory.mktemp("temporal") / "temporal.log")
+    server = DevServer(port=free_port(), headless=True, log_file=tmp_path_factory.mktemp("temporal") / "temporal.log")
     server.start()
     yield server.address
     server.stop()
@@ -61,8 +60,14 @@ class PostgresDatabases:
         import psycopg
 
         u = self.admin_url
-        return psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
-                               dbname=u.database or "postgres", autocommit=True)
+        return psycopg.connect(
+            host=u.host,
+            port=u.port or 5432,
+            user=u.username,
+            password=u.password,
+            dbname=u.database or "postgres",
+            autocommit=True,
+        )
 
     def create(self) -> str:
         name = f"textpulse_test_{secrets.token_hex(6)}"
@@ -88,8 +93,9 @@ def postgres_databases() -> Iterator[PostgresDatabases | None]:
 
 
 @pytest.fixture(params=BACKENDS)
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path,
-                       postgres_databases: PostgresDatabases | None) -> str:
+def empty_database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_databases: PostgresDatabases | None
+) -> str:
     """A fresh, empty database on each backend."""
     if request.param == "postgres":
         assert postgres_databases is not None

@@ -39,20 +39,29 @@ def wait_for(check: Callable[[], T], *, timeout: float = 30, interval: float = 0
 
 
 class LiveService:
-    def __init__(self, *, database_url: str, temporal_address: str, data_dir: Path,
-                 plugin_config: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-                 run_worker: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        temporal_address: str,
+        data_dir: Path,
+        plugin_config: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        run_worker: bool = True,
+    ) -> None:
         port = free_port()
-        self.settings = Settings.from_env({
-            "TEXTPULSE_DATA_DIR": str(data_dir),
-            "TEXTPULSE_DATABASE_URL": database_url,
-            "TEXTPULSE_TEMPORAL_ADDRESS": temporal_address,
-            "TEXTPULSE_HTTP_PORT": str(port),
-            "TEXTPULSE_TASK_QUEUE": f"test-{secrets.token_hex(4)}",
-            # One Temporal server serves every test: keep their workflow ids apart.
-            "TEXTPULSE_WORKFLOW_ID_PREFIX": f"t{secrets.token_hex(4)}-campaign-",
-            **(env or {}),
-        })
+        self.settings = Settings.from_env(
+            {
+                "TEXTPULSE_DATA_DIR": str(data_dir),
+                "TEXTPULSE_DATABASE_URL": database_url,
+                "TEXTPULSE_TEMPORAL_ADDRESS": temporal_address,
+                "TEXTPULSE_HTTP_PORT": str(port),
+                "TEXTPULSE_TASK_QUEUE": f"test-{secrets.token_hex(4)}",
+                # One Temporal server serves every test: keep their workflow ids apart.
+                "TEXTPULSE_WORKFLOW_ID_PREFIX": f"t{secrets.token_hex(4)}-campaign-",
+                **(env or {}),
+            }
+        )
         self.plugin_config = plugin_config or {
             "plugins": {"fake": {"delivery_ratio": 1.0, "callback_delay_seconds": [0.01, 0.1], "seed": 7}}
         }
@@ -105,8 +114,10 @@ class LiveService:
         items: list[dict[str, Any]] = []
         cursor = None
         while True:
-            response = self.get(f"/api/campaigns/{campaign_id}/messages",
-                                params={**params, "limit": 1000, **({"cursor": cursor} if cursor else {})})
+            response = self.get(
+                f"/api/campaigns/{campaign_id}/messages",
+                params={**params, "limit": 1000, **({"cursor": cursor} if cursor else {})},
+            )
             assert response.status_code == 200, response.text
             body = response.json()
             items += body["items"]

@@ -35,10 +35,16 @@ def test_revenue_scales_the_rate_by_value() -> None:
 
 def test_variant_stats_side_by_side(live: LiveService) -> None:
     live.post("/api/contacts", [{"phone": f"+1202555{4000 + i}", "name": f"N{i}"} for i in range(20)])
-    cid = live.post("/api/campaigns", {
-        "name": "AB", "variants": [{"name": "A", "body": "A https://a.example/x", "weight": 1},
-                                   {"name": "B", "body": "B https://a.example/x", "weight": 1}],
-    }).json()["id"]
+    cid = live.post(
+        "/api/campaigns",
+        {
+            "name": "AB",
+            "variants": [
+                {"name": "A", "body": "A https://a.example/x", "weight": 1},
+                {"name": "B", "body": "B https://a.example/x", "weight": 1},
+            ],
+        },
+    ).json()["id"]
     live.post(f"/api/campaigns/{cid}/launch")
     wait_for(lambda: live.stats(cid)["delivered"] == 20, what="delivered")
     messages = live.messages(cid)

@@ -15,8 +15,12 @@ from tests.live import LiveService, wait_for
 
 @pytest.fixture
 def ab_live(database_url: str, temporal_address: str, tmp_path: Path):
-    live = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path,
-                       env={"TEXTPULSE_AB_POLL_SECONDS": "1", "TEXTPULSE_BATCH_SIZE": "50"})
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path,
+        env={"TEXTPULSE_AB_POLL_SECONDS": "1", "TEXTPULSE_BATCH_SIZE": "50"},
+    )
     live.start()
     yield live
     live.stop()
@@ -24,11 +28,18 @@ def ab_live(database_url: str, temporal_address: str, tmp_path: Path):
 
 def _campaign(live: LiveService, n: int, ab_test: dict[str, Any] | None, **extra: Any) -> int:
     live.post("/api/contacts", [{"phone": f"+1202555{5000 + i:04d}", "name": f"N{i}"} for i in range(n)])
-    response = live.post("/api/campaigns", {
-        "name": "AB", "ab_test": ab_test, **extra,
-        "variants": [{"name": "A", "body": "A: https://shop.example/a", "weight": 50},
-                     {"name": "B", "body": "B: https://shop.example/b", "weight": 50}],
-    })
+    response = live.post(
+        "/api/campaigns",
+        {
+            "name": "AB",
+            "ab_test": ab_test,
+            **extra,
+            "variants": [
+                {"name": "A", "body": "A: https://shop.example/a", "weight": 50},
+                {"name": "B", "body": "B: https://shop.example/b", "weight": 50},
+            ],
+        },
+    )
     assert response.status_code == 201, response.text
     cid = int(response.json()["id"])
     assert live.post(f"/api/campaigns/{cid}/launch").status_code == 202
@@ -45,18 +56,26 @@ def _by_phase_variant(live: LiveService, cid: int) -> Counter[tuple[str, str | N
 
 def test_a_clear_winner_ends_the_wait_early_and_gets_the_remainder(ab_live: LiveService) -> None:
     live = ab_live
-    cid = _campaign(live, 200, {"test_percent": 50, "wait_seconds": 600, "metric": "ctr", "min_sample": 20,
-                                "fallback": "send_all_variants"})
+    cid = _campaign(
+        live,
+        200,
+        {"test_percent": 50, "wait_seconds": 600, "metric": "ctr", "min_sample": 20, "fallback": "send_all_variants"},
+    )
     wait_for(lambda: _campaign_json(live, cid)["status"] == "waiting", what="the test waiting")
     test = [m for m in live.messages(cid, phase="test")]
     assert Counter(m["variant"] for m in test) == {"A": 50, "B": 50}
-    assert all(m["phase"] == "remainder" and m["status"] == "queued" and m["variant"] is None
-               for m in live.messages(cid, phase="remainder"))
+    assert all(
+        m["phase"] == "remainder" and m["status"] == "queued" and m["variant"] is None
+        for m in live.messages(cid, phase="remainder")
+    )
     wait_for(lambda: live.stats(cid)["delivered"] == 100, what="test cohort delivered")
     for m in [m for m in test if m["variant"] == "B"][:25]:
         assert httpx.get(m["body"].split()[-1]).status_code == 302
-    campaign = wait_for(lambda: (c := _campaign_json(live, cid))["status"] == "completed" and c, timeout=60,
-                        what="completed long before the 600 s wait")
+    campaign = wait_for(
+        lambda: (c := _campaign_json(live, cid))["status"] == "completed" and c,
+        timeout=60,
+        what="completed long before the 600 s wait",
+    )
     assert campaign["winner"]["variant"] == "B" and campaign["winner"]["method"] == "bayesian"
     assert "chance to be best on ctr" in campaign["winner"]["reason"]
     assert _by_phase_variant(live, cid) == {("test", "A"): 50, ("test", "B"): 50, ("remainder", "B"): 100}
@@ -67,14 +86,22 @@ def test_a_clear_winner_ends_the_wait_early_and_gets_the_remainder(ab_live: Live
 
 def test_too_small_a_sample_falls_back_to_all_variants(ab_live: LiveService) -> None:
     live = ab_live
-    cid = _campaign(live, 40, {"test_percent": 25, "wait_seconds": 2, "min_sample": 1000,
-                               "fallback": "send_all_variants"})
-    campaign = wait_for(lambda: (c := _campaign_json(live, cid))["status"] == "completed" and c, timeout=60,
-                        what="completed after the wait")
+    cid = _campaign(
+        live, 40, {"test_percent": 25, "wait_seconds": 2, "min_sample": 1000, "fallback": "send_all_variants"}
+    )
+    campaign = wait_for(
+        lambda: (c := _campaign_json(live, cid))["status"] == "completed" and c,
+        timeout=60,
+        what="completed after the wait",
+    )
     assert campaign["winner"]["method"] == "fallback" and campaign["winner"]["variant"] is None
     assert "fewer than 1000 delivered" in campaign["winner"]["reason"]
-    assert _by_phase_variant(live, cid) == {("test", "A"): 5, ("test", "B"): 5, ("remainder", "A"): 15,
-                                            ("remainder", "B"): 15}
+    assert _by_phase_variant(live, cid) == {
+        ("test", "A"): 5,
+        ("test", "B"): 5,
+        ("remainder", "A"): 15,
+        ("remainder", "B"): 15,
+    }
 
 
 def test_hold_fallback_sends_nothing_more(ab_live: LiveService) -> None:
@@ -96,8 +123,9 @@ def test_winner_chosen_by_hand_and_conflicts(ab_live: LiveService) -> None:
     unknown = live.post(f"/api/campaigns/{cid}/winner", {"variant": "Z"})
     assert unknown.status_code == 422 and "'Z'" in unknown.json()["detail"]
     assert live.post(f"/api/campaigns/{cid}/winner", {"variant": "A"}).status_code == 202
-    campaign = wait_for(lambda: (c := _campaign_json(live, cid))["status"] == "completed" and c, timeout=60,
-                        what="completed")
+    campaign = wait_for(
+        lambda: (c := _campaign_json(live, cid))["status"] == "completed" and c, timeout=60, what="completed"
+    )
     assert campaign["winner"]["method"] == "manual" and campaign["winner"]["variant"] == "A"
     assert Counter(v for (phase, v) in _by_phase_variant(live, cid).elements() if phase == "remainder") == {"A": 10}
     assert live.post(f"/api/campaigns/{cid}/winner", {}).status_code == 409
@@ -115,6 +143,12 @@ def test_control_group_is_held_out_and_not_counted(ab_live: LiveService) -> None
 
 
 def test_a_fallback_must_name_a_variant(live: LiveService) -> None:
-    response = live.post("/api/campaigns", {"name": "x", "ab_test": {"fallback": "send_variant:C"},
-                                            "variants": [{"name": "A", "body": "a"}, {"name": "B", "body": "b"}]})
+    response = live.post(
+        "/api/campaigns",
+        {
+            "name": "x",
+            "ab_test": {"fallback": "send_variant:C"},
+            "variants": [{"name": "A", "body": "a"}, {"name": "B", "body": "b"}],
+        },
+    )
     assert response.status_code == 400 and "'C'" in response.text

@@ -15,15 +15,18 @@ def _count(live: LiveService, model: type) -> int:
 
 
 def test_invalid_phone_numbers_are_reported_per_row_and_valid_rows_kept(live: LiveService) -> None:
-    response = live.post("/api/contacts", [
-        {"phone": "+12025550100", "name": "Ada"},
-        {"phone": "2025550101"},
-        {"phone": "+1202555"},
-        {"name": "no phone"},
-        {"phone": "+4915112345678", "timezone": "Mars/Olympus"},
-        {"phone": "+4915112345679", "timezone": "Europe/Berlin", "attributes": {"city": "Berlin"}},
-        "not an object",
-    ])
+    response = live.post(
+        "/api/contacts",
+        [
+            {"phone": "+12025550100", "name": "Ada"},
+            {"phone": "2025550101"},
+            {"phone": "+1202555"},
+            {"name": "no phone"},
+            {"phone": "+4915112345678", "timezone": "Mars/Olympus"},
+            {"phone": "+4915112345679", "timezone": "Europe/Berlin", "attributes": {"city": "Berlin"}},
+            "not an object",
+        ],
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["created"] == 2 and body["updated"] == 0
@@ -42,8 +45,10 @@ def test_invalid_phone_numbers_are_reported_per_row_and_valid_rows_kept(live: Li
 
 
 def test_contacts_filter_by_attribute_and_opt_out(live: LiveService) -> None:
-    live.post("/api/contacts", [{"phone": f"+1202555010{i}", "attributes": {"city": c}}
-                                for i, c in enumerate(["Berlin", "Paris", "Berlin"])])
+    live.post(
+        "/api/contacts",
+        [{"phone": f"+1202555010{i}", "attributes": {"city": c}} for i, c in enumerate(["Berlin", "Paris", "Berlin"])],
+    )
     berlin = live.get("/api/contacts", params={"attribute.city": "Berlin"}).json()["items"]
     assert [c["phone"] for c in berlin] == ["+12025550100", "+12025550102"]
     assert live.get("/api/contacts", params={"opted_out": "true"}).json()["items"] == []
@@ -56,8 +61,12 @@ def test_contacts_filter_by_attribute_and_opt_out(live: LiveService) -> None:
 
 
 def test_unknown_campaign_is_404(live: LiveService) -> None:
-    for method, path in [("get", "/api/campaigns/999"), ("post", "/api/campaigns/999/launch"),
-                         ("get", "/api/campaigns/999/stats"), ("get", "/api/campaigns/999/messages")]:
+    for method, path in [
+        ("get", "/api/campaigns/999"),
+        ("post", "/api/campaigns/999/launch"),
+        ("get", "/api/campaigns/999/stats"),
+        ("get", "/api/campaigns/999/messages"),
+    ]:
         response = getattr(live.http, method)(path)
         assert response.status_code == 404, (path, response.text)
         assert "campaign 999 does not exist" in response.json()["detail"]
@@ -73,21 +82,33 @@ def test_launching_twice_is_409(live: LiveService) -> None:
 
 
 def test_undefined_template_variable_is_422_naming_it_and_nothing_is_stored(live: LiveService) -> None:
-    live.post("/api/contacts", [{"phone": "+12025550100", "name": "Ada", "attributes": {"city": "Berlin"}},
-                                {"phone": "+12025550101", "name": "Bob"}])
+    live.post(
+        "/api/contacts",
+        [
+            {"phone": "+12025550100", "name": "Ada", "attributes": {"city": "Berlin"}},
+            {"phone": "+12025550101", "name": "Bob"},
+        ],
+    )
     before = (_count(live, Campaign), _count(live, Variant))
-    response = live.post("/api/campaigns", {
-        "name": "Broken",
-        "variants": [{"name": "A", "body": "Hi {{ name }}"},
-                     {"name": "B", "body": "Deals in {{ attributes.city }} for {{ first_name }}"}],
-    })
+    response = live.post(
+        "/api/campaigns",
+        {
+            "name": "Broken",
+            "variants": [
+                {"name": "A", "body": "Hi {{ name }}"},
+                {"name": "B", "body": "Deals in {{ attributes.city }} for {{ first_name }}"},
+            ],
+        },
+    )
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
     assert "'B'" in detail and "first_name" in detail
     assert (_count(live, Campaign), _count(live, Variant)) == before
 
     # Defined for one contact only: the other one is named.
-    response = live.post("/api/campaigns", {"name": "City", "variants": [{"name": "A", "body": "{{ attributes.city }}"}]})
+    response = live.post(
+        "/api/campaigns", {"name": "City", "variants": [{"name": "A", "body": "{{ attributes.city }}"}]}
+    )
     assert response.status_code == 422
     assert "+12025550101" in response.json()["detail"] and "city" in response.json()["detail"]
 
@@ -102,8 +123,10 @@ def test_campaign_body_is_validated_with_field_names(live: LiveService) -> None:
         ({"name": "x", "variants": [{"name": "A", "body": "a"}, {"name": "A", "body": "b"}]}, "unique"),
         ({"name": "x", "variants": [{"name": "A", "body": "a"}], "provider": "nope"}, "nope"),
         ({"name": "x", "variants": [{"name": "A", "body": "a"}], "audience": {}}, "audience"),
-        ({"name": "x", "variants": [{"name": "A", "body": "a"}], "quiet_hours": {"start": "25:00", "end": "08:00"}},
-         "25:00"),
+        (
+            {"name": "x", "variants": [{"name": "A", "body": "a"}], "quiet_hours": {"start": "25:00", "end": "08:00"}},
+            "25:00",
+        ),
         ({"name": "x", "variants": [{"name": "A", "body": "a"}], "colour": "red"}, "colour"),
     ]
     for body, needle in cases:
@@ -114,8 +137,11 @@ def test_campaign_body_is_validated_with_field_names(live: LiveService) -> None:
 
 
 def test_oversized_body_is_413(live: LiveService) -> None:
-    response = live.post("/api/contacts", content=b"[" + b'{"phone":"+12025550100"},' * 60_000 + b"{}]",
-                         headers={"content-type": "application/json"})
+    response = live.post(
+        "/api/contacts",
+        content=b"[" + b'{"phone":"+12025550100"},' * 60_000 + b"{}]",
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 413
     assert _count(live, Contact) == 0
 
@@ -123,6 +149,11 @@ def test_oversized_body_is_413(live: LiveService) -> None:
 def test_health_and_openapi(live: LiveService) -> None:
     assert live.get("/health").json() == {"status": "ok", "database": "ok", "temporal": "ok"}
     schema = live.get("/schema/openapi.json").json()
-    for path in ["/api/contacts", "/api/campaigns", "/api/campaigns/{campaign_id}/launch",
-                 "/api/campaigns/{campaign_id}/stats", "/webhooks/{provider_name}/status"]:
+    for path in [
+        "/api/contacts",
+        "/api/campaigns",
+        "/api/campaigns/{campaign_id}/launch",
+        "/api/campaigns/{campaign_id}/stats",
+        "/webhooks/{provider_name}/status",
+    ]:
         assert path in schema["paths"], path

@@ -22,8 +22,10 @@ from core.sending import BatchOutcome, _record_results
 from core.stats import errors as error_stats
 from tests.live import LiveService
 
-CODES = {"undelivered": ("30003", "Unreachable destination handset"),
-         "failed": ("30005", "Unknown destination handset")}
+CODES = {
+    "undelivered": ("30003", "Unreachable destination handset"),
+    "failed": ("30005", "Unknown destination handset"),
+}
 
 
 def _campaign(engine: Engine, count: int, *, with_ids: int, prefix: str = "cb") -> tuple[int, list[int]]:
@@ -37,12 +39,25 @@ def _campaign(engine: Engine, count: int, *, with_ids: int, prefix: str = "cb") 
         cid = campaign.id or 0
         session.execute(insert(Contact), [{"phone": f"+1202556{i:04d}", "attributes": {}} for i in range(count)])
         contacts = dict(session.execute(select(Contact.phone, Contact.id)).tuples().all())
-        session.execute(insert(Message), [
-            {"campaign_id": cid, "contact_id": contacts[f"+1202556{i:04d}"], "phone": f"+1202556{i:04d}", "body": "Hi",
-             "provider": "fake", "idempotency_key": f"{prefix}-{i}", "status": "sent" if i < with_ids else "sending",
-             "provider_message_id": f"{prefix}-{i}" if i < with_ids else None, "sent_at": now if i < with_ids else None,
-             "attempted_at": now, "attempts": 1}
-            for i in range(count)])
+        session.execute(
+            insert(Message),
+            [
+                {
+                    "campaign_id": cid,
+                    "contact_id": contacts[f"+1202556{i:04d}"],
+                    "phone": f"+1202556{i:04d}",
+                    "body": "Hi",
+                    "provider": "fake",
+                    "idempotency_key": f"{prefix}-{i}",
+                    "status": "sent" if i < with_ids else "sending",
+                    "provider_message_id": f"{prefix}-{i}" if i < with_ids else None,
+                    "sent_at": now if i < with_ids else None,
+                    "attempted_at": now,
+                    "attempts": 1,
+                }
+                for i in range(count)
+            ],
+        )
         ids = list(session.scalars(select(Message.id).where(Message.campaign_id == cid).order_by(Message.id)))
     return cid, ids
 
@@ -50,6 +65,7 @@ def _campaign(engine: Engine, count: int, *, with_ids: int, prefix: str = "cb") 
 def _post_all(url: str, bodies: list[dict[str, Any]], workers: int = 24) -> list[tuple[int, str]]:
     """POST every callback, `workers` at a time; returns (status, ids it did not match) per callback."""
     with httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(max_connections=workers)) as client:
+
         def post(body: dict[str, Any]) -> tuple[int, str]:
             response = client.post("/webhooks/fake/status", json=body)
             return response.status_code, response.headers.get("x-textpulse-unmatched", "")
@@ -80,8 +96,9 @@ def test_10k_shuffled_duplicated_concurrent_callbacks_end_exact_and_never_go_bac
     # records them, 50 at a time, while the other nine thousand pour in.
     def record_late() -> None:
         for start in range(count - late, count, 50):
-            results = [SendResult(ids[i], True, provider_message_id=f"cb-{i}")
-                       for i in range(start, min(start + 50, count))]
+            results = [
+                SendResult(ids[i], True, provider_message_id=f"cb-{i}") for i in range(start, min(start + 50, count))
+            ]
             _record_results(live.engine, "fake", results, BatchOutcome())
 
     early = _post_all(live.url, callbacks[:1000])
@@ -92,12 +109,18 @@ def test_10k_shuffled_duplicated_concurrent_callbacks_end_exact_and_never_go_bac
     assert Counter(status for status, _ in answers) == {200: 10_000}
     late_ids = {f"cb-{i}" for i in range(count - late, count)}
     assert [unmatched for _, unmatched in early if unmatched] == [
-        c["message_id"] for c in callbacks[:1000] if c["message_id"] in late_ids]
+        c["message_id"] for c in callbacks[:1000] if c["message_id"] in late_ids
+    ]
 
     expected = Counter(final.values())
     stats = live.stats(cid)
     assert (stats["sent"], stats["delivered"], stats["undelivered"], stats["failed"], stats["queued"]) == (
-        count, expected["delivered"], expected["undelivered"], expected["failed"], 0)
+        count,
+        expected["delivered"],
+        expected["undelivered"],
+        expected["failed"],
+        0,
+    )
     with session_scope(live.engine) as session:
         assert session.scalar(select(func.count()).select_from(StatusEvent)) == 10_000
         unapplied = select(func.count()).select_from(StatusEvent).where(StatusEvent.applied.is_(False))
@@ -106,8 +129,10 @@ def test_10k_shuffled_duplicated_concurrent_callbacks_end_exact_and_never_go_bac
         messages = {m.provider_message_id: m for m in rows}
         moves: dict[int, list[str]] = {}
         for message_id, status in session.execute(
-                select(StatusEvent.message_id, StatusEvent.status).where(StatusEvent.changed.is_(True))
-                .order_by(StatusEvent.id)):
+            select(StatusEvent.message_id, StatusEvent.status)
+            .where(StatusEvent.changed.is_(True))
+            .order_by(StatusEvent.id)
+        ):
             moves.setdefault(message_id, []).append(status)
     for pid, status in final.items():
         message = messages[pid]
@@ -129,23 +154,44 @@ def test_malformed_callbacks_are_refused_clearly_and_nothing_is_stored(live: Liv
         ({"json": {"message_id": "m-0"}}, 400, "field 'status' is required"),
         ({"json": {"message_id": ["m-0"], "status": "delivered"}}, 400, "field 'message_id' must be a string"),
         ({"json": {"message_id": "m-0", "status": {"x": 1}}}, 400, "field 'status' must be a string"),
-        ({"json": {"message_id": "m-0", "status": 5}}, 400,
-         "field 'status' must be one of queued, sending, sent, delivered, undelivered, failed, cancelled, got '5'"),
+        (
+            {"json": {"message_id": "m-0", "status": 5}},
+            400,
+            "field 'status' must be one of queued, sending, sent, delivered, undelivered, failed, cancelled, got '5'",
+        ),
         ({"json": {"message_id": "m-0", "status": "exploded"}}, 400, "got 'exploded'"),
-        ({"json": {"message_id": "m-0", "status": "delivered", "timestamp": "yesterday"}}, 400,
-         "field 'timestamp' is not an ISO 8601 time: 'yesterday'"),
-        ({"json": {"message_id": "m" * 101, "status": "delivered"}}, 400,
-         "the message id is longer than 100 characters"),
-        ({"json": {"message_id": "m-0", "status": "failed", "error_code": "E" * 41}}, 400,
-         "the error code is longer than 40 characters"),
+        (
+            {"json": {"message_id": "m-0", "status": "delivered", "timestamp": "yesterday"}},
+            400,
+            "field 'timestamp' is not an ISO 8601 time: 'yesterday'",
+        ),
+        (
+            {"json": {"message_id": "m" * 101, "status": "delivered"}},
+            400,
+            "the message id is longer than 100 characters",
+        ),
+        (
+            {"json": {"message_id": "m-0", "status": "failed", "error_code": "E" * 41}},
+            400,
+            "the error code is longer than 40 characters",
+        ),
         ({"json": ["m-0", "delivered"]}, 400, "body must be a JSON object"),
         ({"content": b'{"message_id": "m-0", "status": ', "headers": json_type}, 400, "body is not valid JSON"),
-        ({"content": b'{"message_id": "m-0", "status": "delivered"}', "headers": {"content-type": "text/plain"}}, 415,
-         "expected application/json, got text/plain"),
+        (
+            {"content": b'{"message_id": "m-0", "status": "delivered"}', "headers": {"content-type": "text/plain"}},
+            415,
+            "expected application/json, got text/plain",
+        ),
         ({"content": b'{"message_id": "m-0", "status": "delivered"}'}, 415, "a Content-Type header is required"),
         ({"content": b"{" + b" " * 70_000 + b"}", "headers": json_type}, 413, "webhooks take at most 64000"),
-        ({"content": iter([b'{"message_id": "m-0",', b" " * 70_000, b'"status": "delivered"}']), "headers": json_type},
-         413, "the body is over 64000 bytes"),
+        (
+            {
+                "content": iter([b'{"message_id": "m-0",', b" " * 70_000, b'"status": "delivered"}']),
+                "headers": json_type,
+            },
+            413,
+            "the body is over 64000 bytes",
+        ),
     ]
     for kwargs, status, detail in cases:
         response = httpx.post(url, timeout=30, **kwargs)
@@ -168,8 +214,11 @@ def test_an_unknown_message_id_is_stored_answered_200_flagged_and_applied_if_it_
     _, ids = _campaign(live.engine, 2, with_ids=1, prefix="u")
     response = live.post("/webhooks/fake/status", {"message_id": "u-1", "status": "delivered"})
     assert response.status_code == 200 and response.content == b""
-    assert (response.headers["x-textpulse-stored"], response.headers["x-textpulse-changed"],
-            response.headers["x-textpulse-unmatched"]) == ("1", "0", "u-1")
+    assert (
+        response.headers["x-textpulse-stored"],
+        response.headers["x-textpulse-changed"],
+        response.headers["x-textpulse-unmatched"],
+    ) == ("1", "0", "u-1")
     never = live.post("/webhooks/fake/status", {"message_id": "nobody-sent-this", "status": "failed"})
     assert never.status_code == 200 and never.headers["x-textpulse-unmatched"] == "nobody-sent-this"
     sneaky = live.post("/webhooks/fake/status", {"message_id": "x\r\nSet-Cookie: a=b", "status": "failed"})
@@ -177,7 +226,10 @@ def test_an_unknown_message_id_is_stored_answered_200_flagged_and_applied_if_it_
     assert "set-cookie" not in sneaky.headers
     with session_scope(live.engine) as session:
         assert [(e.provider_message_id, e.status) for e in unknown_events(session, provider="fake")] == [
-            ("x\r\nSet-Cookie: a=b", "failed"), ("nobody-sent-this", "failed"), ("u-1", "delivered")]
+            ("x\r\nSet-Cookie: a=b", "failed"),
+            ("nobody-sent-this", "failed"),
+            ("u-1", "delivered"),
+        ]
     # The send's answer is recorded after its callback: the waiting callback is applied then.
     _record_results(live.engine, "fake", [SendResult(ids[1], True, provider_message_id="u-1")], BatchOutcome())
     with session_scope(live.engine) as session:
@@ -192,9 +244,15 @@ def test_stats_errors_count_failed_and_undelivered_messages_per_code(database_ur
     engine = make_engine(database_url)
     try:
         cid, ids = _campaign(engine, 8, with_ids=8, prefix="e")
-        rows = [("failed", "30007", "Message filtered by carrier"), ("undelivered", "30007", "Filtered"),
-                ("failed", "30007", "Message filtered by carrier"), ("failed", "21211", "Invalid 'To' phone number"),
-                ("failed", None, None), ("delivered", "30034", "Delivered despite a warning"), ("sent", None, None)]
+        rows = [
+            ("failed", "30007", "Message filtered by carrier"),
+            ("undelivered", "30007", "Filtered"),
+            ("failed", "30007", "Message filtered by carrier"),
+            ("failed", "21211", "Invalid 'To' phone number"),
+            ("failed", None, None),
+            ("delivered", "30034", "Delivered despite a warning"),
+            ("sent", None, None),
+        ]
         when = datetime.now(UTC) - timedelta(minutes=5)
         with session_scope(engine) as session:
             for message_id, (status, code, text) in zip(ids, rows, strict=False):
@@ -205,10 +263,12 @@ def test_stats_errors_count_failed_and_undelivered_messages_per_code(database_ur
             assert test_send is not None
             test_send.phase, test_send.status, test_send.error_code = "test_send", "failed", "21211"
         with session_scope(engine) as session:
-            assert error_stats(session, cid) == {"errors": [
-                {"code": "30007", "text": "Message filtered by carrier", "count": 3, "share": 0.6},
-                {"code": "21211", "text": "Invalid 'To' phone number", "count": 1, "share": 0.2},
-                {"code": "unknown", "text": None, "count": 1, "share": 0.2},
-            ]}
+            assert error_stats(session, cid) == {
+                "errors": [
+                    {"code": "30007", "text": "Message filtered by carrier", "count": 3, "share": 0.6},
+                    {"code": "21211", "text": "Invalid 'To' phone number", "count": 1, "share": 0.2},
+                    {"code": "unknown", "text": None, "count": 1, "share": 0.2},
+                ]
+            }
     finally:
         engine.dispose()

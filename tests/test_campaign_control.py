@@ -15,8 +15,12 @@ from tests.live import LiveService, wait_for
 @pytest.fixture
 def slow_live(database_url: str, temporal_address: str, tmp_path: Path):
     """Small batches one at a time, so a campaign takes long enough to be paused mid-send."""
-    live = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path,
-                       env={"TEXTPULSE_BATCH_SIZE": "2", "TEXTPULSE_MAX_CONCURRENT_BATCHES": "1"})
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path,
+        env={"TEXTPULSE_BATCH_SIZE": "2", "TEXTPULSE_MAX_CONCURRENT_BATCHES": "1"},
+    )
     live.start()
     yield live
     live.stop()
@@ -33,8 +37,9 @@ def _status(live: LiveService, cid: int) -> str:
 def test_scheduled_campaign_waits_then_sends(live: LiveService) -> None:
     _contacts(live, 3)
     at = datetime.now(UTC) + timedelta(seconds=3)
-    cid = live.post("/api/campaigns", {"name": "Later", "schedule_at": at.isoformat(),
-                                       "variants": [{"name": "A", "body": "Hi"}]}).json()["id"]
+    cid = live.post(
+        "/api/campaigns", {"name": "Later", "schedule_at": at.isoformat(), "variants": [{"name": "A", "body": "Hi"}]}
+    ).json()["id"]
     assert live.post(f"/api/campaigns/{cid}/launch").json()["status"] == "scheduled"
     assert live.stats(cid)["sent"] == 0
     wait_for(lambda: _status(live, cid) == "completed", what="completed")
@@ -45,8 +50,9 @@ def test_scheduled_campaign_waits_then_sends(live: LiveService) -> None:
 def test_cancelling_a_scheduled_campaign_sends_nothing(live: LiveService) -> None:
     _contacts(live, 3)
     at = datetime.now(UTC) + timedelta(hours=1)
-    cid = live.post("/api/campaigns", {"name": "Never", "schedule_at": at.isoformat(),
-                                       "variants": [{"name": "A", "body": "Hi"}]}).json()["id"]
+    cid = live.post(
+        "/api/campaigns", {"name": "Never", "schedule_at": at.isoformat(), "variants": [{"name": "A", "body": "Hi"}]}
+    ).json()["id"]
     live.post(f"/api/campaigns/{cid}/launch")
     cancelled = live.post(f"/api/campaigns/{cid}/cancel")
     assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"

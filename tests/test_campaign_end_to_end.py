@@ -17,20 +17,24 @@ PHONES = [f"+1202555{n:04d}" for n in range(100, 130)]
 
 
 def _create_contacts(live: LiveService, phones: list[str]) -> None:
-    response = live.post("/api/contacts", [{"phone": p, "name": f"Person {i}", "attributes": {"i": i}}
-                                           for i, p in enumerate(phones)])
+    response = live.post(
+        "/api/contacts", [{"phone": p, "name": f"Person {i}", "attributes": {"i": i}} for i, p in enumerate(phones)]
+    )
     assert response.status_code == 200, response.text
     assert response.json() == {"created": len(phones), "updated": 0, "invalid": []}
 
 
 def test_campaign_is_sent_delivered_clicked_and_counted(live: LiveService) -> None:
     _create_contacts(live, PHONES)
-    created = live.post("/api/campaigns", {
-        "name": "Black Friday",
-        "provider": "fake",
-        "audience": {"all": True},
-        "variants": [{"name": "A", "body": "Hi {{ name }}, 30% off: https://shop.example/bf (today only)"}],
-    })
+    created = live.post(
+        "/api/campaigns",
+        {
+            "name": "Black Friday",
+            "provider": "fake",
+            "audience": {"all": True},
+            "variants": [{"name": "A", "body": "Hi {{ name }}, 30% off: https://shop.example/bf (today only)"}],
+        },
+    )
     assert created.status_code == 201, created.text
     campaign = created.json()
     assert campaign["status"] == "draft"
@@ -39,14 +43,14 @@ def test_campaign_is_sent_delivered_clicked_and_counted(live: LiveService) -> No
     launched = live.post(f"/api/campaigns/{cid}/launch")
     assert launched.status_code == 202, launched.text
 
-    stats = wait_for(lambda: (s := live.stats(cid))["delivered"] == len(PHONES) and s,
-                     what="every message delivered")
+    stats = wait_for(lambda: (s := live.stats(cid))["delivered"] == len(PHONES) and s, what="every message delivered")
     assert stats["recipients"] == len(PHONES)
     assert stats["sent"] == len(PHONES)
     assert stats["queued"] == 0 and stats["failed"] == 0
     assert stats["delivery_rate"] == 1.0
-    assert wait_for(lambda: live.get(f"/api/campaigns/{cid}").json()["status"] == "completed",
-                    what="campaign completed")
+    assert wait_for(
+        lambda: live.get(f"/api/campaigns/{cid}").json()["status"] == "completed", what="campaign completed"
+    )
 
     messages = live.messages(cid)
     assert sorted(m["phone"] for m in messages) == PHONES
@@ -81,19 +85,26 @@ def test_campaign_is_sent_delivered_clicked_and_counted(live: LiveService) -> No
         assert click.os == "iOS" and click.device == "mobile"
 
 
-def test_failed_deliveries_are_counted_with_their_error_codes(database_url: str, temporal_address: str,
-                                                              tmp_path: Path) -> None:
-    live = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path,
-                       plugin_config={"plugins": {"fake": {"delivery_ratio": 0.5, "seed": 3,
-                                                           "callback_delay_seconds": [0.01, 0.05]}}})
+def test_failed_deliveries_are_counted_with_their_error_codes(
+    database_url: str, temporal_address: str, tmp_path: Path
+) -> None:
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path,
+        plugin_config={"plugins": {"fake": {"delivery_ratio": 0.5, "seed": 3, "callback_delay_seconds": [0.01, 0.05]}}},
+    )
     live.start()
     try:
         _create_contacts(live, PHONES)
-        cid = live.post("/api/campaigns", {"name": "Half", "variants": [{"name": "A", "body": "Sale today"}]}).json()["id"]
+        cid = live.post("/api/campaigns", {"name": "Half", "variants": [{"name": "A", "body": "Sale today"}]}).json()[
+            "id"
+        ]
         assert live.post(f"/api/campaigns/{cid}/launch").status_code == 202
         stats = wait_for(
             lambda: (s := live.stats(cid))["delivered"] + s["failed"] + s["undelivered"] == len(PHONES) and s,
-            what="a final status for every message")
+            what="a final status for every message",
+        )
         with session_scope(live.engine) as session:
             by_status = dict(session.execute(select(Message.status, func.count()).group_by(Message.status)).all())
             codes = set(session.scalars(select(Message.error_code).where(Message.status != "delivered")))

@@ -60,13 +60,27 @@ def seed_codes(database_url: str) -> list[str]:
         contacts = [Contact(phone=f"+1202555{n:04d}") for n in range(CODES)]
         session.add_all(contacts)
         session.flush()
-        messages = [Message(campaign_id=campaign.id or 0, contact_id=c.id or 0, variant_id=variant.id, phone=c.phone,
-                            body=f"Go http://127.0.0.1/r/{code}", status="delivered", provider="fake",
-                            idempotency_key=f"durable-{c.id}") for c, code in zip(contacts, codes, strict=True)]
+        messages = [
+            Message(
+                campaign_id=campaign.id or 0,
+                contact_id=c.id or 0,
+                variant_id=variant.id,
+                phone=c.phone,
+                body=f"Go http://127.0.0.1/r/{code}",
+                status="delivered",
+                provider="fake",
+                idempotency_key=f"durable-{c.id}",
+            )
+            for c, code in zip(contacts, codes, strict=True)
+        ]
         session.add_all(messages)
         session.flush()
-        session.add_all([ShortCode(code=code, message_id=m.id or 0, link_id=link.id or 0, destination=DESTINATION)
-                         for m, code in zip(messages, codes, strict=True)])
+        session.add_all(
+            [
+                ShortCode(code=code, message_id=m.id or 0, link_id=link.id or 0, destination=DESTINATION)
+                for m, code in zip(messages, codes, strict=True)
+            ]
+        )
     engine.dispose()
     return codes
 
@@ -82,8 +96,14 @@ def _start_api(database_url: str, temporal_address: str, data_dir: Path, port: i
         "TEXTPULSE_LOG_FORMAT": "json",
         "TEXTPULSE_TASK_QUEUE": f"durable-{port}",
     }
-    return subprocess.Popen([sys.executable, "-m", "core.cli", "api"], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "api"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _wait_until_serving(process: subprocess.Popen[str], base: str, timeout: float = 60) -> None:
@@ -169,8 +189,9 @@ class Connection:
         self.reader = self.writer = None
 
 
-async def _load(port: int, codes: list[str], process: subprocess.Popen[str],
-                lock: ClickTableLock) -> tuple[Counter[str], Counter[str], tuple[int, int]]:
+async def _load(
+    port: int, codes: list[str], process: subprocess.Popen[str], lock: ClickTableLock
+) -> tuple[Counter[str], Counter[str], tuple[int, int]]:
     """Open links on CONCURRENCY connections; lock the click table, then SIGTERM, mid-load.
     Returns the codes answered 302, what else happened (by kind), and (redirects answered,
     click rows stored) when the signal was sent."""
@@ -235,8 +256,12 @@ def test_no_click_is_lost_on_sigterm_under_load(database_url: str, temporal_addr
     engine = make_engine(database_url)
     with session_scope(engine) as session:
         clicked = Counter(session.scalars(select(Click.code)))
-        contacts = {code: contact for code, contact in session.execute(
-            select(ShortCode.code, Message.contact_id).join(Message, Message.id == ShortCode.message_id))}
+        contacts = {
+            code: contact
+            for code, contact in session.execute(
+                select(ShortCode.code, Message.contact_id).join(Message, Message.id == ShortCode.message_id)
+            )
+        }
         attributed = {(c.code, c.contact_id) for c in session.scalars(select(Click))}
     engine.dispose()
     assert clicked == redirected  # every 302 has its click row, and no row exists without a 302

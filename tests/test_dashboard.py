@@ -15,8 +15,16 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.live import LiveService, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PHONES = ["+12025550160", "+12025550161", "+12025550162", "+12025550163", "+12025550164", "+12025550165"]
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
 LIVE_TIMEOUT_MS = 10_000
@@ -41,9 +49,12 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def half_delivered(database_url: str, temporal_address: str, tmp_path: Path) -> Iterator[LiveService]:
     """The service with a provider that fails about half the messages (so errors show)."""
-    live = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path / "var",
-                       plugin_config={"plugins": {"fake": {"delivery_ratio": 0.5, "seed": 3,
-                                                           "callback_delay_seconds": [0.01, 0.05]}}})
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path / "var",
+        plugin_config={"plugins": {"fake": {"delivery_ratio": 0.5, "seed": 3, "callback_delay_seconds": [0.01, 0.05]}}},
+    )
     live.start()
     yield live
     live.stop()
@@ -54,12 +65,18 @@ def _finished_campaign(live: LiveService, headers: dict[str, str] | None = None)
     contacts = [{"phone": p, "name": f"Guest {i}"} for i, p in enumerate(PHONES)]
     contacts[0]["name"] = "<b>Eve</b>"  # markup in data must show as text
     assert live.post("/api/contacts", contacts, headers=headers).status_code == 200
-    cid = live.post("/api/campaigns", {
-        "name": "Spring <sale>",
-        "variants": [{"name": "A", "body": "Hi {{ name }}, spring menu: https://bistro.example/spring", "weight": 50},
-                     {"name": "B", "body": "New spring dishes https://bistro.example/spring", "weight": 50}],
-        "conversion": {"event": "purchase", "window_hours": 24},
-    }, headers=headers).json()["id"]
+    cid = live.post(
+        "/api/campaigns",
+        {
+            "name": "Spring <sale>",
+            "variants": [
+                {"name": "A", "body": "Hi {{ name }}, spring menu: https://bistro.example/spring", "weight": 50},
+                {"name": "B", "body": "New spring dishes https://bistro.example/spring", "weight": 50},
+            ],
+            "conversion": {"event": "purchase", "window_hours": 24},
+        },
+        headers=headers,
+    ).json()["id"]
     assert live.post(f"/api/campaigns/{cid}/launch", headers=headers).status_code == 202
 
     def settled() -> dict[str, Any]:
@@ -74,8 +91,9 @@ def _link(message: dict[str, Any]) -> str:
     return next(word for word in message["body"].split() if "/r/" in word)
 
 
-def test_campaign_page_shows_the_numbers_and_updates_them_live(half_delivered: LiveService, browser: Browser,
-                                                             tmp_path: Path) -> None:
+def test_campaign_page_shows_the_numbers_and_updates_them_live(
+    half_delivered: LiveService, browser: Browser, tmp_path: Path
+) -> None:
     live = half_delivered
     cid, stats = _finished_campaign(live)
     assert 0 < stats["delivered"] < len(PHONES) and stats["failed"] + stats["undelivered"] > 0
@@ -105,7 +123,11 @@ def test_campaign_page_shows_the_numbers_and_updates_them_live(half_delivered: L
         assert card("delivery_rate") == pct(stats["delivery_rate"])
         assert card("failed") == count(stats["failed"])
         assert (card("clicks.total"), card("clicks.unique"), card("clicks.raw_total"), card("clicks.bots_total")) == (
-            "0", "0", "0", "0")
+            "0",
+            "0",
+            "0",
+            "0",
+        )
         assert (card("ctr"), card("ctr_basis")) == ("0.0%", "delivered")
         assert (card("replies"), card("reply_rate"), card("opt_outs")) == ("0", "0.0%", "0")
         assert (card("conversions"), card("revenue")) == ("0", "0.00")
@@ -133,7 +155,8 @@ def test_campaign_page_shows_the_numbers_and_updates_them_live(half_delivered: L
             expect(page.locator("#errors")).to_be_visible()
             shown = [row.split("\t") for row in page.locator("#errors tbody tr").all_inner_texts()]
             assert [(cells[0], cells[2]) for cells in shown] == [
-                (e["code"], count(e["count"])) for e in errors_route.json()["errors"]]
+                (e["code"], count(e["count"])) for e in errors_route.json()["errors"]
+            ]
             assert sum(e["count"] for e in errors_route.json()["errors"]) == stats["failed"] + stats["undelivered"]
 
         # A click, a reply and a purchase: the cards follow without a reload.
@@ -145,8 +168,12 @@ def test_campaign_page_shows_the_numbers_and_updates_them_live(half_delivered: L
         assert card("ctr") == pct(1 / stats["delivered"])
         purchase = {"phone": delivered["phone"], "name": "purchase", "revenue": 25}
         assert live.post("/api/events", purchase).status_code == 201
-        assert live.post("/webhooks/fake/inbound", {"from": delivered["phone"], "to": "+15550000000",
-                                                    "body": "Table for two?"}).status_code == 200
+        assert (
+            live.post(
+                "/webhooks/fake/inbound", {"from": delivered["phone"], "to": "+15550000000", "body": "Table for two?"}
+            ).status_code
+            == 200
+        )
         expect(page.locator('#summary [data-stat="revenue"]')).to_have_text("25.00", timeout=LIVE_TIMEOUT_MS)
         expect(page.locator('#summary [data-stat="replies"]')).to_have_text("1", timeout=LIVE_TIMEOUT_MS)
         assert card("conversions") == "1" and card("reply_rate") == pct(1 / stats["delivered"])
@@ -184,8 +211,10 @@ def test_campaign_page_shows_the_numbers_and_updates_them_live(half_delivered: L
         assert page.locator("h1").inner_text().startswith("<b>Eve</b>")  # shown as text, not markup
         assert page.locator("h1 b").count() == 0
 
-        for path, what in ((f"/campaigns/{cid + 1000}", f"campaign {cid + 1000}"),
-                           ("/contacts/999999", "contact 999999")):
+        for path, what in (
+            (f"/campaigns/{cid + 1000}", f"campaign {cid + 1000}"),
+            ("/contacts/999999", "contact 999999"),
+        ):
             missing = page.goto(f"{live.url}{path}")
             assert missing is not None and missing.status == 404
             assert page.locator("h1").inner_text() == "Not found"
@@ -194,10 +223,15 @@ def test_campaign_page_shows_the_numbers_and_updates_them_live(half_delivered: L
         context.close()
 
 
-def test_dashboard_is_behind_the_api_key_when_one_is_set(database_url: str, temporal_address: str, tmp_path: Path,
-                                                        browser: Browser) -> None:
-    live = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path / "var",
-                       env={"TEXTPULSE_API_KEY": "s3cret"})
+def test_dashboard_is_behind_the_api_key_when_one_is_set(
+    database_url: str, temporal_address: str, tmp_path: Path, browser: Browser
+) -> None:
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path / "var",
+        env={"TEXTPULSE_API_KEY": "s3cret"},
+    )
     live.start()
     context = browser.new_context()
     try:

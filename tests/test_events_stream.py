@@ -43,8 +43,10 @@ def _numbers(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _completed_campaign(live: LiveService) -> tuple[int, list[dict[str, Any]]]:
     live.post("/api/contacts", [{"phone": p, "name": f"S{i}"} for i, p in enumerate(PHONES)])
-    cid = live.post("/api/campaigns", {"name": "Stream", "variants": [
-        {"name": "A", "body": "Doors open at 8: https://venue.example/tickets"}]}).json()["id"]
+    cid = live.post(
+        "/api/campaigns",
+        {"name": "Stream", "variants": [{"name": "A", "body": "Doors open at 8: https://venue.example/tickets"}]},
+    ).json()["id"]
     assert live.post(f"/api/campaigns/{cid}/launch").status_code == 202
     wait_for(lambda: live.stats(cid)["delivered"] == len(PHONES), what="every message delivered")
     wait_for(lambda: live.get(f"/api/campaigns/{cid}").json()["status"] == "completed", what="campaign completed")
@@ -60,8 +62,10 @@ def test_stats_event_comes_at_once_and_again_when_a_click_changes_the_numbers(li
     cid, messages = _completed_campaign(live)
     link = next(word for word in messages[0]["body"].split() if "/r/" in word)
 
-    with httpx.Client(base_url=live.url, timeout=10) as client, \
-            client.stream("GET", f"/api/campaigns/{cid}/events") as response:
+    with (
+        httpx.Client(base_url=live.url, timeout=10) as client,
+        client.stream("GET", f"/api/campaigns/{cid}/events") as response,
+    ):
         started = time.monotonic()
         assert response.status_code == 200
         assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
@@ -72,7 +76,10 @@ def test_stats_event_comes_at_once_and_again_when_a_click_changes_the_numbers(li
         assert first["event"] == "stats"
         assert _numbers(first["data"]) == _numbers(live.stats(cid))
         assert (first["data"]["status"], first["data"]["delivered"], first["data"]["clicks"]["total"]) == (
-            "completed", 2, 0)
+            "completed",
+            2,
+            0,
+        )
         assert _open_streams(live) == 1
 
         clicked = httpx.get(link, headers={"user-agent": IPHONE}, follow_redirects=False)
@@ -88,8 +95,10 @@ def test_stats_event_comes_at_once_and_again_when_a_click_changes_the_numbers(li
 def test_a_quiet_stream_sends_keep_alive_comments(live: LiveService, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stats_events, "KEEPALIVE_SECONDS", 0.5)
     cid, _ = _completed_campaign(live)
-    with httpx.Client(base_url=live.url, timeout=10) as client, \
-            client.stream("GET", f"/api/campaigns/{cid}/events") as response:
+    with (
+        httpx.Client(base_url=live.url, timeout=10) as client,
+        client.stream("GET", f"/api/campaigns/{cid}/events") as response,
+    ):
         blocks = sse_blocks(response)
         assert next(blocks)["event"] == "stats"
         for _ in range(2):  # nothing changes: only comments, no repeated stats event

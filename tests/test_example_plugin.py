@@ -37,8 +37,12 @@ INVALID, OPTED_OUT = PHONES[4], PHONES[5]
 
 
 def _pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +118,12 @@ class Postbird:
             body = json.dumps({"id": message["id"], "state": state, "at": "2026-11-23T12:00:00+00:00"}).encode()
             for _ in range(50):
                 try:
-                    response = httpx.post(message["callback_url"], content=body, timeout=30, headers={
-                        "content-type": "application/json", "x-postbird-signature": _sign(body)})
+                    response = httpx.post(
+                        message["callback_url"],
+                        content=body,
+                        timeout=30,
+                        headers={"content-type": "application/json", "x-postbird-signature": _sign(body)},
+                    )
                     self.callback_answers.append(response.status_code)
                     break
                 except httpx.HTTPError:
@@ -139,31 +147,45 @@ def test_the_installed_package_is_found_through_its_entry_point(installed: None,
         registry.close()
 
 
-def test_a_campaign_goes_out_through_the_example_plugin(installed: None, database_url: str, temporal_address: str,
-                                                        tmp_path: Path) -> None:
+def test_a_campaign_goes_out_through_the_example_plugin(
+    installed: None, database_url: str, temporal_address: str, tmp_path: Path
+) -> None:
     gateway = Postbird()
-    live = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path,
-                       plugin_config={"plugins": {"postbird": {"api_url": gateway.url, "api_key": API_KEY,
-                                                               "webhook_secret": SECRET}}})
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path,
+        plugin_config={"plugins": {"postbird": {"api_url": gateway.url, "api_key": API_KEY, "webhook_secret": SECRET}}},
+    )
     live.start()
     try:
         live.post("/api/contacts", [{"phone": p, "name": f"P{i}"} for i, p in enumerate(PHONES)])
-        cid = live.post("/api/campaigns", {"name": "Postbird", "provider": "postbird",
-                                           "variants": [{"name": "A", "body": "Hi {{ name }}"}]}).json()["id"]
+        cid = live.post(
+            "/api/campaigns",
+            {"name": "Postbird", "provider": "postbird", "variants": [{"name": "A", "body": "Hi {{ name }}"}]},
+        ).json()["id"]
         assert live.post(f"/api/campaigns/{cid}/launch").status_code == 202
-        stats = wait_for(lambda: (s := live.stats(cid))["delivered"] + s["failed"] == len(PHONES) and s,
-                         what="a final status for every message", timeout=60)
+        stats = wait_for(
+            lambda: (s := live.stats(cid))["delivered"] + s["failed"] == len(PHONES) and s,
+            what="a final status for every message",
+            timeout=60,
+        )
         assert (stats["sent"], stats["delivered"], stats["failed"]) == (4, 4, 2)
         assert Counter(m["to"] for m in gateway.messages.values()) == Counter(PHONES[:4])
         by_phone = {m["phone"]: m for m in live.messages(cid)}
         for request in gateway.requests:
             message = by_phone[request["json"]["to"]]
             assert request["key"] == f"c{cid}-all-{message['contact_id']}"  # our idempotency key, passed on
-            assert request["json"] == {"to": message["phone"], "text": message["body"],
-                                       "callback_url": f"{live.url}/webhooks/postbird/status"}
+            assert request["json"] == {
+                "to": message["phone"],
+                "text": message["body"],
+                "callback_url": f"{live.url}/webhooks/postbird/status",
+            }
         assert by_phone[PHONES[0]]["provider_message_id"].startswith("pb_")
         assert (by_phone[INVALID]["error_code"], by_phone[INVALID]["error_text"]) == (
-            "invalid_number", f"{INVALID} is no mobile")
+            "invalid_number",
+            f"{INVALID} is no mobile",
+        )
         wait_for(lambda: len(gateway.callback_answers) == 8, what="every callback answered")
         assert set(gateway.callback_answers) == {200}
         with session_scope(live.engine) as session:  # the plugin's "recipient opted out" opts the contact out
@@ -173,19 +195,32 @@ def test_a_campaign_goes_out_through_the_example_plugin(installed: None, databas
         # Inbound through the plugin: HELP gets the help text back; a forged signature is refused.
         body = json.dumps({"id": "in1", "from": PHONES[0], "to": "+15550000", "text": "HELP"}).encode()
         url = f"{live.url}/webhooks/postbird/inbound"
-        answer = httpx.post(url, content=body, headers={"content-type": "application/json",
-                                                        "x-postbird-signature": _sign(body)})
+        answer = httpx.post(
+            url, content=body, headers={"content-type": "application/json", "x-postbird-signature": _sign(body)}
+        )
         assert answer.json() == {"reply": "Reply STOP to unsubscribe or START to subscribe again."}
-        forged = httpx.post(url, content=body, headers={"content-type": "application/json",
-                                                        "x-postbird-signature": "0" * 64})
+        forged = httpx.post(
+            url, content=body, headers={"content-type": "application/json", "x-postbird-signature": "0" * 64}
+        )
         assert (forged.status_code, forged.json()["detail"]) == (
-            403, "X-Postbird-Signature is missing or does not match")
+            403,
+            "X-Postbird-Signature is missing or does not match",
+        )
 
         # A send retried with the same idempotency key is answered with the same id, not sent again.
         provider = live.service.registry.providers["postbird"] if live.service else None
         assert provider is not None
-        again = provider.send_batch([OutgoingMessage(by_phone[PHONES[0]]["id"], PHONES[0], by_phone[PHONES[0]]["body"],
-                                                     f"c{cid}-all-{by_phone[PHONES[0]]['contact_id']}", "http://x/cb")])
+        again = provider.send_batch(
+            [
+                OutgoingMessage(
+                    by_phone[PHONES[0]]["id"],
+                    PHONES[0],
+                    by_phone[PHONES[0]]["body"],
+                    f"c{cid}-all-{by_phone[PHONES[0]]['contact_id']}",
+                    "http://x/cb",
+                )
+            ]
+        )
         assert again[0].provider_message_id == by_phone[PHONES[0]]["provider_message_id"]
         assert len(gateway.messages) == 4
     finally:

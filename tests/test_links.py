@@ -163,9 +163,7 @@ def test_rewrite_links_replaces_each_occurrence_with_position() -> None:
         return f"https://t.example/r/code{position}"
 
     new_body, found = rewrite_links(body, make_link)
-    assert new_body == (
-        "A https://t.example/r/code0, B https://t.example/r/code1! A again https://t.example/r/code2."
-    )
+    assert new_body == ("A https://t.example/r/code0, B https://t.example/r/code1! A again https://t.example/r/code2.")
     assert calls == [(0, "https://x.example/a"), (1, "https://shop.example/b"), (2, "https://x.example/a")]
     assert found == find_urls(body)
 

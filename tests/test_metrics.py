@@ -49,8 +49,10 @@ def test_metrics_count_campaigns_messages_and_clicks(live: LiveService) -> None:
     assert before['textpulse_clicks_total{bot="false"}'] == 0
 
     live.post("/api/contacts", [{"phone": p} for p in PHONES])
-    cid = live.post("/api/campaigns", {"name": "Metrics", "variants": [
-        {"name": "A", "body": "New menu: https://diner.example/menu"}]}).json()["id"]
+    cid = live.post(
+        "/api/campaigns",
+        {"name": "Metrics", "variants": [{"name": "A", "body": "New menu: https://diner.example/menu"}]},
+    ).json()["id"]
     live.post("/api/campaigns", {"name": "Still a draft", "variants": [{"name": "A", "body": "Later"}]})
     assert live.post(f"/api/campaigns/{cid}/launch").status_code == 202
     wait_for(lambda: live.stats(cid)["delivered"] == len(PHONES), what="every message delivered")
@@ -66,15 +68,22 @@ def test_metrics_count_campaigns_messages_and_clicks(live: LiveService) -> None:
 
     metrics = parse_exposition(live.get("/metrics").text)
     assert {k: v for k, v in metrics.items() if k.startswith("textpulse_campaigns")} == {
-        'textpulse_campaigns{status="draft"}': 1, 'textpulse_campaigns{status="scheduled"}': 0,
-        'textpulse_campaigns{status="running"}': 0, 'textpulse_campaigns{status="paused"}': 0,
-        'textpulse_campaigns{status="waiting"}': 0, 'textpulse_campaigns{status="completed"}': 1,
-        'textpulse_campaigns{status="cancelled"}': 0, 'textpulse_campaigns{status="failed"}': 0,
+        'textpulse_campaigns{status="draft"}': 1,
+        'textpulse_campaigns{status="scheduled"}': 0,
+        'textpulse_campaigns{status="running"}': 0,
+        'textpulse_campaigns{status="paused"}': 0,
+        'textpulse_campaigns{status="waiting"}': 0,
+        'textpulse_campaigns{status="completed"}': 1,
+        'textpulse_campaigns{status="cancelled"}': 0,
+        'textpulse_campaigns{status="failed"}': 0,
     }
     assert {k: v for k, v in metrics.items() if k.startswith("textpulse_messages")} == {
-        'textpulse_messages{status="queued"}': 0, 'textpulse_messages{status="sending"}': 0,
-        'textpulse_messages{status="sent"}': 0, 'textpulse_messages{status="delivered"}': 3,
-        'textpulse_messages{status="undelivered"}': 0, 'textpulse_messages{status="failed"}': 0,
+        'textpulse_messages{status="queued"}': 0,
+        'textpulse_messages{status="sending"}': 0,
+        'textpulse_messages{status="sent"}': 0,
+        'textpulse_messages{status="delivered"}': 3,
+        'textpulse_messages{status="undelivered"}': 0,
+        'textpulse_messages{status="failed"}': 0,
         'textpulse_messages{status="cancelled"}': 0,
     }
     assert metrics['textpulse_clicks_total{bot="false"}'] == 2
@@ -89,8 +98,13 @@ def test_metrics_count_campaigns_messages_and_clicks(live: LiveService) -> None:
 
 
 def test_metrics_need_no_api_key(database_url: str, temporal_address: str, tmp_path: Path) -> None:
-    live = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path,
-                       env={"TEXTPULSE_API_KEY": "s3cret"}, run_worker=False)
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path,
+        env={"TEXTPULSE_API_KEY": "s3cret"},
+        run_worker=False,
+    )
     live.start()
     try:
         response = live.get("/metrics")

@@ -15,8 +15,18 @@ from sqlmodel import SQLModel
 from core.db import make_engine
 from core.migrate import alembic_config, downgrade, upgrade
 
-TABLES = {"contact", "campaign", "variant", "link", "message", "short_code", "click", "status_event", "reply",
-          "conversion"}
+TABLES = {
+    "contact",
+    "campaign",
+    "variant",
+    "link",
+    "message",
+    "short_code",
+    "click",
+    "status_event",
+    "reply",
+    "conversion",
+}
 
 
 def _tables(url: str) -> set[str]:
@@ -56,11 +66,17 @@ def test_one_head() -> None:
 def test_cli_migrate_creates_the_schema(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     env = {**os.environ, "TEXTPULSE_DATABASE_URL": url, "TEXTPULSE_LOG_FORMAT": "json"}
-    done = subprocess.run([sys.executable, "-m", "core.cli", "migrate"], env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "core.cli", "migrate"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert '"event": "database migrated"' in done.stderr
     assert _tables(url) == TABLES
-    bad = subprocess.run([sys.executable, "-m", "core.cli", "migrate"], capture_output=True, text=True, timeout=60,
-                         env={**env, "TEXTPULSE_HTTP_PORT": "eighty"})
+    bad = subprocess.run(
+        [sys.executable, "-m", "core.cli", "migrate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "TEXTPULSE_HTTP_PORT": "eighty"},
+    )
     assert bad.returncode == 2 and "TEXTPULSE_HTTP_PORT must be a whole number" in bad.stderr

@@ -20,7 +20,8 @@ def _settings(tmp_path: Path, **env: str) -> Settings:
 @pytest.fixture
 def plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A third-party plugin module on sys.path: a provider and a shortener."""
-    (tmp_path / "acme_sms.py").write_text(textwrap.dedent('''
+    (tmp_path / "acme_sms.py").write_text(
+        textwrap.dedent("""
         from core.hookspecs import hookimpl
         from core.providers import SendResult
 
@@ -45,7 +46,8 @@ def plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         @hookimpl
         def make_shortener(config):
             return AcmeShortener()
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "acme_sms"
     sys.modules.pop("acme_sms", None)
@@ -86,8 +88,9 @@ def test_a_builtin_can_be_disabled(tmp_path: Path) -> None:
         registry.provider("fake")
 
 
-def test_entry_point_group_textpulse_is_loaded(tmp_path: Path, plugin_module: str,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_entry_point_group_textpulse_is_loaded(
+    tmp_path: Path, plugin_module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import importlib.metadata
 
     dist = tmp_path / "acme_sms-1.0.dist-info"
@@ -121,8 +124,7 @@ def test_errors_are_clear(tmp_path: Path, plugin_module: str) -> None:
 
 
 def test_every_hook_has_a_docstring() -> None:
-    specs = [getattr(hookspecs, name) for name in dir(hookspecs) if hasattr(getattr(hookspecs, name),
-                                                                            "textpulse_spec")]
+    specs = [getattr(hookspecs, name) for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "textpulse_spec")]
     assert len(specs) >= 9
     for spec in specs:
         assert spec.__doc__ and len(spec.__doc__.strip()) > 20, spec.__name__

@@ -28,8 +28,9 @@ def test_quiet_until_is_the_end_of_the_window_there() -> None:
     noon_utc = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
     assert quiet_until(noon_utc, "Asia/Tokyo", NIGHT) == datetime(2026, 11, 23, 23, 0, tzinfo=UTC)  # 08:00 JST
     assert quiet_until(noon_utc, "Europe/Berlin", NIGHT) == noon_utc
-    assert quiet_until(datetime(2026, 11, 23, 12, 15, tzinfo=UTC), None, LUNCH) == datetime(2026, 11, 23, 13, 30,
-                                                                                                tzinfo=UTC)
+    assert quiet_until(datetime(2026, 11, 23, 12, 15, tzinfo=UTC), None, LUNCH) == datetime(
+        2026, 11, 23, 13, 30, tzinfo=UTC
+    )
 
 
 def test_across_a_daylight_saving_change() -> None:

@@ -57,8 +57,11 @@ def test_get_redirects_with_no_store_and_records_the_click(live: LiveService) ->
     assert response.headers["cache-control"] == "no-store"
     assert response.content == b""
     [click] = _clicks(live, 1)
-    assert (click.message_id, click.contact_id, click.campaign_id) == (messages[0]["id"], messages[0]["contact_id"],
-                                                                       cid)
+    assert (click.message_id, click.contact_id, click.campaign_id) == (
+        messages[0]["id"],
+        messages[0]["contact_id"],
+        cid,
+    )
     assert click.code == link.rsplit("/", 1)[1]
     assert (click.ip, click.user_agent, click.referer) == ("127.0.0.1", IPHONE, "https://chat.example/")
     assert (click.os, click.device, click.is_bot, click.bot_reasons) == ("iOS", "mobile", False, [])
@@ -79,16 +82,19 @@ def test_head_redirects_and_is_kept_as_a_bot_probe(live: LiveService) -> None:
     assert live.stats(cid)["clicks"] == {"total": 0, "unique": 0, "bots_total": 1, "raw_total": 1, "raw_unique": 1}
 
 
-@pytest.mark.parametrize("path", [
-    "/r/Zz9Zz9Zz",              # well-formed, never issued
-    "/r/abc",                   # too short to be a code
-    "/r/abcdefgh-",             # not base62
-    "/r/" + "a" * 33,           # longer than any code
-    "/r/abcdefgh/extra",
-    "/r//evil.example/x",
-    "/r/%2F%2Fevil.example",
-    "/r/",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/r/Zz9Zz9Zz",  # well-formed, never issued
+        "/r/abc",  # too short to be a code
+        "/r/abcdefgh-",  # not base62
+        "/r/" + "a" * 33,  # longer than any code
+        "/r/abcdefgh/extra",
+        "/r//evil.example/x",
+        "/r/%2F%2Fevil.example",
+        "/r/",
+    ],
+)
 def test_unknown_or_malformed_codes_are_a_small_404_page_never_a_redirect(live: LiveService, path: str) -> None:
     for method in ("GET", "HEAD"):
         response = httpx.request(method, live.url + path)
@@ -109,18 +115,23 @@ def test_other_methods_are_refused(live: LiveService) -> None:
     assert "location" not in response.headers
 
 
-def test_a_code_of_a_cancelled_campaign_still_redirects(database_url: str, temporal_address: str,
-                                                        tmp_path: Path) -> None:
+def test_a_code_of_a_cancelled_campaign_still_redirects(
+    database_url: str, temporal_address: str, tmp_path: Path
+) -> None:
     # Small batches one at a time, so the campaign can be cancelled mid-send.
-    live = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path,
-                       env={"TEXTPULSE_BATCH_SIZE": "2", "TEXTPULSE_MAX_CONCURRENT_BATCHES": "1"})
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path,
+        env={"TEXTPULSE_BATCH_SIZE": "2", "TEXTPULSE_MAX_CONCURRENT_BATCHES": "1"},
+    )
     live.start()
     try:
         phones = [f"+1202555{n:04d}" for n in range(300, 400)]
         assert live.post("/api/contacts", [{"phone": p} for p in phones]).status_code == 200
-        cid = live.post("/api/campaigns", {"name": "Stop",
-                                           "variants": [{"name": "A", "body": "Go https://shop.example/stop"}]}
-                        ).json()["id"]
+        cid = live.post(
+            "/api/campaigns", {"name": "Stop", "variants": [{"name": "A", "body": "Go https://shop.example/stop"}]}
+        ).json()["id"]
         assert live.post(f"/api/campaigns/{cid}/launch").status_code == 202
         wait_for(lambda: live.stats(cid)["sent"] >= 2, what="a first batch sent")
         cancelled = live.post(f"/api/campaigns/{cid}/cancel")
@@ -140,8 +151,12 @@ def test_a_code_of_a_cancelled_campaign_still_redirects(database_url: str, tempo
 @pytest.fixture
 def proxied_live(database_url: str, temporal_address: str, tmp_path: Path) -> Iterator[LiveService]:
     """The service behind a proxy on this machine: only 127.0.0.1 may say who the client was."""
-    live = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path,
-                       env={"TEXTPULSE_TRUSTED_PROXIES": "127.0.0.1/32, 10.0.0.0/8"})
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path,
+        env={"TEXTPULSE_TRUSTED_PROXIES": "127.0.0.1/32, 10.0.0.0/8"},
+    )
     live.start()
     yield live
     live.stop()
@@ -204,26 +219,32 @@ def test_the_code_resolves_to_the_destination_stored_at_send_time(live: LiveServ
 TRUSTED = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"))
 
 
-@pytest.mark.parametrize(("peer", "forwarded", "expected"), [
-    ("127.0.0.1", None, "127.0.0.1"),
-    ("192.0.2.1", "198.51.100.7", "192.0.2.1"),  # an untrusted peer's header is ignored
-    ("127.0.0.1", "198.51.100.7", "198.51.100.7"),
-    ("::ffff:127.0.0.1", "198.51.100.7", "198.51.100.7"),  # an IPv4 peer on a dual-stack socket
-    ("127.0.0.1", "10.0.0.2, 10.0.0.3", "10.0.0.2"),  # every hop trusted: the leftmost
-    ("127.0.0.1", "", "127.0.0.1"),
-    ("127.0.0.1", " , ", "127.0.0.1"),
-])
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("127.0.0.1", None, "127.0.0.1"),
+        ("192.0.2.1", "198.51.100.7", "192.0.2.1"),  # an untrusted peer's header is ignored
+        ("127.0.0.1", "198.51.100.7", "198.51.100.7"),
+        ("::ffff:127.0.0.1", "198.51.100.7", "198.51.100.7"),  # an IPv4 peer on a dual-stack socket
+        ("127.0.0.1", "10.0.0.2, 10.0.0.3", "10.0.0.2"),  # every hop trusted: the leftmost
+        ("127.0.0.1", "", "127.0.0.1"),
+        ("127.0.0.1", " , ", "127.0.0.1"),
+    ],
+)
 def test_client_ip(peer: str, forwarded: str | None, expected: str) -> None:
     assert client_ip(peer, forwarded, TRUSTED) == expected
     assert client_ip(peer, forwarded, ()) == peer
 
 
-@pytest.mark.parametrize(("destination", "header"), [
-    ("https://shop.example/bf?x=1#top", b"https://shop.example/bf?x=1#top"),
-    ("https://shop.example/caf\u00e9?q=s\u00fc\u00df", b"https://shop.example/caf%C3%A9?q=s%C3%BC%C3%9F"),
-    ("https://b\u00fccher.example/a%20b", b"https://xn--bcher-kva.example/a%20b"),
-    ("https://shop.example/a\r\nSet-Cookie: x=1", b"https://shop.example/aSet-Cookie:%20x=1"),  # no header split
-])
+@pytest.mark.parametrize(
+    ("destination", "header"),
+    [
+        ("https://shop.example/bf?x=1#top", b"https://shop.example/bf?x=1#top"),
+        ("https://shop.example/caf\u00e9?q=s\u00fc\u00df", b"https://shop.example/caf%C3%A9?q=s%C3%BC%C3%9F"),
+        ("https://b\u00fccher.example/a%20b", b"https://xn--bcher-kva.example/a%20b"),
+        ("https://shop.example/a\r\nSet-Cookie: x=1", b"https://shop.example/aSet-Cookie:%20x=1"),  # no header split
+    ],
+)
 def test_location_header_is_ascii_and_keeps_escapes(destination: str, header: bytes) -> None:
     assert location_header(destination) == header
 

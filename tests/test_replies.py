@@ -21,10 +21,38 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
 def test_keywords_are_whole_messages_in_any_case() -> None:
-    assert [keyword_of(text) for text in ["STOP", " stop ", "Stop!", "stopall", "Unsubscribe.", "cancel", "END",
-                                          "quit", "START", "unstop", "Yes", "HELP", "info"]] == [
-        "STOP", "STOP", "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "START", "UNSTOP", "YES", "HELP",
-        "INFO"]
+    assert [
+        keyword_of(text)
+        for text in [
+            "STOP",
+            " stop ",
+            "Stop!",
+            "stopall",
+            "Unsubscribe.",
+            "cancel",
+            "END",
+            "quit",
+            "START",
+            "unstop",
+            "Yes",
+            "HELP",
+            "info",
+        ]
+    ] == [
+        "STOP",
+        "STOP",
+        "STOP",
+        "STOPALL",
+        "UNSUBSCRIBE",
+        "CANCEL",
+        "END",
+        "QUIT",
+        "START",
+        "UNSTOP",
+        "YES",
+        "HELP",
+        "INFO",
+    ]
     assert [keyword_of(text) for text in ["Stop sending me this", "yes please", "", "S T O P", "help me"]] == [None] * 5
 
 
@@ -46,9 +74,17 @@ def test_a_reply_belongs_to_the_latest_campaign_message_sent_within_7_days(datab
             session.flush()
 
             def message(campaign: Campaign, contact: Contact, sent: datetime | None, phase: str = "all") -> Message:
-                m = Message(campaign_id=campaign.id or 0, contact_id=contact.id or 0, phone=contact.phone, body="Hi",
-                            provider="fake", phase=phase, status="delivered" if sent else "queued", sent_at=sent,
-                            idempotency_key=f"{campaign.name}-{contact.phone}-{phase}")
+                m = Message(
+                    campaign_id=campaign.id or 0,
+                    contact_id=contact.id or 0,
+                    phone=contact.phone,
+                    body="Hi",
+                    provider="fake",
+                    phase=phase,
+                    status="delivered" if sent else "queued",
+                    sent_at=sent,
+                    idempotency_key=f"{campaign.name}-{contact.phone}-{phase}",
+                )
                 session.add(m)
                 return m
 
@@ -60,18 +96,26 @@ def test_a_reply_belongs_to_the_latest_campaign_message_sent_within_7_days(datab
             message(new, contacts[2], None)  # queued, not sent: nothing to reply to yet
             message(new, contacts[3], NOW + timedelta(minutes=5))  # sent after the reply
             session.flush()
-            expected = {PHONES[0]: (new.id, a_new.id), PHONES[1]: (None, None), PHONES[2]: (old.id, c_campaign.id),
-                        PHONES[3]: (None, None)}
+            expected = {
+                PHONES[0]: (new.id, a_new.id),
+                PHONES[1]: (None, None),
+                PHONES[2]: (old.id, c_campaign.id),
+                PHONES[3]: (None, None),
+            }
             assert a_old.id != a_new.id
         texts = ReplyTexts()
         for phone, (campaign_id, message_id) in expected.items():
             outcome = handle_inbound(engine, "fake", InboundMessage(phone, FROM_NUMBER, "Sounds good"), texts, now=NOW)
             assert (outcome.reply.campaign_id, outcome.reply.message_id) == (campaign_id, message_id), phone
             assert (outcome.keyword, outcome.action, outcome.answer) == (None, None, None)
-        stranger = handle_inbound(engine, "fake", InboundMessage("+12025559999", FROM_NUMBER, "who is this?"), texts,
-                                  now=NOW)
+        stranger = handle_inbound(
+            engine, "fake", InboundMessage("+12025559999", FROM_NUMBER, "who is this?"), texts, now=NOW
+        )
         assert (stranger.reply.contact_id, stranger.reply.campaign_id, stranger.reply.phone) == (
-            None, None, "+12025559999")
+            None,
+            None,
+            "+12025559999",
+        )
         # A STOP from a number we never imported is kept as an opted-out contact.
         stop = handle_inbound(engine, "fake", InboundMessage("+12025559998", FROM_NUMBER, "STOP"), texts, now=NOW)
         assert (stop.keyword, stop.action, stop.answer) == ("STOP", "opted_out", None)
@@ -88,11 +132,16 @@ def _inbound(live: LiveService, phone: str, body: str) -> dict[str, object]:
     return dict(response.json())
 
 
-def test_replies_keywords_stats_and_the_replies_route(database_url: str, temporal_address: str,
-                                                      tmp_path: Path) -> None:
-    live = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path, plugin_config={
-        "plugins": {"fake": {"delivery_ratio": 1.0, "callback_delay_seconds": [0.01, 0.05]}},
-        "replies": {"help_text": "Acme: reply STOP to quit."}})
+def test_replies_keywords_stats_and_the_replies_route(database_url: str, temporal_address: str, tmp_path: Path) -> None:
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path,
+        plugin_config={
+            "plugins": {"fake": {"delivery_ratio": 1.0, "callback_delay_seconds": [0.01, 0.05]}},
+            "replies": {"help_text": "Acme: reply STOP to quit."},
+        },
+    )
     live.start()
     try:
         live.post("/api/contacts", [{"phone": p, "name": f"P{i}"} for i, p in enumerate(PHONES[:4])])
@@ -107,8 +156,10 @@ def test_replies_keywords_stats_and_the_replies_route(database_url: str, tempora
         assert _inbound(live, PHONES[3], "help") == {"reply": "Acme: reply STOP to quit."}
         assert _inbound(live, PHONES[0], "Thanks") == {"reply": None}
 
-        opted = {c["phone"]: c["opted_out_at"] is not None
-                 for c in live.get("/api/contacts", params={"limit": 10}).json()["items"]}
+        opted = {
+            c["phone"]: c["opted_out_at"] is not None
+            for c in live.get("/api/contacts", params={"limit": 10}).json()["items"]
+        }
         assert opted == {PHONES[0]: False, PHONES[1]: True, PHONES[2]: False, PHONES[3]: False}
         stats = live.stats(cid)
         assert (stats["replies"], stats["reply_rate"], stats["opt_outs"]) == (2, 0.25, 2)
@@ -117,9 +168,13 @@ def test_replies_keywords_stats_and_the_replies_route(database_url: str, tempora
         assert rows.status_code == 200, rows.text
         items = rows.json()["items"]
         assert [(r["phone"], r["body"], r["keyword"], r["opted_out"], r["variant"]) for r in items] == [
-            (PHONES[0], "Yes please, tell me more", None, False, "A"), (PHONES[1], "  stop! ", "STOP", True, "A"),
-            (PHONES[2], "UNSUBSCRIBE", "UNSUBSCRIBE", False, "A"), (PHONES[2], "unstop", "UNSTOP", False, "A"),
-            (PHONES[3], "help", "HELP", False, "A"), (PHONES[0], "Thanks", None, False, "A")]
+            (PHONES[0], "Yes please, tell me more", None, False, "A"),
+            (PHONES[1], "  stop! ", "STOP", True, "A"),
+            (PHONES[2], "UNSUBSCRIBE", "UNSUBSCRIBE", False, "A"),
+            (PHONES[2], "unstop", "UNSTOP", False, "A"),
+            (PHONES[3], "help", "HELP", False, "A"),
+            (PHONES[0], "Thanks", None, False, "A"),
+        ]
         first = items[0]
         assert first["campaign_id"] == cid and first["name"] == "P0" and first["provider"] == "fake"
         message = live.messages(cid, phone=PHONES[0])[0]
@@ -142,19 +197,32 @@ def test_replies_keywords_stats_and_the_replies_route(database_url: str, tempora
         live.stop()
 
 
-def test_a_stop_during_a_running_campaign_means_no_later_message(database_url: str, temporal_address: str,
-                                                                 tmp_path: Path) -> None:
+def test_a_stop_during_a_running_campaign_means_no_later_message(
+    database_url: str, temporal_address: str, tmp_path: Path
+) -> None:
     with TwilioStandIn() as twilio:
         live = LiveService(
-            database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path,
+            database_url=database_url,
+            temporal_address=temporal_address,
+            data_dir=tmp_path,
             env={"TEXTPULSE_BATCH_SIZE": "5", "TEXTPULSE_MAX_CONCURRENT_BATCHES": "4"},
-            plugin_config={"plugins": {"twilio": {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN,
-                                                  "from_number": FROM_NUMBER, "api_base": twilio.url}}})
+            plugin_config={
+                "plugins": {
+                    "twilio": {
+                        "account_sid": ACCOUNT_SID,
+                        "auth_token": AUTH_TOKEN,
+                        "from_number": FROM_NUMBER,
+                        "api_base": twilio.url,
+                    }
+                }
+            },
+        )
         live.start()
         try:
             live.post("/api/contacts", [{"phone": p} for p in PHONES])
-            cid = live.post("/api/campaigns", {"name": "S", "provider": "twilio",
-                                               "variants": [{"name": "A", "body": "Hello"}]}).json()["id"]
+            cid = live.post(
+                "/api/campaigns", {"name": "S", "provider": "twilio", "variants": [{"name": "A", "body": "Hello"}]}
+            ).json()["id"]
             twilio.gate.clear()  # the first wave of batches is held at Twilio's door
             assert live.post(f"/api/campaigns/{cid}/launch").status_code == 202
             wait_for(lambda: twilio.waiting >= 1, what="the first sends held")
@@ -162,15 +230,22 @@ def test_a_stop_during_a_running_campaign_means_no_later_message(database_url: s
             stop = signed_post(f"{live.url}/webhooks/twilio/inbound", inbound_params(last, "STOP"))
             assert stop.status_code == 200, stop.text
             twilio.gate.set()
-            stats = wait_for(lambda: (s := live.stats(cid))["delivered"] == len(PHONES) - 1 and s,
-                             what="every other message delivered", timeout=60)
+            stats = wait_for(
+                lambda: (s := live.stats(cid))["delivered"] == len(PHONES) - 1 and s,
+                what="every other message delivered",
+                timeout=60,
+            )
             assert stats["sent"] == len(PHONES) - 1
             assert twilio.sent_to(last) == [] and last not in [r["form"]["To"] for r in twilio.requests]
             message = live.messages(cid, phone=last)[0]
             assert (message["status"], message["error_text"], message["provider_message_id"]) == (
-                "cancelled", "contact opted out", None)
-            assert wait_for(lambda: live.get(f"/api/campaigns/{cid}").json()["status"] == "completed",
-                            what="the campaign completed")
+                "cancelled",
+                "contact opted out",
+                None,
+            )
+            assert wait_for(
+                lambda: live.get(f"/api/campaigns/{cid}").json()["status"] == "completed", what="the campaign completed"
+            )
             with session_scope(live.engine) as session:
                 contact = session.scalars(select(Contact).where(Contact.phone == last)).one()
                 assert contact.opted_out_at is not None

@@ -22,11 +22,16 @@ def _links_of(body: str) -> list[str]:
 
 def _delivered_campaign(live: LiveService) -> tuple[int, dict[str, list[str]]]:
     live.post("/api/contacts", [{"phone": p, "name": f"N{i}"} for i, p in enumerate(PHONES)])
-    cid = live.post("/api/campaigns", {
-        "name": "Movie night",
-        "variants": [{"name": "A", "body": "Reviews https://films.example/reviews merch https://films.example/shop"}],
-        "conversion": {"event": "purchase", "window_hours": 24},
-    }).json()["id"]
+    cid = live.post(
+        "/api/campaigns",
+        {
+            "name": "Movie night",
+            "variants": [
+                {"name": "A", "body": "Reviews https://films.example/reviews merch https://films.example/shop"}
+            ],
+            "conversion": {"event": "purchase", "window_hours": 24},
+        },
+    ).json()["id"]
     live.post(f"/api/campaigns/{cid}/launch")
     wait_for(lambda: live.stats(cid)["delivered"] == len(PHONES), what="delivered")
     return cid, {m["phone"]: _links_of(m["body"]) for m in live.messages(cid)}
@@ -46,14 +51,26 @@ def test_breakdowns_conversions_and_export(live: LiveService) -> None:
 
     by_url = {row["url"]: row for row in live.get(f"/api/campaigns/{cid}/stats/links").json()["links"]}
     assert by_url["https://films.example/reviews"] | {"link_id": 0} == {
-        "link_id": 0, "url": "https://films.example/reviews", "position": 0, "variant": "A",
-        "clicks": 3, "unique_clicks": 2, "bot_clicks": 0}
-    assert (by_url["https://films.example/shop"]["clicks"], by_url["https://films.example/shop"]["unique_clicks"],
-            by_url["https://films.example/shop"]["bot_clicks"]) == (2, 2, 1)
+        "link_id": 0,
+        "url": "https://films.example/reviews",
+        "position": 0,
+        "variant": "A",
+        "clicks": 3,
+        "unique_clicks": 2,
+        "bot_clicks": 0,
+    }
+    assert (
+        by_url["https://films.example/shop"]["clicks"],
+        by_url["https://films.example/shop"]["unique_clicks"],
+        by_url["https://films.example/shop"]["bot_clicks"],
+    ) == (2, 2, 1)
 
     devices = live.get(f"/api/campaigns/{cid}/stats/devices").json()
     assert {row["name"]: (row["clicks"], row["unique_clicks"]) for row in devices["device"]} == {
-        "mobile": (3, 1), "tablet": (1, 1), "desktop": (1, 1)}
+        "mobile": (3, 1),
+        "tablet": (1, 1),
+        "desktop": (1, 1),
+    }
     assert {row["name"]: row["clicks"] for row in devices["os"]} == {"iOS": 4, "Windows": 1}
 
     timing = live.get(f"/api/campaigns/{cid}/stats/click-timing").json()
@@ -66,11 +83,13 @@ def test_breakdowns_conversions_and_export(live: LiveService) -> None:
     direct = live.post("/api/events", {"phone": PHONES[0], "name": "purchase", "revenue": 30})
     assert direct.status_code == 201 and direct.json()["attribution"] == "direct"
     assert direct.json()["campaign_id"] == cid
-    influenced = live.post("/api/events", {"contact_id": direct.json()["contact_id"] + 3, "name": "purchase",
-                                           "revenue": 12.5})
+    influenced = live.post(
+        "/api/events", {"contact_id": direct.json()["contact_id"] + 3, "name": "purchase", "revenue": 12.5}
+    )
     assert influenced.json()["attribution"] == "influenced"
-    late = live.post("/api/events", {"phone": PHONES[1], "name": "purchase",
-                                     "occurred_at": (now + timedelta(hours=30)).isoformat()})
+    late = live.post(
+        "/api/events", {"phone": PHONES[1], "name": "purchase", "occurred_at": (now + timedelta(hours=30)).isoformat()}
+    )
     assert late.json()["attribution"] is None and late.json()["campaign_id"] is None
     other = live.post("/api/events", {"phone": PHONES[2], "name": "signup"})
     assert other.json()["campaign_id"] is None  # the campaign counts purchases only
@@ -81,14 +100,23 @@ def test_breakdowns_conversions_and_export(live: LiveService) -> None:
     assert (stats["conversions"], stats["revenue"]) == (2, 42.5)
     funnel = live.get(f"/api/campaigns/{cid}/stats/funnel").json()
     assert [(s["name"], s["contacts"]) for s in funnel["steps"]] == [
-        ("sent", 4), ("delivered", 4), ("clicked", 3), ("converted", 2)]
+        ("sent", 4),
+        ("delivered", 4),
+        ("clicked", 3),
+        ("converted", 2),
+    ]
     assert (funnel["direct"], funnel["influenced"], funnel["revenue"]) == (1, 1, 42.5)
 
     trend = live.get(f"/api/campaigns/{cid}/stats/trend", params={"interval": "day"}).json()
     assert trend["interval"] == "day" and len(trend["buckets"]) == 1
     bucket = trend["buckets"][0]
-    assert (bucket["sent"], bucket["delivered"], bucket["clicks"], bucket["unique_clicks"],
-            bucket["conversions"]) == (4, 4, 5, 3, 2)
+    assert (bucket["sent"], bucket["delivered"], bucket["clicks"], bucket["unique_clicks"], bucket["conversions"]) == (
+        4,
+        4,
+        5,
+        3,
+        2,
+    )
     assert live.get(f"/api/campaigns/{cid}/stats/trend", params={"interval": "hour"}).status_code == 400
     assert live.get(f"/api/campaigns/{cid}/stats/trend", params={"tz": "Nowhere/City"}).status_code == 400
 

@@ -9,9 +9,16 @@ from tests.live import LiveService, wait_for
 
 
 def _live(database_url: str, temporal_address: str, tmp_path: Path, codes: list[str]) -> LiveService:
-    live = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path,
-                       plugin_config={"plugins": {"fake": {"delivery_ratio": 0.5, "fail_codes": codes, "seed": 11,
-                                                           "callback_delay_seconds": [0.01, 0.03]}}})
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path,
+        plugin_config={
+            "plugins": {
+                "fake": {"delivery_ratio": 0.5, "fail_codes": codes, "seed": 11, "callback_delay_seconds": [0.01, 0.03]}
+            }
+        },
+    )
     live.start()
     return live
 
@@ -22,8 +29,10 @@ def _run(live: LiveService, n: int) -> int:
     assert live.post(f"/api/campaigns/{cid}/retry-failed").status_code == 409  # a draft has nothing to retry
     live.post(f"/api/campaigns/{cid}/launch")
     wait_for(lambda: live.get(f"/api/campaigns/{cid}").json()["status"] == "completed", what="completed")
-    wait_for(lambda: (s := live.stats(cid))["delivered"] + s["failed"] + s["undelivered"] == n,
-             what="every first attempt settled")
+    wait_for(
+        lambda: (s := live.stats(cid))["delivered"] + s["failed"] + s["undelivered"] == n,
+        what="every first attempt settled",
+    )
     return int(cid)
 
 

@@ -85,8 +85,7 @@ def test_emoji_in_gsm_message_switches_to_ucs2_and_names_it() -> None:
     assert info.characters == 102
     assert info.segments == 2
     assert info.warnings[0] == (
-        "'😀' is not in the GSM-7 alphabet: this message is sent as UCS-2 in 2 segments "
-        "instead of 1 GSM-7 segment"
+        "'😀' is not in the GSM-7 alphabet: this message is sent as UCS-2 in 2 segments instead of 1 GSM-7 segment"
     )
     assert "2 segments; each is billed" in info.warnings[-1]
 
@@ -129,9 +128,7 @@ def test_em_dash_alone_gets_both_warnings() -> None:
 
 def test_multi_segment_warning_only_above_one() -> None:
     assert count_segments("a" * 160).warnings == ()
-    assert count_segments("a" * 307).warnings == (
-        "This message is 3 segments; each is billed as a separate SMS",
-    )
+    assert count_segments("a" * 307).warnings == ("This message is 3 segments; each is billed as a separate SMS",)
 
 
 def test_empty_body() -> None:

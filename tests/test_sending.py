@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from core.audience import plan, snapshot
 from core.campaigns import create_campaign
 from core.contacts import upsert_contacts
 from core.db import make_engine, session_scope
@@ -15,7 +16,6 @@ from core.models import Message, ShortCode
 from core.plugins import load_plugins
 from core.providers import OutgoingMessage
 from core.schemas import CampaignCreate
-from core.audience import plan, snapshot
 from core.sending import send_batch, split_by_weight
 from core.settings import Settings
 
@@ -33,8 +33,9 @@ def world(database_url: str, tmp_path: Path):
 
 
 def _campaign(engine, body: str = "Hi {{ name }} https://shop.example/a and https://shop.example/b") -> int:
-    data = CampaignCreate.model_validate({"name": "T", "variants": [{"name": "A", "body": body, "weight": 1},
-                                                                     {"name": "B", "body": body, "weight": 3}]})
+    data = CampaignCreate.model_validate(
+        {"name": "T", "variants": [{"name": "A", "body": body, "weight": 1}, {"name": "B", "body": body, "weight": 3}]}
+    )
     return int(create_campaign(engine, data, providers={"fake"})["id"])
 
 
@@ -111,10 +112,12 @@ def test_a_lost_answer_is_looked_up_not_sent_twice(world) -> None:
     with session_scope(engine) as session:
         messages = session.scalars(select(Message).order_by(Message.id)).all()
         # The worker died after the provider accepted the first 4 but before we recorded it.
-        fake.send_batch([OutgoingMessage(m.id, m.phone, m.body, m.idempotency_key, "http://127.0.0.1:9/x")
-                         for m in messages[:4]])
-        session.execute(update(Message).where(Message.id.in_([m.id for m in messages[:4]]))
-                        .values(status="sending", attempts=1))
+        fake.send_batch(
+            [OutgoingMessage(m.id, m.phone, m.body, m.idempotency_key, "http://127.0.0.1:9/x") for m in messages[:4]]
+        )
+        session.execute(
+            update(Message).where(Message.id.in_([m.id for m in messages[:4]])).values(status="sending", attempts=1)
+        )
     first_id, last_id = snap.batches[0]
     outcome = send_batch(engine, registry, cid, first_id, last_id)
     assert (outcome.sent, outcome.failed) == (10, 0)

@@ -25,22 +25,30 @@ def test_defaults() -> None:
 
 
 def test_overrides() -> None:
-    s = Settings.from_env({
-        "TEXTPULSE_DATA_DIR": "/srv/tp", "TEXTPULSE_TEMPORAL_ADDRESS": "temporal:7233",
-        "TEXTPULSE_HTTP_PORT": "9000", "TEXTPULSE_PUBLIC_URL": "https://t.example/",
-        "TEXTPULSE_TRUSTED_PROXIES": "10.0.0.0/8, ::1", "TEXTPULSE_TEMPORAL_PORT": "7300",
-    })
+    s = Settings.from_env(
+        {
+            "TEXTPULSE_DATA_DIR": "/srv/tp",
+            "TEXTPULSE_TEMPORAL_ADDRESS": "temporal:7233",
+            "TEXTPULSE_HTTP_PORT": "9000",
+            "TEXTPULSE_PUBLIC_URL": "https://t.example/",
+            "TEXTPULSE_TRUSTED_PROXIES": "10.0.0.0/8, ::1",
+            "TEXTPULSE_TEMPORAL_PORT": "7300",
+        }
+    )
     assert s.database_url == "sqlite:////srv/tp/textpulse.db"
     assert not s.embedded_temporal and s.temporal_target == "temporal:7233"
     assert s.public_url == "https://t.example"
     assert s.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
-@pytest.mark.parametrize("env,message", [
-    ({"TEXTPULSE_HTTP_PORT": "x"}, "TEXTPULSE_HTTP_PORT"),
-    ({"TEXTPULSE_TRUSTED_PROXIES": "10.0.0.0/33"}, "10.0.0.0/33"),
-    ({"TEXTPULSE_LOG_FORMAT": "xml"}, "TEXTPULSE_LOG_FORMAT"),
-])
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"TEXTPULSE_HTTP_PORT": "x"}, "TEXTPULSE_HTTP_PORT"),
+        ({"TEXTPULSE_TRUSTED_PROXIES": "10.0.0.0/33"}, "10.0.0.0/33"),
+        ({"TEXTPULSE_LOG_FORMAT": "xml"}, "TEXTPULSE_LOG_FORMAT"),
+    ],
+)
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("/", "/").replace(".", r"\.")):
         Settings.from_env(env)

@@ -56,9 +56,15 @@ def _pattern(live: LiveService, template: str) -> re.Pattern[str]:
 
 def _short_codes(live: LiveService, message_id: int) -> list[tuple[str, int, str]]:
     with session_scope(live.engine) as session:
-        return [(code, position, destination) for code, position, destination in session.execute(
-            select(ShortCode.code, Link.position, ShortCode.destination).join(Link, Link.id == ShortCode.link_id)
-            .where(ShortCode.message_id == message_id).order_by(Link.position))]
+        return [
+            (code, position, destination)
+            for code, position, destination in session.execute(
+                select(ShortCode.code, Link.position, ShortCode.destination)
+                .join(Link, Link.id == ShortCode.link_id)
+                .where(ShortCode.message_id == message_id)
+                .order_by(Link.position)
+            )
+        ]
 
 
 def _clicks(live: LiveService) -> int:
@@ -80,23 +86,30 @@ def test_two_links_in_one_body_are_tracked_independently(live: LiveService) -> N
     for message in messages:
         assert _pattern(live, "New: {link} and old ({link}). Bye!").match(message["body"]), message["body"]
         first, second = _codes(live, message["body"])
-        assert _short_codes(live, message["id"]) == [(first, 0, "https://a.example/new"),
-                                                     (second, 1, "https://shop.example/old")]
+        assert _short_codes(live, message["id"]) == [
+            (first, 0, "https://a.example/new"),
+            (second, 1, "https://shop.example/old"),
+        ]
         seen |= {first, second}
     assert len(seen) == 2 * len(PHONES)
     with session_scope(live.engine) as session:
-        links = session.execute(select(Link.position, Link.destination).where(Link.campaign_id == cid)
-                                .order_by(Link.position)).all()
+        links = session.execute(
+            select(Link.position, Link.destination).where(Link.campaign_id == cid).order_by(Link.position)
+        ).all()
     assert [tuple(link) for link in links] == [(0, "https://a.example/new"), (1, "https://shop.example/old")]
 
     # A click on the second link counts for that link only.
     first, second = _codes(live, messages[0]["body"])
     assert _location(f"{live.url}/r/{second}") == "https://shop.example/old"
-    wait_for(lambda: live.get(f"/api/campaigns/{cid}/stats/links").json()["links"][1]["clicks"] == 1,
-             what="the click on link 2")
+    wait_for(
+        lambda: live.get(f"/api/campaigns/{cid}/stats/links").json()["links"][1]["clicks"] == 1,
+        what="the click on link 2",
+    )
     stats = live.get(f"/api/campaigns/{cid}/stats/links").json()["links"]
-    assert [(s["position"], s["url"], s["clicks"]) for s in stats] == [(0, "https://a.example/new", 0),
-                                                                     (1, "https://shop.example/old", 1)]
+    assert [(s["position"], s["url"], s["clicks"]) for s in stats] == [
+        (0, "https://a.example/new", 0),
+        (1, "https://shop.example/old", 1),
+    ]
 
 
 def test_the_same_destination_twice_gets_two_codes(live: LiveService) -> None:
@@ -104,15 +117,22 @@ def test_the_same_destination_twice_gets_two_codes(live: LiveService) -> None:
     _, messages = _send(live, "Shop https://shop.example/x now, or later: https://shop.example/x", count=2)
     for message in messages:
         rows = _short_codes(live, message["id"])
-        assert [(position, destination) for _, position, destination in rows] == [(0, "https://shop.example/x"),
-                                                                                  (1, "https://shop.example/x")]
+        assert [(position, destination) for _, position, destination in rows] == [
+            (0, "https://shop.example/x"),
+            (1, "https://shop.example/x"),
+        ]
         assert [code for code, _, _ in rows] == _codes(live, message["body"])
         assert len({code for code, _, _ in rows}) == 2
 
 
 def test_links_produced_by_the_template_are_tracked_per_recipient(live: LiveService) -> None:
-    _contacts(live, [{"phone": p, "name": f"N{i}", "attributes": {"url": f"https://shop.example/u/{i}"}}
-                     for i, p in enumerate(PHONES)])
+    _contacts(
+        live,
+        [
+            {"phone": p, "name": f"N{i}", "attributes": {"url": f"https://shop.example/u/{i}"}}
+            for i, p in enumerate(PHONES)
+        ],
+    )
     _, messages = _send(live, "Hi {{ name }}, your page: {{ attributes.url }}")
     for i, message in enumerate(messages):
         assert _pattern(live, f"Hi N{i}, your page: {{link}}").match(message["body"]), message["body"]
@@ -122,8 +142,12 @@ def test_links_produced_by_the_template_are_tracked_per_recipient(live: LiveServ
 
 def test_utm_parameters_are_merged_and_an_existing_key_keeps_its_value(live: LiveService) -> None:
     _contacts(live, [{"phone": p} for p in PHONES[:1]])
-    _, [message] = _send(live, "A https://shop.example/bf?utm_source=push&x=1#top and b shop.example/y", count=1,
-                         tracking={"shorten_links": True, "utm": {"utm_source": "sms", "utm_campaign": "bf"}})
+    _, [message] = _send(
+        live,
+        "A https://shop.example/bf?utm_source=push&x=1#top and b shop.example/y",
+        count=1,
+        tracking={"shorten_links": True, "utm": {"utm_source": "sms", "utm_campaign": "bf"}},
+    )
     first, second = _codes(live, message["body"])
     assert _location(f"{live.url}/r/{first}") == "https://shop.example/bf?utm_source=push&x=1&utm_campaign=bf#top"
     assert _location(f"{live.url}/r/{second}") == "https://shop.example/y?utm_source=sms&utm_campaign=bf"
@@ -132,8 +156,7 @@ def test_utm_parameters_are_merged_and_an_existing_key_keeps_its_value(live: Liv
 def test_shorten_links_false_leaves_the_body_untouched(live: LiveService) -> None:
     _contacts(live, [{"phone": p, "name": "Ana"} for p in PHONES[:2]])
     body = "Hi {{ name }}: https://shop.example/bf?x=1 and shop.example/y."
-    cid, messages = _send(live, body, count=2, tracking={"shorten_links": False,
-                                                         "utm": {"utm_source": "sms"}})
+    cid, messages = _send(live, body, count=2, tracking={"shorten_links": False, "utm": {"utm_source": "sms"}})
     assert [m["body"] for m in messages] == ["Hi Ana: https://shop.example/bf?x=1 and shop.example/y."] * 2
     assert live.fake.ledger()[0]["body"] == "Hi Ana: https://shop.example/bf?x=1 and shop.example/y."
     with session_scope(live.engine) as session:
@@ -157,7 +180,11 @@ def test_preview_shows_characters_encoding_segments_and_warnings(live: LiveServi
     gsm_length = len(plain["body"])  # every character is one GSM-7 septet here
     assert 70 < gsm_length <= 160
     assert (plain["characters"], plain["encoding"], plain["segments"], plain["warnings"]) == (
-        gsm_length, "GSM-7", 1, [])
+        gsm_length,
+        "GSM-7",
+        1,
+        [],
+    )
     # One emoji: UCS-2, the emoji counts 2 UTF-16 units, and the text no longer fits one segment.
     assert (emoji["characters"], emoji["encoding"], emoji["segments"]) == (gsm_length + 3, "UCS-2", 2)
     assert emoji["warnings"] == [
@@ -171,6 +198,7 @@ def test_preview_shows_characters_encoding_segments_and_warnings(live: LiveServi
 
 
 # -- test sends ----------------------------------------------------------------------------------
+
 
 def test_test_send_refuses_bad_phones_naming_each(live: LiveService) -> None:
     cid = _campaign(live, "Hi https://shop.example/bf")
@@ -190,14 +218,21 @@ def test_test_send_refuses_bad_phones_naming_each(live: LiveService) -> None:
 
 def test_test_send_is_a_real_tracked_send_left_out_of_stats(live: LiveService) -> None:
     _contacts(live, [{"phone": PHONES[0], "name": "Ana"}])
-    cid = _campaign(live, ["A {{ name | default('friend') }}: https://shop.example/a",
-                           "B {{ name | default('friend') }}: https://shop.example/b"])
+    cid = _campaign(
+        live,
+        [
+            "A {{ name | default('friend') }}: https://shop.example/a",
+            "B {{ name | default('friend') }}: https://shop.example/b",
+        ],
+    )
     response = live.post(f"/api/campaigns/{cid}/test-send", {"phones": [PHONES[0], "+1 (202) 555-0499", PHONES[0]]})
     assert response.status_code == 200, response.text
     messages = response.json()["messages"]
     assert [(m["phone"], m["variant"], m["phase"]) for m in messages] == [
-        (PHONES[0], "A", "test_send"), ("+12025550499", "A", "test_send"),
-        (PHONES[0], "B", "test_send"), ("+12025550499", "B", "test_send"),
+        (PHONES[0], "A", "test_send"),
+        ("+12025550499", "A", "test_send"),
+        (PHONES[0], "B", "test_send"),
+        ("+12025550499", "B", "test_send"),
     ]
     # Accepted by the provider when the answer was made (its delivery callback may be in already).
     assert all(m["sent_at"] and m["provider_message_id"].startswith("fake-") for m in messages)
@@ -233,12 +268,16 @@ def test_test_send_with_a_body_that_does_not_render_stores_nothing(live: LiveSer
 
 # -- codes ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def quiet_live(database_url: str, temporal_address: str, tmp_path: Path) -> Iterator[LiveService]:
     """Delivery callbacks held back for an hour: a 10k send without 20k webhook calls."""
-    live = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path,
-                       plugin_config={"plugins": {"fake": {"delivery_ratio": 1.0, "seed": 5,
-                                                           "callback_delay_seconds": [3600, 3600]}}})
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path,
+        plugin_config={"plugins": {"fake": {"delivery_ratio": 1.0, "seed": 5, "callback_delay_seconds": [3600, 3600]}}},
+    )
     live.start()
     yield live
     live.stop()
@@ -261,7 +300,9 @@ def test_per_recipient_codes_are_unique_across_10k_recipients(quiet_live: LiveSe
         rows = session.execute(
             select(Message.id, Message.contact_id, Message.body, ShortCode.code, ShortCode.message_id)
             .join(ShortCode, ShortCode.message_id == Message.id, isouter=True)
-            .where(Message.campaign_id == cid).order_by(Message.id)).all()
+            .where(Message.campaign_id == cid)
+            .order_by(Message.id)
+        ).all()
     assert len(rows) == count  # one message per recipient, one code per message
     body_codes = []
     for message_id, _, body, code, code_message in rows:
@@ -289,7 +330,8 @@ def test_per_recipient_codes_are_unique_across_10k_recipients(quiet_live: LiveSe
 @pytest.fixture
 def acme_shortener(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A third-party shortener plugin: longer codes of its own, drawn from a seeded generator."""
-    (tmp_path / "acme_links.py").write_text(textwrap.dedent('''
+    (tmp_path / "acme_links.py").write_text(
+        textwrap.dedent("""
         import random
         from core.hookspecs import hookimpl
 
@@ -306,17 +348,24 @@ def acme_shortener(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         @hookimpl
         def make_shortener(config):
             return AcmeShortener()
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "acme_links"
     sys.modules.pop("acme_links", None)
 
 
-def test_a_third_party_shortener_is_a_drop_in(database_url: str, temporal_address: str, tmp_path: Path,
-                                               acme_shortener: str) -> None:
-    live = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path / "var",
-                       plugin_config={"plugins": {"enabled": [acme_shortener],
-                                                  "fake": {"delivery_ratio": 1.0, "callback_delay_seconds": 0.05}}})
+def test_a_third_party_shortener_is_a_drop_in(
+    database_url: str, temporal_address: str, tmp_path: Path, acme_shortener: str
+) -> None:
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path / "var",
+        plugin_config={
+            "plugins": {"enabled": [acme_shortener], "fake": {"delivery_ratio": 1.0, "callback_delay_seconds": 0.05}}
+        },
+    )
     live.start()
     try:
         _contacts(live, [{"phone": p} for p in PHONES[:3]])

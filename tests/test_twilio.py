@@ -26,26 +26,40 @@ CALLBACK = "https://sms.example.com/webhooks/twilio/status"
 
 
 def _provider(api_base: str, **extra: Any) -> TwilioProvider:
-    return TwilioProvider({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "from_number": FROM_NUMBER,
-                           "api_base": api_base, **extra})
+    return TwilioProvider(
+        {
+            "account_sid": ACCOUNT_SID,
+            "auth_token": AUTH_TOKEN,
+            "from_number": FROM_NUMBER,
+            "api_base": api_base,
+            **extra,
+        }
+    )
 
 
 def _out(message_id: int, to: str, body: str = "Hello") -> OutgoingMessage:
     return OutgoingMessage(message_id, to, body, f"key-{message_id}", CALLBACK)
 
 
-def _signed(url: str, params: dict[str, str], *, token: str = AUTH_TOKEN,
-            content_type: str = "application/x-www-form-urlencoded") -> WebhookRequest:
+def _signed(
+    url: str,
+    params: dict[str, str],
+    *,
+    token: str = AUTH_TOKEN,
+    content_type: str = "application/x-www-form-urlencoded",
+) -> WebhookRequest:
     body = httpx.QueryParams(params).__str__().encode()
     signature = RequestValidator(token).compute_signature(url, params)
-    return WebhookRequest(url=url, headers={"x-twilio-signature": signature}, body=body, content_type=content_type,
-                          form=dict(params))
+    return WebhookRequest(
+        url=url, headers={"x-twilio-signature": signature}, body=body, content_type=content_type, form=dict(params)
+    )
 
 
 @pytest.fixture
 def standin() -> Iterator[TwilioStandIn]:
-    with TwilioStandIn(invalid=[INVALID], unsubscribed=[UNSUBSCRIBED], throttle_once=[THROTTLED],
-                       undelivered=[UNDELIVERED]) as api:
+    with TwilioStandIn(
+        invalid=[INVALID], unsubscribed=[UNSUBSCRIBED], throttle_once=[THROTTLED], undelivered=[UNDELIVERED]
+    ) as api:
         yield api
 
 
@@ -62,23 +76,36 @@ def test_our_signature_is_the_one_twilios_request_validator_computes_and_accepts
         ours = twilio_signature(AUTH_TOKEN, url, params)
         assert ours == validator.compute_signature(url, params)
         assert validator.validate(url, params, ours)
-    assert not validator.validate(cases[0][0], {"MessageSid": "SM2", "MessageStatus": "delivered"},
-                                  twilio_signature(AUTH_TOKEN, *cases[0]))
+    assert not validator.validate(
+        cases[0][0], {"MessageSid": "SM2", "MessageStatus": "delivered"}, twilio_signature(AUTH_TOKEN, *cases[0])
+    )
 
 
 def test_status_callbacks_are_verified_then_mapped() -> None:
     provider = _provider("http://unused.invalid")
     base = {"AccountSid": ACCOUNT_SID, "MessageSid": "SMabc", "SmsSid": "SMabc", "To": PHONES[0], "From": FROM_NUMBER}
-    expected = {"queued": "queued", "accepted": "queued", "sending": "sending", "sent": "sent",
-                "delivered": "delivered", "undelivered": "undelivered", "failed": "failed", "read": "delivered"}
+    expected = {
+        "queued": "queued",
+        "accepted": "queued",
+        "sending": "sending",
+        "sent": "sent",
+        "delivered": "delivered",
+        "undelivered": "undelivered",
+        "failed": "failed",
+        "read": "delivered",
+    }
     for twilio_status, ours in expected.items():
         updates = provider.parse_status(_signed(CALLBACK, {**base, "MessageStatus": twilio_status}))
         assert updates == [StatusUpdate("SMabc", ours, None, None)]
     failed = provider.parse_status(_signed(CALLBACK, {**base, "MessageStatus": "undelivered", "ErrorCode": "30003"}))
     assert failed == [StatusUpdate("SMabc", "undelivered", "30003", "Unreachable destination handset")]
     # Twilio signs a URL with the default port added or left out: both verify.
-    assert provider.parse_status(_signed("https://sms.example.com:443/webhooks/twilio/status",
-                                         {**base, "MessageStatus": "sent"}))[0].status == "sent"
+    assert (
+        provider.parse_status(
+            _signed("https://sms.example.com:443/webhooks/twilio/status", {**base, "MessageStatus": "sent"})
+        )[0].status
+        == "sent"
+    )
 
     def refused(request: WebhookRequest) -> tuple[int, str]:
         with pytest.raises(WebhookError) as info:
@@ -87,11 +114,14 @@ def test_status_callbacks_are_verified_then_mapped() -> None:
 
     good = _signed(CALLBACK, {**base, "MessageStatus": "sent"})
     assert refused(WebhookRequest(CALLBACK, {}, good.body, good.content_type)) == (
-        403, "the X-Twilio-Signature header is missing")
+        403,
+        "the X-Twilio-Signature header is missing",
+    )
     tampered = WebhookRequest(CALLBACK, good.headers, good.body.replace(b"sent", b"delivered"), good.content_type)
     assert refused(tampered)[0] == 403 and "X-Twilio-Signature does not match" in refused(tampered)[1]
-    elsewhere = WebhookRequest("https://other.example.com/webhooks/twilio/status", good.headers, good.body,
-                               good.content_type)
+    elsewhere = WebhookRequest(
+        "https://other.example.com/webhooks/twilio/status", good.headers, good.body, good.content_type
+    )
     assert refused(elsewhere)[0] == 403
     assert refused(_signed(CALLBACK, {**base, "MessageStatus": "sent"}, token="0" * 32))[0] == 403
     assert refused(_signed(CALLBACK, {"MessageStatus": "sent"})) == (400, "field 'MessageSid' is required")
@@ -99,10 +129,16 @@ def test_status_callbacks_are_verified_then_mapped() -> None:
     code, detail = refused(_signed(CALLBACK, {**base, "MessageStatus": "exploded"}))
     assert code == 400 and "field 'MessageStatus' must be one of" in detail and "'exploded'" in detail
     assert refused(_signed(CALLBACK, {**base, "MessageStatus": "failed", "ErrorCode": "abc"})) == (
-        400, "field 'ErrorCode' must be a number, got 'abc'")
+        400,
+        "field 'ErrorCode' must be a number, got 'abc'",
+    )
     # A JSON body: its signature covers the URL only, so a valid one gets as far as the type check.
-    json_request = WebhookRequest(CALLBACK, {"x-twilio-signature": twilio_signature(AUTH_TOKEN, CALLBACK, {})},
-                                  b'{"MessageSid": "SM1"}', "application/json")
+    json_request = WebhookRequest(
+        CALLBACK,
+        {"x-twilio-signature": twilio_signature(AUTH_TOKEN, CALLBACK, {})},
+        b'{"MessageSid": "SM1"}',
+        "application/json",
+    )
     assert refused(json_request) == (415, "expected application/x-www-form-urlencoded, got application/json")
     unconfigured = TwilioProvider({})
     with pytest.raises(WebhookError) as info:
@@ -119,25 +155,35 @@ def test_inbound_is_verified_and_answered_with_twiml() -> None:
     assert provider.inbound_response(inbound, None).body == EMPTY_TWIML
     answer = provider.inbound_response(inbound, "Reply STOP to stop & <more>")
     assert answer.content_type == "text/xml"
-    assert answer.body == (b'<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
-                           b"Reply STOP to stop &amp; &lt;more&gt;</Message></Response>")
+    assert answer.body == (
+        b'<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
+        b"Reply STOP to stop &amp; &lt;more&gt;</Message></Response>"
+    )
 
 
 # -- sending ----------------------------------------------------------------------------------------
 def test_send_batch_maps_twilios_answers(standin: TwilioStandIn) -> None:
     provider = _provider(standin.url)
     try:
-        results = provider.send_batch([_out(1, PHONES[0], "Hi 1"), _out(2, INVALID), _out(3, UNSUBSCRIBED),
-                                       _out(4, THROTTLED, "Hi 4")])
+        results = provider.send_batch(
+            [_out(1, PHONES[0], "Hi 1"), _out(2, INVALID), _out(3, UNSUBSCRIBED), _out(4, THROTTLED, "Hi 4")]
+        )
     finally:
         provider.close()
     ok, invalid, unsubscribed, throttled = results
     assert ok.accepted and ok.provider_message_id == standin.sent_to(PHONES[0])[0]["sid"]
     assert ok.provider_message_id.startswith("SM") and not ok.transient
     assert (invalid.accepted, invalid.error_code, invalid.error_text, invalid.transient) == (
-        False, "21211", f"The 'To' number {INVALID} is not a valid phone number.", False)
+        False,
+        "21211",
+        f"The 'To' number {INVALID} is not a valid phone number.",
+        False,
+    )
     assert (unsubscribed.error_code, unsubscribed.error_text, unsubscribed.transient) == (
-        "21610", "Attempt to send to unsubscribed recipient", False)
+        "21610",
+        "Attempt to send to unsubscribed recipient",
+        False,
+    )
     # 429 with Retry-After: 1 was waited out in place, then accepted.
     assert throttled.accepted and throttled.provider_message_id == standin.sent_to(THROTTLED)[0]["sid"]
     assert [r["form"]["To"] for r in standin.requests].count(THROTTLED) == 2
@@ -160,8 +206,14 @@ def test_a_down_twilio_is_transient_and_the_rest_of_the_batch_waits(standin: Twi
 
 
 def test_messaging_service_sid_replaces_from(standin: TwilioStandIn) -> None:
-    provider = TwilioProvider({"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN, "api_base": standin.url,
-                               "messaging_service_sid": "MG" + "1" * 32})
+    provider = TwilioProvider(
+        {
+            "account_sid": ACCOUNT_SID,
+            "auth_token": AUTH_TOKEN,
+            "api_base": standin.url,
+            "messaging_service_sid": "MG" + "1" * 32,
+        }
+    )
     try:
         assert provider.send_batch([_out(1, PHONES[0])])[0].accepted
     finally:
@@ -174,8 +226,10 @@ def test_an_unconfigured_twilio_refuses_sends_with_a_clear_error(standin: Twilio
     provider = TwilioProvider({"account_sid": ACCOUNT_SID, "api_base": standin.url})
     results = provider.send_batch([_out(1, PHONES[0]), _out(2, PHONES[1])])
     assert [(r.accepted, r.transient, r.error_code) for r in results] == [(False, False, "not_configured")] * 2
-    assert results[0].error_text == ("twilio is not configured: set auth_token, from_number or messaging_service_sid "
-                                     "in [plugins.twilio] of plugins.toml or as TEXTPULSE_TWILIO_<SETTING>")
+    assert results[0].error_text == (
+        "twilio is not configured: set auth_token, from_number or messaging_service_sid "
+        "in [plugins.twilio] of plugins.toml or as TEXTPULSE_TWILIO_<SETTING>"
+    )
     assert standin.requests == [] and provider.find_sent([_out(1, PHONES[0])]) == {}
 
 
@@ -196,40 +250,59 @@ def test_find_sent_lists_by_to_and_date_sent_and_matches_the_body(standin: Twili
     try:
         sid = provider.send_batch([_out(1, PHONES[0], "Body one")])[0].provider_message_id
         provider.send_batch([_out(2, PHONES[1], "Body two")])
-        found = provider.find_sent([_out(1, PHONES[0], "Body one"), _out(5, PHONES[0], "Never sent"),
-                                    _out(6, PHONES[2], "Body two")])
+        found = provider.find_sent(
+            [_out(1, PHONES[0], "Body one"), _out(5, PHONES[0], "Never sent"), _out(6, PHONES[2], "Body two")]
+        )
     finally:
         provider.close()
     assert found == {1: sid}
 
 
 # -- the whole way through the service ----------------------------------------------------------------
-def _twilio_live(database_url: str, temporal_address: str, data_dir: Path, api_base: str,
-                 **extra: Any) -> LiveService:
-    return LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=data_dir,
-                       plugin_config={"plugins": {"twilio": {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN,
-                                                             "from_number": FROM_NUMBER, "api_base": api_base},
-                                                  "fake": {"delivery_ratio": 1.0}}, **extra})
+def _twilio_live(database_url: str, temporal_address: str, data_dir: Path, api_base: str, **extra: Any) -> LiveService:
+    return LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=data_dir,
+        plugin_config={
+            "plugins": {
+                "twilio": {
+                    "account_sid": ACCOUNT_SID,
+                    "auth_token": AUTH_TOKEN,
+                    "from_number": FROM_NUMBER,
+                    "api_base": api_base,
+                },
+                "fake": {"delivery_ratio": 1.0},
+            },
+            **extra,
+        },
+    )
 
 
 def test_a_campaign_goes_out_through_twilio_and_comes_back_in_signed_callbacks(
-        database_url: str, temporal_address: str, tmp_path: Path, standin: TwilioStandIn) -> None:
+    database_url: str, temporal_address: str, tmp_path: Path, standin: TwilioStandIn
+) -> None:
     live = _twilio_live(database_url, temporal_address, tmp_path, standin.url)
     live.start()
     try:
         assert live.post("/api/contacts", [{"phone": p, "name": f"P{i}"} for i, p in enumerate(PHONES)]).json()[
-            "created"] == len(PHONES)
+            "created"
+        ] == len(PHONES)
         body = {"name": "Twilio", "provider": "twilio", "variants": [{"name": "A", "body": "Hi {{ name }}, sale"}]}
         cid = live.post("/api/campaigns", body).json()["id"]
         assert live.post(f"/api/campaigns/{cid}/launch").status_code == 202
-        stats = wait_for(lambda: (s := live.stats(cid))["delivered"] + s["undelivered"] + s["failed"] == len(PHONES)
-                         and s, what="a final status for every message", timeout=60)
+        stats = wait_for(
+            lambda: (s := live.stats(cid))["delivered"] + s["undelivered"] + s["failed"] == len(PHONES) and s,
+            what="a final status for every message",
+            timeout=60,
+        )
         assert (stats["sent"], stats["delivered"], stats["undelivered"], stats["failed"]) == (8, 7, 1, 2)
         assert stats["delivery_rate"] == round(7 / 8, 6)
 
         # Each number got exactly one message; refused numbers none.
-        assert Counter(m["to"] for m in standin.messages) == Counter(p for p in PHONES if p not in
-                                                                      (INVALID, UNSUBSCRIBED))
+        assert Counter(m["to"] for m in standin.messages) == Counter(
+            p for p in PHONES if p not in (INVALID, UNSUBSCRIBED)
+        )
         for request in standin.requests:
             assert request["form"]["StatusCallback"] == f"{live.url}/webhooks/twilio/status"
             assert request["form"]["From"] == FROM_NUMBER
@@ -241,8 +314,11 @@ def test_a_campaign_goes_out_through_twilio_and_comes_back_in_signed_callbacks(
         assert by_phone[PHONES[0]]["provider_message_id"] == standin.sent_to(PHONES[0])[0]["sid"]
         assert (by_phone[INVALID]["status"], by_phone[INVALID]["error_code"]) == ("failed", "21211")
         assert (by_phone[UNSUBSCRIBED]["status"], by_phone[UNSUBSCRIBED]["error_code"]) == ("failed", "21610")
-        assert (by_phone[UNDELIVERED]["status"], by_phone[UNDELIVERED]["error_code"],
-                by_phone[UNDELIVERED]["error_text"]) == ("undelivered", "30003", "Unreachable destination handset")
+        assert (
+            by_phone[UNDELIVERED]["status"],
+            by_phone[UNDELIVERED]["error_code"],
+            by_phone[UNDELIVERED]["error_text"],
+        ) == ("undelivered", "30003", "Unreachable destination handset")
         assert by_phone[THROTTLED]["status"] == "delivered"
 
         # 21610 means the recipient unsubscribed at Twilio: the contact is opted out here too.
@@ -253,18 +329,25 @@ def test_a_campaign_goes_out_through_twilio_and_comes_back_in_signed_callbacks(
 
         errors = live.get(f"/api/campaigns/{cid}/stats/errors")
         assert errors.status_code == 200, errors.text
-        assert errors.json() == {"errors": [
-            {"code": "21211", "text": f"The 'To' number {INVALID} is not a valid phone number.", "count": 1,
-             "share": 0.333333},
-            {"code": "21610", "text": "Attempt to send to unsubscribed recipient", "count": 1, "share": 0.333333},
-            {"code": "30003", "text": "Unreachable destination handset", "count": 1, "share": 0.333333},
-        ]}
+        assert errors.json() == {
+            "errors": [
+                {
+                    "code": "21211",
+                    "text": f"The 'To' number {INVALID} is not a valid phone number.",
+                    "count": 1,
+                    "share": 0.333333,
+                },
+                {"code": "21610", "text": "Attempt to send to unsubscribed recipient", "count": 1, "share": 0.333333},
+                {"code": "30003", "text": "Unreachable destination handset", "count": 1, "share": 0.333333},
+            ]
+        }
     finally:
         live.stop()
 
 
 def test_twilio_webhooks_refuse_bad_signatures_and_store_nothing(
-        database_url: str, temporal_address: str, tmp_path: Path) -> None:
+    database_url: str, temporal_address: str, tmp_path: Path
+) -> None:
     live = _twilio_live(database_url, temporal_address, tmp_path, "http://127.0.0.1:9")
     live.start()
     try:
@@ -278,8 +361,11 @@ def test_twilio_webhooks_refuse_bad_signatures_and_store_nothing(
         assert other_token.status_code == 403
         for_inbound = RequestValidator(AUTH_TOKEN).compute_signature(f"{live.url}/webhooks/twilio/inbound", params)
         assert httpx.post(status_url, data=params, headers={"x-twilio-signature": for_inbound}).status_code == 403
-        inbound = httpx.post(f"{live.url}/webhooks/twilio/inbound", data=inbound_params(PHONES[0], "STOP"),
-                             headers={"x-twilio-signature": "bm9wZQ=="})
+        inbound = httpx.post(
+            f"{live.url}/webhooks/twilio/inbound",
+            data=inbound_params(PHONES[0], "STOP"),
+            headers={"x-twilio-signature": "bm9wZQ=="},
+        )
         assert inbound.status_code == 403
         with session_scope(live.engine) as session:
             assert session.scalar(select(func.count()).select_from(StatusEvent)) == 0
@@ -299,14 +385,19 @@ def test_twilio_webhooks_refuse_bad_signatures_and_store_nothing(
         contact = live.get("/api/contacts", params={"phone": PHONES[0]}).json()["items"][0]
         assert contact["opted_out_at"] is not None
         help_answer = signed_post(inbound_url, inbound_params(PHONES[0], "HELP"))
-        assert help_answer.content == (b'<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
-                                       b"Reply STOP to unsubscribe or START to subscribe again.</Message></Response>")
+        assert help_answer.content == (
+            b'<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
+            b"Reply STOP to unsubscribe or START to subscribe again.</Message></Response>"
+        )
         assert signed_post(inbound_url, inbound_params(PHONES[0], "start")).content == EMPTY_TWIML
         contact = live.get("/api/contacts", params={"phone": PHONES[0]}).json()["items"][0]
         assert contact["opted_out_at"] is None
         with session_scope(live.engine) as session:
             assert [(r.body, r.keyword, r.provider) for r in session.scalars(select(Reply).order_by(Reply.id))] == [
-                ("Stop", "STOP", "twilio"), ("HELP", "HELP", "twilio"), ("start", "START", "twilio")]
+                ("Stop", "STOP", "twilio"),
+                ("HELP", "HELP", "twilio"),
+                ("start", "START", "twilio"),
+            ]
     finally:
         live.stop()
 
@@ -316,8 +407,13 @@ def test_an_unconfigured_twilio_refuses_its_webhooks(live: LiveService) -> None:
     params = {"MessageSid": "SM1", "MessageStatus": "delivered"}
     response = signed_post(url, params)
     assert response.status_code == 403
-    assert response.json() == {"status_code": 403, "extra": None, "detail": (
-        "twilio webhooks are refused: no auth_token is configured "
-        "([plugins.twilio] auth_token or TEXTPULSE_TWILIO_AUTH_TOKEN)")}
+    assert response.json() == {
+        "status_code": 403,
+        "extra": None,
+        "detail": (
+            "twilio webhooks are refused: no auth_token is configured "
+            "([plugins.twilio] auth_token or TEXTPULSE_TWILIO_AUTH_TOKEN)"
+        ),
+    }
     with session_scope(live.engine) as session:
         assert session.scalar(select(func.count()).select_from(StatusEvent)) == 0

@@ -28,15 +28,23 @@ def _worker(live: LiveService, log: Path) -> subprocess.Popen[bytes]:
         "TEXTPULSE_FAKE_DELIVERY_RATIO": "1.0",
         "TEXTPULSE_LOG_FORMAT": "json",
     }
-    return subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], env=env, stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "worker"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
 
 
 def test_killed_worker_resumes_without_double_sends(database_url: str, temporal_address: str, tmp_path: Path) -> None:
-    live = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path / "var",
-                       run_worker=False,
-                       env={"TEXTPULSE_BATCH_SIZE": "5", "TEXTPULSE_MAX_CONCURRENT_BATCHES": "2",
-                            "TEXTPULSE_SEND_TIMEOUT_SECONDS": "3"})
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path / "var",
+        run_worker=False,
+        env={
+            "TEXTPULSE_BATCH_SIZE": "5",
+            "TEXTPULSE_MAX_CONCURRENT_BATCHES": "2",
+            "TEXTPULSE_SEND_TIMEOUT_SECONDS": "3",
+        },
+    )
     live.start()
     first = second = None
     try:
@@ -50,8 +58,11 @@ def test_killed_worker_resumes_without_double_sends(database_url: str, temporal_
         sent_by_first = live.stats(cid)["sent"]
         assert sent_by_first < N, "the campaign finished before the worker was killed: make it bigger"
         second = _worker(live, tmp_path / "worker2.log")
-        wait_for(lambda: live.get(f"/api/campaigns/{cid}").json()["status"] == "completed", timeout=90,
-                 what="the second worker finished the campaign")
+        wait_for(
+            lambda: live.get(f"/api/campaigns/{cid}").json()["status"] == "completed",
+            timeout=90,
+            what="the second worker finished the campaign",
+        )
         ledger_file = live.settings.data_dir / "fake_ledger.jsonl"
         sends = Counter(json.loads(line)["to"] for line in ledger_file.read_text().splitlines())
         assert len(sends) == N

@@ -40,20 +40,40 @@ def signed_post(url: str, params: dict[str, str], auth_token: str = AUTH_TOKEN, 
 
 
 def inbound_params(from_phone: str, body: str, to: str = FROM_NUMBER) -> dict[str, str]:
-    return {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "Body": body, "From": from_phone,
-            "MessageSid": "SM" + uuid.uuid4().hex, "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received",
-            "To": to}
+    return {
+        "AccountSid": ACCOUNT_SID,
+        "ApiVersion": "2010-04-01",
+        "Body": body,
+        "From": from_phone,
+        "MessageSid": "SM" + uuid.uuid4().hex,
+        "NumMedia": "0",
+        "NumSegments": "1",
+        "SmsStatus": "received",
+        "To": to,
+    }
 
 
 def _error(code: int, message: str, status: int) -> dict[str, Any]:
-    return {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
-            "status": status}
+    return {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
 
 
 class TwilioStandIn:
-    def __init__(self, *, invalid: Iterable[str] = (), unsubscribed: Iterable[str] = (),
-                 throttle_once: Iterable[str] = (), undelivered: Iterable[str] = (), slow: Iterable[str] = (),
-                 failing: Iterable[str] = (), slow_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        invalid: Iterable[str] = (),
+        unsubscribed: Iterable[str] = (),
+        throttle_once: Iterable[str] = (),
+        undelivered: Iterable[str] = (),
+        slow: Iterable[str] = (),
+        failing: Iterable[str] = (),
+        slow_seconds: float = 2.0,
+    ) -> None:
         self.invalid, self.unsubscribed = set(invalid), set(unsubscribed)
         self.throttle_once, self.undelivered, self.slow = set(throttle_once), set(undelivered), set(slow)
         self.failing = set(failing)
@@ -70,8 +90,10 @@ class TwilioStandIn:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._threads = [threading.Thread(target=self.server.serve_forever, daemon=True),
-                         threading.Thread(target=self._post_callbacks, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self.server.serve_forever, daemon=True),
+            threading.Thread(target=self._post_callbacks, daemon=True),
+        ]
 
     def __enter__(self) -> TwilioStandIn:
         for thread in self._threads:
@@ -122,12 +144,22 @@ class TwilioStandIn:
                     return
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 with standin._lock:
-                    found = [m for m in reversed(standin.messages)
-                             if ("To" not in query or m["to"] == query["To"])
-                             and ("DateSent>" not in query or m["_date_sent"][:10] >= query["DateSent>"])]
-                self._answer(200, {"messages": [{k: v for k, v in m.items() if not k.startswith("_")}
-                                                for m in found],
-                                   "next_page_uri": None, "page": 0, "page_size": 50, "uri": parts.path})
+                    found = [
+                        m
+                        for m in reversed(standin.messages)
+                        if ("To" not in query or m["to"] == query["To"])
+                        and ("DateSent>" not in query or m["_date_sent"][:10] >= query["DateSent>"])
+                    ]
+                self._answer(
+                    200,
+                    {
+                        "messages": [{k: v for k, v in m.items() if not k.startswith("_")} for m in found],
+                        "next_page_uri": None,
+                        "page": 0,
+                        "page_size": 50,
+                        "uri": parts.path,
+                    },
+                )
 
             def do_POST(self) -> None:  # noqa: N802
                 if urlsplit(self.path).path != f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json":
@@ -135,8 +167,13 @@ class TwilioStandIn:
                     return
                 form = dict(parse_qsl(self.rfile.read(int(self.headers.get("content-length") or 0)).decode()))
                 with standin._lock:
-                    standin.requests.append({"form": form, "authorization": self.headers.get("authorization"),
-                                             "content_type": self.headers.get("content-type")})
+                    standin.requests.append(
+                        {
+                            "form": form,
+                            "authorization": self.headers.get("authorization"),
+                            "content_type": self.headers.get("content-type"),
+                        }
+                    )
                 if not self._authorized():
                     return
                 if not standin.gate.is_set():
@@ -166,13 +203,26 @@ class TwilioStandIn:
                     return
                 now = datetime.now(UTC)
                 message = {
-                    "sid": "SM" + uuid.uuid4().hex, "account_sid": ACCOUNT_SID, "to": to,
-                    "from": form.get("From"), "messaging_service_sid": form.get("MessagingServiceSid"),
-                    "body": form.get("Body", ""), "status": "queued", "num_segments": "1", "num_media": "0",
-                    "direction": "outbound-api", "api_version": "2010-04-01", "price": None, "price_unit": "USD",
-                    "error_code": None, "error_message": None, "date_created": format_datetime(now),
-                    "date_updated": format_datetime(now), "date_sent": format_datetime(now),
-                    "uri": f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{{sid}}.json", "_date_sent": now.isoformat(),
+                    "sid": "SM" + uuid.uuid4().hex,
+                    "account_sid": ACCOUNT_SID,
+                    "to": to,
+                    "from": form.get("From"),
+                    "messaging_service_sid": form.get("MessagingServiceSid"),
+                    "body": form.get("Body", ""),
+                    "status": "queued",
+                    "num_segments": "1",
+                    "num_media": "0",
+                    "direction": "outbound-api",
+                    "api_version": "2010-04-01",
+                    "price": None,
+                    "price_unit": "USD",
+                    "error_code": None,
+                    "error_message": None,
+                    "date_created": format_datetime(now),
+                    "date_updated": format_datetime(now),
+                    "date_sent": format_datetime(now),
+                    "uri": f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{{sid}}.json",
+                    "_date_sent": now.isoformat(),
                 }
                 message["uri"] = message["uri"].replace("{sid}", message["sid"])
                 with standin._lock:
@@ -187,10 +237,19 @@ class TwilioStandIn:
 
     # -- status callbacks ------------------------------------------------------------------------
     def _schedule(self, url: str, message: dict[str, Any]) -> None:
-        base = {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "From": message["from"] or FROM_NUMBER,
-                "MessageSid": message["sid"], "SmsSid": message["sid"], "To": message["to"]}
-        final = ({"MessageStatus": "undelivered", "SmsStatus": "undelivered", "ErrorCode": "30003"}
-                 if message["to"] in self.undelivered else {"MessageStatus": "delivered", "SmsStatus": "delivered"})
+        base = {
+            "AccountSid": ACCOUNT_SID,
+            "ApiVersion": "2010-04-01",
+            "From": message["from"] or FROM_NUMBER,
+            "MessageSid": message["sid"],
+            "SmsSid": message["sid"],
+            "To": message["to"],
+        }
+        final = (
+            {"MessageStatus": "undelivered", "SmsStatus": "undelivered", "ErrorCode": "30003"}
+            if message["to"] in self.undelivered
+            else {"MessageStatus": "delivered", "SmsStatus": "delivered"}
+        )
         self._callbacks.put((url, {**base, "MessageStatus": "sent", "SmsStatus": "sent"}))
         self._callbacks.put((url, {**base, **final}))
 

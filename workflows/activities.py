@@ -48,33 +48,54 @@ class CampaignActivities:
 
     @activity.defn(name="snapshot_audience")
     def snapshot_audience(self, data: SnapshotInput) -> SnapshotResult:
-        snap = audience.snapshot(self.engine, self.registry, data.campaign_id, batch_size=data.batch_size,
-                                 heartbeat=activity.heartbeat)
-        return SnapshotResult(recipients=snap.recipients, phase=snap.phase,
-                              batches=[[first, last] for first, last in snap.batches])
+        snap = audience.snapshot(
+            self.engine, self.registry, data.campaign_id, batch_size=data.batch_size, heartbeat=activity.heartbeat
+        )
+        return SnapshotResult(
+            recipients=snap.recipients, phase=snap.phase, batches=[[first, last] for first, last in snap.batches]
+        )
 
     @activity.defn(name="send_batch")
     def send_batch(self, data: SendBatchInput) -> SendBatchResult:
-        outcome = sending.send_batch(self.engine, self.registry, data.campaign_id, data.first_message_id,
-                                     data.last_message_id, phase=data.phase, heartbeat=activity.heartbeat)
+        outcome = sending.send_batch(
+            self.engine,
+            self.registry,
+            data.campaign_id,
+            data.first_message_id,
+            data.last_message_id,
+            phase=data.phase,
+            heartbeat=activity.heartbeat,
+        )
         if outcome.transient:
             # Accepted ones are recorded; the retry skips them and tries the rest again.
-            raise ApplicationError(f"{outcome.transient} messages hit a transient provider error: "
-                                   f"{outcome.transient_error}", type="TransientProviderError")
-        return SendBatchResult(sent=outcome.sent, failed=outcome.failed, skipped=outcome.skipped,
-                               deferred=outcome.deferred,
-                               resume_at_epoch=outcome.resume_at.timestamp() if outcome.resume_at else None)
+            raise ApplicationError(
+                f"{outcome.transient} messages hit a transient provider error: {outcome.transient_error}",
+                type="TransientProviderError",
+            )
+        return SendBatchResult(
+            sent=outcome.sent,
+            failed=outcome.failed,
+            skipped=outcome.skipped,
+            deferred=outcome.deferred,
+            resume_at_epoch=outcome.resume_at.timestamp() if outcome.resume_at else None,
+        )
 
     @activity.defn(name="list_batches")
     def list_batches(self, data: ListBatchesInput) -> list[list[int]]:
         """The stage's messages still queued (after a quiet-hours wait), in batches."""
-        return [[first, last] for first, last in audience.batches_of(self.engine, data.campaign_id, data.phase,
-                                                                     data.batch_size)]
+        return [
+            [first, last]
+            for first, last in audience.batches_of(self.engine, data.campaign_id, data.phase, data.batch_size)
+        ]
 
     @activity.defn(name="evaluate_test")
     def evaluate_test(self, data: EvaluateInput) -> DecisionResult:
-        d = winner.evaluate(self.engine, data.campaign_id, reports_delivery=self._reports_delivery(data.campaign_id),
-                            at_deadline=data.at_deadline)
+        d = winner.evaluate(
+            self.engine,
+            data.campaign_id,
+            reports_delivery=self._reports_delivery(data.campaign_id),
+            at_deadline=data.at_deadline,
+        )
         return DecisionResult(decided=d.decided, variant=d.variant, hold=d.hold, method=d.method, reason=d.reason)
 
     @activity.defn(name="record_winner")
@@ -92,21 +113,45 @@ class CampaignActivities:
             audience.hold_phase(self.engine, data.campaign_id, "remainder", f"held: {data.reason}")
             return SnapshotResult(recipients=0, phase="remainder")
         try:
-            prepared = audience.prepare_phase(self.engine, self.registry, data.campaign_id, "remainder",
-                                              variant=data.variant, batch_size=data.batch_size,
-                                              heartbeat=activity.heartbeat)
+            prepared = audience.prepare_phase(
+                self.engine,
+                self.registry,
+                data.campaign_id,
+                "remainder",
+                variant=data.variant,
+                batch_size=data.batch_size,
+                heartbeat=activity.heartbeat,
+            )
         except ValueError as exc:  # a fallback naming a variant that does not exist: no retry helps
             raise ApplicationError(str(exc), type="UnknownVariant", non_retryable=True) from exc
-        return SnapshotResult(recipients=prepared.recipients, phase="remainder",
-                              batches=[[first, last] for first, last in prepared.batches])
+        return SnapshotResult(
+            recipients=prepared.recipients,
+            phase="remainder",
+            batches=[[first, last] for first, last in prepared.batches],
+        )
 
     @activity.defn(name="snapshot_retry")
     def snapshot_retry(self, data: RetryInput) -> SnapshotResult:
-        prepared = audience.snapshot_retry(self.engine, self.registry, data.campaign_id, data.round,
-                                           batch_size=data.batch_size, heartbeat=activity.heartbeat)
-        return SnapshotResult(recipients=prepared.recipients, phase="retry",
-                              batches=[[first, last] for first, last in prepared.batches])
+        prepared = audience.snapshot_retry(
+            self.engine,
+            self.registry,
+            data.campaign_id,
+            data.round,
+            batch_size=data.batch_size,
+            heartbeat=activity.heartbeat,
+        )
+        return SnapshotResult(
+            recipients=prepared.recipients, phase="retry", batches=[[first, last] for first, last in prepared.batches]
+        )
 
     def all(self) -> list[Any]:
-        return [self.set_campaign_status, self.snapshot_audience, self.send_batch, self.evaluate_test,
-                self.record_winner, self.prepare_remainder, self.snapshot_retry, self.list_batches]
+        return [
+            self.set_campaign_status,
+            self.snapshot_audience,
+            self.send_batch,
+            self.evaluate_test,
+            self.record_winner,
+            self.prepare_remainder,
+            self.snapshot_retry,
+            self.list_batches,
+        ]

@@ -11,6 +11,7 @@ No I/O here: everything that touches the world is an activity; every wait is a p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from datetime import timedelta
 
@@ -39,8 +40,9 @@ with workflow.unsafe.imports_passed_through():
 SHORT = timedelta(seconds=30)
 LONG = timedelta(hours=2)
 HEARTBEAT = timedelta(minutes=2)
-SEND_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                         maximum_interval=timedelta(seconds=60))
+SEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=60)
+)
 
 
 @workflow.defn(name="CampaignWorkflow")
@@ -59,8 +61,11 @@ class CampaignWorkflow:
         cid = self.campaign_id = data.campaign_id
         if self.state.stage == "starting" and data.retry_round is not None:
             retry: SnapshotResult = await workflow.execute_activity(
-                "snapshot_retry", RetryInput(cid, data.retry_round, data.batch_size), result_type=SnapshotResult,
-                start_to_close_timeout=LONG, heartbeat_timeout=HEARTBEAT,
+                "snapshot_retry",
+                RetryInput(cid, data.retry_round, data.batch_size),
+                result_type=SnapshotResult,
+                start_to_close_timeout=LONG,
+                heartbeat_timeout=HEARTBEAT,
             )
             self.state.recipients = retry.recipients
             self._start_stage("retry", retry.batches)
@@ -70,8 +75,11 @@ class CampaignWorkflow:
             await self._set_status(cid, "running", only_from=["draft", "scheduled"])
             self.state.stage = "snapshot"
             snap: SnapshotResult = await workflow.execute_activity(
-                "snapshot_audience", SnapshotInput(cid, batch_size=data.batch_size), result_type=SnapshotResult,
-                start_to_close_timeout=LONG, heartbeat_timeout=HEARTBEAT,
+                "snapshot_audience",
+                SnapshotInput(cid, batch_size=data.batch_size),
+                result_type=SnapshotResult,
+                start_to_close_timeout=LONG,
+                heartbeat_timeout=HEARTBEAT,
             )
             self.state.recipients = snap.recipients
             self._start_stage(snap.phase, snap.batches)
@@ -88,9 +96,16 @@ class CampaignWorkflow:
             await self._set_status(cid, "running", only_from=["waiting"])
             remainder: SnapshotResult = await workflow.execute_activity(
                 "prepare_remainder",
-                PrepareInput(cid, variant=decision.variant, hold=decision.hold, reason=decision.reason,
-                             batch_size=data.batch_size),
-                result_type=SnapshotResult, start_to_close_timeout=LONG, heartbeat_timeout=HEARTBEAT,
+                PrepareInput(
+                    cid,
+                    variant=decision.variant,
+                    hold=decision.hold,
+                    reason=decision.reason,
+                    batch_size=data.batch_size,
+                ),
+                result_type=SnapshotResult,
+                start_to_close_timeout=LONG,
+                heartbeat_timeout=HEARTBEAT,
             )
             self._start_stage("remainder", remainder.batches)
             await self._send_stage(data)
@@ -105,10 +120,8 @@ class CampaignWorkflow:
         wait = (data.start_at_epoch or 0) - workflow.now().timestamp()
         if wait > 0:
             await self._set_status(data.campaign_id, "scheduled", only_from=["draft", "running"])
-            try:
+            with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: self.cancelled, timeout=timedelta(seconds=wait))
-            except TimeoutError:
-                pass
         return not self.cancelled
 
     async def _send_stage(self, data: CampaignInput) -> None:
@@ -120,15 +133,15 @@ class CampaignWorkflow:
                 return
             wait = self.state.resume_at_epoch - workflow.now().timestamp()
             if wait > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(lambda: self.cancelled, timeout=timedelta(seconds=wait))
-                except TimeoutError:
-                    pass
             if self.cancelled:
                 return
             batches = await workflow.execute_activity(
-                "list_batches", ListBatchesInput(self.campaign_id, self.state.stage, data.batch_size),
-                result_type=list[list[int]], start_to_close_timeout=SHORT,
+                "list_batches",
+                ListBatchesInput(self.campaign_id, self.state.stage, data.batch_size),
+                result_type=list[list[int]],
+                start_to_close_timeout=SHORT,
             )
             self._start_stage(self.state.stage, batches)
 
@@ -144,21 +157,27 @@ class CampaignWorkflow:
             if self.cancelled:
                 return
             wave = self.state.batches[self.state.done : self.state.done + in_flight]
-            results = await asyncio.gather(*[
-                workflow.execute_activity(
-                    "send_batch", SendBatchInput(self.campaign_id, first, last, phase=self.state.stage),
-                    result_type=SendBatchResult, retry_policy=SEND_RETRY, start_to_close_timeout=timeout,
-                    heartbeat_timeout=timedelta(seconds=data.send_timeout_seconds),
-                )
-                for first, last in wave
-            ])
+            results = await asyncio.gather(
+                *[
+                    workflow.execute_activity(
+                        "send_batch",
+                        SendBatchInput(self.campaign_id, first, last, phase=self.state.stage),
+                        result_type=SendBatchResult,
+                        retry_policy=SEND_RETRY,
+                        start_to_close_timeout=timeout,
+                        heartbeat_timeout=timedelta(seconds=data.send_timeout_seconds),
+                    )
+                    for first, last in wave
+                ]
+            )
             for result in results:
                 self.state.sent += result.sent
                 self.state.failed += result.failed
                 self.state.skipped += result.skipped
                 if result.resume_at_epoch is not None:
-                    self.state.resume_at_epoch = min(self.state.resume_at_epoch or result.resume_at_epoch,
-                                                     result.resume_at_epoch)
+                    self.state.resume_at_epoch = min(
+                        self.state.resume_at_epoch or result.resume_at_epoch, result.resume_at_epoch
+                    )
             self.state.done += len(wave)
             if workflow.info().is_continue_as_new_suggested() and self.state.done < len(self.state.batches):
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -179,31 +198,35 @@ class CampaignWorkflow:
                 decision = DecisionResult(True, variant=forced, method="manual", reason=f"{forced} chosen by hand")
             else:
                 decision = await workflow.execute_activity(
-                    "evaluate_test", EvaluateInput(cid, at_deadline=at_deadline), result_type=DecisionResult,
+                    "evaluate_test",
+                    EvaluateInput(cid, at_deadline=at_deadline),
+                    result_type=DecisionResult,
                     start_to_close_timeout=SHORT,
                 )
             if decision.decided:
-                await workflow.execute_activity("record_winner", WinnerInput(cid, decision),
-                                                start_to_close_timeout=SHORT)
+                await workflow.execute_activity(
+                    "record_winner", WinnerInput(cid, decision), start_to_close_timeout=SHORT
+                )
                 return decision
             left = self.state.wait_until_epoch - workflow.now().timestamp()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self.forced_winner is not None or self.cancelled,
                     timeout=timedelta(seconds=max(0.001, min(data.ab_poll_seconds, left))),
                 )
-            except TimeoutError:
-                pass
 
     async def _finish(self, final: str) -> CampaignResult:
         await self._set_status(self.campaign_id, final, only_from=["running", "paused", "scheduled", "waiting"])
         self.state.stage = final
-        return CampaignResult(self.campaign_id, final, self.state.recipients, self.state.sent, self.state.failed,
-                              self.state.skipped)
+        return CampaignResult(
+            self.campaign_id, final, self.state.recipients, self.state.sent, self.state.failed, self.state.skipped
+        )
 
     async def _set_status(self, cid: int, status: str, *, only_from: list[str]) -> None:
         await workflow.execute_activity(
-            "set_campaign_status", CampaignStatusInput(cid, status, only_from), start_to_close_timeout=SHORT,
+            "set_campaign_status",
+            CampaignStatusInput(cid, status, only_from),
+            start_to_close_timeout=SHORT,
         )
 
     @workflow.signal
@@ -226,7 +249,13 @@ class CampaignWorkflow:
     @workflow.query
     def progress(self) -> CampaignProgress:
         return CampaignProgress(
-            campaign_id=self.campaign_id, state=self.state.stage, batches_total=len(self.state.batches),
-            batches_done=self.state.done, sent=self.state.sent, failed=self.state.failed,
-            skipped=self.state.skipped, paused=self.paused, cancelled=self.cancelled,
+            campaign_id=self.campaign_id,
+            state=self.state.stage,
+            batches_total=len(self.state.batches),
+            batches_done=self.state.done,
+            sent=self.state.sent,
+            failed=self.state.failed,
+            skipped=self.state.skipped,
+            paused=self.paused,
+            cancelled=self.cancelled,
         )

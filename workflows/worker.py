@@ -13,8 +13,9 @@ from workflows.activities import CampaignActivities
 from workflows.campaign import CampaignWorkflow
 
 
-def build_worker(client: Client, engine: Engine, registry: PluginRegistry, *, task_queue: str,
-                 max_concurrent_activities: int = 16) -> tuple[Worker, ThreadPoolExecutor]:
+def build_worker(
+    client: Client, engine: Engine, registry: PluginRegistry, *, task_queue: str, max_concurrent_activities: int = 16
+) -> tuple[Worker, ThreadPoolExecutor]:
     """A worker plus the thread pool its synchronous activities run in (shut it down after)."""
     activities = CampaignActivities(engine, registry)
     executor = ThreadPoolExecutor(max_workers=max_concurrent_activities, thread_name_prefix="activity")

@@ -51,36 +51,53 @@ class PostbirdProvider:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
-            self._client = httpx.Client(base_url=self.api_url, timeout=10,
-                                        headers={"authorization": f"Bearer {self.api_key}"})
+            self._client = httpx.Client(
+                base_url=self.api_url, timeout=10, headers={"authorization": f"Bearer {self.api_key}"}
+            )
         return self._client
 
     # -- sending: called by the send activity (in a worker thread) with up to one batch ----------
     def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
         if not self.api_url or not self.api_key:
-            return [SendResult(m.message_id, False, error_code="not_configured",
-                               error_text="set api_url and api_key in [plugins.postbird]") for m in messages]
+            return [
+                SendResult(
+                    m.message_id,
+                    False,
+                    error_code="not_configured",
+                    error_text="set api_url and api_key in [plugins.postbird]",
+                )
+                for m in messages
+            ]
         results = []
         for message in messages:
             try:
                 response = self._http().post(
-                    "/v1/messages", headers={"idempotency-key": message.idempotency_key},
-                    json={"to": message.to, "text": message.body, "callback_url": message.status_callback_url})
+                    "/v1/messages",
+                    headers={"idempotency-key": message.idempotency_key},
+                    json={"to": message.to, "text": message.body, "callback_url": message.status_callback_url},
+                )
             except httpx.HTTPError as exc:
                 # Safe to retry even if it arrived: the idempotency key makes Postbird answer the same id.
-                results.append(SendResult(message.message_id, False, error_code="network", error_text=str(exc),
-                                          transient=True))
+                results.append(
+                    SendResult(message.message_id, False, error_code="network", error_text=str(exc), transient=True)
+                )
                 continue
             if response.status_code in (200, 201):
                 results.append(SendResult(message.message_id, True, provider_message_id=response.json()["id"]))
                 continue
-            error = (response.json() if response.headers.get("content-type", "").startswith("application/json")
-                     else {}).get("error", {})
-            results.append(SendResult(
-                message.message_id, False, error_code=str(error.get("code") or response.status_code),
-                error_text=str(error.get("message") or response.reason_phrase),
-                # Worth another try later: throttled or down. Anything else is the final answer.
-                transient=response.status_code == 429 or response.status_code >= 500))
+            error = (
+                response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+            ).get("error", {})
+            results.append(
+                SendResult(
+                    message.message_id,
+                    False,
+                    error_code=str(error.get("code") or response.status_code),
+                    error_text=str(error.get("message") or response.reason_phrase),
+                    # Worth another try later: throttled or down. Anything else is the final answer.
+                    transient=response.status_code == 429 or response.status_code >= 500,
+                )
+            )
         return results
 
     # -- webhooks: called by the API (in its thread pool) with the request as received ------------
@@ -118,14 +135,24 @@ class PostbirdProvider:
             occurred_at = datetime.fromisoformat(at) if isinstance(at, str) else None
         except ValueError as exc:
             raise WebhookError(400, f"field 'at' is not an ISO 8601 time: {at!r}") from exc
-        return [StatusUpdate(provider_message_id=self._text(data, "id"), status=STATES[state],
-                             error_code=error.get("code"), error_text=error.get("message"),
-                             occurred_at=occurred_at if occurred_at and occurred_at.tzinfo else None)]
+        return [
+            StatusUpdate(
+                provider_message_id=self._text(data, "id"),
+                status=STATES[state],
+                error_code=error.get("code"),
+                error_text=error.get("message"),
+                occurred_at=occurred_at if occurred_at and occurred_at.tzinfo else None,
+            )
+        ]
 
     def parse_inbound(self, request: WebhookRequest) -> InboundMessage:
         data = self._verified_json(request)
-        return InboundMessage(from_phone=self._text(data, "from"), to=self._text(data, "to"),
-                              body=str(data.get("text") or ""), provider_message_id=data.get("id"))
+        return InboundMessage(
+            from_phone=self._text(data, "from"),
+            to=self._text(data, "to"),
+            body=str(data.get("text") or ""),
+            provider_message_id=data.get("id"),
+        )
 
     def inbound_response(self, inbound: InboundMessage, answer: str | None) -> WebhookResponse:
         # Postbird sends `reply` back to the sender (Textpulse's HELP text, for example).
