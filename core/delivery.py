@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, literal_column, select, update
+from sqlalchemy import and_, bindparam, func, insert, literal_column, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
+from core.db import session_scope
 from core.log import get_logger
 from core.models import Message, StatusEvent, utcnow
 from core.providers import StatusUpdate
@@ -378,3 +379,28 @@ def unknown_events(session: Session, *, provider: str | None = None, limit: int 
     if provider is not None:
         query = query.where(StatusEvent.provider == provider)
     return list(session.scalars(query.order_by(StatusEvent.id.desc()).limit(limit)))
+
+
+def sweep_campaign(engine: Engine, campaign_id: int, *, on_change: StatusListener | None = None) -> int:
+    """Apply any callback of this campaign still pending (a safety net run when sending ends: a
+    callback stored just before its provider id was recorded is normally applied by whichever of
+    the sender and the webhook commits last; this covers a process that died in between)."""
+    with session_scope(engine, read_only=True) as session:
+        rows = session.execute(
+            select(Message.provider, Message.provider_message_id)
+            .join(
+                StatusEvent,
+                and_(
+                    StatusEvent.provider == Message.provider,
+                    StatusEvent.provider_message_id == Message.provider_message_id,
+                ),
+            )
+            .where(Message.campaign_id == campaign_id, StatusEvent.applied.is_(False))
+            .distinct()
+        ).all()
+    by_provider: dict[str, list[str]] = {}
+    for provider, provider_id in rows:
+        by_provider.setdefault(provider, []).append(provider_id)
+    return sum(
+        apply_pending_events(engine, provider, ids, on_change=on_change) for provider, ids in by_provider.items()
+    )

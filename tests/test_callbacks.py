@@ -272,3 +272,48 @@ def test_stats_errors_count_failed_and_undelivered_messages_per_code(database_ur
             }
     finally:
         engine.dispose()
+
+
+def test_a_pending_callback_left_behind_is_applied_by_the_sweep(database_url: str, tmp_path) -> None:
+    """A callback stored before its provider id was recorded, whose re-check never ran (the
+    process died): the sweep at the end of sending applies it."""
+    from sqlalchemy import select
+
+    from core.campaigns import create_campaign
+    from core.contacts import upsert_contacts
+    from core.db import make_engine, session_scope
+    from core.delivery import ingest_status_updates, sweep_campaign
+    from core.models import Message
+    from core.providers import StatusUpdate
+    from core.schemas import CampaignCreate
+
+    engine = make_engine(database_url)
+    try:
+        upsert_contacts(engine, [{"phone": "+12025550100"}])
+        cid = create_campaign(
+            engine,
+            CampaignCreate.model_validate({"name": "S", "variants": [{"name": "A", "body": "Hi"}]}),
+            providers={"fake"},
+        )["id"]
+        with session_scope(engine) as session:
+            session.add(
+                Message(
+                    campaign_id=cid,
+                    contact_id=1,
+                    phone="+12025550100",
+                    body="Hi",
+                    provider="fake",
+                    idempotency_key="k1",
+                    status="sending",
+                )
+            )
+        ingest_status_updates(engine, "fake", [StatusUpdate("fake-late", "delivered")], {"body": "raw"})
+        with session_scope(engine) as session:  # the id is recorded, but nobody re-checks
+            message = session.scalars(select(Message)).one()
+            message.status, message.provider_message_id = "sent", "fake-late"
+        assert sweep_campaign(engine, cid) == 1
+        with session_scope(engine) as session:
+            assert session.scalars(select(Message.status)).one() == "delivered"
+        assert sweep_campaign(engine, cid) == 0
+    finally:
+        engine.dispose()

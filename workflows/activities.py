@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core import audience, campaigns, sending, winner
+from core import audience, campaigns, delivery, sending, winner
 from core.db import session_scope
 from core.plugins import PluginRegistry
 from workflows.inputs import (
@@ -130,6 +130,11 @@ class CampaignActivities:
             batches=[[first, last] for first, last in prepared.batches],
         )
 
+    @activity.defn(name="sweep_callbacks")
+    def sweep_callbacks(self, campaign_id: int) -> int:
+        """Callbacks of the campaign still pending when sending ends get applied."""
+        return delivery.sweep_campaign(self.engine, campaign_id)
+
     @activity.defn(name="snapshot_retry")
     def snapshot_retry(self, data: RetryInput) -> SnapshotResult:
         prepared = audience.snapshot_retry(
@@ -154,4 +159,5 @@ class CampaignActivities:
             self.prepare_remainder,
             self.snapshot_retry,
             self.list_batches,
+            self.sweep_callbacks,
         ]

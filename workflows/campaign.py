@@ -216,6 +216,8 @@ class CampaignWorkflow:
                 )
 
     async def _finish(self, final: str) -> CampaignResult:
+        if self.state.sent:
+            await workflow.execute_activity("sweep_callbacks", self.campaign_id, start_to_close_timeout=LONG)
         await self._set_status(self.campaign_id, final, only_from=["running", "paused", "scheduled", "waiting"])
         self.state.stage = final
         return CampaignResult(
