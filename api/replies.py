@@ -56,9 +56,7 @@ class ReplyController(Controller):
                     select(Message.id, Message.variant_id).where(
                         Message.id.in_({r.message_id for r in replies if r.message_id})
                     )
-                )
-                .tuples()
-                .all()
+                ).all()
             )
             result["items"] = [
                 _row(r, contacts.get(r.contact_id), names.get(variant_of.get(r.message_id))) for r in replies

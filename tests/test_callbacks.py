@@ -38,7 +38,7 @@ def _campaign(engine: Engine, count: int, *, with_ids: int, prefix: str = "cb") 
         session.flush()
         cid = campaign.id or 0
         session.execute(insert(Contact), [{"phone": f"+1202556{i:04d}", "attributes": {}} for i in range(count)])
-        contacts = dict(session.execute(select(Contact.phone, Contact.id)).tuples().all())
+        contacts = dict(session.execute(select(Contact.phone, Contact.id)).all())
         session.execute(
             insert(Message),
             [
