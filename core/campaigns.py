@@ -84,37 +84,38 @@ def check_templates(session: Session, campaign: Campaign, variants: list[Variant
 def create_campaign(engine: Engine, data: CampaignCreate, *, providers: set[str]) -> dict[str, Any]:
     if data.provider not in providers:
         raise CampaignInvalid(f"provider {data.provider!r} is not enabled; enabled: {', '.join(sorted(providers))}")
-    for variant in data.variants:
-        try:
-            compile_body(variant.body, variant=variant.name)
-        except BodyTemplateError as exc:
-            raise CampaignInvalid(str(exc)) from exc
     schedule_at = data.schedule_at
     if schedule_at is not None:
         schedule_at = schedule_at.astimezone(UTC) if schedule_at.tzinfo else schedule_at.replace(tzinfo=UTC)
-    with session_scope(engine) as session:
-        campaign = Campaign(
-            name=data.name,
-            provider=data.provider,
-            audience=data.audience.model_dump(exclude_none=True),
-            control_percent=data.control_percent,
-            ab_test=data.ab_test.model_dump() if data.ab_test else None,
-            variant_by_attribute=data.variant_by_attribute,
-            schedule_at=schedule_at,
-            quiet_hours=data.quiet_hours.model_dump() if data.quiet_hours else None,
-            rate_limit_per_second=data.rate_limit_per_second,
-            tracking=data.tracking.model_dump(),
-            conversion=data.conversion.model_dump() if data.conversion else None,
-        )
-        session.add(campaign)
-        session.flush()
-        variants = [Variant(campaign_id=campaign.id, **v.model_dump()) for v in data.variants]
-        session.add_all(variants)
-        session.flush()
+    campaign = Campaign(
+        name=data.name,
+        provider=data.provider,
+        audience=data.audience.model_dump(exclude_none=True),
+        control_percent=data.control_percent,
+        ab_test=data.ab_test.model_dump() if data.ab_test else None,
+        variant_by_attribute=data.variant_by_attribute,
+        schedule_at=schedule_at,
+        quiet_hours=data.quiet_hours.model_dump() if data.quiet_hours else None,
+        rate_limit_per_second=data.rate_limit_per_second,
+        tracking=data.tracking.model_dump(),
+        conversion=data.conversion.model_dump() if data.conversion else None,
+    )
+    variants = [Variant(**v.model_dump()) for v in data.variants]
+    # Rendered for the audience before anything is written, in a read-only unit: a big audience
+    # takes a while, and no writer (clicks, callbacks) should wait behind it. Nothing is stored
+    # when a body fails.
+    with session_scope(engine, read_only=True) as session:
         try:
             check_templates(session, campaign, variants)
         except BodyTemplateError as exc:
-            raise CampaignInvalid(str(exc)) from exc  # the transaction rolls back: nothing half-written
+            raise CampaignInvalid(str(exc)) from exc
+    with session_scope(engine) as session:
+        session.add(campaign)
+        session.flush()
+        for variant in variants:
+            variant.campaign_id = campaign.id or 0
+        session.add_all(variants)
+        session.flush()
         return campaign_dict(session, campaign, variants)
 
 

@@ -147,15 +147,12 @@ def send_batch(
 
 def _mark_sending(engine: Engine, messages: list[Message]) -> None:
     """Recorded before the provider is called: if we die meanwhile, the outcome is known to be unknown."""
-    now = utcnow()
     with session_scope(engine) as session:
-        for message in messages:
-            message.status, message.attempted_at, message.attempts = "sending", now, message.attempts + 1
-            session.execute(
-                update(Message)
-                .where(Message.id == message.id)
-                .values(status="sending", attempted_at=now, attempts=message.attempts)
-            )
+        session.execute(
+            update(Message)
+            .where(Message.id.in_([m.id for m in messages]))
+            .values(status="sending", attempted_at=utcnow(), attempts=Message.attempts + 1)
+        )
 
 
 def _find_sent(provider: Any, messages: list[Message], public_url: str) -> dict[int, str]:
