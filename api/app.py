@@ -86,8 +86,19 @@ def create_app(
     settings = settings or Settings.from_env()
     engine = engine or make_engine(settings.database_url)
     registry = registry or load_plugins(settings)
-    code_cache = CodeCache(engine)
-    click_writer = ClickWriter(engine, on_stored=lambda rows: [registry.pm.hook.on_click(click=r) for r in rows])
+    code_cache = CodeCache(
+        engine,
+        settings.redirect_cache_size,
+        preload_hours=settings.redirect_preload_hours,
+        refresh_seconds=settings.redirect_refresh_seconds,
+    )
+
+    def on_stored(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            registry.pm.hook.on_click(click=row)
+
+    # Rows are built for the hook only when a plugin listens.
+    click_writer = ClickWriter(engine, on_stored=on_stored if registry.pm.hook.on_click.get_hookimpls() else None)
     redirect_app = RedirectApp(code_cache, click_writer, settings.trusted_proxies)
 
     @asgi("/r", is_mount=True, copy_scope=False, include_in_schema=False)
@@ -97,6 +108,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         click_writer.start()
+        code_cache.start()
         # What exists now (modules, app, plugins) lives as long as the server: out of the collector's
         # sight, full collections under redirect load stop pausing the loop for ~100 ms (docs/benchmarks.md).
         gc.collect()
@@ -105,6 +117,7 @@ def create_app(
             yield
         finally:
             gc.unfreeze()
+            await code_cache.close()
             await click_writer.close()
             log.info("clicks flushed", written=click_writer.written)
 
@@ -143,5 +156,6 @@ def create_app(
     app.state.registry = registry
     app.state.temporal = TemporalConnection(settings, temporal_client)
     app.state.click_writer = click_writer
+    app.state.code_cache = code_cache
     app.state.redirect_app = redirect_app  # served ahead of Litestar by api.redirect.RedirectFront
     return app

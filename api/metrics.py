@@ -116,7 +116,29 @@ async def metrics(state: State) -> Response[str]:
         "textpulse_click_queue_depth",
         "gauge",
         "Clicks received by this process and not yet written.",
-        [({}, state.click_writer.queue.qsize())],
+        [({}, state.click_writer.depth)],
+    )
+    cache = state.code_cache
+    out.family(
+        "textpulse_redirect_cache_codes", "gauge", "Short codes this process holds in memory.", [({}, len(cache))]
+    )
+    out.family(
+        "textpulse_redirect_codes_preloaded_total",
+        "counter",
+        "Short codes this process loaded ahead of their first click (messages just sent).",
+        [({}, cache.learnt)],
+    )
+    out.family(
+        "textpulse_redirect_cache_misses_total",
+        "counter",
+        "Clicks whose code was not in memory and was read from the database.",
+        [({}, cache.misses)],
+    )
+    out.family(
+        "textpulse_redirect_preload_done",
+        "gauge",
+        "1 once the codes of recently sent messages are loaded (or no preload is configured).",
+        [({}, int(cache.preloaded))],
     )
     out.family(
         "textpulse_event_streams",

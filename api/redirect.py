@@ -11,15 +11,18 @@ figures behind the choices made here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections import OrderedDict
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio.to_thread
 from sqlalchemy.engine import Engine
 
-from core.clicks import ClickRecord, CodeTarget, client_ip, resolve_codes, store_clicks
+from core.clicks import ClickRecord, CodeTarget, click_rows, client_ip, recent_codes, resolve_codes, store_clicks
 from core.db import is_sqlite
 from core.log import get_logger
 from plugins.shortener import is_wellformed_code
@@ -60,41 +63,78 @@ def location_header(destination: str) -> bytes:
     return urlunsplit(encoded).encode()
 
 
-# A cached code: (Location header, *CodeTarget fields). A plain tuple of strings, ints and bytes,
-# which the garbage collector stops tracking: a full cache adds nothing to a full collection.
-Entry = tuple[Any, ...]
+# A cached code: (Location header, target). Tuples of strings, ints and bytes, which the garbage
+# collector stops tracking: a full cache adds next to nothing to a full collection.
+Entry = tuple[bytes, CodeTarget]
+
+# Codes of messages sent up to this long before the previous fetch are asked for again: a batch's
+# sent_at is stamped once its transaction has begun, a moment before it commits (core/sending.py).
+# A code committed later still than that is read at its first click.
+REFRESH_OVERLAP = timedelta(seconds=5)
 
 
 class CodeCache:
     """An LRU of resolved codes; a code's target never changes, so entries never go stale.
     Unknown codes are not remembered (a code may be created after someone guessed it).
 
-    SQLite: a miss is read at once on the event loop, on one kept connection in autocommit. A WAL
-    read by primary key takes a few microseconds; a hop to a worker thread cost ten times that,
-    waiting for the GIL behind the busy loop.
-    Other databases: misses are looked up in a thread by one task; the first miss is queried at
-    once, and those that arrive meanwhile go together into the next query (`batch` codes at most),
-    so a burst of first clicks costs a few round trips instead of one each.
+    Ahead of clicks: at start the codes of messages sent in the last `preload_hours` are loaded
+    (newest first, `size` at most), then every `refresh_seconds` those of messages sent since,
+    so that a click, which mostly comes minutes after its message, finds its code in memory.
+
+    A code that is not in memory (sent long ago, or after the last fetch) is read at its click.
+    SQLite: at once on the event loop, on one kept connection in autocommit: a WAL read by
+    primary key takes microseconds, where a hop to a worker thread cost ten times that, waiting
+    for the GIL behind the busy loop. Other databases: in a thread, by one task; the first miss is
+    queried at once, and those that arrive meanwhile go together into the next query (`batch`
+    codes at most), so a burst of first clicks costs a few round trips instead of one each.
     """
 
-    def __init__(self, engine: Engine, size: int = 100_000, batch: int = 500) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        size: int = 200_000,
+        batch: int = 500,
+        *,
+        preload_hours: float = 0,
+        refresh_seconds: float = 0,
+    ) -> None:
         self.engine = engine
         self.inline = is_sqlite(engine)
         self.size = size
         self.batch = batch
+        self.preload_hours = preload_hours
+        self.refresh_seconds = refresh_seconds
+        self.preloaded = False  # the load at start is over (or there is none)
+        self.learnt = 0  # codes loaded ahead of their first click
+        self.misses = 0  # codes read at a click
         self._items: OrderedDict[str, Entry] = OrderedDict()
+        self._locations: dict[str, bytes] = {}  # destination -> Location header, shared by its codes
         self._connection: Any = None  # SQLite: the kept connection
         self._waiting: dict[str, list[asyncio.Future[Entry | None]]] = {}  # queued or being looked up
         self._queued: list[str] = []
         self._lookup: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
 
-    async def get(self, code: str) -> Entry | None:
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def lookup(self, code: str) -> Entry | None:
+        """The cached entry of `code`, or None when it is not in memory."""
         entry = self._items.get(code)
         if entry is not None:
             self._items.move_to_end(code)
-            return entry
+        return entry
+
+    async def get(self, code: str) -> Entry | None:
+        entry = self.lookup(code)
+        return entry if entry is not None else await self.fetch(code)
+
+    async def fetch(self, code: str) -> Entry | None:
+        """Read a code that is not in memory; None when it does not exist."""
+        self.misses += 1
         if self.inline:
-            return self._remember(code, self._read(code))
+            target = self._read(code)
+            return None if target is None else self._remember(target)
         # One future per request: a client that hangs up cancels only its own.
         future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
         waiters = self._waiting.get(code)
@@ -121,10 +161,13 @@ class CodeCache:
             connection.invalidate()  # a fresh connection for the next miss
             raise
 
-    def _remember(self, code: str, target: CodeTarget | None) -> Entry | None:
-        if target is None:
-            return None
-        entry = self._items[code] = (location_header(target.destination), *target)
+    def _remember(self, target: CodeTarget) -> Entry:
+        location = self._locations.get(target.destination)
+        if location is None:
+            if len(self._locations) >= 10_000:
+                self._locations.clear()
+            location = self._locations[target.destination] = location_header(target.destination)
+        entry = self._items[target.code] = (location, target)
         if len(self._items) > self.size:
             self._items.popitem(last=False)
         return entry
@@ -144,91 +187,165 @@ class CodeCache:
                                 future.set_exception(exc)
                     continue
                 for code in batch:
-                    entry = self._remember(code, found.get(code))
+                    target = found.get(code)
+                    entry = None if target is None else self._remember(target)
                     for future in self._waiting.pop(code):
                         if not future.done():
                             future.set_result(entry)
         finally:
             self._lookup = None
 
+    def start(self) -> None:
+        """Start loading codes ahead of their clicks (when preload or refresh is on)."""
+        if (self.preload_hours <= 0 and self.refresh_seconds <= 0) or self.size <= 0:
+            self.preloaded = True
+            return
+        self._keeper = asyncio.get_running_loop().create_task(self._keep_up(), name="code-preload")
+
+    async def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            connection.close()
+
+    async def _keep_up(self) -> None:
+        since = datetime.now(UTC)
+        if self.preload_hours > 0:
+            started = time.monotonic()
+            try:
+                learnt = await self._learn(since - timedelta(hours=self.preload_hours))
+                log.info("short codes preloaded", codes=learnt, seconds=round(time.monotonic() - started, 2))
+            except Exception as exc:  # clicks read their codes one by one meanwhile
+                log.warning("short code preload failed", error=str(exc))
+        self.preloaded = True
+        while self.refresh_seconds > 0:
+            await asyncio.sleep(self.refresh_seconds)
+            fetched_at = datetime.now(UTC)
+            try:
+                await self._learn(since - REFRESH_OVERLAP)
+            except Exception as exc:
+                log.warning("short code refresh failed", error=str(exc))
+                continue
+            since = fetched_at
+
+    async def _learn(self, sent_since: datetime) -> int:
+        """Load the codes of messages sent since then that are not in memory; how many."""
+        # The thread only tests membership, which is safe against the loop's changes under the GIL.
+        targets = await anyio.to_thread.run_sync(recent_codes, self.engine, sent_since, self.size, self._items)
+        for index, target in enumerate(reversed(targets)):  # oldest first: the newest stay longest
+            if target.code not in self._items:
+                self._remember(target)
+            if index % 2000 == 1999:
+                await asyncio.sleep(0)  # let redirects through
+        self.learnt += len(targets)
+        return len(targets)
+
 
 class ClickWriter:
-    """Batches click rows: flushed every `interval` seconds or `batch` rows, and on close.
+    """Batches click rows: written when `interval` seconds have passed since the first one
+    waiting, `batch` rows at a time, and all of them on close.
 
-    The queue is bounded: when the database falls behind by `capacity` clicks, redirects wait
-    for room (back-pressure) rather than drop clicks or grow memory without limit.
+    The queue is a plain list (a click costs one append) and bounded: when the database falls
+    behind by `capacity` clicks, redirects wait for room (back-pressure) rather than drop clicks
+    or grow memory without limit.
     """
 
     def __init__(
         self,
         engine: Engine,
         *,
-        on_stored: Any = None,
+        on_stored: Callable[[list[dict[str, Any]]], Any] | None = None,
         interval: float = 0.005,
-        batch: int = 1000,
+        batch: int = 5000,
         capacity: int = 50_000,
     ) -> None:
         self.engine = engine
         self.on_stored = on_stored
         self.interval = interval
         self.batch = batch
-        self.queue: asyncio.Queue[ClickRecord | None] = asyncio.Queue(maxsize=capacity)
-        self._task: asyncio.Task[None] | None = None
+        self.capacity = capacity
         self.written = 0
+        self._pending: list[ClickRecord] = []
+        self._wake: asyncio.Future[None] | None = None  # the writer waits for a first click
+        self._room: asyncio.Event | None = None  # redirects wait for room in a full queue
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        """Clicks waiting to be written."""
+        return len(self._pending)
 
     def start(self) -> None:
+        self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._run(), name="click-writer")
 
+    def offer(self, record: ClickRecord) -> bool:
+        """Queue a click unless the queue is full."""
+        if len(self._pending) >= self.capacity:
+            return False
+        self._pending.append(record)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+        return True
+
     async def put(self, record: ClickRecord) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except asyncio.QueueFull:
-            await self.queue.put(record)  # back-pressure instead of losing clicks
+        while not self.offer(record):  # back-pressure instead of losing clicks
+            if self._room is None:
+                self._room = asyncio.Event()
+            await self._room.wait()
 
     async def _run(self) -> None:
-        closing = False
-        while not closing:
-            first = await self.queue.get()
-            if first is None:
-                closing = True
-                first_batch: list[ClickRecord] = []
-            else:
-                await asyncio.sleep(self.interval)
-                first_batch = [first]
-            while True:  # drain what is queued, in batches
-                records = first_batch
-                first_batch = []
-                while len(records) < self.batch and not self.queue.empty():
-                    item = self.queue.get_nowait()
-                    if item is None:
-                        closing = True
-                    else:
-                        records.append(item)
-                if records:
-                    await self._flush(records)
-                if self.queue.empty() or not closing:
-                    break
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake = loop.create_future()
+                await self._wake
+                self._wake = None
+            if not self._closing and len(self._pending) < self.batch:
+                await asyncio.sleep(self.interval)  # let a batch gather
+            records = self._pending[: self.batch]
+            del self._pending[: self.batch]
+            room, self._room = self._room, None
+            if room is not None:
+                room.set()
+            await self._flush(records)
 
     async def _flush(self, records: list[ClickRecord]) -> None:
-        for attempt in range(10):
+        attempt = 0
+        while True:
             try:
-                rows = await anyio.to_thread.run_sync(store_clicks, self.engine, records)
+                written = await anyio.to_thread.run_sync(store_clicks, self.engine, records)
                 break
             except Exception as exc:  # a locked or restarting database: retry, never drop
+                attempt += 1
+                if self._closing and attempt >= 10:
+                    log.error("clicks could not be written", clicks=len(records), error=str(exc))
+                    return
                 log.warning("click write failed, retrying", error=str(exc), attempt=attempt, clicks=len(records))
                 await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
-        else:
-            log.error("clicks could not be written", clicks=len(records))
-            return
-        self.written += len(rows)
-        if self.on_stored:
-            self.on_stored(rows)
+        self.written += written
+        if self.on_stored is not None:
+            try:
+                self.on_stored(click_rows(records))
+            except Exception as exc:  # a plugin's failure does not stop the writer
+                log.warning("on_click hook failed", error=str(exc))
 
     async def close(self) -> None:
         """Write every queued click, then stop."""
         if self._task is None:
             return
-        await self.queue.put(None)
+        self._closing = True
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
         await self._task
         self._task = None
 
@@ -255,7 +372,9 @@ class RedirectApp:
             await send({"type": "http.response.body", "body": b""})
             return
         code = scope["path"].strip("/")
-        entry = await self.cache.get(code) if is_wellformed_code(code) else None
+        entry = self.cache.lookup(code)
+        if entry is None and is_wellformed_code(code):
+            entry = await self.cache.fetch(code)
         if entry is None:
             # uvicorn leaves the body out of a HEAD answer and keeps its length.
             await send({"type": "http.response.start", "status": 404, "headers": _NOT_FOUND_HEADERS})
@@ -271,9 +390,9 @@ class RedirectApp:
                 forwarded = value.decode("latin-1") if forwarded is None else f"{forwarded},{value.decode('latin-1')}"
         client = scope.get("client")
         ip = client_ip(client[0] if client else None, forwarded, self.trusted_proxies)
-        await self.writer.put(
-            ClickRecord(CodeTarget._make(entry[1:]), datetime.now(UTC), ip, agent, referer, method == "HEAD")
-        )
+        record = ClickRecord(entry[1], datetime.now(UTC), ip, agent, referer, method == "HEAD")
+        if not self.writer.offer(record):
+            await self.writer.put(record)
         await send(
             {
                 "type": "http.response.start",

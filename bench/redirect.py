@@ -33,8 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,11 @@ async def raw_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-def serve(kind: str, port: int, database_url: str, data_dir: str) -> None:
+# --cold: no codes loaded ahead of clicks, every first click reads its code from the database.
+COLD = {"TEXTPULSE_REDIRECT_PRELOAD_HOURS": "0", "TEXTPULSE_REDIRECT_REFRESH_SECONDS": "0"}
+
+
+def serve(kind: str, port: int, database_url: str, data_dir: str, cold: bool = False) -> None:
     """Run one server the way `textpulse api` does (core/cli.py, core/service.py): uvicorn's
     Server inside asyncio.run, its own signal capture off, SIGTERM asking for a graceful stop."""
     import asyncio
@@ -169,6 +174,7 @@ def serve(kind: str, port: int, database_url: str, data_dir: str) -> None:
                 "TEXTPULSE_HTTP_PORT": str(port),
                 "TEXTPULSE_CONFIG": os.path.join(data_dir, "plugins.toml"),
                 "TEXTPULSE_TEMPORAL_ADDRESS": "127.0.0.1:1",  # never contacted by /r
+                **(COLD if cold else {}),
             }
         )
         from api.redirect import RedirectFront
@@ -273,6 +279,8 @@ def seed(database_url: str, count: int) -> list[str]:
                         "encoding": "GSM-7",
                         "segments": 1,
                         "status": "delivered",
+                        "sent_at": now - timedelta(minutes=1),  # clicks come after the text
+                        "delivered_at": now,
                         "provider": "fake",
                         "idempotency_key": f"bench-{i}",
                         "attempts": 1,
@@ -328,6 +336,19 @@ def wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 60
     raise SystemExit(f"the server did not listen on port {port} within {timeout}s")
 
 
+def wait_for_preload(port: int, process: subprocess.Popen[str], timeout: float = 120) -> None:
+    """Until the server has loaded the codes of recently sent messages (its /metrics says so)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("the server exited while loading codes")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            if "textpulse_redirect_preload_done 1" in answer.read().decode():
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"the server did not load its codes within {timeout}s")
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a process so far (Linux /proc), all its threads included."""
     try:
@@ -379,6 +400,7 @@ def run_one(kind: str, args: argparse.Namespace, database_url: str, data_dir: st
             database_url,
             "--data-dir",
             data_dir,
+            *(["--cold"] if args.cold else []),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -387,6 +409,8 @@ def run_one(kind: str, args: argparse.Namespace, database_url: str, data_dir: st
     )
     try:
         wait_for_port(port, server)
+        if kind == "real":
+            wait_for_preload(port, server)
         wrk(["-t1", "-c4", "-d1s"], script, port, timeout=60)  # warm-up: lazy imports, first connections
         cpu_before = cpu_seconds(server.pid)
         figures = wrk(
@@ -428,12 +452,17 @@ def main() -> int:
         "(100000: every request another recipient's link; 1: one hot link)",
     )
     parser.add_argument("--database-url", help="an empty database to use instead of a temporary SQLite file")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="turn off the loading of codes ahead of clicks: every first click reads its code from the database",
+    )
     parser.add_argument("--serve", choices=["raw", "real"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.database_url, args.data_dir)
+        serve(args.serve, args.port, args.database_url, args.data_dir, args.cold)
         return 0
     if shutil.which("wrk") is None:
         print(

@@ -102,7 +102,7 @@ class Message(SQLModel, table=True):
     attempts: int = 0
     attempted_at: datetime | None = None
     queued_at: datetime = Field(default_factory=utcnow)
-    sent_at: datetime | None = None
+    sent_at: datetime | None = Field(default=None, index=True)  # the redirect preloads codes just sent
     delivered_at: datetime | None = None
     failed_at: datetime | None = None
     status_changed_at: datetime = Field(default_factory=utcnow)

@@ -165,9 +165,11 @@ def _find_sent(provider: Any, messages: list[Message], public_url: str) -> dict[
 
 
 def _record_results(engine: Engine, provider_name: str, results: list[SendResult], outcome: BatchOutcome) -> None:
-    now = utcnow()
     accepted: list[str] = []
     with session_scope(engine) as session:
+        session.connection()  # begin (on SQLite: hold the write lock) before stamping the time, so
+        now = utcnow()  # that sent_at trails the commit by no more than these updates (the redirect
+        # fetches the codes of messages sent since its last look, with a few seconds of overlap)
         for result in results:
             values: dict[str, Any]
             if result.accepted:

@@ -22,6 +22,19 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from exc
 
 
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+    if not value >= 0:  # NaN too
+        raise SettingsError(f"{name} must be zero or more, got {raw!r}")
+    return value
+
+
 def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     nets = []
     for part in raw.split(","):
@@ -55,6 +68,11 @@ class Settings:
     max_concurrent_batches: int = 4
     send_timeout_seconds: int = 300  # one send activity; a dead worker's batch is retried after this
     ab_poll_seconds: int = 60  # how often a waiting A/B test is looked at (it ends early when decisive)
+    # The redirect's cache of short codes: its size, how far back codes of sent messages are loaded
+    # at start (hours; 0: none), how often codes of messages sent since are fetched (s; 0: never).
+    redirect_cache_size: int = 200_000
+    redirect_preload_hours: float = 48
+    redirect_refresh_seconds: float = 2
     # Two installations sharing one Temporal namespace keep their workflow ids apart with this.
     workflow_id_prefix: str = "campaign-"
 
@@ -100,4 +118,7 @@ class Settings:
             send_timeout_seconds=_int(env, "TEXTPULSE_SEND_TIMEOUT_SECONDS", 300),
             ab_poll_seconds=_int(env, "TEXTPULSE_AB_POLL_SECONDS", 60),
             workflow_id_prefix=env.get("TEXTPULSE_WORKFLOW_ID_PREFIX") or "campaign-",
+            redirect_cache_size=max(_int(env, "TEXTPULSE_REDIRECT_CACHE_SIZE", 200_000), 0),
+            redirect_preload_hours=_float(env, "TEXTPULSE_REDIRECT_PRELOAD_HOURS", 48),
+            redirect_refresh_seconds=_float(env, "TEXTPULSE_REDIRECT_REFRESH_SECONDS", 2),
         )
