@@ -169,6 +169,8 @@ def serve(kind: str, port: int, database_url: str, data_dir: str, cold: bool = F
 
         settings = Settings.from_env(
             {
+                # Settings in the environment apply (TEXTPULSE_REDIRECT_CACHE_SIZE=…, say).
+                **{name: value for name, value in os.environ.items() if name.startswith("TEXTPULSE_")},
                 "TEXTPULSE_DATA_DIR": data_dir,
                 "TEXTPULSE_DATABASE_URL": database_url,
                 "TEXTPULSE_HTTP_PORT": str(port),
