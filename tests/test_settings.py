@@ -23,6 +23,7 @@ def test_defaults() -> None:
     assert s.api_key is None and s.trusted_proxies == ()
     assert s.config_path == Path("plugins.toml")
     assert s.workflow_id(7) == "campaign-7"
+    assert (s.redirect_cache_size, s.redirect_preload_hours, s.redirect_refresh_seconds) == (200_000, 48, 2)
 
 
 def test_overrides() -> None:
@@ -34,8 +35,11 @@ def test_overrides() -> None:
             "TEXTPULSE_PUBLIC_URL": "https://t.example/",
             "TEXTPULSE_TRUSTED_PROXIES": "10.0.0.0/8, ::1",
             "TEXTPULSE_TEMPORAL_PORT": "7300",
+            "TEXTPULSE_REDIRECT_PRELOAD_HOURS": "0.5",
+            "TEXTPULSE_REDIRECT_REFRESH_SECONDS": "0",
         }
     )
+    assert (s.redirect_preload_hours, s.redirect_refresh_seconds) == (0.5, 0)
     assert s.database_url == "sqlite:////srv/tp/textpulse.db"
     assert not s.embedded_temporal and s.temporal_target == "temporal:7233"
     assert s.public_url == "https://t.example"
@@ -48,6 +52,9 @@ def test_overrides() -> None:
         ({"TEXTPULSE_HTTP_PORT": "x"}, "TEXTPULSE_HTTP_PORT"),
         ({"TEXTPULSE_TRUSTED_PROXIES": "10.0.0.0/33"}, "10.0.0.0/33"),
         ({"TEXTPULSE_LOG_FORMAT": "xml"}, "TEXTPULSE_LOG_FORMAT"),
+        ({"TEXTPULSE_REDIRECT_REFRESH_SECONDS": "soon"}, "TEXTPULSE_REDIRECT_REFRESH_SECONDS must be a number"),
+        ({"TEXTPULSE_REDIRECT_PRELOAD_HOURS": "-1"}, "TEXTPULSE_REDIRECT_PRELOAD_HOURS must be zero or more"),
+        ({"TEXTPULSE_REDIRECT_CACHE_SIZE": "lots"}, "TEXTPULSE_REDIRECT_CACHE_SIZE must be a whole number"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
