@@ -98,7 +98,11 @@ def create_app(
             registry.pm.hook.on_click(click=row)
 
     # Rows are built for the hook only when a plugin listens.
-    click_writer = ClickWriter(engine, on_stored=on_stored if registry.pm.hook.on_click.get_hookimpls() else None)
+    click_writer = ClickWriter(
+        engine,
+        on_stored=on_stored if registry.pm.hook.on_click.get_hookimpls() else None,
+        filters=registry.bot_filters,
+    )
     redirect_app = RedirectApp(code_cache, click_writer, settings.trusted_proxies)
 
     @asgi("/r", is_mount=True, copy_scope=False, include_in_schema=False)

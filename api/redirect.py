@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -259,12 +259,14 @@ class ClickWriter:
         engine: Engine,
         *,
         on_stored: Callable[[list[dict[str, Any]]], Any] | None = None,
+        filters: Sequence[Any] = (),
         interval: float = 0.005,
         batch: int = 5000,
         capacity: int = 50_000,
     ) -> None:
         self.engine = engine
         self.on_stored = on_stored
+        self.filters = tuple(filters)  # bot filters, applied as clicks are stored
         self.interval = interval
         self.batch = batch
         self.capacity = capacity
@@ -322,7 +324,7 @@ class ClickWriter:
         attempt = 0
         while True:
             try:
-                written = await anyio.to_thread.run_sync(store_clicks, self.engine, records)
+                written = await anyio.to_thread.run_sync(store_clicks, self.engine, records, self.filters)
                 break
             except Exception as exc:  # a locked or restarting database: retry, never drop
                 attempt += 1

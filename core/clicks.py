@@ -9,7 +9,7 @@ import ipaddress
 import json
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -17,7 +17,10 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Dialect, Engine
 
 from core.db import is_sqlite, session_scope
+from core.log import get_logger
 from core.models import Click, Message, ShortCode
+
+log = get_logger("textpulse.clicks")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -32,6 +35,7 @@ class CodeTarget(NamedTuple):
     link_id: int
     contact_id: int
     campaign_id: int
+    sent_at: datetime | None = None  # when the message went out (None: not yet, or not known)
 
 
 @dataclass(slots=True)
@@ -44,7 +48,11 @@ class ClickRecord:
     user_agent: str | None
     referer: str | None
     probe: bool = False  # a HEAD request: kept, counted only among raw and bot clicks
-    reasons: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()  # why it is a bot's (none: a person's), final once judged
+    bot_score: float = 0.0
+    # When its text was sent and delivered: filled in for bot filters that ask for them.
+    sent_at: datetime | None = None
+    delivered_at: datetime | None = None
 
 
 _RESOLVE = (  # other databases
@@ -55,6 +63,7 @@ _RESOLVE = (  # other databases
         ShortCode.link_id,
         Message.contact_id,
         Message.campaign_id,
+        Message.sent_at,
     )
     .join(Message, Message.id == ShortCode.message_id)
     .where(ShortCode.code.in_(bindparam("codes", expanding=True)))
@@ -65,7 +74,8 @@ _RESOLVE = (  # other databases
 def _resolve_sqlite(count: int) -> str:
     marks = "= ?" if count == 1 else f"IN ({','.join('?' * count)})"
     return (
-        "SELECT s.code, s.destination, s.message_id, s.link_id, m.contact_id, m.campaign_id FROM short_code s"
+        "SELECT s.code, s.destination, s.message_id, s.link_id, m.contact_id, m.campaign_id, m.sent_at"
+        " FROM short_code s"
         f" JOIN message m ON m.id = s.message_id WHERE s.code {marks}"
     )
 
@@ -87,10 +97,9 @@ def resolve_codes(engine: Engine, codes: Sequence[str], *, sqlite_connection: An
         finally:
             if sqlite_connection is None:
                 raw.close()  # back to the pool
-    else:
-        with engine.connect() as conn:
-            rows = list(conn.execute(_RESOLVE, {"codes": list(codes)}).all())
-    return {row[0]: CodeTarget(*row) for row in rows}
+        return {row[0]: CodeTarget(*row[:6], _sqlite_datetime(row[6])) for row in rows}
+    with engine.connect() as conn:
+        return {row[0]: CodeTarget(*row) for row in conn.execute(_RESOLVE, {"codes": list(codes)})}
 
 
 def recent_codes(engine: Engine, sent_since: datetime, limit: int, known: Container[str] = ()) -> list[CodeTarget]:
@@ -100,12 +109,12 @@ def recent_codes(engine: Engine, sent_since: datetime, limit: int, known: Contai
         raw = engine.raw_connection()
         try:
             rows = raw.driver_connection.execute(
-                "SELECT s.code, s.destination, s.message_id, s.link_id, m.contact_id, m.campaign_id"
+                "SELECT s.code, s.destination, s.message_id, s.link_id, m.contact_id, m.campaign_id, m.sent_at"
                 " FROM message m JOIN short_code s ON s.message_id = m.id"
                 " WHERE m.sent_at >= ? ORDER BY m.sent_at DESC LIMIT ?",
                 (_sqlite_timestamp(sent_since), limit),
             )
-            return [CodeTarget(*row) for row in rows if row[0] not in known]
+            return [CodeTarget(*row[:6], _sqlite_datetime(row[6])) for row in rows if row[0] not in known]
         finally:
             raw.close()
     query = (
@@ -116,6 +125,7 @@ def recent_codes(engine: Engine, sent_since: datetime, limit: int, known: Contai
             ShortCode.link_id,
             Message.contact_id,
             Message.campaign_id,
+            Message.sent_at,
         )
         .join(Message, Message.id == ShortCode.message_id)
         .where(Message.sent_at >= sent_since)
@@ -216,7 +226,7 @@ class _ClickInsert:
     prefix: str  # INSERT INTO click (...) VALUES
     row: str  # (?, ?, …) for one row
     clicked_at: Callable[[datetime], Any]  # an aware datetime as the driver takes it
-    verdict: Callable[[tuple[str, ...]], tuple[Any, Any, Any]]  # reasons -> (is_bot, bot_score, bot_reasons)
+    verdict: Callable[[ClickRecord], tuple[Any, Any, Any]]  # a judged click -> (is_bot, bot_score, bot_reasons)
 
 
 def _sqlite_timestamp(value: datetime) -> str:
@@ -245,8 +255,10 @@ def _click_insert(dialect: Dialect) -> _ClickInsert | None:
     is_bot, bot_score, bot_reasons = processor("is_bot"), processor("bot_score"), processor("bot_reasons")
     human = (is_bot(False), bot_score(0.0), bot_reasons([]))
 
-    def verdict(reasons: tuple[str, ...]) -> tuple[Any, Any, Any]:
-        return human if not reasons else (is_bot(True), bot_score(1.0), bot_reasons(list(reasons)))
+    def verdict(record: ClickRecord) -> tuple[Any, Any, Any]:
+        if not record.reasons and not record.bot_score:
+            return human
+        return (is_bot(bool(record.reasons)), bot_score(record.bot_score), bot_reasons(list(record.reasons)))
 
     return _ClickInsert(
         f"INSERT INTO {Click.__tablename__} ({', '.join(CLICK_COLUMNS)}) VALUES ",
@@ -256,10 +268,73 @@ def _click_insert(dialect: Dialect) -> _ClickInsert | None:
     )
 
 
-def _reasons(record: ClickRecord) -> tuple[str, ...]:
-    if record.probe and "head_request" not in record.reasons:
-        return (*record.reasons, "head_request")
-    return record.reasons
+def judge_clicks(engine: Engine, records: Sequence[ClickRecord], filters: Sequence[Any] = ()) -> None:
+    """Settle each click's verdict in place: a HEAD request is a probe (`head_request`), then every
+    bot filter gives a score and maybe a reason. A click with a reason is a bot's; its score is the
+    highest given. A filter that fails is skipped (logged), the click judged by the others."""
+    if any(getattr(f, "needs_message_times", False) for f in filters):
+        _fill_message_times(engine, records)
+    for record in records:
+        reasons = list(record.reasons)
+        score = record.bot_score if not reasons else max(record.bot_score, 1.0)
+        if record.probe and "head_request" not in reasons:
+            reasons.append("head_request")
+            score = 1.0
+        for bot_filter in filters:
+            try:
+                filter_score, reason = bot_filter.judge(record)
+            except Exception as exc:
+                log.warning("bot filter failed", filter=getattr(bot_filter, "name", "?"), error=str(exc))
+                continue
+            score = max(score, float(filter_score))
+            if reason and reason not in reasons:
+                reasons.append(reason)
+        record.reasons, record.bot_score = tuple(reasons), score
+
+
+# A delivery receipt comes seconds after the send, rarely minutes: a click this long after its
+# text was sent is not looked up (its `delivered_at` stays None; a filter judges by `sent_at`).
+DELIVERY_LOOKUP_WINDOW = timedelta(minutes=1)
+
+
+def _fill_message_times(engine: Engine, records: Sequence[ClickRecord]) -> None:
+    """Give each click its message's `sent_at` (known from the code) and, for clicks within
+    DELIVERY_LOOKUP_WINDOW of that (or when it is unknown), `delivered_at`: one query a batch."""
+    wanted = []
+    for record in records:
+        sent_at = record.sent_at = record.target.sent_at
+        if sent_at is None or record.clicked_at - sent_at < DELIVERY_LOOKUP_WINDOW:
+            wanted.append(record)
+    ids = list({record.target.message_id for record in wanted})
+    times: dict[int, tuple[datetime | None, datetime | None]] = {}
+    if not ids:
+        return
+    if is_sqlite(engine):  # the driver's rows, timestamps parsed in C
+        raw = engine.raw_connection()
+        try:
+            for start in range(0, len(ids), 900):
+                chunk = ids[start : start + 900]
+                rows = raw.driver_connection.execute(
+                    f"SELECT id, sent_at, delivered_at FROM message WHERE id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                times.update((row[0], (_sqlite_datetime(row[1]), _sqlite_datetime(row[2]))) for row in rows)
+        finally:
+            raw.close()
+    else:
+        with engine.connect() as conn:
+            for start in range(0, len(ids), 900):
+                query = select(Message.id, Message.sent_at, Message.delivered_at).where(
+                    Message.id.in_(ids[start : start + 900])
+                )
+                times.update((row[0], (row[1], row[2])) for row in conn.execute(query))
+    for record in wanted:
+        record.sent_at, record.delivered_at = times.get(record.target.message_id, (None, None))
+
+
+def _sqlite_datetime(value: str | None) -> datetime | None:
+    """A timestamp as SQLAlchemy's SQLite DATETIME stores it (UTC, no offset), aware."""
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def click_rows(records: Sequence[ClickRecord]) -> list[dict[str, Any]]:
@@ -268,7 +343,7 @@ def click_rows(records: Sequence[ClickRecord]) -> list[dict[str, Any]]:
     for record in records:
         target = record.target
         os_family, device = parse_user_agent(record.user_agent)
-        reasons = _reasons(record)
+        reasons = record.reasons
         rows.append(
             {
                 "code": target.code,
@@ -283,15 +358,16 @@ def click_rows(records: Sequence[ClickRecord]) -> list[dict[str, Any]]:
                 "os": os_family,
                 "device": device,
                 "is_bot": bool(reasons),
-                "bot_score": 1.0 if reasons else 0.0,
+                "bot_score": record.bot_score,
                 "bot_reasons": list(reasons),
             }
         )
     return rows
 
 
-def store_clicks(engine: Engine, records: Sequence[ClickRecord]) -> int:
-    """Insert a batch of clicks in one transaction; returns how many were written.
+def store_clicks(engine: Engine, records: Sequence[ClickRecord], filters: Sequence[Any] = ()) -> int:
+    """Judge a batch of clicks (`judge_clicks`) and insert them in one transaction; returns how
+    many were written.
 
     This runs in a thread that shares the GIL with the redirects, so the Python work per row is
     kept to building one tuple in the driver's terms: the rows go in as one multi-row INSERT per
@@ -301,6 +377,7 @@ def store_clicks(engine: Engine, records: Sequence[ClickRecord]) -> int:
     """
     if not records:
         return 0
+    judge_clicks(engine, records, filters)
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         return _copy_clicks(engine, records)
     statement = _click_insert(engine.dialect)
@@ -314,7 +391,7 @@ def store_clicks(engine: Engine, records: Sequence[ClickRecord]) -> int:
     for record in records:
         target = record.target
         os_family, device = parse_user_agent(record.user_agent)
-        is_bot, bot_score, bot_reasons = verdict(_reasons(record))
+        is_bot, bot_score, bot_reasons = verdict(record)
         extend(
             (
                 target.code,
@@ -346,13 +423,18 @@ def _copy_clicks(engine: Engine, records: Sequence[ClickRecord]) -> int:
     """PostgreSQL: the rows go in through COPY, which psycopg feeds row by row in C; a multi-row
     INSERT made psycopg parse a statement of thousands of placeholders in Python every time."""
     human = (False, 0.0, "[]")
+
+    def verdict(record: ClickRecord) -> tuple[bool, float, str]:
+        if not record.reasons and not record.bot_score:
+            return human
+        return (bool(record.reasons), record.bot_score, json.dumps(list(record.reasons)))
+
     with engine.begin() as conn:
         driver = conn.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cursor, cursor.copy(f"COPY click ({', '.join(CLICK_COLUMNS)}) FROM STDIN") as copy:
             for record in records:
                 target = record.target
-                reasons = _reasons(record)
                 copy.write_row(
                     (
                         target.code,
@@ -365,7 +447,7 @@ def _copy_clicks(engine: Engine, records: Sequence[ClickRecord]) -> int:
                         record.user_agent,
                         record.referer,
                         *parse_user_agent(record.user_agent),
-                        *(human if not reasons else (True, 1.0, json.dumps(list(reasons)))),
+                        *verdict(record),
                     )
                 )
     return len(records)

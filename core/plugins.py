@@ -32,6 +32,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "fake": "plugins.fake",
     "twilio": "plugins.twilio",
     "shortener": "plugins.shortener",
+    "botfilters": "plugins.botfilters",
 }
 
 

@@ -7,6 +7,8 @@ import httpx
 from core.ab import Arm, compare, pick_winner
 from tests.live import LiveService, wait_for
 
+PHONE_BROWSER = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
+
 
 def test_a_clearly_better_variant_wins() -> None:
     a, b = compare([Arm("A", 30, 1000), Arm("B", 60, 1000)])
@@ -50,7 +52,7 @@ def test_variant_stats_side_by_side(live: LiveService) -> None:
     messages = live.messages(cid)
     b_links = [m["body"].split()[-1] for m in messages if m["variant"] == "B"]
     for url in b_links[:6]:
-        assert httpx.get(url).status_code == 302
+        assert httpx.get(url, headers={"user-agent": PHONE_BROWSER}).status_code == 302
     wait_for(lambda: live.stats(cid)["clicks"]["unique"] == 6, what="six clickers")
     body = live.get(f"/api/campaigns/{cid}/stats/variants").json()
     rows = {row["variant"]: row for row in body["variants"]}

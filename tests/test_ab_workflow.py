@@ -12,6 +12,8 @@ import pytest
 
 from tests.live import LiveService, wait_for
 
+PHONE_BROWSER = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
+
 
 @pytest.fixture
 def ab_live(database_url: str, temporal_address: str, tmp_path: Path):
@@ -70,7 +72,7 @@ def test_a_clear_winner_ends_the_wait_early_and_gets_the_remainder(ab_live: Live
     )
     wait_for(lambda: live.stats(cid)["delivered"] == 100, what="test cohort delivered")
     for m in [m for m in test if m["variant"] == "B"][:25]:
-        assert httpx.get(m["body"].split()[-1]).status_code == 302
+        assert httpx.get(m["body"].split()[-1], headers={"user-agent": PHONE_BROWSER}).status_code == 302
     campaign = wait_for(
         lambda: (c := _campaign_json(live, cid))["status"] == "completed" and c,
         timeout=60,

@@ -123,7 +123,8 @@ def test_breakdowns_conversions_and_export(live: LiveService) -> None:
     clicks = live.get(f"/api/campaigns/{cid}/clicks").json()["items"]
     assert len(clicks) == 6
     probe = next(c for c in clicks if c["is_bot"])
-    assert probe["bot_reasons"] == ["head_request"] and probe["phone"] == PHONES[3]
+    # A HEAD request, and from an HTTP library rather than a browser: two reasons.
+    assert probe["bot_reasons"] == ["head_request", "bot_user_agent"] and probe["phone"] == PHONES[3]
     assert probe["url"] == "https://films.example/shop"
     assert len(live.get(f"/api/campaigns/{cid}/clicks", params={"bots": "exclude"}).json()["items"]) == 5
 

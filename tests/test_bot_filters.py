@@ -1,0 +1,140 @@
+"""Bot filters: what each built-in filter calls a machine, and that a verdict reaches the click
+row and the human counts (on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import select
+
+from api.app import create_app
+from core.clicks import ClickRecord, CodeTarget, judge_clicks
+from core.db import make_engine, session_scope
+from core.models import Click, Message
+from core.plugins import load_plugins
+from core.settings import Settings
+from core.stats import summary
+from plugins.botfilters import NetworkFilter, TimingFilter, UserAgentFilter
+from tests.test_code_cache import seed, wait_for
+
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 Version/17.2 Mobile/15E148 "
+    "Safari/604.1"
+)
+INSTAGRAM = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Mobile/15E148 Instagram 312.0.0.22.114 (iPhone14,5; iOS 17_2; en_US)"
+)
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+TARGET = CodeTarget("Abcdefgh", "https://shop.example/", 1, 1, 1, 1)
+
+
+def click(
+    agent: str | None = IPHONE, *, at: datetime = NOW, ip: str | None = "198.51.100.7", **times: Any
+) -> ClickRecord:
+    return ClickRecord(TARGET, at, ip, agent, None, **times)
+
+
+@pytest.mark.parametrize(
+    "agent,reason",
+    [
+        (IPHONE, None),
+        (INSTAGRAM, None),  # an in-app browser is a person
+        ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36", None),
+        ("facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)", "bot_user_agent"),
+        ("WhatsApp/2.23.20.0 A", "bot_user_agent"),  # the preview WhatsApp draws
+        ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "bot_user_agent"),
+        ("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", "bot_user_agent"),
+        ("curl/8.5.0", "bot_user_agent"),
+        ("python-httpx/0.28.1", "bot_user_agent"),
+        ("", "no_user_agent"),
+        (None, "no_user_agent"),
+    ],
+)
+def test_user_agents(agent: str | None, reason: str | None) -> None:
+    assert UserAgentFilter().judge(click(agent)) == ((1.0, reason) if reason else (0.0, None))
+
+
+def test_extra_user_agent_patterns_and_a_bad_one() -> None:
+    assert UserAgentFilter(["acme-linkcheck"]).judge(click("Mozilla/5.0 ACME-LinkCheck/2")) == (1.0, "bot_user_agent")
+    with pytest.raises(ValueError, match="extra_user_agents"):
+        UserAgentFilter(["(unclosed"])
+
+
+@pytest.mark.parametrize(
+    "sent,delivered,reason",
+    [
+        (-5.0, -0.4, "too_fast"),  # 0.4 s after delivery: a scanner
+        (-5.0, -10.0 + 5.0, None),  # delivered 5 s before the click
+        (-0.5, None, "too_fast"),  # no receipt yet, 0.5 s after the send
+        (-0.5, 3.0, "too_fast"),  # the receipt came after the click: the send counts
+        (-3600.0, None, None),
+        (None, None, None),  # times unknown: no verdict
+    ],
+)
+def test_timing(sent: float | None, delivered: float | None, reason: str | None) -> None:
+    def at(offset: float | None) -> datetime | None:
+        return None if offset is None else NOW + timedelta(seconds=offset)
+
+    verdict = TimingFilter(2).judge(click(sent_at=at(sent), delivered_at=at(delivered)))
+    assert verdict == ((1.0, reason) if reason else (0.0, None))
+
+
+def test_networks() -> None:
+    networks = NetworkFilter(["203.0.113.0/24", "2001:db8::/32"])
+    assert networks.judge(click(ip="203.0.113.99")) == (1.0, "bot_network")
+    assert networks.judge(click(ip="2001:db8::1")) == (1.0, "bot_network")
+    assert networks.judge(click(ip="198.51.100.7")) == (0.0, None)
+    assert networks.judge(click(ip=None)) == (0.0, None)
+    with pytest.raises(ValueError, match="networks"):
+        NetworkFilter(["10.0.0.0/33"])
+
+
+def test_a_failing_filter_is_skipped_and_the_others_judge(tmp_path: Path) -> None:
+    class Broken:
+        name = "broken"
+
+        def judge(self, click: ClickRecord) -> tuple[float, str | None]:
+            raise RuntimeError("boom")
+
+    records = [click("curl/8"), click(IPHONE, probe=True), click(IPHONE)]
+    judge_clicks(make_engine(f"sqlite:///{tmp_path}/unused.db"), records, [Broken(), UserAgentFilter()])
+    assert [(r.reasons, r.bot_score) for r in records] == [
+        (("bot_user_agent",), 1.0),
+        (("head_request",), 1.0),
+        ((), 0.0),
+    ]
+
+
+def test_verdicts_reach_the_click_rows_and_the_human_counts(database_url: str, tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    fresh, old, by_curl, scanned = seed(database_url, [now, now - timedelta(hours=1), now - timedelta(hours=1), now])
+    settings = Settings.from_env({"TEXTPULSE_DATABASE_URL": database_url, "TEXTPULSE_DATA_DIR": str(tmp_path)})
+    config = {"plugins": {"botfilters": {"min_seconds": 30, "extra_user_agents": ["acme-scan"]}}}
+    registry = load_plugins(settings, config=config)
+    assert [f.name for f in registry.bot_filters] == ["user_agent", "timing"]
+    with TestClient(app=create_app(settings, registry=registry)) as client:
+        for code, agent in ((fresh, IPHONE), (old, IPHONE), (by_curl, "curl/8.5.0"), (scanned, "ACME-Scan/1.0")):
+            assert client.get(f"/r/{code}", headers={"user-agent": agent}, follow_redirects=False).status_code == 302
+    registry.close()
+    engine = make_engine(database_url)
+
+    def rows() -> dict[str, tuple[bool, list[str]]]:
+        with session_scope(engine, read_only=True) as session:
+            return {c.code: (c.is_bot, c.bot_reasons) for c in session.scalars(select(Click))}
+
+    wait_for(lambda: len(rows()) == 4, what="four click rows")
+    assert rows() == {
+        fresh: (True, ["too_fast"]),  # clicked within 30 s of its send
+        old: (False, []),
+        by_curl: (True, ["bot_user_agent"]),
+        scanned: (True, ["bot_user_agent", "too_fast"]),
+    }
+    with session_scope(engine, read_only=True) as session:
+        [campaign_id] = set(session.scalars(select(Message.campaign_id)))
+        clicks = summary(session, campaign_id)["clicks"]
+    assert (clicks["total"], clicks["unique"], clicks["bots_total"], clicks["raw_total"]) == (1, 1, 3, 4)
