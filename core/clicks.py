@@ -55,29 +55,31 @@ class ClickRecord:
     delivered_at: datetime | None = None
 
 
-_RESOLVE = (  # other databases
-    select(
-        ShortCode.code,
-        ShortCode.destination,
-        ShortCode.message_id,
-        ShortCode.link_id,
-        Message.contact_id,
-        Message.campaign_id,
-        Message.sent_at,
-    )
-    .join(Message, Message.id == ShortCode.message_id)
-    .where(ShortCode.code.in_(bindparam("codes", expanding=True)))
+# What a code resolves to (the fields of CodeTarget), in Core and in SQLite's own SQL.
+_TARGETS = select(
+    ShortCode.code,
+    ShortCode.destination,
+    ShortCode.message_id,
+    ShortCode.link_id,
+    Message.contact_id,
+    Message.campaign_id,
+    Message.sent_at,
+).join(Message, Message.id == ShortCode.message_id)
+_TARGETS_SQLITE = (
+    "SELECT s.code, s.destination, s.message_id, s.link_id, m.contact_id, m.campaign_id, m.sent_at"
+    " FROM short_code s JOIN message m ON m.id = s.message_id"
 )
+_RESOLVE = _TARGETS.where(ShortCode.code.in_(bindparam("codes", expanding=True)))  # other databases
+
+
+def _sqlite_target(row: Any) -> CodeTarget:
+    return CodeTarget(*row[:6], _sqlite_datetime(row[6]))
 
 
 @lru_cache(maxsize=64)
 def _resolve_sqlite(count: int) -> str:
     marks = "= ?" if count == 1 else f"IN ({','.join('?' * count)})"
-    return (
-        "SELECT s.code, s.destination, s.message_id, s.link_id, m.contact_id, m.campaign_id, m.sent_at"
-        " FROM short_code s"
-        f" JOIN message m ON m.id = s.message_id WHERE s.code {marks}"
-    )
+    return f"{_TARGETS_SQLITE} WHERE s.code {marks}"
 
 
 def resolve_codes(engine: Engine, codes: Sequence[str], *, sqlite_connection: Any = None) -> dict[str, CodeTarget]:
@@ -97,7 +99,7 @@ def resolve_codes(engine: Engine, codes: Sequence[str], *, sqlite_connection: An
         finally:
             if sqlite_connection is None:
                 raw.close()  # back to the pool
-        return {row[0]: CodeTarget(*row[:6], _sqlite_datetime(row[6])) for row in rows}
+        return {row[0]: _sqlite_target(row) for row in rows}
     with engine.connect() as conn:
         return {row[0]: CodeTarget(*row) for row in conn.execute(_RESOLVE, {"codes": list(codes)})}
 
@@ -109,29 +111,13 @@ def recent_codes(engine: Engine, sent_since: datetime, limit: int, known: Contai
         raw = engine.raw_connection()
         try:
             rows = raw.driver_connection.execute(
-                "SELECT s.code, s.destination, s.message_id, s.link_id, m.contact_id, m.campaign_id, m.sent_at"
-                " FROM message m JOIN short_code s ON s.message_id = m.id"
-                " WHERE m.sent_at >= ? ORDER BY m.sent_at DESC LIMIT ?",
+                f"{_TARGETS_SQLITE} WHERE m.sent_at >= ? ORDER BY m.sent_at DESC LIMIT ?",
                 (_sqlite_timestamp(sent_since), limit),
             )
-            return [CodeTarget(*row[:6], _sqlite_datetime(row[6])) for row in rows if row[0] not in known]
+            return [_sqlite_target(row) for row in rows if row[0] not in known]
         finally:
             raw.close()
-    query = (
-        select(
-            ShortCode.code,
-            ShortCode.destination,
-            ShortCode.message_id,
-            ShortCode.link_id,
-            Message.contact_id,
-            Message.campaign_id,
-            Message.sent_at,
-        )
-        .join(Message, Message.id == ShortCode.message_id)
-        .where(Message.sent_at >= sent_since)
-        .order_by(Message.sent_at.desc())
-        .limit(limit)
-    )
+    query = _TARGETS.where(Message.sent_at >= sent_since).order_by(Message.sent_at.desc()).limit(limit)
     with engine.connect() as conn:
         return [CodeTarget(*row) for row in conn.execute(query) if row[0] not in known]
 

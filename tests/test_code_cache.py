@@ -21,7 +21,7 @@ from sqlalchemy.dialects import sqlite
 
 from api.app import create_app
 from api.redirect import ClickWriter
-from core.clicks import ClickRecord, CodeTarget, _click_insert, _sqlite_timestamp, store_clicks
+from core.clicks import ClickRecord, _click_insert, _sqlite_timestamp, resolve_codes, store_clicks
 from core.db import make_engine, session_scope
 from core.models import Campaign, Click, Contact, Link, Message, ShortCode, Variant
 from core.plugins import load_plugins
@@ -153,12 +153,7 @@ def test_the_fast_sqlite_timestamp_is_what_sqlalchemy_stores(moment: datetime) -
 def test_stored_clicks_read_back_as_written(database_url: str) -> None:
     [code] = seed(database_url, [datetime.now(UTC)])
     engine = make_engine(database_url)
-    with session_scope(engine, read_only=True) as session:
-        short = session.get(ShortCode, code)
-        assert short is not None
-        message = session.get(Message, short.message_id)
-        assert message is not None
-        target = CodeTarget(code, DESTINATION, message.id or 0, short.link_id, message.contact_id, message.campaign_id)
+    target = resolve_codes(engine, [code])[code]
     at = datetime(2026, 11, 23, 9, 30, 0, 250, tzinfo=UTC)
     records = [
         ClickRecord(target, at, "203.0.113.9", IPHONE, "https://chat.example/"),
@@ -183,12 +178,7 @@ def test_stored_clicks_read_back_as_written(database_url: str) -> None:
 def test_a_full_click_queue_holds_redirects_back_and_loses_nothing(database_url: str) -> None:
     [code] = seed(database_url, [datetime.now(UTC)])
     engine = make_engine(database_url)
-    with session_scope(engine, read_only=True) as session:
-        short = session.get(ShortCode, code)
-        assert short is not None
-        message = session.get(Message, short.message_id)
-        assert message is not None
-        target = CodeTarget(code, DESTINATION, message.id or 0, short.link_id, message.contact_id, message.campaign_id)
+    target = resolve_codes(engine, [code])[code]
     depths: list[int] = []
 
     async def run() -> int:
