@@ -271,6 +271,7 @@ class ClickWriter:
         self.batch = batch
         self.capacity = capacity
         self.written = 0
+        self.batches = 0  # transactions that wrote clicks
         self._pending: list[ClickRecord] = []
         self._wake: asyncio.Future[None] | None = None  # the writer waits for a first click
         self._room: asyncio.Event | None = None  # redirects wait for room in a full queue
@@ -334,6 +335,7 @@ class ClickWriter:
                 log.warning("click write failed, retrying", error=str(exc), attempt=attempt, clicks=len(records))
                 await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
         self.written += written
+        self.batches += 1
         if self.on_stored is not None:
             try:
                 self.on_stored(click_rows(records))

@@ -204,8 +204,13 @@ def serve(kind: str, port: int, database_url: str, data_dir: str, cold: bool = F
         await server.serve()  # returns once the lifespan shutdown has drained the click queue
 
     asyncio.run(run())
-    written = state.click_writer.written if state is not None else None
-    print(RESULT_MARK + json.dumps({"redirects": counted.redirects, "clicks_written": written}), flush=True)
+    writer = state.click_writer if state is not None else None
+    result = {
+        "redirects": counted.redirects,
+        "clicks_written": writer.written if writer else None,
+        "batches": writer.batches if writer else None,
+    }
+    print(RESULT_MARK + json.dumps(result), flush=True)
 
 
 # -- seeding -------------------------------------------------------------------------------------
@@ -345,7 +350,8 @@ def wait_for_preload(port: int, process: subprocess.Popen[str], timeout: float =
         if process.poll() is not None:
             raise SystemExit("the server exited while loading codes")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-            if "textpulse_redirect_preload_done 1" in answer.read().decode():
+            # The sample's own line: the HELP line of this family also reads "…preload_done 1 once…".
+            if "\ntextpulse_redirect_preload_done 1\n" in answer.read().decode():
                 return
         time.sleep(0.1)
     raise SystemExit(f"the server did not load its codes within {timeout}s")
@@ -532,9 +538,10 @@ def main() -> int:
     ok = all(
         run.click_rows == run.server["redirects"] == run.server["clicks_written"] and run.errors == 0 for run in real
     )
+    batches = sum(run.server["batches"] for run in real)
     print(
         f"real server: {redirects} redirects sent (wrk counts only the answers it read before its time was "
-        f"up), {rows} click rows written"
+        f"up), {rows} click rows written in {batches} transactions ({rows / max(batches, 1):.0f} clicks each)"
     )
     print("every redirect has its click row" if ok else "MISMATCH: a redirect without its click row, or errors")
     return 0 if ok else 1
