@@ -323,7 +323,7 @@ def _fill_message_times(engine: Engine, records: Sequence[ClickRecord], *, sqlit
         try:
             for start in range(0, len(ids), 900):
                 chunk = ids[start : start + 900]
-                rows = raw.driver_connection.execute(
+                rows = raw.dbapi_connection.execute(
                     f"SELECT id, sent_at, delivered_at FROM message WHERE id IN ({','.join('?' * len(chunk))})",
                     chunk,
                 )
@@ -436,7 +436,7 @@ def store_clicks(
     ]
     if is_sqlite(engine):
         raw = sqlite_connection if sqlite_connection is not None else engine.raw_connection()
-        driver = raw.driver_connection
+        driver = raw.dbapi_connection
         try:
             driver.execute("BEGIN IMMEDIATE")  # the connection is in autocommit (core/db.py)
             try:

@@ -197,3 +197,37 @@ def test_a_full_click_queue_holds_redirects_back_and_loses_nothing(database_url:
     assert max(depths) <= 10
     with session_scope(engine, read_only=True) as session:
         assert len(session.scalars(select(Click.id)).all()) == 200
+
+
+def test_the_sqlite_click_writer_keeps_its_connection_out_of_the_pool(database_url: str) -> None:
+    """The writer's own SQLite connection skips foreign key checks (api/redirect.py says why);
+    no connection the pool hands out may come without them."""
+    if not database_url.startswith("sqlite"):
+        assert not ClickWriter(make_engine(database_url)).inline  # PostgreSQL: pooled connections
+        return
+    codes = seed(database_url, [datetime.now(UTC), datetime.now(UTC)])
+    engine = make_engine(database_url)
+    targets = resolve_codes(engine, codes)
+
+    async def run() -> tuple[int, Any]:
+        writer = ClickWriter(engine, interval=0.001)
+        writer.start()
+        for n, code in enumerate(codes * 3):
+            await writer.put(ClickRecord(targets[code], datetime.now(UTC), f"10.0.0.{n}", IPHONE, None))
+        deadline = time.monotonic() + 10
+        while writer.written < 6 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        [[checks]] = writer._connection.dbapi_connection.execute("PRAGMA foreign_keys").fetchall()
+        kept = writer._connection
+        await writer.close()
+        assert writer._connection is None and kept.dbapi_connection is None  # closed, not pooled
+        return checks, kept
+
+    checks, _ = asyncio.run(run())
+    assert checks == 0
+    pooled = [engine.raw_connection() for _ in range(5)]
+    assert [c.dbapi_connection.execute("PRAGMA foreign_keys").fetchall() for c in pooled] == [[(1,)]] * 5
+    for connection in pooled:
+        connection.close()
+    with session_scope(engine, read_only=True) as session:
+        assert sorted(session.scalars(select(Click.code))) == sorted(codes * 3)
