@@ -12,7 +12,7 @@ from litestar.testing import TestClient
 from sqlalchemy import select
 
 from api.app import create_app
-from core.clicks import ClickRecord, CodeTarget, judge_clicks
+from core.clicks import ClickRecord, CodeTarget, judge_clicks, resolve_codes
 from core.db import make_engine, session_scope
 from core.models import Click, Message
 from core.plugins import load_plugins
@@ -138,3 +138,22 @@ def test_verdicts_reach_the_click_rows_and_the_human_counts(database_url: str, t
         [campaign_id] = set(session.scalars(select(Message.campaign_id)))
         clicks = summary(session, campaign_id)["clicks"]
     assert (clicks["total"], clicks["unique"], clicks["bots_total"], clicks["raw_total"]) == (1, 1, 3, 4)
+
+
+def test_a_batch_reads_the_delivery_times_of_its_messages(database_url: str) -> None:
+    """Clicks soon after their send get their message's delivery time, read for the whole batch
+    at once (on SQLite, an IN list padded to a power of two: 5 messages, 8 marks)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    codes = seed(database_url, [now - timedelta(seconds=30)] * 5)
+    engine = make_engine(database_url)
+    delivered = {code: now - timedelta(seconds=20 - n) for n, code in enumerate(codes)}
+    with session_scope(engine) as session:
+        for code, at in delivered.items():
+            message = session.scalars(select(Message).where(Message.body.endswith(code))).one()
+            message.delivered_at = at
+    targets = resolve_codes(engine, codes)
+    records = [ClickRecord(targets[code], now, "198.51.100.7", IPHONE, None) for code in codes * 2]
+    records.append(ClickRecord(targets[codes[0]], now - timedelta(seconds=18.5), "198.51.100.7", IPHONE, None))
+    judge_clicks(engine, records, [TimingFilter(2)])
+    assert [r.delivered_at for r in records] == [delivered[code] for code in codes * 2] + [delivered[codes[0]]]
+    assert [r.reasons for r in records] == [()] * 10 + [("too_fast",)]  # 1.5 s after its delivery
