@@ -364,7 +364,7 @@ class ClickWriter:
             return store_clicks(self.engine, records, self.filters, sqlite_connection=self._connection)
         except Exception:
             connection, self._connection = self._connection, None
-            connection.invalidate()  # a fresh connection for the retry
+            connection.close()  # a fresh connection for the retry (detached: close really closes)
             raise
 
     async def close(self) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -82,6 +83,19 @@ def _resolve_sqlite(count: int) -> str:
     return f"{_TARGETS_SQLITE} WHERE s.code {marks}"
 
 
+@contextmanager
+def _sqlite_driver(engine: Engine, kept: Any = None) -> Iterator[Any]:
+    """The sqlite3 connection of `kept` (a connection its owner keeps, from
+    `engine.raw_connection()`), or of one from the pool, given back afterwards. In autocommit
+    (core/db.py): a transaction is begun in SQL where one is wanted."""
+    raw = kept if kept is not None else engine.raw_connection()
+    try:
+        yield raw.dbapi_connection
+    finally:
+        if kept is None:
+            raw.close()  # back to the pool
+
+
 def resolve_codes(engine: Engine, codes: Sequence[str], *, sqlite_connection: Any = None) -> dict[str, CodeTarget]:
     """The targets of those `codes` that exist, in one query (a code's target never changes).
 
@@ -93,12 +107,8 @@ def resolve_codes(engine: Engine, codes: Sequence[str], *, sqlite_connection: An
     if not codes:
         return {}
     if is_sqlite(engine):
-        raw = sqlite_connection if sqlite_connection is not None else engine.raw_connection()
-        try:
-            rows = raw.driver_connection.execute(_resolve_sqlite(len(codes)), tuple(codes)).fetchall()
-        finally:
-            if sqlite_connection is None:
-                raw.close()  # back to the pool
+        with _sqlite_driver(engine, sqlite_connection) as driver:
+            rows = driver.execute(_resolve_sqlite(len(codes)), tuple(codes)).fetchall()
         return {row[0]: _sqlite_target(row) for row in rows}
     with engine.connect() as conn:
         return {row[0]: CodeTarget(*row) for row in conn.execute(_RESOLVE, {"codes": list(codes)})}
@@ -108,15 +118,12 @@ def recent_codes(engine: Engine, sent_since: datetime, limit: int, known: Contai
     """The targets of codes in messages sent since `sent_since`, newest first, at most `limit`,
     leaving out the codes in `known` (those the caller has already)."""
     if is_sqlite(engine):  # the driver's rows as they come: a tenth of the cost of Core's
-        raw = engine.raw_connection()
-        try:
-            rows = raw.driver_connection.execute(
+        with _sqlite_driver(engine) as driver:
+            rows = driver.execute(
                 f"{_TARGETS_SQLITE} WHERE m.sent_at >= ? ORDER BY m.sent_at DESC LIMIT ?",
                 (_sqlite_timestamp(sent_since), limit),
             )
             return [_sqlite_target(row) for row in rows if row[0] not in known]
-        finally:
-            raw.close()
     query = _TARGETS.where(Message.sent_at >= sent_since).order_by(Message.sent_at.desc()).limit(limit)
     with engine.connect() as conn:
         return [CodeTarget(*row) for row in conn.execute(query) if row[0] not in known]
@@ -323,8 +330,7 @@ def _fill_message_times(engine: Engine, records: Sequence[ClickRecord], *, sqlit
     if not ids:
         return
     if is_sqlite(engine):  # the driver's rows, timestamps parsed in C
-        raw = sqlite_connection if sqlite_connection is not None else engine.raw_connection()
-        try:
+        with _sqlite_driver(engine, sqlite_connection) as driver:
             for start in range(0, len(ids), 512):
                 chunk = ids[start : start + 512]
                 # As many marks as the next power of two (the first id again in the rest): a
@@ -332,11 +338,8 @@ def _fill_message_times(engine: Engine, records: Sequence[ClickRecord], *, sqlit
                 # driver's statement cache.
                 size = 1 << (len(chunk) - 1).bit_length()
                 padded = chunk + chunk[:1] * (size - len(chunk))
-                rows = raw.dbapi_connection.execute(_message_times_sql(size), padded)
+                rows = driver.execute(_message_times_sql(size), padded)
                 times.update((row[0], (_sqlite_datetime(row[1]), _sqlite_datetime(row[2]))) for row in rows)
-        finally:
-            if sqlite_connection is None:
-                raw.close()  # back to the pool
     else:
         with engine.connect() as conn:
             for start in range(0, len(ids), 900):
@@ -446,10 +449,8 @@ def store_clicks(
         for start in range(0, len(records), ROWS_PER_STATEMENT)
     ]
     if is_sqlite(engine):
-        raw = sqlite_connection if sqlite_connection is not None else engine.raw_connection()
-        driver = raw.dbapi_connection
-        try:
-            driver.execute("BEGIN IMMEDIATE")  # the connection is in autocommit (core/db.py)
+        with _sqlite_driver(engine, sqlite_connection) as driver:
+            driver.execute("BEGIN IMMEDIATE")
             try:
                 for sql, values in statements:
                     driver.execute(sql, values)
@@ -458,9 +459,6 @@ def store_clicks(
                 if driver.in_transaction:
                     driver.execute("ROLLBACK")
                 raise
-        finally:
-            if sqlite_connection is None:
-                raw.close()  # back to the pool
         return len(records)
     with engine.begin() as conn:
         for sql, values in statements:
