@@ -19,15 +19,15 @@ from temporalio.client import Client
 
 from api import campaigns, clicks, contacts, dashboard, events, health, metrics, replies, stats, stats_events, webhooks
 from api.redirect import ClickWriter, CodeCache, RedirectApp
-from core.campaigns import CampaignConflict, CampaignInvalid, CampaignNotFound
-from core.conversions import ConversionError
+from core.campaigns.definition import CampaignConflict, CampaignInvalid, CampaignNotFound
+from core.campaigns.templates import BodyTemplateError
 from core.db import make_engine
+from core.hooks.contracts import WebhookError
+from core.hooks.registry import PluginRegistry, load_plugins
 from core.log import get_logger
-from core.plugins import PluginRegistry, load_plugins
-from core.providers import WebhookError
-from core.reports import ReportError
 from core.settings import Settings
-from core.templates import BodyTemplateError
+from core.stats.breakdowns import ReportError
+from core.stats.conversions import ConversionError
 
 log = get_logger("textpulse.api")
 

@@ -19,8 +19,8 @@ from temporalio.service import RPCError
 
 from api.paging import page
 from api.rows import message_dict
-from core import audience
-from core.campaigns import (
+from core.campaigns import audience
+from core.campaigns.definition import (
     CampaignConflict,
     CampaignInvalid,
     campaign_dict,
@@ -30,13 +30,13 @@ from core.campaigns import (
     set_status,
     variants_of,
 )
+from core.campaigns.rendering import render_message
+from core.campaigns.schemas import CampaignCreate, PreviewIn, TestSendIn, WinnerIn
+from core.campaigns.templates import compile_body
+from core.campaigns.testsend import InvalidPhones, send_test_messages
 from core.db import session_scope
 from core.log import get_logger
 from core.models import Campaign, Contact, Message, Variant, utcnow
-from core.rendering import render_message
-from core.schemas import CampaignCreate, PreviewIn, TestSendIn, WinnerIn
-from core.templates import compile_body
-from core.testsend import InvalidPhones, send_test_messages
 from workflows.inputs import CampaignInput
 
 log = get_logger("textpulse.api.campaigns")

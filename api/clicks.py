@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from api.paging import page
 from api.rows import click_dict
-from core.campaigns import get_campaign, iso, variants_of
+from core.campaigns.definition import get_campaign, iso, variants_of
 from core.db import session_scope
 from core.models import Click, Contact, Conversion, Link, Message, Reply
 

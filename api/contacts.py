@@ -13,8 +13,8 @@ from litestar.params import Parameter
 from sqlalchemy import select
 
 from api.paging import page
-from core.campaigns import iso
-from core.contacts import upsert_contacts
+from core.campaigns.definition import iso
+from core.contacts.directory import upsert_contacts
 from core.db import session_scope
 from core.models import Click, Contact, Conversion, Message, Reply
 

@@ -46,10 +46,10 @@ from api.clicks import export_rows
 from api.contacts import contact_dict
 from api.rows import message_dict
 from api.stats_events import reports_delivery
-from core import reports, stats
-from core.campaigns import CampaignNotFound, campaign_dict, get_campaign, iso, variants_of
+from core.campaigns.definition import CampaignNotFound, campaign_dict, get_campaign, iso, variants_of
 from core.db import session_scope
-from core.models import UNCOUNTED_PHASES, Campaign, Click, Contact, Conversion, Link, Message, Reply
+from core.models import Campaign, Click, Contact, Conversion, Link, Message, Reply, counted_messages
+from core.stats import breakdowns, summary
 
 HERE = Path(__file__).parent
 COOKIE = "textpulse_dashboard"
@@ -178,7 +178,7 @@ def campaign_rows(session: Any, registry: Any, *, before: int | None, limit: int
         query = query.where(Campaign.id < before)
     campaigns = list(session.scalars(query))
     ids = [c.id for c in campaigns[:limit]]
-    counted = and_(Message.campaign_id.in_(ids), Message.phase.notin_(UNCOUNTED_PHASES))
+    counted = and_(Message.campaign_id.in_(ids), counted_messages())
     messages = {
         cid: (int(sent or 0), int(delivered or 0))
         for cid, sent, delivered in session.execute(
@@ -194,7 +194,7 @@ def campaign_rows(session: Any, registry: Any, *, before: int | None, limit: int
     clickers = dict(
         session.execute(
             select(Click.campaign_id, func.count(distinct(Click.contact_id)))
-            .join(Message, and_(Message.id == Click.message_id, Message.phase.notin_(UNCOUNTED_PHASES)))
+            .join(Message, and_(Message.id == Click.message_id, counted_messages()))
             .where(Click.campaign_id.in_(ids), Click.is_bot.is_(False))
             .group_by(Click.campaign_id)
         ).all()
@@ -280,20 +280,20 @@ def campaign_page(engine: Any, registry: Any, campaign_id: int) -> dict[str, Any
                 .limit(MESSAGE_LOG_ROWS + 1)
             )
         )
-        timing = reports.click_timing(session, campaign_id, reports_delivery=delivery)
-        devices = reports.devices(session, campaign_id)
-        links = reports.links(session, campaign_id)["links"]
+        timing = breakdowns.click_timing(session, campaign_id, reports_delivery=delivery)
+        devices = breakdowns.devices(session, campaign_id)
+        links = breakdowns.links(session, campaign_id)["links"]
         return {
             "campaign": campaign_dict(session, campaign),
-            "summary": stats.summary(session, campaign_id, reports_delivery=delivery),
-            "variants": reports.variants(session, campaign_id, reports_delivery=delivery),
+            "summary": summary.summary(session, campaign_id, reports_delivery=delivery),
+            "variants": breakdowns.variants(session, campaign_id, reports_delivery=delivery),
             "links": links,
             "most_link_clicks": max([row["clicks"] + row["bot_clicks"] for row in links] + [1]),
             "devices": devices,
             "most_device_clicks": max([row["clicks"] for row in devices["os"] + devices["device"]] + [1]),
             "timing": timing,
             "most_timing": max([b["contacts"] for b in timing["buckets"]] + [1]),
-            "trend": trend_chart(reports.trend(session, campaign_id, interval="day")),
+            "trend": trend_chart(breakdowns.trend(session, campaign_id, interval="day")),
             "messages": [message_dict(m, names.get(m.variant_id)) for m in log[:MESSAGE_LOG_ROWS]],
             "more_messages": len(log) > MESSAGE_LOG_ROWS,
         }

@@ -9,7 +9,7 @@ from litestar import Controller, post
 from litestar.datastructures import State
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.conversions import record_conversion
+from core.stats.conversions import record_conversion
 
 
 class ConversionEventIn(BaseModel):

@@ -22,9 +22,17 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import anyio.to_thread
 from sqlalchemy.engine import Engine
 
-from core.clicks import ClickRecord, CodeTarget, click_rows, client_ip, recent_codes, resolve_codes, store_clicks
 from core.db import is_sqlite
 from core.log import get_logger
+from core.tracking.clicks import (
+    ClickRecord,
+    CodeTarget,
+    click_rows,
+    client_ip,
+    recent_codes,
+    resolve_codes,
+    store_clicks,
+)
 from plugins.shortener import is_wellformed_code
 
 log = get_logger("textpulse.redirect")

@@ -10,7 +10,7 @@ from litestar.params import Parameter
 from sqlalchemy import select
 
 from api.paging import page
-from core.campaigns import get_campaign, iso, variants_of
+from core.campaigns.definition import get_campaign, iso, variants_of
 from core.db import session_scope
 from core.models import Contact, Message, Reply
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.campaigns import iso
+from core.campaigns.definition import iso
 from core.models import Click, Message
 
 

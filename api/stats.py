@@ -7,9 +7,9 @@ from typing import Any, Literal
 from litestar import Controller, get
 from litestar.datastructures import State
 
-from core import reports, stats
-from core.campaigns import get_campaign
+from core.campaigns.definition import get_campaign
 from core.db import session_scope
+from core.stats import breakdowns, summary
 
 
 def _reports_delivery(state: State, provider_name: str) -> bool:
@@ -28,7 +28,7 @@ class StatsController(Controller):
         """Sent, delivered, failed, clicks (bot-filtered by default, raw beside), CTR, replies, conversions."""
         with session_scope(state.engine, read_only=True) as session:
             campaign = get_campaign(session, campaign_id)
-            return stats.summary(
+            return summary.summary(
                 session,
                 campaign_id,
                 reports_delivery=_reports_delivery(state, campaign.provider),
@@ -41,14 +41,16 @@ class StatsController(Controller):
         counts a contact once even if it received several."""
         with session_scope(state.engine, read_only=True) as session:
             campaign = get_campaign(session, campaign_id)
-            return reports.variants(session, campaign_id, reports_delivery=_reports_delivery(state, campaign.provider))
+            return breakdowns.variants(
+                session, campaign_id, reports_delivery=_reports_delivery(state, campaign.provider)
+            )
 
     @get("/links", operation_id="campaignLinkStats", sync_to_thread=True)
     def links(self, state: State, campaign_id: int) -> dict[str, Any]:
         """Split of clicks per link: human clicks, unique contacts, and bot clicks beside."""
         with session_scope(state.engine, read_only=True) as session:
             get_campaign(session, campaign_id)
-            return reports.links(session, campaign_id)
+            return breakdowns.links(session, campaign_id)
 
     @get("/devices", operation_id="campaignDeviceStats", sync_to_thread=True)
     def devices(
@@ -57,14 +59,14 @@ class StatsController(Controller):
         """Clicks by operating system and by device type (mobile, tablet, desktop, other)."""
         with session_scope(state.engine, read_only=True) as session:
             get_campaign(session, campaign_id)
-            return reports.devices(session, campaign_id, include_bots=bots == "include")
+            return breakdowns.devices(session, campaign_id, include_bots=bots == "include")
 
     @get("/click-timing", operation_id="campaignClickTiming", sync_to_thread=True)
     def click_timing(self, state: State, campaign_id: int) -> dict[str, Any]:
         """Histogram of the time from delivery (else send) to each contact's first human click."""
         with session_scope(state.engine, read_only=True) as session:
             campaign = get_campaign(session, campaign_id)
-            return reports.click_timing(
+            return breakdowns.click_timing(
                 session, campaign_id, reports_delivery=_reports_delivery(state, campaign.provider)
             )
 
@@ -73,14 +75,14 @@ class StatsController(Controller):
         """Sent, delivered, clicks, replies and conversions per day, week or month (in `tz`)."""
         with session_scope(state.engine, read_only=True) as session:
             get_campaign(session, campaign_id)
-            return reports.trend(session, campaign_id, interval=interval, tz=tz)
+            return breakdowns.trend(session, campaign_id, interval=interval, tz=tz)
 
     @get("/funnel", operation_id="campaignFunnel", sync_to_thread=True)
     def funnel(self, state: State, campaign_id: int) -> dict[str, Any]:
         """Contacts sent → delivered → clicked → converted; direct vs influenced conversions."""
         with session_scope(state.engine, read_only=True) as session:
             get_campaign(session, campaign_id)
-            return reports.funnel(session, campaign_id)
+            return breakdowns.funnel(session, campaign_id)
 
     @get("/errors", operation_id="campaignErrorStats", sync_to_thread=True)
     def errors(self, state: State, campaign_id: int) -> dict[str, Any]:
@@ -88,4 +90,4 @@ class StatsController(Controller):
         the code's part of all failed and undelivered messages."""
         with session_scope(state.engine, read_only=True) as session:
             get_campaign(session, campaign_id)
-            return stats.errors(session, campaign_id)
+            return summary.errors(session, campaign_id)

@@ -22,11 +22,11 @@ from litestar.datastructures import State
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy.engine import Engine
 
-from core import stats
-from core.campaigns import CampaignNotFound, get_campaign
+from core.campaigns.definition import CampaignNotFound, get_campaign
 from core.db import session_scope
+from core.hooks.registry import PluginRegistry
 from core.log import get_logger
-from core.plugins import PluginRegistry
+from core.stats import summary
 
 log = get_logger("textpulse.api.events")
 
@@ -51,7 +51,7 @@ def read_summary(engine: Engine, registry: PluginRegistry, campaign_id: int) -> 
     """The summary of GET /api/campaigns/{id}/stats (bot clicks filtered); CampaignNotFound if none."""
     with session_scope(engine, read_only=True) as session:
         campaign = get_campaign(session, campaign_id)
-        return stats.summary(session, campaign_id, reports_delivery=reports_delivery(registry, campaign.provider))
+        return summary.summary(session, campaign_id, reports_delivery=reports_delivery(registry, campaign.provider))
 
 
 def _numbers(summary: dict[str, Any]) -> dict[str, Any]:

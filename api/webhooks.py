@@ -28,10 +28,10 @@ from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
 from sqlalchemy.engine import Engine
 
-from core.delivery import Callback, IngestOutcome, ingest_callbacks
+from core.delivery.replies import ReplyTexts, handle_inbound
+from core.delivery.status import Callback, IngestOutcome, ingest_callbacks
+from core.hooks.contracts import MESSAGE_STATUSES, StatusUpdate, WebhookError, WebhookRequest
 from core.log import get_logger
-from core.providers import MESSAGE_STATUSES, StatusUpdate, WebhookError, WebhookRequest
-from core.replies import ReplyTexts, handle_inbound
 
 log = get_logger("textpulse.webhooks")
 

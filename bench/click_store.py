@@ -39,8 +39,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from api.redirect import ClickWriter
-    from core.clicks import ClickRecord, recent_codes
     from core.db import make_engine
+    from core.tracking.clicks import ClickRecord, recent_codes
     from plugins.botfilters import NetworkFilter, TimingFilter, UserAgentFilter
 
     with tempfile.TemporaryDirectory(prefix="textpulse-bench-") as tmp:

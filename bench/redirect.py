@@ -164,7 +164,7 @@ def serve(kind: str, port: int, database_url: str, data_dir: str, cold: bool = F
     state: Any = None
     if kind == "real":
         from api.app import create_app
-        from core.plugins import load_plugins
+        from core.hooks.registry import load_plugins
         from core.settings import Settings
 
         settings = Settings.from_env(

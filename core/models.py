@@ -10,11 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel
 
-# Message phases that never count in a campaign's numbers: test sends, and the control group's
-# held-out rows (they record who was held out; nothing is sent to them).
-UNCOUNTED_PHASES = ("test_send", "control")
+from core.statuses import UNCOUNTED_PHASES, CampaignStatus, MessageStatus, Phase
 
 
 def utcnow() -> datetime:
@@ -37,7 +36,7 @@ class Contact(SQLModel, table=True):
 class Campaign(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200)
-    status: str = Field(default="draft", max_length=20, index=True)
+    status: str = Field(default=CampaignStatus.DRAFT, max_length=20, index=True)
     provider: str = Field(default="fake", max_length=50)
     audience: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     control_percent: float = 0
@@ -87,13 +86,13 @@ class Message(SQLModel, table=True):
     campaign_id: int = Field(foreign_key="campaign.id")
     contact_id: int = Field(foreign_key="contact.id", index=True)
     variant_id: int | None = Field(default=None, foreign_key="variant.id")
-    phase: str = Field(default="all", max_length=20)
+    phase: str = Field(default=Phase.ALL, max_length=20)
     phone: str = Field(max_length=20)
     body: str
     characters: int = 0
     encoding: str = Field(default="GSM-7", max_length=8)
     segments: int = 1
-    status: str = Field(default="queued", max_length=20)
+    status: str = Field(default=MessageStatus.QUEUED, max_length=20)
     provider: str = Field(max_length=50)
     provider_message_id: str | None = Field(default=None, max_length=100)
     idempotency_key: str = Field(max_length=120, unique=True)
@@ -178,3 +177,8 @@ class Conversion(SQLModel, table=True):
     revenue: float = 0
     occurred_at: datetime = Field(default_factory=utcnow)
     clicked: bool = False
+
+
+def counted_messages() -> ColumnElement[bool]:
+    """The messages that count in a campaign's numbers (not test sends, not held-out controls)."""
+    return Message.phase.notin_(UNCOUNTED_PHASES)

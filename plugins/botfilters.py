@@ -15,7 +15,7 @@ Settings, `[plugins.botfilters]` in plugins.toml or `TEXTPULSE_BOTFILTERS_<SETTI
 - `networks` (none): CIDRs whose clicks are machines' (`bot_network`), e.g. a scanner's range.
 
 A plugin adds its own filters through the `register_bot_filters` hook: objects with a `name` and
-`judge(click) -> (score, reason or None)`, where `click` is a `core.clicks.ClickRecord`.
+`judge(click) -> (score, reason or None)`, where `click` is a `core.tracking.clicks.ClickRecord`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from core.clicks import ClickRecord
-from core.hookspecs import hookimpl
+from core.hooks.hookspecs import hookimpl
+from core.tracking.clicks import ClickRecord
 
 # Crawlers, link previewers, scanners and HTTP libraries announce themselves; browsers do not
 # (Mozilla/5.0 … Safari/…). In-app browsers (Instagram, Facebook's FBAN/FBAV) are people.

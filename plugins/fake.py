@@ -23,9 +23,7 @@ from typing import Any
 
 import httpx
 
-from core.hookspecs import hookimpl
-from core.log import get_logger
-from core.providers import (
+from core.hooks.contracts import (
     MESSAGE_STATUSES,
     InboundMessage,
     OutgoingMessage,
@@ -35,6 +33,8 @@ from core.providers import (
     WebhookRequest,
     WebhookResponse,
 )
+from core.hooks.hookspecs import hookimpl
+from core.log import get_logger
 
 log = get_logger("textpulse.fake")
 

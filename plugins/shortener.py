@@ -11,7 +11,7 @@ import secrets
 import string
 from typing import Any
 
-from core.hookspecs import hookimpl
+from core.hooks.hookspecs import hookimpl
 
 ALPHABET = string.digits + string.ascii_letters
 CODE_LENGTH = 8

@@ -38,9 +38,7 @@ from xml.sax.saxutils import escape
 
 import httpx
 
-from core.hookspecs import hookimpl
-from core.log import get_logger
-from core.providers import (
+from core.hooks.contracts import (
     InboundMessage,
     OutgoingMessage,
     SendResult,
@@ -49,6 +47,8 @@ from core.providers import (
     WebhookRequest,
     WebhookResponse,
 )
+from core.hooks.hookspecs import hookimpl
+from core.log import get_logger
 
 log = get_logger("textpulse.twilio")
 

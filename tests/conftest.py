@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from core.migrate import upgrade
-from core.temporal_server import DevServer
 from tests.live import LiveService, free_port
+from textpulse.devserver import DevServer
 
 POSTGRES_URL = os.environ.get("TEXTPULSE_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]

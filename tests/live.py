@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import httpx
 
-from core.plugins import load_plugins
-from core.service import Service
+from core.hooks.registry import load_plugins
 from core.settings import Settings
+from textpulse.up import Service
 
 T = TypeVar("T")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from core.ab import Arm, compare, pick_winner
+from core.stats.ab import Arm, compare, pick_winner
 from tests.live import LiveService, wait_for
 
 PHONE_BROWSER = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"

@@ -12,12 +12,12 @@ from litestar.testing import TestClient
 from sqlalchemy import select
 
 from api.app import create_app
-from core.clicks import ClickRecord, CodeTarget, judge_clicks, resolve_codes
 from core.db import make_engine, session_scope
+from core.hooks.registry import load_plugins
 from core.models import Click, Message
-from core.plugins import load_plugins
 from core.settings import Settings
-from core.stats import summary
+from core.stats.summary import summary
+from core.tracking.clicks import ClickRecord, CodeTarget, judge_clicks, resolve_codes
 from plugins.botfilters import NetworkFilter, TimingFilter, UserAgentFilter
 from tests.test_code_cache import seed, wait_for
 

@@ -15,11 +15,11 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 
 from core.db import make_engine, session_scope
-from core.delivery import RANK, unknown_events
+from core.delivery.sending import BatchOutcome, _record_results
+from core.delivery.status import RANK, unknown_events
+from core.hooks.contracts import SendResult
 from core.models import Campaign, Contact, Message, Reply, StatusEvent, utcnow
-from core.providers import SendResult
-from core.sending import BatchOutcome, _record_results
-from core.stats import errors as error_stats
+from core.stats.summary import errors as error_stats
 from tests.live import LiveService
 
 CODES = {
@@ -279,13 +279,13 @@ def test_a_pending_callback_left_behind_is_applied_by_the_sweep(database_url: st
     process died): the sweep at the end of sending applies it."""
     from sqlalchemy import select
 
-    from core.campaigns import create_campaign
-    from core.contacts import upsert_contacts
+    from core.campaigns.definition import create_campaign
+    from core.campaigns.schemas import CampaignCreate
+    from core.contacts.directory import upsert_contacts
     from core.db import make_engine, session_scope
-    from core.delivery import ingest_status_updates, sweep_campaign
+    from core.delivery.status import ingest_status_updates, sweep_campaign
+    from core.hooks.contracts import StatusUpdate
     from core.models import Message
-    from core.providers import StatusUpdate
-    from core.schemas import CampaignCreate
 
     engine = make_engine(database_url)
     try:

@@ -97,7 +97,7 @@ def _start_api(database_url: str, temporal_address: str, data_dir: Path, port: i
         "TEXTPULSE_TASK_QUEUE": f"durable-{port}",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "api"],
+        [sys.executable, "-m", "textpulse.cli", "api"],
         cwd=ROOT,
         env=env,
         text=True,

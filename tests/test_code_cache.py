@@ -21,11 +21,11 @@ from sqlalchemy.dialects import sqlite
 
 from api.app import create_app
 from api.redirect import ClickWriter
-from core.clicks import ClickRecord, _click_insert, _sqlite_timestamp, resolve_codes, store_clicks
 from core.db import make_engine, session_scope
+from core.hooks.registry import load_plugins
 from core.models import Campaign, Click, Contact, Link, Message, ShortCode, Variant
-from core.plugins import load_plugins
 from core.settings import Settings
+from core.tracking.clicks import ClickRecord, _click_insert, _sqlite_timestamp, resolve_codes, store_clicks
 from plugins.shortener import BuiltinShortener
 from tests.live import wait_for
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from core.cli import build_parser
+from textpulse.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,4 +43,4 @@ def test_dockerfile_ships_every_package_and_the_console_script() -> None:
         assert f"COPY {package} ./{package}" in dockerfile
     assert "constraints.txt" in dockerfile
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert 'textpulse = "core.cli:main"' in pyproject
+    assert 'textpulse = "textpulse.cli:main"' in pyproject

@@ -24,9 +24,9 @@ import pytest
 from sqlalchemy import select
 
 from core.db import session_scope
+from core.hooks.contracts import OutgoingMessage
+from core.hooks.registry import load_plugins
 from core.models import Contact
-from core.plugins import load_plugins
-from core.providers import OutgoingMessage
 from core.settings import Settings
 from tests.live import LiveService, wait_for
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.links import FoundUrl, add_utm, find_urls, rewrite_links
+from core.tracking.links import FoundUrl, add_utm, find_urls, rewrite_links
 
 
 def urls(body: str) -> list[str]:

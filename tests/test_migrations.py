@@ -67,13 +67,13 @@ def test_cli_migrate_creates_the_schema(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     env = {**os.environ, "TEXTPULSE_DATABASE_URL": url, "TEXTPULSE_LOG_FORMAT": "json"}
     done = subprocess.run(
-        [sys.executable, "-m", "core.cli", "migrate"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "textpulse.cli", "migrate"], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     assert '"event": "database migrated"' in done.stderr
     assert _tables(url) == TABLES
     bad = subprocess.run(
-        [sys.executable, "-m", "core.cli", "migrate"],
+        [sys.executable, "-m", "textpulse.cli", "migrate"],
         capture_output=True,
         text=True,
         timeout=60,

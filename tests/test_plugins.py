@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core import hookspecs
-from core.plugins import PluginError, load_plugins, read_config
+from core.hooks import hookspecs
+from core.hooks.registry import PluginError, load_plugins, read_config
 from core.settings import Settings
 
 
@@ -22,8 +22,8 @@ def plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A third-party plugin module on sys.path: a provider and a shortener."""
     (tmp_path / "acme_sms.py").write_text(
         textwrap.dedent("""
-        from core.hookspecs import hookimpl
-        from core.providers import SendResult
+        from core.hooks.hookspecs import hookimpl
+        from core.hooks.contracts import SendResult
 
         class AcmeProvider:
             name = "acme"
@@ -114,7 +114,7 @@ def test_errors_are_clear(tmp_path: Path, plugin_module: str) -> None:
     with pytest.raises(PluginError, match="broken.toml"):
         read_config(broken)
     (tmp_path / "dup_sms.py").write_text(
-        "from core.hookspecs import hookimpl\n"
+        "from core.hooks.hookspecs import hookimpl\n"
         "class P:\n    name = 'fake'\n"
         "@hookimpl\ndef register_providers(register, config):\n    register(P())\n"
     )

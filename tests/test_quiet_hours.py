@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from core.quiet_hours import is_quiet, quiet_until
+from core.delivery.quiet_hours import is_quiet, quiet_until
 
 NIGHT = {"start": "21:00", "end": "08:00"}
 LUNCH = {"start": "12:00", "end": "13:30"}

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from api.redirect import NOT_FOUND_PAGE, location_header
-from core.clicks import client_ip
 from core.db import session_scope
 from core.models import Click, ShortCode
+from core.tracking.clicks import client_ip
 from tests.live import LiveService, wait_for
 
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
@@ -254,7 +254,7 @@ def test_the_redirect_mounted_in_litestar_answers_alike(database_url: str, tmp_p
     from litestar.testing import TestClient
 
     from api.app import create_app
-    from core.plugins import load_plugins
+    from core.hooks.registry import load_plugins
     from core.settings import Settings
     from tests.test_click_durability import DESTINATION, seed_codes
 

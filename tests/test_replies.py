@@ -10,9 +10,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from core.db import make_engine, session_scope
+from core.delivery.replies import DEFAULT_HELP_TEXT, ReplyTexts, handle_inbound, keyword_of
+from core.hooks.contracts import InboundMessage
 from core.models import Campaign, Contact, Message, Reply
-from core.providers import InboundMessage
-from core.replies import DEFAULT_HELP_TEXT, ReplyTexts, handle_inbound, keyword_of
 from tests.live import LiveService, wait_for
 from tests.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioStandIn, inbound_params, signed_post
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.segments import SegmentInfo, count_segments
+from core.tracking.segments import SegmentInfo, count_segments
 
 GSM_BASIC = (
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"

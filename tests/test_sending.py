@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from core.audience import plan, snapshot
-from core.campaigns import create_campaign
-from core.contacts import upsert_contacts
+from core.campaigns.audience import plan, snapshot
+from core.campaigns.definition import create_campaign
+from core.campaigns.schemas import CampaignCreate
+from core.contacts.directory import upsert_contacts
 from core.db import make_engine, session_scope
+from core.delivery.sending import send_batch, split_by_weight
+from core.hooks.contracts import OutgoingMessage
+from core.hooks.registry import load_plugins
 from core.models import Message, ShortCode
-from core.plugins import load_plugins
-from core.providers import OutgoingMessage
-from core.schemas import CampaignCreate
-from core.sending import send_batch, split_by_weight
 from core.settings import Settings
 
 

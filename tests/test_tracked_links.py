@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from core.db import session_scope
 from core.models import Click, Contact, Link, Message, ShortCode
-from core.segments import count_segments
+from core.tracking.segments import count_segments
 from tests.live import LiveService, wait_for
 
 PHONES = [f"+1202555{n:04d}" for n in range(400, 406)]
@@ -333,7 +333,7 @@ def acme_shortener(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     (tmp_path / "acme_links.py").write_text(
         textwrap.dedent("""
         import random
-        from core.hookspecs import hookimpl
+        from core.hooks.hookspecs import hookimpl
 
         ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -379,7 +379,7 @@ def test_a_third_party_shortener_is_a_drop_in(
 
 
 def test_builtin_codes_are_random_base62_of_at_least_7_characters(tmp_path: Path) -> None:
-    from core.plugins import load_plugins
+    from core.hooks.registry import load_plugins
     from core.settings import Settings
     from plugins.shortener import BuiltinShortener, is_wellformed_code
 

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from core.db import session_scope
+from core.hooks.contracts import OutgoingMessage, StatusUpdate, WebhookError, WebhookRequest
 from core.models import Contact, Reply, StatusEvent
-from core.providers import OutgoingMessage, StatusUpdate, WebhookError, WebhookRequest
 from plugins.twilio import EMPTY_TWIML, TwilioProvider, twilio_signature
 from tests.live import LiveService, wait_for
 from tests.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioStandIn, inbound_params, signed_post

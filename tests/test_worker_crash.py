@@ -29,7 +29,7 @@ def _worker(live: LiveService, log: Path) -> subprocess.Popen[bytes]:
         "TEXTPULSE_LOG_FORMAT": "json",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "worker"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+        [sys.executable, "-m", "textpulse.cli", "worker"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
     )
 
 

@@ -9,9 +9,12 @@ from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core import audience, campaigns, delivery, sending, winner
+from core.campaigns import audience, definition
 from core.db import session_scope
-from core.plugins import PluginRegistry
+from core.delivery import sending
+from core.delivery.status import sweep_campaign
+from core.hooks.registry import PluginRegistry
+from core.stats import winner
 from workflows.inputs import (
     CampaignStatusInput,
     DecisionResult,
@@ -34,14 +37,14 @@ class CampaignActivities:
 
     def _reports_delivery(self, campaign_id: int) -> bool:
         with session_scope(self.engine, read_only=True) as session:
-            provider = self.registry.providers.get(campaigns.get_campaign(session, campaign_id).provider)
+            provider = self.registry.providers.get(definition.get_campaign(session, campaign_id).provider)
         return bool(getattr(provider, "reports_delivery", True))
 
     @activity.defn(name="set_campaign_status")
     def set_campaign_status(self, data: CampaignStatusInput) -> bool:
         extra: dict[str, Any] = {"error": data.error} if data.error else {}
         only_from = tuple(data.only_from) if data.only_from is not None else None
-        moved = campaigns.set_status(self.engine, data.campaign_id, data.status, only_from=only_from, **extra)
+        moved = definition.set_status(self.engine, data.campaign_id, data.status, only_from=only_from, **extra)
         if data.status == "cancelled":
             sending.cancel_pending(self.engine, data.campaign_id)
         return moved
@@ -102,7 +105,7 @@ class CampaignActivities:
     def record_winner(self, data: WinnerInput) -> None:
         d = data.decision
         with session_scope(self.engine) as session:
-            campaign = campaigns.get_campaign(session, data.campaign_id)
+            campaign = definition.get_campaign(session, data.campaign_id)
             metric = (campaign.ab_test or {}).get("metric", "ctr")
             campaign.winner = {"variant": d.variant, "metric": metric, "method": d.method, "reason": d.reason}
             session.add(campaign)
@@ -133,7 +136,7 @@ class CampaignActivities:
     @activity.defn(name="sweep_callbacks")
     def sweep_callbacks(self, campaign_id: int) -> int:
         """Callbacks of the campaign still pending when sending ends get applied."""
-        return delivery.sweep_campaign(self.engine, campaign_id)
+        return sweep_campaign(self.engine, campaign_id)
 
     @activity.defn(name="snapshot_retry")
     def snapshot_retry(self, data: RetryInput) -> SnapshotResult:

@@ -8,7 +8,7 @@ from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from core.plugins import PluginRegistry
+from core.hooks.registry import PluginRegistry
 from workflows.activities import CampaignActivities
 from workflows.campaign import CampaignWorkflow
 

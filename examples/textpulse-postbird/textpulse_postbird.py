@@ -23,8 +23,7 @@ from typing import Any
 
 import httpx
 
-from core.hookspecs import hookimpl
-from core.providers import (
+from core.hooks.contracts import (
     InboundMessage,
     OutgoingMessage,
     SendResult,
@@ -33,6 +32,7 @@ from core.providers import (
     WebhookRequest,
     WebhookResponse,
 )
+from core.hooks.hookspecs import hookimpl
 
 # Postbird's states → Textpulse's (queued, sending, sent, delivered, undelivered, failed, cancelled).
 STATES = {"accepted": "sent", "delivered": "delivered", "failed": "failed", "expired": "undelivered"}

@@ -10,10 +10,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from core.campaigns.lifecycle import Move, transition
+from core.campaigns.schemas import CampaignCreate
+from core.campaigns.templates import BodyTemplateError, compile_body, render_body
 from core.db import session_scope
-from core.models import UNCOUNTED_PHASES, Campaign, Contact, Message, Variant, utcnow
-from core.schemas import CampaignCreate
-from core.templates import BodyTemplateError, compile_body, render_body
+from core.models import Campaign, Contact, Message, Variant, counted_messages, utcnow
+from core.statuses import FINAL_CAMPAIGN_STATUSES
 
 # Audiences are checked in full at creation up to this size, then by a sample.
 RENDER_CHECK_LIMIT = 100_000
@@ -129,7 +131,7 @@ def get_campaign(session: Session, campaign_id: int) -> Campaign:
 def progress(session: Session, campaign: Campaign) -> dict[str, Any]:
     rows = session.execute(
         select(Message.status, func.count())
-        .where(Message.campaign_id == campaign.id, Message.phase.notin_(UNCOUNTED_PHASES))
+        .where(Message.campaign_id == campaign.id, counted_messages())
         .group_by(Message.status)
     ).all()
     counts = {status: n for status, n in rows}
@@ -173,16 +175,31 @@ def campaign_dict(session: Session, campaign: Campaign, variants: list[Variant] 
     }
 
 
+def apply_move(engine: Engine, campaign_id: int, move: Move | str, **fields: Any) -> bool:
+    """Make a move of the transition table atomically (only from its source states); True if it moved."""
+    step = transition(move)
+    with session_scope(engine) as session:
+        query = update(Campaign).where(Campaign.id == campaign_id)
+        if step.sources:
+            query = query.where(Campaign.status.in_(step.sources))
+        values: dict[str, Any] = {"status": step.target, **fields}
+        if step.target in FINAL_CAMPAIGN_STATUSES:
+            values.setdefault("completed_at", utcnow())
+        result = session.execute(query.values(**values))
+        return bool(result.rowcount)
+
+
 def set_status(
     engine: Engine, campaign_id: int, status: str, *, only_from: tuple[str, ...] | None = None, **fields: Any
 ) -> bool:
-    """Move a campaign to `status` (atomically, only from the given states); True if it moved."""
+    """Move a campaign to `status` from `only_from`: what workflow runs started before the transition
+    table still ask for (their activity inputs name the status); new code calls `apply_move`."""
     with session_scope(engine) as session:
         query = update(Campaign).where(Campaign.id == campaign_id)
         if only_from is not None:
             query = query.where(Campaign.status.in_(only_from))
         values: dict[str, Any] = {"status": status, **fields}
-        if status in ("completed", "cancelled", "failed"):
+        if status in FINAL_CAMPAIGN_STATUSES:
             values.setdefault("completed_at", utcnow())
         result = session.execute(query.values(**values))
         return bool(result.rowcount)

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from core.campaigns import iso
-from core.contacts import InvalidContact, normalize_phone
+from core.campaigns.definition import iso
+from core.contacts.directory import InvalidContact, normalize_phone
 from core.db import session_scope
 from core.models import Campaign, Click, Contact, Conversion, Message, utcnow
 

@@ -1,6 +1,7 @@
-"""One process running the API server and/or the worker, started and stopped in order.
+"""One process running the API server and/or the worker (and, for `up`, the embedded Temporal
+dev server), started and stopped in order: the composition root of the running service.
 
-Used by `textpulse up|api|worker` and by the tests (which run it on a thread of their own).
+Used by `textpulse up|api|worker` and by the tests (which run `Service` on a thread of their own).
 Stopping goes API first (it drains queued clicks), then the worker, then the plugins.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,12 +17,16 @@ import uvicorn
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
+from api.app import create_app
+from api.redirect import RedirectFront
 from core.db import make_engine
+from core.hooks.registry import PluginRegistry, load_plugins
 from core.log import get_logger
-from core.plugins import PluginRegistry, load_plugins
 from core.settings import Settings
+from textpulse.devserver import DevServer
+from workflows.worker import build_worker
 
-log = get_logger("textpulse.service")
+log = get_logger("textpulse.up")
 
 
 class _Server(uvicorn.Server):
@@ -66,16 +72,11 @@ class Service:
     async def start(self) -> None:
         self.client = await connect_temporal(self.settings)
         if self.run_worker:
-            from workflows.worker import build_worker
-
             self.worker, self._executor = build_worker(
                 self.client, self.engine, self.registry, task_queue=self.settings.task_queue
             )
             self._tasks.append(asyncio.create_task(self.worker.run(), name="worker"))
         if self.run_api:
-            from api.app import create_app
-            from api.redirect import RedirectFront
-
             app = create_app(self.settings, engine=self.engine, registry=self.registry, temporal_client=self.client)
             config = uvicorn.Config(
                 RedirectFront(app),  # /r/... ahead of Litestar: the hot path
@@ -121,3 +122,43 @@ class Service:
         self.registry.close()
         self.engine.dispose()
         log.info("textpulse stopped")
+
+
+async def serve(settings: Settings, *, run_api: bool, run_worker: bool, embedded_temporal: bool) -> int:
+    """Run until SIGINT or SIGTERM (or a part fails), then stop every part in order; the exit status."""
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    dev_server = None
+    if embedded_temporal:
+        dev_server = DevServer(
+            port=settings.temporal_port,
+            ui_port=settings.temporal_ui_port,
+            db_file=settings.data_dir / "temporal.db",
+            log_file=settings.data_dir / "temporal.log",
+        )
+        await asyncio.to_thread(dev_server.start)
+    service = Service(settings, run_api=run_api, run_worker=run_worker)
+    status = 0
+    try:
+        await service.start()
+        if run_api:
+            print(f"Textpulse is running on {settings.public_url}  (Ctrl-C stops it)", flush=True)
+        waiter = asyncio.create_task(service.wait())
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter in done and waiter.exception() is not None:
+            log.error("a part of textpulse stopped", error=str(waiter.exception()))
+            status = 1
+        for task in (waiter, stopper):
+            task.cancel()
+    except Exception as exc:
+        log.error("textpulse could not start", error=str(exc))
+        status = 1
+    finally:
+        await service.stop()
+        if dev_server is not None:
+            await asyncio.to_thread(dev_server.stop)
+    return status

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import and_, case, distinct, func, literal_column, select
 from sqlmodel import Session
 
-from core.models import UNCOUNTED_PHASES, Click, Conversion, Link, Message, Reply, Variant
+from core.models import Click, Conversion, Link, Message, Reply, Variant, counted_messages
 
 # Upper bounds (seconds) of the click-timing histogram; None is "later".
 TIMING_BUCKETS: list[tuple[str, int | None]] = [
@@ -34,7 +34,7 @@ class ReportError(ValueError):
 
 
 def _clicks(campaign_id: int, include_bots: bool) -> Any:
-    condition = and_(Click.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES))
+    condition = and_(Click.campaign_id == campaign_id, counted_messages())
     return condition if include_bots else and_(condition, Click.is_bot.is_(False))
 
 
@@ -148,7 +148,7 @@ def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str 
     buckets: dict[datetime, dict[str, Any]] = defaultdict(
         lambda: {"sent": 0, "delivered": 0, "clicks": 0, "unique_clicks": set(), "replies": 0, "conversions": 0}
     )
-    counted = and_(Message.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES))
+    counted = and_(Message.campaign_id == campaign_id, counted_messages())
     for sent_at, delivered_at in session.execute(select(Message.sent_at, Message.delivered_at).where(counted)):
         if sent_at:
             buckets[_bucket_start(sent_at, interval, zone)]["sent"] += 1
@@ -180,7 +180,7 @@ def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str 
 
 def funnel(session: Session, campaign_id: int) -> dict[str, Any]:
     """Contacts at each step; conversions split into direct (clicked first) and influenced."""
-    counted = and_(Message.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES))
+    counted = and_(Message.campaign_id == campaign_id, counted_messages())
     sent, delivered = session.execute(
         select(
             func.count(distinct(case((Message.sent_at.is_not(None), Message.contact_id), else_=None))),
@@ -215,12 +215,12 @@ def variants(
 ) -> dict[str, Any]:
     """The summary per variant, "all variants" with each contact once, and who is winning.
     `phase="test"` reads the A/B test cohort alone (what the winner is picked on)."""
-    from core.ab import Arm, compare
-    from core.campaigns import get_campaign
+    from core.campaigns.definition import get_campaign
+    from core.stats.ab import Arm, compare
 
     campaign = get_campaign(session, campaign_id)
     metric = (campaign.ab_test or {}).get("metric", "ctr")
-    counted = and_(Message.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES))
+    counted = and_(Message.campaign_id == campaign_id, counted_messages())
     if phase is not None:
         counted = and_(counted, Message.phase == phase)
 

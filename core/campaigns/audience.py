@@ -22,13 +22,13 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from core.campaigns import get_campaign, iter_audience, variants_of
+from core.campaigns.definition import get_campaign, iter_audience, variants_of
+from core.campaigns.rendering import render_message
+from core.campaigns.templates import BodyTemplateError, compile_body
 from core.db import session_scope
+from core.delivery.sending import CHUNK, idempotency_key, split_by_weight
+from core.hooks.registry import PluginRegistry
 from core.models import Contact, Link, Message, ShortCode, Variant, utcnow
-from core.plugins import PluginRegistry
-from core.rendering import render_message
-from core.sending import CHUNK, idempotency_key, split_by_weight
-from core.templates import BodyTemplateError, compile_body
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import and_, case, distinct, func, select
 from sqlmodel import Session
 
-from core.campaigns import get_campaign, iso
-from core.models import UNCOUNTED_PHASES, Click, Conversion, Message, Reply, utcnow
+from core.campaigns.definition import get_campaign, iso
+from core.models import Click, Conversion, Message, Reply, counted_messages, utcnow
 
 OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 
@@ -25,7 +25,7 @@ def summary(
     session: Session, campaign_id: int, *, reports_delivery: bool = True, include_bots: bool = False
 ) -> dict[str, Any]:
     campaign = get_campaign(session, campaign_id)
-    counted = and_(Message.campaign_id == campaign_id, Message.phase.notin_(UNCOUNTED_PHASES))
+    counted = and_(Message.campaign_id == campaign_id, counted_messages())
     m = session.execute(
         select(
             func.count(),
@@ -37,9 +37,7 @@ def summary(
         ).where(counted)
     ).one()
     messages, queued, sent, delivered, undelivered, failed = (int(v or 0) for v in m)
-    real_clicks = and_(
-        Click.campaign_id == campaign_id, Click.message_id == Message.id, Message.phase.notin_(UNCOUNTED_PHASES)
-    )
+    real_clicks = and_(Click.campaign_id == campaign_id, Click.message_id == Message.id, counted_messages())
     c = session.execute(
         select(
             func.count(),
@@ -105,7 +103,7 @@ def errors(session: Session, campaign_id: int) -> dict[str, Any]:
     """
     failed = and_(
         Message.campaign_id == campaign_id,
-        Message.phase.notin_(UNCOUNTED_PHASES),
+        counted_messages(),
         Message.status.in_(("failed", "undelivered")),
     )
     code = func.coalesce(Message.error_code, "unknown")

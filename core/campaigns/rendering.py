@@ -12,9 +12,9 @@ from typing import Any
 
 from jinja2 import Template
 
-from core.links import FoundUrl, add_utm, rewrite_links
-from core.segments import SegmentInfo, count_segments
-from core.templates import render_body
+from core.campaigns.templates import render_body
+from core.tracking.links import FoundUrl, add_utm, rewrite_links
+from core.tracking.segments import SegmentInfo, count_segments
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pluggy
 
-from core import hookspecs
+from core.hooks import hookspecs
 from core.settings import Settings
 
 # Built-in plugins register exactly like third-party ones; the key is the name to disable.

@@ -2,7 +2,7 @@
 
 Built-in plugins (plugins/) implement them exactly like third-party ones. Every hook is
 synchronous; objects handed over may have async methods where the caller says so.
-`config` is a `core.plugins.PluginContext`: `config.settings` (the process settings) and
+`config` is a `core.hooks.registry.PluginContext`: `config.settings` (the process settings) and
 `config.plugin_settings(name)` (the plugin's table of plugins.toml, overridden by
 `TEXTPULSE_<PLUGIN>_<SETTING>` environment variables).
 """
@@ -20,7 +20,7 @@ hookimpl = pluggy.HookimplMarker("textpulse")
 
 @hookspec
 def register_providers(register: Callable[[Any], None], config: Any) -> None:
-    """Hand over SMS provider objects (see `core.providers.Provider`) with `register(provider)`.
+    """Hand over SMS provider objects (see `core.hooks.contracts.Provider`) with `register(provider)`.
 
     The provider's `name` is what campaigns name in `"provider"` and what the webhook routes
     `/webhooks/{name}/status` and `/webhooks/{name}/inbound` dispatch on. Two providers with

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from core import reports
-from core.campaigns import get_campaign
+from core.campaigns.definition import get_campaign
 from core.db import session_scope
+from core.stats import breakdowns
 
 DECISIVE = 0.95  # the chance to be best that ends a test early
 
@@ -37,7 +37,7 @@ def evaluate(engine: Engine, campaign_id: int, *, reports_delivery: bool, at_dea
     with session_scope(engine, read_only=True) as session:
         campaign = get_campaign(session, campaign_id)
         test = campaign.ab_test or {}
-        body = reports.variants(session, campaign_id, reports_delivery=reports_delivery, phase="test")
+        body = breakdowns.variants(session, campaign_id, reports_delivery=reports_delivery, phase="test")
     metric, min_sample = test.get("metric", "ctr"), int(test.get("min_sample", 100))
     measured = "delivered" if reports_delivery else "sent"
     rows = [r for r in body["variants"] if not r["is_control"]]

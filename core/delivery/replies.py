@@ -28,10 +28,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from core.contacts import InvalidContact, normalize_phone
+from core.contacts.directory import InvalidContact, normalize_phone
 from core.db import session_scope
-from core.models import UNCOUNTED_PHASES, Contact, Message, Reply, utcnow
-from core.providers import InboundMessage, SendResult
+from core.hooks.contracts import InboundMessage, SendResult
+from core.models import Contact, Message, Reply, counted_messages, utcnow
 
 OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 OPT_IN_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
@@ -90,7 +90,7 @@ def latest_campaign_message(session: Session, contact_id: int, at: datetime) -> 
         select(Message)
         .where(
             Message.contact_id == contact_id,
-            Message.phase.notin_(UNCOUNTED_PHASES),
+            counted_messages(),
             Message.sent_at.is_not(None),
             Message.sent_at <= at,
             Message.sent_at >= at - REPLY_WINDOW,

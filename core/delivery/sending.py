@@ -17,14 +17,14 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from core.campaigns import get_campaign
+from core.campaigns.definition import get_campaign
 from core.db import session_scope
-from core.delivery import apply_pending_events
+from core.delivery.quiet_hours import is_quiet, quiet_until
+from core.delivery.replies import opt_out_unsubscribed
+from core.delivery.status import apply_pending_events
+from core.hooks.contracts import OutgoingMessage, SendResult
+from core.hooks.registry import PluginRegistry
 from core.models import Contact, Message, utcnow
-from core.plugins import PluginRegistry
-from core.providers import OutgoingMessage, SendResult
-from core.quiet_hours import is_quiet, quiet_until
-from core.replies import opt_out_unsubscribed
 
 CHUNK = 500
 

@@ -16,15 +16,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from core.audience import ShortCodes, link_id_for
-from core.campaigns import CampaignConflict, get_campaign, variants_of
-from core.contacts import InvalidContact, normalize_phone
+from core.campaigns.audience import ShortCodes, link_id_for
+from core.campaigns.definition import CampaignConflict, get_campaign, variants_of
+from core.campaigns.rendering import render_message
+from core.campaigns.templates import compile_body
+from core.contacts.directory import InvalidContact, normalize_phone
 from core.db import session_scope
+from core.delivery.sending import send_batch
+from core.hooks.registry import PluginRegistry
 from core.models import Contact, Message, ShortCode, Variant
-from core.plugins import PluginRegistry
-from core.rendering import render_message
-from core.sending import send_batch
-from core.templates import compile_body
 
 PHASE = "test_send"
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -36,60 +35,25 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-async def _serve(settings: Settings, *, run_api: bool, run_worker: bool, embedded_temporal: bool) -> int:
-    from core.service import Service
-    from core.temporal_server import DevServer
+def _serve(settings: Settings, *, run_api: bool, run_worker: bool, embedded_temporal: bool) -> int:
+    from textpulse.up import serve  # the server stack is imported only by the commands that run it
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    dev_server = None
-    if embedded_temporal:
-        dev_server = DevServer(
-            port=settings.temporal_port,
-            ui_port=settings.temporal_ui_port,
-            db_file=settings.data_dir / "temporal.db",
-            log_file=settings.data_dir / "temporal.log",
-        )
-        await asyncio.to_thread(dev_server.start)
-    service = Service(settings, run_api=run_api, run_worker=run_worker)
-    status = 0
-    try:
-        await service.start()
-        if run_api:
-            print(f"Textpulse is running on {settings.public_url}  (Ctrl-C stops it)", flush=True)
-        waiter = asyncio.create_task(service.wait())
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if waiter in done and waiter.exception() is not None:
-            log.error("a part of textpulse stopped", error=str(waiter.exception()))
-            status = 1
-        for task in (waiter, stopper):
-            task.cancel()
-    except Exception as exc:
-        log.error("textpulse could not start", error=str(exc))
-        status = 1
-    finally:
-        await service.stop()
-        if dev_server is not None:
-            await asyncio.to_thread(dev_server.stop)
-    return status
+    return asyncio.run(serve(settings, run_api=run_api, run_worker=run_worker, embedded_temporal=embedded_temporal))
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from core.migrate import upgrade
 
     upgrade(settings.database_url)
-    return asyncio.run(_serve(settings, run_api=True, run_worker=True, embedded_temporal=settings.embedded_temporal))
+    return _serve(settings, run_api=True, run_worker=True, embedded_temporal=settings.embedded_temporal)
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
-    return asyncio.run(_serve(settings, run_api=True, run_worker=False, embedded_temporal=False))
+    return _serve(settings, run_api=True, run_worker=False, embedded_temporal=False)
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    return asyncio.run(_serve(settings, run_api=False, run_worker=True, embedded_temporal=False))
+    return _serve(settings, run_api=False, run_worker=True, embedded_temporal=False)
 
 
 def build_parser() -> argparse.ArgumentParser:

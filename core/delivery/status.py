@@ -30,9 +30,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
 from core.db import session_scope
+from core.hooks.contracts import StatusUpdate
 from core.log import get_logger
 from core.models import Message, StatusEvent, utcnow
-from core.providers import StatusUpdate
 
 RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "undelivered": 3, "failed": 3, "cancelled": 3}
 TERMINAL = frozenset(s for s, r in RANK.items() if r == 3)
