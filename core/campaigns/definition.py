@@ -14,6 +14,7 @@ from core.campaigns.lifecycle import Move, transition
 from core.campaigns.schemas import CampaignCreate
 from core.campaigns.templates import BodyTemplateError, compile_body, render_body
 from core.db import session_scope
+from core.errors import Conflict, Invalid, NotFound
 from core.models import Campaign, Contact, Message, Variant, counted_messages, utcnow
 from core.statuses import FINAL_CAMPAIGN_STATUSES
 
@@ -21,16 +22,16 @@ from core.statuses import FINAL_CAMPAIGN_STATUSES
 RENDER_CHECK_LIMIT = 100_000
 
 
-class CampaignNotFound(LookupError):
-    pass
+class CampaignNotFound(NotFound):
+    """No campaign has this id."""
 
 
-class CampaignConflict(RuntimeError):
-    """The campaign is not in a state that allows the request (409)."""
+class CampaignConflict(Conflict):
+    """The campaign is not in a state that allows the request."""
 
 
-class CampaignInvalid(ValueError):
-    """The campaign cannot be created as asked (422); the message names the problem."""
+class CampaignInvalid(Invalid):
+    """The campaign cannot be created as asked; the message names the problem."""
 
 
 def iso(value: Any) -> str | None:

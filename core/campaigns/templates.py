@@ -11,10 +11,12 @@ from typing import Any
 from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from core.errors import Invalid
+
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
-class BodyTemplateError(ValueError):
+class BodyTemplateError(Invalid):
     """A template that does not compile or does not render; the message says why."""
 
 

@@ -23,18 +23,21 @@ from core.campaigns.templates import compile_body
 from core.contacts.directory import InvalidContact, normalize_phone
 from core.db import session_scope
 from core.delivery.sending import send_batch
+from core.errors import Invalid
 from core.hooks.registry import PluginRegistry
 from core.models import Contact, Message, ShortCode, Variant
 
 PHASE = "test_send"
 
 
-class InvalidPhones(ValueError):
-    """Some phones are not E.164 numbers; `problems` names each one (index, phone, error)."""
+class InvalidPhones(Invalid):
+    """Some phones are not E.164 numbers; `problems` (also `extra`) names each one (index, phone, error)."""
 
     def __init__(self, problems: list[dict[str, Any]]) -> None:
         self.problems = problems
-        super().__init__("; ".join(f"phones[{p['index']}] {p['phone']!r}: {p['error']}" for p in problems))
+        super().__init__(
+            "; ".join(f"phones[{p['index']}] {p['phone']!r}: {p['error']}" for p in problems), extra=problems
+        )
 
 
 @dataclass

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import and_, case, distinct, func, literal_column, select
 from sqlmodel import Session
 
+from core.errors import BadParameter
 from core.models import Click, Conversion, Link, Message, Reply, Variant, counted_messages
 
 # Upper bounds (seconds) of the click-timing histogram; None is "later".
@@ -29,8 +30,8 @@ TIMING_BUCKETS: list[tuple[str, int | None]] = [
 ]
 
 
-class ReportError(ValueError):
-    """A parameter of a report is wrong (400); the message names it."""
+class ReportError(BadParameter):
+    """A parameter of a report is wrong; the message names it."""
 
 
 def _clicks(campaign_id: int, include_bots: bool) -> Any:

@@ -17,13 +17,14 @@ from sqlalchemy.engine import Engine
 from core.campaigns.definition import iso
 from core.contacts.directory import InvalidContact, normalize_phone
 from core.db import session_scope
+from core.errors import Invalid
 from core.models import Campaign, Click, Contact, Conversion, Message, utcnow
 
 DEFAULT_WINDOW_HOURS = 72.0
 
 
-class ConversionError(ValueError):
-    """The event cannot be stored as sent (422); the message says why."""
+class ConversionError(Invalid):
+    """The event cannot be stored as sent; the message says why."""
 
 
 def _contact(session: Any, data: dict[str, Any]) -> Contact:
