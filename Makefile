@@ -27,9 +27,11 @@ test: install
 		  echo "warning: could not install chromium; browser tests will fail"; }
 	$(BIN)/python -m pytest
 
+# ruff (style and common bugs) and mypy (types) over everything we ship; both must be clean.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 lock: $(BIN)/python
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^textpulse' > constraints.txt

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Response, asgi
+import structlog
+from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
@@ -17,55 +17,54 @@ from litestar.router import Router
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
-from api import campaigns, clicks, contacts, dashboard, events, health, metrics, replies, stats, stats_events, webhooks
-from api.redirect import ClickWriter, CodeCache, RedirectApp
-from core.campaigns.definition import CampaignConflict, CampaignInvalid, CampaignNotFound
-from core.campaigns.templates import BodyTemplateError
+from api import (
+    campaigns,
+    clicks,
+    contacts,
+    dashboard,
+    events,
+    health,
+    metrics,
+    replies,
+    stats,
+    stats_events,
+    tracked_links,
+    webhooks,
+)
+from api.campaign_service import CampaignService
+from api.dependencies import DEPENDENCIES
+from api.errors import EXCEPTION_HANDLERS
+from api.redirect import RedirectApp, location_header
+from api.schemas.openapi import DescribedTypedDicts
+from api.temporal import TemporalConnection
 from core.db import make_engine
-from core.hooks.contracts import WebhookError
+from core.delivery.status_writer import StatusWriter
+from core.hooks.payloads import click_recorded, message_status_changed
 from core.hooks.registry import PluginRegistry, load_plugins
 from core.log import get_logger
 from core.settings import Settings
-from core.stats.breakdowns import ReportError
-from core.stats.conversions import ConversionError
+from core.tracking.click_writer import ClickWriter
+from core.tracking.code_cache import CodeCache
 
 log = get_logger("textpulse.api")
 
 MAX_BODY = 1_000_000
 
 
-class TemporalConnection:
-    """The Temporal client, connected on first use (the API can start before Temporal)."""
+def bind_request_context(request: Request[Any, Any, Any]) -> None:
+    """Every log line of a request names it: method, path, and the campaign when the path has one.
 
-    def __init__(self, settings: Settings, client: Client | None = None) -> None:
-        self.settings = settings
-        self.client = client
-        self._lock = asyncio.Lock()
-
-    async def get(self) -> Client:
-        if self.client is None:
-            async with self._lock:
-                if self.client is None:
-                    self.client = await Client.connect(
-                        self.settings.temporal_target, namespace=self.settings.temporal_namespace
-                    )
-        return self.client
-
-
-def _error(status: int, detail: str, extra: Any = None) -> Response[dict[str, Any]]:
-    return Response({"status_code": status, "detail": detail, "extra": extra}, status_code=status)
-
-
-def _exception_handlers() -> dict[Any, Any]:
-    return {
-        CampaignNotFound: lambda _r, exc: _error(404, str(exc)),
-        CampaignConflict: lambda _r, exc: _error(409, str(exc)),
-        CampaignInvalid: lambda _r, exc: _error(422, str(exc)),
-        BodyTemplateError: lambda _r, exc: _error(422, str(exc)),
-        WebhookError: lambda _r, exc: _error(exc.status_code, exc.detail),
-        ConversionError: lambda _r, exc: _error(422, str(exc)),
-        ReportError: lambda _r, exc: _error(400, str(exc)),
-    }
+    Each request runs in a context of its own (and handlers in threads get a copy of it), so the
+    binding ends with the request.
+    """
+    structlog.contextvars.clear_contextvars()
+    campaign_id = request.path_params.get("campaign_id")
+    if campaign_id is None:
+        structlog.contextvars.bind_contextvars(method=request.method, path=request.scope["path"])
+    else:
+        structlog.contextvars.bind_contextvars(
+            method=request.method, path=request.scope["path"], campaign_id=campaign_id
+        )
 
 
 def _api_key_guard(api_key: str | None) -> Any:
@@ -89,30 +88,34 @@ def create_app(
     code_cache = CodeCache(
         engine,
         settings.redirect_cache_size,
+        encode_destination=location_header,
         preload_hours=settings.redirect_preload_hours,
         refresh_seconds=settings.redirect_refresh_seconds,
     )
 
     def on_stored(rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            registry.pm.hook.on_click(click=row)
+            registry.pm.hook.on_click(event=click_recorded(row))
 
     # Rows are built for the hook only when a plugin listens.
     click_writer = ClickWriter(
         engine,
-        on_stored=on_stored if registry.pm.hook.on_click.get_hookimpls() else None,
+        on_stored=on_stored if registry.listens("on_click") else None,
         filters=registry.bot_filters,
     )
-    redirect_app = RedirectApp(code_cache, click_writer, settings.trusted_proxies)
+    redirect_app = RedirectApp(code_cache, click_writer, settings.trusted_proxies, registry.shortener.is_code)
 
-    @asgi("/r", is_mount=True, copy_scope=False, include_in_schema=False)
-    async def redirect(scope: Any, receive: Any, send: Any) -> None:
-        await redirect_app(scope, receive, send)
+    def on_status_change(message_id: int, old: str, new: str) -> None:
+        registry.pm.hook.on_message_status(event=message_status_changed(engine, message_id, old, new))
+
+    # The message is read for the hook only when a plugin listens.
+    status_writer = StatusWriter(engine, on_status_change if registry.listens("on_message_status") else None)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         click_writer.start()
         code_cache.start()
+        status_writer.start()
         # What exists now (modules, app, plugins) lives as long as the server: out of the collector's
         # sight, full collections under redirect load stop pausing the loop for ~100 ms (docs/benchmarks.md).
         gc.collect()
@@ -121,6 +124,7 @@ def create_app(
             yield
         finally:
             gc.unfreeze()
+            await status_writer.close()
             await code_cache.close()
             await click_writer.close()
             log.info("clicks flushed", written=click_writer.written)
@@ -139,27 +143,32 @@ def create_app(
         guards=[_api_key_guard(settings.api_key)],
     )
     app = Litestar(
+        plugins=[DescribedTypedDicts()],  # response schemas carry their docstrings
         route_handlers=[
             health.health,
             metrics.metrics,
             api_router,
             webhooks.WebhookController,
-            redirect,
+            tracked_links.follow_tracked_link,
             dashboard.dashboard_router(),
         ],
         template_config=dashboard.template_config(),
         lifespan=[lifespan],
-        exception_handlers=_exception_handlers(),
+        exception_handlers=EXCEPTION_HANDLERS,
+        before_request=bind_request_context,
+        dependencies=DEPENDENCIES,
         request_max_body_size=MAX_BODY,
-        openapi_config=OpenAPIConfig(title="Textpulse", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(title="Textpulse", version="0.1.0", path="/schema", use_handler_docstrings=True),
         debug=False,
         logging_config=None,
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.registry = registry
-    app.state.temporal = TemporalConnection(settings, temporal_client)
+    app.state.temporal = temporal = TemporalConnection(settings, temporal_client)
+    app.state.campaign_service = CampaignService(engine, settings, registry, temporal)
     app.state.click_writer = click_writer
     app.state.code_cache = code_cache
+    app.state.status_writer = status_writer
     app.state.redirect_app = redirect_app  # served ahead of Litestar by api.redirect.RedirectFront
     return app

@@ -6,16 +6,18 @@ import csv
 import io
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from litestar import Controller, Response, get
-from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import Stream
 from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from api.paging import page
 from api.rows import click_dict
+from api.schemas.rows import ClickPage, ClickRow
 from core.campaigns.definition import get_campaign, iso, variants_of
 from core.db import session_scope
 from core.models import Click, Contact, Conversion, Link, Message, Reply
@@ -63,20 +65,20 @@ def export_rows(engine: Any, campaign_id: int) -> Iterator[str]:
         with session_scope(engine, read_only=True) as session:
             names = {v.id: v.name for v in variants_of(session, campaign_id)}
             rows = session.execute(
-                select(Message, Contact.name)
-                .join(Contact, Contact.id == Message.contact_id)
-                .where(Message.campaign_id == campaign_id, Message.id > last_id)
-                .order_by(Message.id)
+                select(Message, col(Contact.name))
+                .join(Contact, col(Contact.id) == col(Message.contact_id))
+                .where(col(Message.campaign_id) == campaign_id, col(Message.id) > last_id)
+                .order_by(col(Message.id))
                 .limit(EXPORT_CHUNK)
             ).all()
             if not rows:
                 return
-            ids = [m.id for m, _ in rows]
+            ids = [m.id for m, _ in rows if m.id is not None]
             clicks: dict[int, list[Any]] = defaultdict(lambda: [0, 0, None])
             for message_id, is_bot, n, first in session.execute(
-                select(Click.message_id, Click.is_bot, func.count(), func.min(Click.clicked_at))
-                .where(Click.message_id.in_(ids))
-                .group_by(Click.message_id, Click.is_bot)
+                select(col(Click.message_id), col(Click.is_bot), func.count(), func.min(col(Click.clicked_at)))
+                .where(col(Click.message_id).in_(ids))
+                .group_by(col(Click.message_id), col(Click.is_bot))
             ):
                 entry = clicks[message_id]
                 if is_bot:
@@ -87,15 +89,19 @@ def export_rows(engine: Any, campaign_id: int) -> Iterator[str]:
             replies = {
                 r.message_id: r
                 for r in session.scalars(
-                    select(Reply).where(Reply.message_id.in_(ids), Reply.keyword.is_(None)).order_by(Reply.id)
+                    select(Reply)
+                    .where(col(Reply.message_id).in_(ids), col(Reply.keyword).is_(None))
+                    .order_by(col(Reply.id))
                 )
             }
             conversions = {
                 mid: (n, rev)
                 for mid, n, rev in session.execute(
-                    select(Conversion.message_id, func.count(), func.coalesce(func.sum(Conversion.revenue), 0))
-                    .where(Conversion.message_id.in_(ids))
-                    .group_by(Conversion.message_id)
+                    select(
+                        col(Conversion.message_id), func.count(), func.coalesce(func.sum(col(Conversion.revenue)), 0)
+                    )
+                    .where(col(Conversion.message_id).in_(ids))
+                    .group_by(col(Conversion.message_id))
                 )
             }
             for message, name in rows:
@@ -139,43 +145,50 @@ class ClickController(Controller):
     @get("/clicks", operation_id="listClicks", sync_to_thread=True)
     def clicks(
         self,
-        state: State,
+        engine: Engine,
         campaign_id: int,
         bots: str = "include",
         cursor: str | None = None,
         limit: int = Parameter(default=100, ge=1, le=1000),
-    ) -> dict[str, Any]:
+    ) -> ClickPage:
         """Every click with who made it, on which link, and the bot verdict with its reasons.
         `bots=exclude` leaves flagged clicks out; `bots=only` shows just them."""
-        with session_scope(state.engine, read_only=True) as session:
+        with session_scope(engine, read_only=True) as session:
             get_campaign(session, campaign_id)
-            phones = {}
+            phones: dict[int, str | None] = {}
             urls = {
                 link.id: link.destination
-                for link in session.scalars(select(Link).where(Link.campaign_id == campaign_id))
+                for link in session.scalars(select(Link).where(col(Link.campaign_id) == campaign_id))
             }
-            query = select(Click).where(Click.campaign_id == campaign_id)
+            query = select(Click).where(col(Click.campaign_id) == campaign_id)
             if bots == "exclude":
-                query = query.where(Click.is_bot.is_(False))
+                query = query.where(col(Click.is_bot).is_(False))
             elif bots == "only":
-                query = query.where(Click.is_bot.is_(True))
+                query = query.where(col(Click.is_bot).is_(True))
 
-            def shape(click: Click) -> dict[str, Any]:
+            def shape(click: Click) -> ClickRow:
                 if click.contact_id not in phones:
                     phones[click.contact_id] = session.scalar(
-                        select(Contact.phone).where(Contact.id == click.contact_id)
+                        select(col(Contact.phone)).where(col(Contact.id) == click.contact_id)
                     )
-                return click_dict(click, phones[click.contact_id], urls.get(click.link_id))
+                return cast(ClickRow, click_dict(click, phones[click.contact_id], urls.get(click.link_id)))
 
-            return page(session, query, Click.id, cursor, limit, shape)
+            return page(session, query, col(Click.id), cursor, limit, shape)
 
-    @get("/export.csv", operation_id="exportCampaign", sync_to_thread=True, media_type="text/csv")
-    def export(self, state: State, campaign_id: int) -> Response[Any]:
+    @get(
+        "/export.csv",
+        operation_id="exportCampaign",
+        sync_to_thread=True,
+        media_type="text/csv",
+        response_description="CSV (RFC 4180, UTF-8), a header row then one row per message: "
+        + ", ".join(EXPORT_COLUMNS),
+    )
+    def export(self, engine: Engine, campaign_id: int) -> Response[Any]:
         """One row per message with its clicks, reply and conversions (RFC 4180, UTF-8), streamed."""
-        with session_scope(state.engine, read_only=True) as session:
+        with session_scope(engine, read_only=True) as session:
             get_campaign(session, campaign_id)
         return Stream(
-            export_rows(state.engine, campaign_id),
+            export_rows(engine, campaign_id),
             media_type="text/csv",
             headers={"content-disposition": f'attachment; filename="campaign-{campaign_id}.csv"'},
         )

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,23 +39,17 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Stream, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
-from sqlalchemy import and_, case, distinct, func, select
 
 from api.clicks import export_rows
-from api.contacts import contact_dict
-from api.rows import message_dict
-from api.stats_events import reports_delivery
-from core.campaigns.definition import CampaignNotFound, campaign_dict, get_campaign, iso, variants_of
+from api.dashboard_pages import MESSAGE_LOG_ROWS, campaign_page, campaign_rows, contact_page
+from core.campaigns.definition import get_campaign
 from core.db import session_scope
-from core.models import Campaign, Click, Contact, Conversion, Link, Message, Reply, counted_messages
-from core.stats import breakdowns, summary
+from core.errors import NotFound
 
 HERE = Path(__file__).parent
 COOKIE = "textpulse_dashboard"
 COOKIE_MAX_AGE = 30 * 24 * 3600
 CAMPAIGNS_PER_PAGE = 100
-MESSAGE_LOG_ROWS = 100
-CONTACT_ROWS = 200
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "same-origin",
@@ -64,7 +57,6 @@ PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 }
-TREND_SERIES = (("sent", "Sent"), ("delivered", "Delivered"), ("clicks", "Clicks"))
 
 
 # -- formatting, shared by the templates (dashboard.js formats live numbers the same way) ---------
@@ -170,196 +162,6 @@ async def login(
     return _signed_in(request, target)
 
 
-# -- what the pages show --------------------------------------------------------------------------
-def campaign_rows(session: Any, registry: Any, *, before: int | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
-    """Newest campaigns first with sent, delivered and CTR, in three queries whatever their number."""
-    query = select(Campaign).order_by(Campaign.id.desc()).limit(limit + 1)
-    if before is not None:
-        query = query.where(Campaign.id < before)
-    campaigns = list(session.scalars(query))
-    ids = [c.id for c in campaigns[:limit]]
-    counted = and_(Message.campaign_id.in_(ids), counted_messages())
-    messages = {
-        cid: (int(sent or 0), int(delivered or 0))
-        for cid, sent, delivered in session.execute(
-            select(
-                Message.campaign_id,
-                func.sum(case((Message.sent_at.is_not(None), 1), else_=0)),
-                func.sum(case((Message.status == "delivered", 1), else_=0)),
-            )
-            .where(counted)
-            .group_by(Message.campaign_id)
-        )
-    }
-    clickers = dict(
-        session.execute(
-            select(Click.campaign_id, func.count(distinct(Click.contact_id)))
-            .join(Message, and_(Message.id == Click.message_id, counted_messages()))
-            .where(Click.campaign_id.in_(ids), Click.is_bot.is_(False))
-            .group_by(Click.campaign_id)
-        ).all()
-    )
-    rows = []
-    for campaign in campaigns[:limit]:
-        sent, delivered = messages.get(campaign.id, (0, 0))
-        basis = delivered if reports_delivery(registry, campaign.provider) else sent
-        unique = int(clickers.get(campaign.id, 0))
-        rows.append(
-            {
-                "id": campaign.id,
-                "name": campaign.name,
-                "status": campaign.status,
-                "sent": sent,
-                "delivered": delivered,
-                "ctr": round(unique / basis, 6) if basis else 0.0,
-                "created_at": iso(campaign.created_at),
-            }
-        )
-    return rows, len(campaigns) > limit
-
-
-def _nice_ceiling(value: float) -> float:
-    """The smallest 1, 2 or 5 × 10^k at or above `value` (a round top for a chart's axis)."""
-    if value <= 1:
-        return 1
-    power = 10 ** math.floor(math.log10(value))
-    return next(step * power for step in (1, 2, 5, 10) if step * power >= value)
-
-
-def trend_chart(trend: dict[str, Any], *, width: int = 720, height: int = 220) -> dict[str, Any] | None:
-    """Geometry of the daily bar chart (sent, delivered, clicks side by side per day), drawn as SVG."""
-    buckets = trend["buckets"]
-    if not buckets:
-        return None
-    left, right, top, bottom = 44, 8, 10, 26
-    plot_w, plot_h = width - left - right, height - top - bottom
-    ceiling = _nice_ceiling(max(b[key] for b in buckets for key, _ in TREND_SERIES))
-    group = plot_w / len(buckets)
-    bar = group * 0.8 / len(TREND_SERIES)
-    bars, labels = [], []
-    for i, bucket in enumerate(buckets):
-        x0 = left + i * group + group * 0.1
-        day = bucket["start"][:10]
-        for j, (key, name) in enumerate(TREND_SERIES):
-            h = plot_h * bucket[key] / ceiling
-            bars.append(
-                {
-                    "series": key,
-                    "x": round(x0 + j * bar, 1),
-                    "y": round(top + plot_h - h, 1),
-                    "w": round(max(bar - 1, 1), 1),
-                    "h": round(h, 1),
-                    "title": f"{day} · {name}: {bucket[key]:,}",
-                }
-            )
-        labels.append({"x": round(left + (i + 0.5) * group, 1), "text": day[5:]})
-    ticks = [{"y": round(top + plot_h - plot_h * f, 1), "text": f"{ceiling * f:,.0f}"} for f in (0, 0.5, 1)]
-    return {
-        "width": width,
-        "height": height,
-        "left": left,
-        "right": width - right,
-        "bars": bars,
-        "labels": labels if len(labels) <= 31 else labels[:: math.ceil(len(labels) / 31)],
-        "ticks": ticks,
-        "series": TREND_SERIES,
-        "baseline": top + plot_h,
-    }
-
-
-def campaign_page(engine: Any, registry: Any, campaign_id: int) -> dict[str, Any]:
-    with session_scope(engine, read_only=True) as session:
-        campaign = get_campaign(session, campaign_id)
-        delivery = reports_delivery(registry, campaign.provider)
-        names = {v.id: v.name for v in variants_of(session, campaign_id)}
-        log = list(
-            session.scalars(
-                select(Message)
-                .where(Message.campaign_id == campaign_id)
-                .order_by(Message.id)
-                .limit(MESSAGE_LOG_ROWS + 1)
-            )
-        )
-        timing = breakdowns.click_timing(session, campaign_id, reports_delivery=delivery)
-        devices = breakdowns.devices(session, campaign_id)
-        links = breakdowns.links(session, campaign_id)["links"]
-        return {
-            "campaign": campaign_dict(session, campaign),
-            "summary": summary.summary(session, campaign_id, reports_delivery=delivery),
-            "variants": breakdowns.variants(session, campaign_id, reports_delivery=delivery),
-            "links": links,
-            "most_link_clicks": max([row["clicks"] + row["bot_clicks"] for row in links] + [1]),
-            "devices": devices,
-            "most_device_clicks": max([row["clicks"] for row in devices["os"] + devices["device"]] + [1]),
-            "timing": timing,
-            "most_timing": max([b["contacts"] for b in timing["buckets"]] + [1]),
-            "trend": trend_chart(breakdowns.trend(session, campaign_id, interval="day")),
-            "messages": [message_dict(m, names.get(m.variant_id)) for m in log[:MESSAGE_LOG_ROWS]],
-            "more_messages": len(log) > MESSAGE_LOG_ROWS,
-        }
-
-
-def contact_page(engine: Any, contact_id: int) -> dict[str, Any]:
-    with session_scope(engine, read_only=True) as session:
-        contact = session.get(Contact, contact_id)
-        if contact is None:
-            raise NotFoundException(f"contact {contact_id} does not exist")
-        mine = Message.contact_id == contact_id
-        messages = [
-            message_dict(m)
-            for m in session.scalars(select(Message).where(mine).order_by(Message.id.desc()).limit(CONTACT_ROWS))
-        ]
-        clicks = [
-            {
-                "clicked_at": iso(c.clicked_at),
-                "campaign_id": c.campaign_id,
-                "url": url,
-                "os": c.os,
-                "device": c.device,
-                "is_bot": c.is_bot,
-                "bot_reasons": list(c.bot_reasons or []),
-            }
-            for c, url in session.execute(
-                select(Click, Link.destination)
-                .join(Link, Link.id == Click.link_id)
-                .where(Click.contact_id == contact_id)
-                .order_by(Click.id.desc())
-                .limit(CONTACT_ROWS)
-            )
-        ]
-        replies = [
-            {"received_at": iso(r.received_at), "campaign_id": r.campaign_id, "body": r.body, "keyword": r.keyword}
-            for r in session.scalars(
-                select(Reply).where(Reply.contact_id == contact_id).order_by(Reply.id.desc()).limit(CONTACT_ROWS)
-            )
-        ]
-        conversions = [
-            {
-                "occurred_at": iso(c.occurred_at),
-                "campaign_id": c.campaign_id,
-                "name": c.name,
-                "revenue": c.revenue,
-                "clicked": c.clicked,
-            }
-            for c in session.scalars(
-                select(Conversion)
-                .where(Conversion.contact_id == contact_id)
-                .order_by(Conversion.id.desc())
-                .limit(CONTACT_ROWS)
-            )
-        ]
-        touched = {row["campaign_id"] for row in messages + clicks + replies + conversions} - {None}
-        campaigns = dict(session.execute(select(Campaign.id, Campaign.name).where(Campaign.id.in_(touched))).all())
-        return {
-            "contact": contact_dict(contact),
-            "messages": messages,
-            "clicks": clicks,
-            "replies": replies,
-            "conversions": conversions,
-            "campaign_names": campaigns,
-        }
-
-
 def _not_found(_request: Request[Any, Any, Any], exc: Exception) -> Template:
     return _page("not_found.html", 404, detail=str(getattr(exc, "detail", None) or exc))
 
@@ -368,7 +170,7 @@ class DashboardController(Controller):
     path = "/"
     include_in_schema = False
     before_request = staticmethod(require_key)
-    exception_handlers = {CampaignNotFound: _not_found, NotFoundException: _not_found}
+    exception_handlers = {NotFound: _not_found, NotFoundException: _not_found}
 
     @get("/", sync_to_thread=True)
     def campaigns(self, state: State, before: int | None = None) -> Template:

@@ -16,18 +16,20 @@ from litestar import Response, get
 from litestar.datastructures import State
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from api.stats_events import OpenStreams
 from core.db import session_scope
 from core.log import get_logger
 from core.models import Campaign, Click, Conversion, Message, Reply
+from core.statuses import CampaignStatus, MessageStatus, Phase
 
 log = get_logger("textpulse.api.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4"  # Litestar adds "; charset=utf-8"
 # Every known status is always exported (0 when none), so a series does not vanish and reappear.
-CAMPAIGN_STATUSES = ("draft", "scheduled", "running", "paused", "waiting", "completed", "cancelled", "failed")
-MESSAGE_STATUSES = ("queued", "sending", "sent", "delivered", "undelivered", "failed", "cancelled")
+CAMPAIGN_STATUSES = tuple(status.value for status in CampaignStatus)
+MESSAGE_STATUSES = tuple(status.value for status in MessageStatus)
 
 
 def _label(value: str) -> str:
@@ -58,17 +60,23 @@ def _by_status(known: tuple[str, ...], rows: Iterable[Any]) -> list[tuple[dict[s
 
 def _database_families(engine: Engine, out: Exposition) -> None:
     with session_scope(engine, read_only=True) as session:
-        campaigns = session.execute(select(Campaign.status, func.count()).group_by(Campaign.status)).all()
+        campaign_status, message_status, is_bot, keyword = (
+            col(Campaign.status),
+            col(Message.status),
+            col(Click.is_bot),
+            col(Reply.keyword),
+        )
+        campaigns = session.execute(select(campaign_status, func.count()).group_by(campaign_status)).all()
         # The control group's rows are never sent: they are not messages in this sense.
         messages = session.execute(
-            select(Message.status, func.count()).where(Message.phase != "control").group_by(Message.status)
+            select(message_status, func.count()).where(col(Message.phase) != Phase.CONTROL).group_by(message_status)
         ).all()
-        by_verdict = session.execute(select(Click.is_bot, func.count()).group_by(Click.is_bot)).all()
-        clicks = dict.fromkeys((False, True), 0) | {bool(is_bot): int(n) for is_bot, n in by_verdict}
-        replies = session.scalar(select(func.count()).select_from(Reply).where(Reply.keyword.is_(None))) or 0
-        keywords = session.scalar(select(func.count()).select_from(Reply).where(Reply.keyword.is_not(None))) or 0
+        by_verdict = session.execute(select(is_bot, func.count()).group_by(is_bot)).all()
+        clicks = dict.fromkeys((False, True), 0) | {bool(verdict): int(n) for verdict, n in by_verdict}
+        replies = session.scalar(select(func.count()).select_from(Reply).where(keyword.is_(None))) or 0
+        keywords = session.scalar(select(func.count()).select_from(Reply).where(keyword.is_not(None))) or 0
         conversions, revenue = session.execute(
-            select(func.count(), func.coalesce(func.sum(Conversion.revenue), 0))
+            select(func.count(), func.coalesce(func.sum(col(Conversion.revenue)), 0))
         ).one()
     out.family("textpulse_campaigns", "gauge", "Campaigns by status.", _by_status(CAMPAIGN_STATUSES, campaigns))
     out.family(

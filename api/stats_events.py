@@ -14,14 +14,15 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import cast
 
 import anyio.to_thread
 from litestar import Controller, get
-from litestar.datastructures import State
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy.engine import Engine
 
+from api.dependencies import Registry
+from api.schemas.stats import StatsSummary
 from core.campaigns.definition import CampaignNotFound, get_campaign
 from core.db import session_scope
 from core.hooks.registry import PluginRegistry
@@ -41,30 +42,27 @@ class OpenStreams:
     count = 0
 
 
-def reports_delivery(registry: PluginRegistry, provider_name: str) -> bool:
-    """CTR is over delivered messages when the campaign's provider reports delivery, else over sent."""
-    provider = registry.providers.get(provider_name)
-    return bool(getattr(provider, "reports_delivery", True))
-
-
-def read_summary(engine: Engine, registry: PluginRegistry, campaign_id: int) -> dict[str, Any]:
+def read_summary(engine: Engine, registry: PluginRegistry, campaign_id: int) -> StatsSummary:
     """The summary of GET /api/campaigns/{id}/stats (bot clicks filtered); CampaignNotFound if none."""
     with session_scope(engine, read_only=True) as session:
         campaign = get_campaign(session, campaign_id)
-        return summary.summary(session, campaign_id, reports_delivery=reports_delivery(registry, campaign.provider))
+        return cast(
+            StatsSummary,
+            summary.summary(session, campaign_id, reports_delivery=registry.reports_delivery(campaign.provider)),
+        )
 
 
-def _numbers(summary: dict[str, Any]) -> dict[str, Any]:
+def _numbers(summary: StatsSummary) -> dict[str, object]:
     """What a change is measured on: everything but the time it was read."""
     return {k: v for k, v in summary.items() if k != "updated_at"}
 
 
-def _stats_event(summary: dict[str, Any], *, retry: int | None = None) -> ServerSentEventMessage:
+def _stats_event(summary: StatsSummary, *, retry: int | None = None) -> ServerSentEventMessage:
     return ServerSentEventMessage(event="stats", data=json.dumps(summary, separators=(",", ":")), retry=retry)
 
 
 async def stats_events(
-    engine: Engine, registry: PluginRegistry, campaign_id: int, first: dict[str, Any]
+    engine: Engine, registry: PluginRegistry, campaign_id: int, first: StatsSummary
 ) -> AsyncIterator[ServerSentEventMessage]:
     OpenStreams.count += 1
     try:
@@ -97,10 +95,14 @@ class StatsEventsController(Controller):
     path = "/campaigns/{campaign_id:int}/events"
     tags = ["stats"]
 
-    @get("/", operation_id="campaignStatsEvents")
-    async def events(self, state: State, campaign_id: int) -> ServerSentEvent:
+    @get(
+        "/",
+        operation_id="campaignStatsEvents",
+        media_type="text/event-stream",
+        response_description="Server-Sent Events: each `event: stats` carries a StatsSummary as its JSON `data`.",
+    )
+    async def events(self, engine: Engine, registry: Registry, campaign_id: int) -> ServerSentEvent:
         """`text/event-stream`: an `event: stats` with the summary at once and on every change;
         `: keep-alive` comments in between. 404 (before any event) for an unknown campaign."""
-        engine, registry = state.engine, state.registry
         first = await anyio.to_thread.run_sync(read_summary, engine, registry, campaign_id)
         return ServerSentEvent(stats_events(engine, registry, campaign_id, first))

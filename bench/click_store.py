@@ -38,9 +38,11 @@ def main() -> int:
     parser.add_argument("--codes", type=int, default=100_000, help="seeded recipients/codes (100000)")
     args = parser.parse_args()
 
-    from api.redirect import ClickWriter
     from core.db import make_engine
-    from core.tracking.clicks import ClickRecord, recent_codes
+    from core.hooks.contracts import BotFilter
+    from core.tracking.click_writer import ClickWriter
+    from core.tracking.clicks import ClickRecord
+    from core.tracking.codes import recent_codes
     from plugins.botfilters import NetworkFilter, TimingFilter, UserAgentFilter
 
     with tempfile.TemporaryDirectory(prefix="textpulse-bench-") as tmp:
@@ -49,7 +51,7 @@ def main() -> int:
         engine = make_engine(url)
         targets = recent_codes(engine, datetime.now(UTC) - timedelta(hours=1), args.codes)
         draw = random.Random(7)
-        filters = [UserAgentFilter(), TimingFilter(2.0), NetworkFilter(["192.0.2.0/24"])]
+        filters: list[BotFilter] = [UserAgentFilter(), TimingFilter(2.0), NetworkFilter(["192.0.2.0/24"])]
         writer = ClickWriter(engine, filters=filters)
 
         def clicks(count: int) -> list[ClickRecord]:

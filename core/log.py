@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import structlog
 
@@ -51,3 +53,11 @@ def configure_logging(log_format: str | None = None, level: int = logging.INFO) 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.stdlib.get_logger(name)
+
+
+@contextmanager
+def log_context(**fields: object) -> Iterator[None]:
+    """Every log line of this context (a request, an activity) carries `fields`; the ones that are
+    None are left out. Unbound on the way out, whatever happens inside."""
+    with structlog.contextvars.bound_contextvars(**{k: v for k, v in fields.items() if v is not None}):
+        yield

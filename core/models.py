@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlalchemy.sql.elements import ColumnElement
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 
 from core.statuses import UNCOUNTED_PHASES, CampaignStatus, MessageStatus, Phase
 
@@ -181,4 +181,4 @@ class Conversion(SQLModel, table=True):
 
 def counted_messages() -> ColumnElement[bool]:
     """The messages that count in a campaign's numbers (not test sends, not held-out controls)."""
-    return Message.phase.notin_(UNCOUNTED_PHASES)
+    return col(Message.phase).notin_(UNCOUNTED_PHASES)

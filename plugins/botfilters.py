@@ -15,19 +15,19 @@ Settings, `[plugins.botfilters]` in plugins.toml or `TEXTPULSE_BOTFILTERS_<SETTI
 - `networks` (none): CIDRs whose clicks are machines' (`bot_network`), e.g. a scanner's range.
 
 A plugin adds its own filters through the `register_bot_filters` hook: objects with a `name` and
-`judge(click) -> (score, reason or None)`, where `click` is a `core.tracking.clicks.ClickRecord`.
+`judge(click) -> (score, reason or None)`, where `click` is a `textpulse.ClickToJudge`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from core.hooks.hookspecs import hookimpl
-from core.tracking.clicks import ClickRecord
+from textpulse import BotFilter, ClickToJudge, PluginContext, hookimpl
 
 # Crawlers, link previewers, scanners and HTTP libraries announce themselves; browsers do not
 # (Mozilla/5.0 … Safari/…). In-app browsers (Instagram, Facebook's FBAN/FBAV) are people.
@@ -59,7 +59,7 @@ class UserAgentFilter:
             return 1.0, "bot_user_agent"
         return 0.0, None
 
-    def judge(self, click: ClickRecord) -> tuple[float, str | None]:
+    def judge(self, click: ClickToJudge) -> tuple[float, str | None]:
         return self._judge(click.user_agent)
 
 
@@ -70,7 +70,7 @@ class TimingFilter:
     def __init__(self, min_seconds: float) -> None:
         self.min_delay = timedelta(seconds=min_seconds)
 
-    def judge(self, click: ClickRecord) -> tuple[float, str | None]:
+    def judge(self, click: ClickToJudge) -> tuple[float, str | None]:
         reached = click.delivered_at if click.delivered_at and click.delivered_at <= click.clicked_at else click.sent_at
         if reached is None or click.clicked_at - reached >= self.min_delay:
             return 0.0, None
@@ -96,7 +96,7 @@ class NetworkFilter:
             return 1.0, "bot_network"
         return 0.0, None
 
-    def judge(self, click: ClickRecord) -> tuple[float, str | None]:
+    def judge(self, click: ClickToJudge) -> tuple[float, str | None]:
         return self._judge(click.ip)
 
 
@@ -115,7 +115,7 @@ def _as_bool(value: Any) -> bool:
 
 
 @hookimpl
-def register_bot_filters(register: Any, config: Any) -> None:
+def register_bot_filters(register: Callable[[BotFilter], None], config: PluginContext) -> None:
     settings = config.plugin_settings("botfilters")
     if _as_bool(settings.get("user_agents", True)):
         register(UserAgentFilter(_as_list(settings.get("extra_user_agents"))))

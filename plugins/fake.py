@@ -7,6 +7,7 @@ of them fail with carrier-like error codes, and every accepted send is written t
 
 Settings ([plugins.fake] or TEXTPULSE_FAKE_*): delivery_ratio (0.95), fail_codes
 (["30003","30005","30006","30007"]), callback_delay_seconds ([0.05, 2.0]), seed (none).
+Its codes are Twilio's, and so are its `permanent_error_codes` (retry-failed skips 30005, 30006, …).
 """
 
 from __future__ import annotations
@@ -17,24 +18,28 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from core.hooks.contracts import (
+from core.log import get_logger
+from textpulse import (
     MESSAGE_STATUSES,
     InboundMessage,
+    MessageStatus,
     OutgoingMessage,
+    PluginContext,
+    Provider,
     SendResult,
     StatusUpdate,
     WebhookError,
     WebhookRequest,
     WebhookResponse,
+    hookimpl,
 )
-from core.hooks.hookspecs import hookimpl
-from core.log import get_logger
 
 log = get_logger("textpulse.fake")
 
@@ -44,6 +49,8 @@ ERROR_TEXTS = {
     "30006": "Landline or unreachable carrier",
     "30007": "Message filtered by carrier",
 }
+# It fails like Twilio, so it names Twilio's permanent codes: retry-failed leaves those alone.
+PERMANENT_ERROR_CODES = frozenset({"21211", "21610", "21614", "30005", "30006"})
 
 
 def _json_object(request: WebhookRequest) -> dict[str, Any]:
@@ -131,6 +138,7 @@ class CallbackDispatcher:
 class FakeProvider:
     name = "fake"
     reports_delivery = True
+    permanent_error_codes = PERMANENT_ERROR_CODES
 
     def __init__(self, settings: dict[str, Any], ledger_path: Path) -> None:
         self.delivery_ratio = float(settings.get("delivery_ratio", 0.95))
@@ -163,13 +171,15 @@ class FakeProvider:
             )
             results.append(SendResult(message.message_id, True, provider_message_id=provider_id))
             first = now + self.random.uniform(*self.delay)
-            self.dispatcher.schedule(first, message.status_callback_url, {"message_id": provider_id, "status": "sent"})
-            final: dict[str, Any] = {"message_id": provider_id, "status": "delivered"}
+            self.dispatcher.schedule(
+                first, message.status_callback_url, {"message_id": provider_id, "status": MessageStatus.SENT}
+            )
+            final: dict[str, Any] = {"message_id": provider_id, "status": MessageStatus.DELIVERED}
             if self.random.random() >= self.delivery_ratio and self.fail_codes:
                 code = self.random.choice(self.fail_codes)
                 final = {
                     "message_id": provider_id,
-                    "status": self.random.choice(["failed", "undelivered"]),
+                    "status": self.random.choice([MessageStatus.FAILED, MessageStatus.UNDELIVERED]),
                     "error_code": code,
                     "error_text": ERROR_TEXTS.get(code, "Carrier error"),
                 }
@@ -234,5 +244,5 @@ class FakeProvider:
 
 
 @hookimpl
-def register_providers(register: Any, config: Any) -> None:
+def register_providers(register: Callable[[Provider], None], config: PluginContext) -> None:
     register(FakeProvider(config.plugin_settings("fake"), config.settings.data_dir / "fake_ledger.jsonl"))

@@ -2,16 +2,16 @@
 
 8 characters of base62 carry 47.6 bits, drawn from `secrets`: codes are not guessable and
 never sequential. Collisions are checked against the database by the caller and redrawn.
+Settings ([plugins.shortener] or TEXTPULSE_SHORTENER_*): length (8, at least 7).
 """
 
 from __future__ import annotations
 
-import re
 import secrets
 import string
-from typing import Any
 
-from core.hooks.hookspecs import hookimpl
+from textpulse import PluginContext, hookimpl
+from textpulse import is_wellformed_code as is_wellformed_code  # the rule is the contract's
 
 ALPHABET = string.digits + string.ascii_letters
 CODE_LENGTH = 8
@@ -31,17 +31,13 @@ class BuiltinShortener:
     def tracked_url(self, code: str, public_url: str) -> str:
         return f"{public_url}/r/{code}"
 
-
-_WELLFORMED = re.compile(r"[0-9A-Za-z]{7,32}")
-
-
-def is_wellformed_code(code: str) -> bool:
-    """Could `code` be a short code at all? Codes of any shortener are base62, 7 to 32 characters
-    (API.md; the column holds 32); anything else is answered 404 by /r without a lookup."""
-    return _WELLFORMED.fullmatch(code) is not None
+    def is_code(self, code: str) -> bool:
+        # Any well-formed code, not only ones of today's `length`: codes sent before the length
+        # was changed keep working.
+        return is_wellformed_code(code)
 
 
 @hookimpl(trylast=True)
-def make_shortener(config: Any) -> BuiltinShortener:
+def make_shortener(config: PluginContext) -> BuiltinShortener:
     length = int(config.plugin_settings("shortener").get("length", CODE_LENGTH))
     return BuiltinShortener(length)

@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -38,17 +38,20 @@ from xml.sax.saxutils import escape
 
 import httpx
 
-from core.hooks.contracts import (
+from core.log import get_logger
+from textpulse import (
     InboundMessage,
+    MessageStatus,
     OutgoingMessage,
+    PluginContext,
+    Provider,
     SendResult,
     StatusUpdate,
     WebhookError,
     WebhookRequest,
     WebhookResponse,
+    hookimpl,
 )
-from core.hooks.hookspecs import hookimpl
-from core.log import get_logger
 
 log = get_logger("textpulse.twilio")
 
@@ -58,16 +61,16 @@ EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 # Twilio's MessageStatus → ours. `receiving`/`received` belong to inbound messages, not callbacks.
 STATUSES = {
-    "accepted": "queued",
-    "scheduled": "queued",
-    "queued": "queued",
-    "sending": "sending",
-    "sent": "sent",
-    "delivered": "delivered",
-    "read": "delivered",
-    "undelivered": "undelivered",
-    "failed": "failed",
-    "canceled": "cancelled",
+    "accepted": MessageStatus.QUEUED,
+    "scheduled": MessageStatus.QUEUED,
+    "queued": MessageStatus.QUEUED,
+    "sending": MessageStatus.SENDING,
+    "sent": MessageStatus.SENT,
+    "delivered": MessageStatus.DELIVERED,
+    "read": MessageStatus.DELIVERED,
+    "undelivered": MessageStatus.UNDELIVERED,
+    "failed": MessageStatus.FAILED,
+    "canceled": MessageStatus.CANCELLED,
 }
 
 # Texts for the codes callbacks carry without a message (Twilio's error dictionary).
@@ -89,6 +92,12 @@ ERROR_TEXTS = {
     "30008": "Unknown error",
     "30034": "Message from an unregistered US A2P 10DLC number",
 }
+
+# Refusals another attempt cannot fix (retry-failed leaves them alone): an invalid number, an
+# unsubscribed recipient, a number that is not a mobile, an unknown handset, a landline.
+PERMANENT_ERROR_CODES = frozenset({"21211", "21610", "21614", "30005", "30006"})
+# The recipient replied STOP to this sender at Twilio: the contact is opted out here too.
+UNSUBSCRIBED_ERROR_CODES = frozenset({"21610"})
 
 
 def error_text(code: str | None) -> str | None:
@@ -149,7 +158,8 @@ def _retry_after(response: httpx.Response) -> float | None:
 class TwilioProvider:
     name = "twilio"
     reports_delivery = True
-    unsubscribed_error_codes = frozenset({"21610"})
+    permanent_error_codes = PERMANENT_ERROR_CODES
+    unsubscribed_error_codes = UNSUBSCRIBED_ERROR_CODES
 
     def __init__(self, settings: dict[str, Any]) -> None:
         def text(key: str) -> str:
@@ -173,6 +183,12 @@ class TwilioProvider:
         if not self.from_number and not self.messaging_service_sid:
             missing.append("from_number or messaging_service_sid")
         return missing
+
+    def check_config(self) -> list[str]:
+        return [
+            f"twilio: {key} is not set ([plugins.twilio] in plugins.toml or TEXTPULSE_TWILIO_<SETTING>)"
+            for key in self.missing_settings()
+        ]
 
     @property
     def configured(self) -> bool:
@@ -392,5 +408,5 @@ class TwilioProvider:
 
 
 @hookimpl
-def register_providers(register: Any, config: Any) -> None:
+def register_providers(register: Callable[[Provider], None], config: PluginContext) -> None:
     register(TwilioProvider(config.plugin_settings("twilio")))

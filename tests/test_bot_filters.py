@@ -17,7 +17,9 @@ from core.hooks.registry import load_plugins
 from core.models import Click, Message
 from core.settings import Settings
 from core.stats.summary import summary
-from core.tracking.clicks import ClickRecord, CodeTarget, judge_clicks, resolve_codes
+from core.tracking.bots import judge_clicks
+from core.tracking.clicks import ClickRecord
+from core.tracking.codes import CodeTarget, resolve_codes
 from plugins.botfilters import NetworkFilter, TimingFilter, UserAgentFilter
 from tests.test_code_cache import seed, wait_for
 

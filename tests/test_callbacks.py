@@ -281,7 +281,7 @@ def test_a_pending_callback_left_behind_is_applied_by_the_sweep(database_url: st
 
     from core.campaigns.definition import create_campaign
     from core.campaigns.schemas import CampaignCreate
-    from core.contacts.directory import upsert_contacts
+    from core.contacts.importing import upsert_contacts
     from core.db import make_engine, session_scope
     from core.delivery.status import ingest_status_updates, sweep_campaign
     from core.hooks.contracts import StatusUpdate
@@ -317,3 +317,47 @@ def test_a_pending_callback_left_behind_is_applied_by_the_sweep(database_url: st
         assert sweep_campaign(engine, cid) == 0
     finally:
         engine.dispose()
+
+
+def test_the_status_writer_stores_what_is_pending_before_it_closes(database_url: str, tmp_path: Any) -> None:
+    """The app's lifespan closes the writer: callbacks still queued then are written and answered
+    first, and a writer started again (a second lifespan) writes as before."""
+    import asyncio
+    import json
+
+    from core.delivery.status_writer import StatusWriter
+    from core.hooks.contracts import WebhookRequest
+    from core.hooks.registry import load_plugins
+    from core.settings import Settings
+
+    engine = make_engine(database_url)
+    cid, ids = _campaign(engine, 40, with_ids=40, prefix="close")
+    settings = Settings.from_env({"TEXTPULSE_DATABASE_URL": database_url, "TEXTPULSE_DATA_DIR": str(tmp_path)})
+    registry = load_plugins(settings, config={})
+    provider = registry.provider("fake")
+    changes: list[tuple[int, str, str]] = []
+
+    def callback(i: int) -> WebhookRequest:
+        body = json.dumps({"message_id": f"close-{i}", "status": "delivered"}).encode()
+        return WebhookRequest(
+            url="http://x/webhooks/fake/status", headers={}, body=body, content_type="application/json"
+        )
+
+    async def run() -> list[int]:
+        writer = StatusWriter(engine, lambda *change: changes.append(change), max_batch=8)
+        writer.start()
+        first = [asyncio.ensure_future(writer.submit(provider, callback(i))) for i in range(20)]
+        await asyncio.sleep(0)  # all queued, the first batch on its way
+        await writer.close()
+        assert all(f.done() for f in first)  # answered before close returned
+        writer.start()
+        second = await asyncio.gather(*(writer.submit(provider, callback(i)) for i in range(20, 40)))
+        await writer.close()
+        return [o.changed for o in [f.result() for f in first] + second]
+
+    assert asyncio.run(run()) == [1] * 40
+    registry.close()
+    assert sorted(mid for mid, _, _ in changes) == ids
+    with session_scope(engine, read_only=True) as session:
+        statuses = Counter(session.scalars(select(Message.status).where(Message.campaign_id == cid)))
+    assert statuses == {"delivered": 40}

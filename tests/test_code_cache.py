@@ -20,12 +20,15 @@ from sqlalchemy import select
 from sqlalchemy.dialects import sqlite
 
 from api.app import create_app
-from api.redirect import ClickWriter
 from core.db import make_engine, session_scope
 from core.hooks.registry import load_plugins
 from core.models import Campaign, Click, Contact, Link, Message, ShortCode, Variant
 from core.settings import Settings
-from core.tracking.clicks import ClickRecord, _click_insert, _sqlite_timestamp, resolve_codes, store_clicks
+from core.tracking.click_store import _click_insert, store_clicks
+from core.tracking.click_writer import ClickWriter
+from core.tracking.clicks import ClickRecord
+from core.tracking.codes import resolve_codes
+from core.tracking.sqlite import sqlite_timestamp
 from plugins.shortener import BuiltinShortener
 from tests.live import wait_for
 
@@ -34,11 +37,12 @@ IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605
 _phones = itertools.count(1000)
 
 
-def seed(database_url: str, sent_at: list[datetime | None]) -> list[str]:
-    """One message per entry of `sent_at` (None: not sent yet), one tracked code each."""
+def seed(database_url: str, sent_at: list[datetime | None], codes: list[str] | None = None) -> list[str]:
+    """One message per entry of `sent_at` (None: not sent yet), one tracked code each (`codes`,
+    or the built-in shortener's)."""
     engine = make_engine(database_url)
     shortener = BuiltinShortener()
-    codes = [shortener.new_code() for _ in sent_at]
+    codes = codes or [shortener.new_code() for _ in sent_at]
     with session_scope(engine) as session:
         campaign = Campaign(name="cache", status="sending", tracking={"shorten_links": True})
         session.add(campaign)
@@ -146,8 +150,8 @@ def test_the_cache_is_bounded_and_keeps_the_newest(database_url: str, tmp_path: 
 def test_the_fast_sqlite_timestamp_is_what_sqlalchemy_stores(moment: datetime) -> None:
     dialect = sqlite.dialect()
     process = Click.__table__.columns["clicked_at"].type.dialect_impl(dialect).bind_processor(dialect)
-    assert _sqlite_timestamp(moment) == process(moment)
-    assert _click_insert(dialect).clicked_at is _sqlite_timestamp
+    assert sqlite_timestamp(moment) == process(moment)
+    assert _click_insert(dialect).clicked_at is sqlite_timestamp
 
 
 def test_stored_clicks_read_back_as_written(database_url: str) -> None:
@@ -200,7 +204,7 @@ def test_a_full_click_queue_holds_redirects_back_and_loses_nothing(database_url:
 
 
 def test_the_sqlite_click_writer_keeps_its_connection_out_of_the_pool(database_url: str) -> None:
-    """The writer's own SQLite connection skips foreign key checks (api/redirect.py says why);
+    """The writer's own SQLite connection skips foreign key checks (core/tracking/click_writer.py says why);
     no connection the pool hands out may come without them."""
     if not database_url.startswith("sqlite"):
         assert not ClickWriter(make_engine(database_url)).inline  # PostgreSQL: pooled connections

@@ -22,13 +22,16 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
+import textpulse
 from core.db import session_scope
-from core.hooks.contracts import OutgoingMessage
+from core.hooks import abilities
 from core.hooks.registry import load_plugins
 from core.models import Contact
 from core.settings import Settings
 from tests.live import LiveService, wait_for
+from textpulse import OutgoingMessage
 
 PACKAGE = Path(__file__).resolve().parent.parent / "examples" / "textpulse-postbird"
 SECRET, API_KEY = "whsec-test", "pb-key"
@@ -104,6 +107,7 @@ class Postbird:
                     new = message is None
                     if new:
                         message = gateway.messages[key] = {"id": f"pb_{uuid.uuid4().hex}", **data}
+                assert message is not None
                 if new:
                     threading.Thread(target=gateway._callbacks, args=(message,), daemon=True).start()
                 self._answer(201, {"id": message["id"]})
@@ -140,7 +144,14 @@ def test_the_installed_package_is_found_through_its_entry_point(installed: None,
     registry = load_plugins(Settings.from_env({"TEXTPULSE_DATA_DIR": str(tmp_path)}), config={})  # no plugins.toml
     try:
         provider = registry.providers["postbird"]
-        assert (provider.name, provider.reports_delivery) == ("postbird", True)
+        assert isinstance(provider, textpulse.Provider) and provider.name == "postbird"
+        assert registry.reports_delivery("postbird") is True
+        assert abilities.unsubscribed_error_codes(provider) == {"recipient_opted_out"}
+        assert abilities.config_problems(provider) == [
+            "postbird: api_url is not set",
+            "postbird: api_key is not set",
+            "postbird: webhook_secret is not set",
+        ]
         refused = provider.send_batch([OutgoingMessage(1, PHONES[0], "Hi", "k1", "http://x/cb")])
         assert (refused[0].accepted, refused[0].error_code) == (False, "not_configured")
     finally:
@@ -189,7 +200,7 @@ def test_a_campaign_goes_out_through_the_example_plugin(
         wait_for(lambda: len(gateway.callback_answers) == 8, what="every callback answered")
         assert set(gateway.callback_answers) == {200}
         with session_scope(live.engine) as session:  # the plugin's "recipient opted out" opts the contact out
-            opted = [c.phone for c in session.scalars(select(Contact).where(Contact.opted_out_at.is_not(None)))]
+            opted = [c.phone for c in session.scalars(select(Contact).where(col(Contact.opted_out_at).is_not(None)))]
         assert opted == [OPTED_OUT]
 
         # Inbound through the plugin: HELP gets the help text back; a forged signature is refused.

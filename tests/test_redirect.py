@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,9 @@ from sqlalchemy import select
 from api.redirect import NOT_FOUND_PAGE, location_header
 from core.db import session_scope
 from core.models import Click, ShortCode
-from core.tracking.clicks import client_ip
+from core.tracking.clients import client_ip
 from tests.live import LiveService, wait_for
+from textpulse import PluginContext, hookimpl
 
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
 ANDROID = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0.0.0 Mobile Safari/537.36"
@@ -272,3 +275,62 @@ def test_the_redirect_mounted_in_litestar_answers_alike(database_url: str, tmp_p
     # Leaving the client ran the lifespan shutdown, which wrote the queued click.
     with session_scope(app.state.engine) as session:
         assert [(c.code, c.os) for c in session.scalars(select(Click))] == [(code, "iOS")]
+
+
+# -- a shortener of another format ---------------------------------------------------------------
+
+TICKET = re.compile(r"tkt-[0-9a-f]{4}-[0-9a-f]{4}")
+
+
+class TicketShortener:
+    """Codes like `tkt-4f2a-91c0`: dashes, so never a well-formed code of the built-in shortener."""
+
+    name = "tickets"
+
+    def new_code(self) -> str:
+        return f"tkt-{secrets.token_hex(2)}-{secrets.token_hex(2)}"
+
+    def tracked_url(self, code: str, public_url: str) -> str:
+        return f"{public_url}/r/{code}"
+
+    def is_code(self, code: str) -> bool:
+        return TICKET.fullmatch(code) is not None
+
+
+@hookimpl
+def make_shortener(config: PluginContext) -> TicketShortener:
+    """This module is a plugin too, in the test below: its shortener replaces the built-in one."""
+    return TicketShortener()
+
+
+@pytest.mark.parametrize("enabled", [["tests.test_redirect"], []], ids=["ticket shortener", "built-in shortener"])
+def test_the_redirect_asks_the_enabled_shortener_what_a_code_looks_like(
+    database_url: str, tmp_path: Path, enabled: list[str]
+) -> None:
+    from litestar.testing import TestClient
+
+    from api.app import create_app
+    from core.db import make_engine
+    from core.hooks.registry import load_plugins
+    from core.settings import Settings
+    from tests.test_code_cache import DESTINATION, metric, seed
+
+    ticket = TicketShortener().new_code()
+    [ticket, base62] = seed(database_url, [datetime.now(UTC)] * 2, codes=[ticket, "Ab3dEf7h"])
+    # Nothing loaded ahead of the clicks: every code is asked of the shortener, then read.
+    env = {"TEXTPULSE_REDIRECT_PRELOAD_HOURS": "0", "TEXTPULSE_REDIRECT_REFRESH_SECONDS": "0"}
+    settings = Settings.from_env({"TEXTPULSE_DATABASE_URL": database_url, "TEXTPULSE_DATA_DIR": str(tmp_path), **env})
+    registry = load_plugins(settings, config={"plugins": {"enabled": enabled}})
+    assert isinstance(registry.shortener, TicketShortener) is bool(enabled)
+    with TestClient(app=create_app(settings, registry=registry)) as client:
+        answers = {code: client.get(f"/r/{code}", follow_redirects=False) for code in (ticket, base62)}
+        # The shortener's own codes redirect; a code of another format is a 404 without a read.
+        mine, other = (ticket, base62) if enabled else (base62, ticket)
+        assert (answers[mine].status_code, answers[mine].headers["location"]) == (302, DESTINATION)
+        assert (answers[other].status_code, answers[other].content) == (404, NOT_FOUND_PAGE)
+        assert metric(client, "textpulse_redirect_cache_misses_total") == 1
+    registry.close()
+    engine = make_engine(database_url)
+    with session_scope(engine, read_only=True) as session:
+        assert [c.code for c in session.scalars(select(Click))] == [mine]
+    engine.dispose()

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from core.campaigns.audience import plan, snapshot
+from core.campaigns.audience import plan, snapshot, split_by_weight
 from core.campaigns.definition import create_campaign
 from core.campaigns.schemas import CampaignCreate
-from core.contacts.directory import upsert_contacts
+from core.contacts.importing import upsert_contacts
 from core.db import make_engine, session_scope
-from core.delivery.sending import send_batch, split_by_weight
+from core.delivery.sending import send_batch
 from core.hooks.contracts import OutgoingMessage
 from core.hooks.registry import load_plugins
 from core.models import Message, ShortCode

@@ -11,14 +11,15 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlmodel import col
 from twilio.request_validator import RequestValidator
 
 from core.db import session_scope
-from core.hooks.contracts import OutgoingMessage, StatusUpdate, WebhookError, WebhookRequest
 from core.models import Contact, Reply, StatusEvent
 from plugins.twilio import EMPTY_TWIML, TwilioProvider, twilio_signature
 from tests.live import LiveService, wait_for
 from tests.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioStandIn, inbound_params, signed_post
+from textpulse import OutgoingMessage, StatusUpdate, WebhookError, WebhookRequest
 
 PHONES = [f"+1202555{n:04d}" for n in range(300, 310)]
 INVALID, UNSUBSCRIBED, THROTTLED, UNDELIVERED = PHONES[6], PHONES[7], PHONES[8], PHONES[9]
@@ -172,7 +173,7 @@ def test_send_batch_maps_twilios_answers(standin: TwilioStandIn) -> None:
         provider.close()
     ok, invalid, unsubscribed, throttled = results
     assert ok.accepted and ok.provider_message_id == standin.sent_to(PHONES[0])[0]["sid"]
-    assert ok.provider_message_id.startswith("SM") and not ok.transient
+    assert (ok.provider_message_id or "").startswith("SM") and not ok.transient
     assert (invalid.accepted, invalid.error_code, invalid.error_text, invalid.transient) == (
         False,
         "21211",
@@ -191,6 +192,9 @@ def test_send_batch_maps_twilios_answers(standin: TwilioStandIn) -> None:
     assert first["form"] == {"To": PHONES[0], "Body": "Hi 1", "StatusCallback": CALLBACK, "From": FROM_NUMBER}
     assert first["content_type"] == "application/x-www-form-urlencoded"
     assert provider.unsubscribed_error_codes == {"21610"}
+    # An invalid number stays invalid: retry-failed does not send it again.
+    assert invalid.error_code in provider.permanent_error_codes and "21610" in provider.permanent_error_codes
+    assert provider.check_config() == []
 
 
 def test_a_down_twilio_is_transient_and_the_rest_of_the_batch_waits(standin: TwilioStandIn) -> None:
@@ -393,7 +397,8 @@ def test_twilio_webhooks_refuse_bad_signatures_and_store_nothing(
         contact = live.get("/api/contacts", params={"phone": PHONES[0]}).json()["items"][0]
         assert contact["opted_out_at"] is None
         with session_scope(live.engine) as session:
-            assert [(r.body, r.keyword, r.provider) for r in session.scalars(select(Reply).order_by(Reply.id))] == [
+            replies = session.scalars(select(Reply).order_by(col(Reply.id)))
+            assert [(r.body, r.keyword, r.provider) for r in replies] == [
                 ("Stop", "STOP", "twilio"),
                 ("HELP", "HELP", "twilio"),
                 ("start", "START", "twilio"),

@@ -1,5 +1,11 @@
 """Activities of the campaign workflow: methods of a class built by the worker with the
-database engine and the plugin registry (that is where plugins enter the worker)."""
+database engine and the plugin registry (that is where plugins enter the worker).
+
+The workflow calls them by reference (`workflow.execute_activity_method`) and so imports this
+module, passed through its sandbox: nothing here may do I/O at import. Their registered names
+are what running workflows ask for: never rename one. Every log line of an activity carries the
+campaign (and the batch) through the worker's interceptor (workflows/worker.py).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,15 @@ from sqlalchemy.engine import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core.campaigns import audience, definition
+from core.campaigns import audience, definition, retry
+from core.campaigns.lifecycle import transition
 from core.db import session_scope
 from core.delivery import sending
 from core.delivery.status import sweep_campaign
 from core.hooks.registry import PluginRegistry
+from core.log import get_logger
 from core.stats import winner
+from core.statuses import CampaignStatus, Phase
 from workflows.inputs import (
     CampaignStatusInput,
     DecisionResult,
@@ -29,6 +38,8 @@ from workflows.inputs import (
     WinnerInput,
 )
 
+log = get_logger("textpulse.activities")
+
 
 class CampaignActivities:
     def __init__(self, engine: Engine, registry: PluginRegistry) -> None:
@@ -37,15 +48,21 @@ class CampaignActivities:
 
     def _reports_delivery(self, campaign_id: int) -> bool:
         with session_scope(self.engine, read_only=True) as session:
-            provider = self.registry.providers.get(definition.get_campaign(session, campaign_id).provider)
-        return bool(getattr(provider, "reports_delivery", True))
+            provider_name = definition.get_campaign(session, campaign_id).provider
+        return self.registry.reports_delivery(provider_name)
 
     @activity.defn(name="set_campaign_status")
     def set_campaign_status(self, data: CampaignStatusInput) -> bool:
         extra: dict[str, Any] = {"error": data.error} if data.error else {}
-        only_from = tuple(data.only_from) if data.only_from is not None else None
-        moved = definition.set_status(self.engine, data.campaign_id, data.status, only_from=only_from, **extra)
-        if data.status == "cancelled":
+        if data.move is not None:
+            status: str = transition(data.move).target
+            moved = definition.apply_move(self.engine, data.campaign_id, data.move, **extra)
+        else:  # asked for by a run started before the transition table
+            status = data.status
+            only_from = tuple(data.only_from) if data.only_from is not None else None
+            moved = definition.set_status(self.engine, data.campaign_id, status, only_from=only_from, **extra)
+        log.info("campaign status", move=data.move, status=status, moved=moved)
+        if status == CampaignStatus.CANCELLED:
             sending.cancel_pending(self.engine, data.campaign_id)
         return moved
 
@@ -54,6 +71,7 @@ class CampaignActivities:
         snap = audience.snapshot(
             self.engine, self.registry, data.campaign_id, batch_size=data.batch_size, heartbeat=activity.heartbeat
         )
+        log.info("audience snapshot", recipients=snap.recipients, phase=snap.phase, batches=len(snap.batches))
         return SnapshotResult(
             recipients=snap.recipients, phase=snap.phase, batches=[[first, last] for first, last in snap.batches]
         )
@@ -68,6 +86,14 @@ class CampaignActivities:
             data.last_message_id,
             phase=data.phase,
             heartbeat=activity.heartbeat,
+        )
+        log.info(
+            "batch sent",
+            sent=outcome.sent,
+            failed=outcome.failed,
+            skipped=outcome.skipped,
+            deferred=outcome.deferred,
+            transient=outcome.transient,
         )
         if outcome.transient:
             # Accepted ones are recorded; the retry skips them and tries the rest again.
@@ -99,6 +125,7 @@ class CampaignActivities:
             reports_delivery=self._reports_delivery(data.campaign_id),
             at_deadline=data.at_deadline,
         )
+        log.info("A/B test evaluated", decided=d.decided, variant=d.variant, hold=d.hold, method=d.method)
         return DecisionResult(decided=d.decided, variant=d.variant, hold=d.hold, method=d.method, reason=d.reason)
 
     @activity.defn(name="record_winner")
@@ -113,34 +140,38 @@ class CampaignActivities:
     @activity.defn(name="prepare_remainder")
     def prepare_remainder(self, data: PrepareInput) -> SnapshotResult:
         if data.hold:
-            audience.hold_phase(self.engine, data.campaign_id, "remainder", f"held: {data.reason}")
-            return SnapshotResult(recipients=0, phase="remainder")
+            audience.hold_phase(self.engine, data.campaign_id, Phase.REMAINDER, f"held: {data.reason}")
+            log.info("remainder held", reason=data.reason)
+            return SnapshotResult(recipients=0, phase=Phase.REMAINDER)
         try:
             prepared = audience.prepare_phase(
                 self.engine,
                 self.registry,
                 data.campaign_id,
-                "remainder",
+                Phase.REMAINDER,
                 variant=data.variant,
                 batch_size=data.batch_size,
                 heartbeat=activity.heartbeat,
             )
         except ValueError as exc:  # a fallback naming a variant that does not exist: no retry helps
             raise ApplicationError(str(exc), type="UnknownVariant", non_retryable=True) from exc
+        log.info("remainder prepared", variant=data.variant, recipients=prepared.recipients)
         return SnapshotResult(
             recipients=prepared.recipients,
-            phase="remainder",
+            phase=Phase.REMAINDER,
             batches=[[first, last] for first, last in prepared.batches],
         )
 
     @activity.defn(name="sweep_callbacks")
     def sweep_callbacks(self, campaign_id: int) -> int:
         """Callbacks of the campaign still pending when sending ends get applied."""
-        return sweep_campaign(self.engine, campaign_id)
+        applied = sweep_campaign(self.engine, campaign_id)
+        log.info("callbacks swept", applied=applied)
+        return applied
 
     @activity.defn(name="snapshot_retry")
     def snapshot_retry(self, data: RetryInput) -> SnapshotResult:
-        prepared = audience.snapshot_retry(
+        prepared = retry.snapshot_retry(
             self.engine,
             self.registry,
             data.campaign_id,
@@ -148,8 +179,11 @@ class CampaignActivities:
             batch_size=data.batch_size,
             heartbeat=activity.heartbeat,
         )
+        log.info("retry snapshot", round=data.round, recipients=prepared.recipients)
         return SnapshotResult(
-            recipients=prepared.recipients, phase="retry", batches=[[first, last] for first, last in prepared.batches]
+            recipients=prepared.recipients,
+            phase=Phase.RETRY,
+            batches=[[first, last] for first, last in prepared.batches],
         )
 
     def all(self) -> list[Any]:

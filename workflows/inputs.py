@@ -1,16 +1,19 @@
 """Inputs and outputs of the campaign workflow and its activities: one dataclass each, so
-fields can be added without breaking running workflows. Standard library only."""
+fields can be added without breaking running workflows. Standard library only (and
+core.statuses, which is too): the workflow sandbox imports this module."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from core.statuses import Phase
 
 
 @dataclass
 class CampaignState:
     """What the campaign workflow carries over a continue-as-new."""
 
-    stage: str = "starting"  # starting | snapshot | test | all | waiting | remainder | completed | cancelled
+    stage: str = "starting"  # starting | snapshot | a Phase being sent | waiting | completed | cancelled
     batches: list[list[int]] = field(default_factory=list)  # of the stage: [first message id, last message id]
     done: int = 0
     recipients: int = 0
@@ -48,16 +51,20 @@ class CampaignResult:
 
 @dataclass
 class CampaignStatusInput:
+    """A move of core.campaigns.lifecycle. Runs started before the transition table sent no
+    `move`, only `status` and `only_from`; new runs still fill them in from the table."""
+
     campaign_id: int
     status: str
     only_from: list[str] | None = None
     error: str | None = None
+    move: str | None = None
 
 
 @dataclass
 class SnapshotInput:
     campaign_id: int
-    phase: str = "all"
+    phase: str = Phase.ALL
     batch_size: int = 500
 
 
@@ -72,7 +79,7 @@ class RetryInput:
 class SnapshotResult:
     recipients: int
     created: int = 0
-    phase: str = "all"
+    phase: str = Phase.ALL
     batches: list[list[int]] = field(default_factory=list)  # [first message id, last message id]
 
 
@@ -111,7 +118,7 @@ class SendBatchInput:
     campaign_id: int
     first_message_id: int
     last_message_id: int
-    phase: str = "all"
+    phase: str = Phase.ALL
 
 
 @dataclass

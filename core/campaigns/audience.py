@@ -9,6 +9,7 @@ retried activity plans exactly the same thing. Then, in this order:
   winner (or the fallback) later, rendered by `prepare_phase`;
 - without a test, everyone left is split by weight into phase `all`.
 Rows are keyed by (campaign, phase, contact): running a snapshot again creates only what is missing.
+Bodies are rendered by `core.campaigns.bodies`; retry-failed rounds are `core.campaigns.retry`.
 """
 
 from __future__ import annotations
@@ -20,24 +21,40 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import col
 
+from core.campaigns.bodies import render_pending
 from core.campaigns.definition import get_campaign, iter_audience, variants_of
-from core.campaigns.rendering import render_message
-from core.campaigns.templates import BodyTemplateError, compile_body
+from core.campaigns.idempotency import idempotency_key
 from core.db import session_scope
-from core.delivery.sending import CHUNK, idempotency_key, split_by_weight
+from core.delivery.sending import CHUNK
 from core.hooks.registry import PluginRegistry
-from core.models import Contact, Link, Message, ShortCode, Variant, utcnow
+from core.models import Campaign, Contact, Message, Variant, utcnow
+from core.statuses import UNSENT_MESSAGE_STATUSES, MessageStatus, Phase
 
 
 @dataclass(frozen=True)
 class Placement:
-    phase: str  # control | test | remainder | all
+    phase: Phase  # control | test | remainder | all
     variant_id: int | None
 
 
-def plan(campaign: Any, variants: list[Variant], contacts: list[tuple[int, dict[str, Any]]]) -> dict[int, Placement]:
+def split_by_weight(total: int, weights: list[float]) -> list[int]:
+    """Exact counts per weight that add up to `total` (largest remainder)."""
+    weight_sum = sum(weights)
+    if total <= 0 or weight_sum <= 0:
+        return [0 for _ in weights]
+    shares = [total * w / weight_sum for w in weights]
+    counts = [int(s) for s in shares]
+    order = sorted(range(len(weights)), key=lambda i: (shares[i] - counts[i], weights[i]), reverse=True)
+    for i in order[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def plan(
+    campaign: Campaign, variants: list[Variant], contacts: list[tuple[int, dict[str, Any]]]
+) -> dict[int, Placement]:
     """contacts: (id, attributes) of the audience. Pure and deterministic."""
     sendable = [v for v in variants if not v.is_control]
     ids = sorted(cid for cid, _ in contacts)
@@ -45,7 +62,7 @@ def plan(campaign: Any, variants: list[Variant], contacts: list[tuple[int, dict[
     placement: dict[int, Placement] = {}
     n_control = round(len(ids) * (campaign.control_percent or 0) / 100)
     for cid in ids[:n_control]:
-        placement[cid] = Placement("control", None)
+        placement[cid] = Placement(Phase.CONTROL, None)
     rest = ids[n_control:]
     if campaign.variant_by_attribute:
         attributes = dict(contacts)
@@ -54,21 +71,21 @@ def plan(campaign: Any, variants: list[Variant], contacts: list[tuple[int, dict[
         for cid in rest:
             value = str(attributes[cid].get(campaign.variant_by_attribute, "")).lower()
             if value in by_name:
-                placement[cid] = Placement("all", by_name[value].id)
+                placement[cid] = Placement(Phase.ALL, by_name[value].id)
             else:
                 unmatched.append(cid)
         rest = unmatched
-    phase = "all"
+    phase = Phase.ALL
     if campaign.ab_test:
         n_test = round(len(rest) * float(campaign.ab_test.get("test_percent", 20)) / 100)
         for cid in rest[n_test:]:
-            placement[cid] = Placement("remainder", None)
-        rest, phase = rest[:n_test], "test"
+            placement[cid] = Placement(Phase.REMAINDER, None)
+        rest, phase = rest[:n_test], Phase.TEST
     # A variant marked as control takes its weight's share and holds it out.
     start = 0
     for variant, count in zip(variants, split_by_weight(len(rest), [v.weight for v in variants]), strict=True):
         for cid in rest[start : start + count]:
-            placement[cid] = Placement("control" if variant.is_control else phase, variant.id)
+            placement[cid] = Placement(Phase.CONTROL if variant.is_control else phase, variant.id)
         start += count
     return placement
 
@@ -82,18 +99,19 @@ class PhaseBatches:
 
 def batches_of(engine: Engine, campaign_id: int, phase: str, batch_size: int = CHUNK) -> list[tuple[int, int]]:
     with session_scope(engine, read_only=True) as session:
-        ids = list(
-            session.scalars(
-                select(Message.id)
+        ids = [
+            message_id or 0
+            for message_id in session.scalars(
+                select(col(Message.id))
                 .where(
-                    Message.campaign_id == campaign_id,
-                    Message.phase == phase,
-                    Message.status.in_(("queued", "sending")),
-                    Message.variant_id.is_not(None),
+                    col(Message.campaign_id) == campaign_id,
+                    col(Message.phase) == phase,
+                    col(Message.status).in_(UNSENT_MESSAGE_STATUSES),
+                    col(Message.variant_id).is_not(None),
                 )
-                .order_by(Message.id)
+                .order_by(col(Message.id))
             )
-        )
+        ]
     return [(ids[i], ids[min(i + batch_size, len(ids)) - 1]) for i in range(0, len(ids), batch_size)]
 
 
@@ -115,19 +133,25 @@ def snapshot(
     for start in range(0, len(ordered), CHUNK):
         chunk = ordered[start : start + CHUNK]
         with session_scope(engine) as session:
-            existing = set(
-                session.execute(
-                    select(Message.contact_id, Message.phase).where(
-                        Message.campaign_id == campaign_id, Message.contact_id.in_(chunk)
+            existing: set[tuple[int, str]] = {
+                (contact_id, phase)
+                for contact_id, phase in session.execute(
+                    select(col(Message.contact_id), col(Message.phase)).where(
+                        col(Message.campaign_id) == campaign_id, col(Message.contact_id).in_(chunk)
                     )
                 ).all()
-            )
-            phones = dict(session.execute(select(Contact.id, Contact.phone).where(Contact.id.in_(chunk))).all())
+            }
+            phones: dict[int, str] = {
+                contact_id or 0: phone
+                for contact_id, phone in session.execute(
+                    select(col(Contact.id), col(Contact.phone)).where(col(Contact.id).in_(chunk))
+                ).all()
+            }
             for cid in chunk:
                 where = placement[cid]
                 if (cid, where.phase) in existing or cid not in phones:
                     continue
-                held = where.phase == "control"
+                held = where.phase == Phase.CONTROL
                 session.add(
                     Message(
                         campaign_id=campaign_id,
@@ -138,16 +162,16 @@ def snapshot(
                         provider=campaign.provider,
                         body="",
                         idempotency_key=idempotency_key(campaign_id, where.phase, cid),
-                        status="cancelled" if held else "queued",
+                        status=MessageStatus.CANCELLED if held else MessageStatus.QUEUED,
                         error_text="held out: control group" if held else None,
                     )
                 )
         heartbeat()
-    first_phase = "test" if campaign.ab_test else "all"
+    first_phase = Phase.TEST if campaign.ab_test else Phase.ALL
     render_pending(engine, registry, campaign_id, heartbeat=heartbeat)
     with session_scope(engine) as session:
         stored = get_campaign(session, campaign_id)
-        stored.recipients = sum(1 for p in placement.values() if p.phase != "control")
+        stored.recipients = sum(1 for p in placement.values() if p.phase != Phase.CONTROL)
         session.add(stored)
     return PhaseBatches(first_phase, len(placement), batches_of(engine, campaign_id, first_phase, batch_size))
 
@@ -169,9 +193,12 @@ def prepare_phase(
         if not chosen:
             raise ValueError(f"campaign {campaign_id} has no variant named {variant!r}")
         ids = sorted(
-            session.scalars(
-                select(Message.id).where(
-                    Message.campaign_id == campaign_id, Message.phase == phase, Message.variant_id.is_(None)
+            message_id or 0
+            for message_id in session.scalars(
+                select(col(Message.id)).where(
+                    col(Message.campaign_id) == campaign_id,
+                    col(Message.phase) == phase,
+                    col(Message.variant_id).is_(None),
                 )
             )
         )
@@ -180,7 +207,7 @@ def prepare_phase(
         for v, count in zip(chosen, split_by_weight(len(ids), [v.weight for v in chosen]), strict=True):
             part = ids[start : start + count]
             for i in range(0, len(part), CHUNK):
-                session.execute(update(Message).where(Message.id.in_(part[i : i + CHUNK])).values(variant_id=v.id))
+                session.execute(update(Message).where(col(Message.id).in_(part[i : i + CHUNK])).values(variant_id=v.id))
             start += count
     render_pending(engine, registry, campaign_id, heartbeat=heartbeat)
     total = len(ids)
@@ -190,207 +217,13 @@ def prepare_phase(
 def hold_phase(engine: Engine, campaign_id: int, phase: str, reason: str) -> int:
     """Never send the rows of `phase` (the A/B fallback `hold`)."""
     with session_scope(engine) as session:
-        result = session.execute(
+        result = session.exec(
             update(Message)
-            .where(Message.campaign_id == campaign_id, Message.phase == phase, Message.status == "queued")
-            .values(status="cancelled", error_text=reason, status_changed_at=utcnow())
+            .where(
+                col(Message.campaign_id) == campaign_id,
+                col(Message.phase) == phase,
+                col(Message.status) == MessageStatus.QUEUED,
+            )
+            .values(status=MessageStatus.CANCELLED, error_text=reason, status_changed_at=utcnow())
         )
         return int(result.rowcount or 0)
-
-
-class ShortCodes:
-    """Draws short codes from the shortener; `taken` finds those already stored (to redraw)."""
-
-    def __init__(self, session: Session, shortener: Any) -> None:
-        self.session, self.shortener, self.used = session, shortener, set[str]()
-
-    def draw(self) -> str:
-        while True:
-            code = self.shortener.new_code()
-            if code not in self.used:
-                self.used.add(code)
-                return code
-
-    def taken(self, codes: list[str]) -> set[str]:
-        found: set[str] = set()
-        for i in range(0, len(codes), 900):
-            found.update(self.session.scalars(select(ShortCode.code).where(ShortCode.code.in_(codes[i : i + 900]))))
-        return found
-
-
-def link_id_for(
-    session: Session,
-    cache: dict[tuple[int, int], int],
-    campaign_id: int,
-    variant_id: int,
-    position: int,
-    destination: str,
-) -> int:
-    """The Link row of (variant, position), created on first use."""
-    key = (variant_id, position)
-    if key not in cache:
-        link = session.scalars(select(Link).where(Link.variant_id == variant_id, Link.position == position)).first()
-        if link is None:
-            link = Link(campaign_id=campaign_id, variant_id=variant_id, position=position, destination=destination)
-            session.add(link)
-            session.flush()
-        cache[key] = link.id or 0
-    return cache[key]
-
-
-def render_pending(
-    engine: Engine, registry: PluginRegistry, campaign_id: int, *, heartbeat: Callable[[], None] = lambda: None
-) -> int:
-    """Render queued rows that have a variant but no body yet: text, tracked links, segments."""
-    public_url = registry.context.settings.public_url
-    rendered = 0
-    with session_scope(engine, read_only=True) as session:
-        campaign = get_campaign(session, campaign_id)
-        templates = {
-            v.id: (v.name, compile_body(v.body, variant=v.name))
-            for v in variants_of(session, campaign_id)
-            if not v.is_control
-        }
-    links: dict[tuple[int, int], int] = {}
-    while True:
-        with session_scope(engine) as session:
-            rows = session.execute(
-                select(Message, Contact)
-                .join(Contact, Contact.id == Message.contact_id)
-                .where(
-                    Message.campaign_id == campaign_id,
-                    Message.status == "queued",
-                    Message.body == "",
-                    Message.variant_id.is_not(None),
-                )
-                .order_by(Message.id)
-                .limit(CHUNK)
-            ).all()
-            if not rows:
-                return rendered
-            codes = ShortCodes(session, registry.shortener)
-            pending: list[tuple[Message, list[tuple[str, int, str]]]] = []
-            for message, contact in rows:
-                name, template = templates[message.variant_id]
-                tracked: list[tuple[str, int, str]] = []
-
-                def tracked_url(
-                    position: int,
-                    destination: str,
-                    tracked: list[tuple[str, int, str]] = tracked,
-                    codes: ShortCodes = codes,
-                ) -> str:
-                    code = codes.draw()
-                    tracked.append((code, position, destination))
-                    return registry.shortener.tracked_url(code, public_url)
-
-                try:
-                    out = render_message(
-                        template, contact, tracking=campaign.tracking or {}, tracked_url=tracked_url, variant=name
-                    )
-                except BodyTemplateError as exc:  # the contact changed since creation: this one fails
-                    message.status, message.error_code, message.error_text = "failed", "template_error", str(exc)
-                    message.failed_at = utcnow()
-                    message.body = " "
-                    tracked = []
-                else:
-                    if not out.body.strip():
-                        message.status, message.error_code = "failed", "empty_body"
-                        message.error_text, message.failed_at = f"variant {name!r} renders to an empty text", utcnow()
-                    message.body, message.characters = out.body or " ", out.segments.characters
-                    message.encoding, message.segments = out.segments.encoding, out.segments.segments
-                pending.append((message, tracked))
-            clashes = codes.taken([code for _, tracked in pending for code, _, _ in tracked])
-            for message, tracked in pending:
-                for code, position, destination in tracked:
-                    if code in clashes:  # astronomically rare: redraw and put the new link in its place
-                        fresh = codes.draw()
-                        message.body = message.body.replace(
-                            registry.shortener.tracked_url(code, public_url),
-                            registry.shortener.tracked_url(fresh, public_url),
-                        )
-                        code = fresh
-                    link_id = link_id_for(session, links, campaign_id, message.variant_id or 0, position, destination)
-                    session.add(
-                        ShortCode(code=code, message_id=message.id or 0, link_id=link_id, destination=destination)
-                    )
-                session.add(message)
-            rendered += len(pending)
-        heartbeat()
-
-
-# Errors that another attempt cannot fix (invalid or unsubscribed number, landline, a template
-# that does not render). A provider may name its own with a `permanent_error_codes` attribute.
-PERMANENT_ERRORS = frozenset({"21211", "21610", "21614", "30005", "30006", "template_error", "empty_body"})
-
-
-def retry_round(engine: Engine, campaign_id: int) -> int:
-    """The number of the next retry round (1 for the first)."""
-    with session_scope(engine, read_only=True) as session:
-        keys = session.scalars(
-            select(Message.idempotency_key).where(Message.campaign_id == campaign_id, Message.phase == "retry")
-        )
-        rounds = [int(k.split("-")[1][len("retry") :]) for k in keys]
-    return max(rounds, default=0) + 1
-
-
-def retryable(session: Session, registry: PluginRegistry, campaign_id: int) -> list[Message]:
-    """Each contact's latest message, where it failed for a reason another attempt may fix."""
-    campaign = get_campaign(session, campaign_id)
-    provider = registry.providers.get(campaign.provider)
-    permanent = PERMANENT_ERRORS | frozenset(getattr(provider, "permanent_error_codes", ()))
-    latest: dict[int, Message] = {}
-    for message in session.scalars(
-        select(Message)
-        .where(Message.campaign_id == campaign_id, Message.phase.in_(("all", "test", "remainder", "retry")))
-        .order_by(Message.id)
-    ):
-        latest[message.contact_id] = message
-    failed = [m for m in latest.values() if m.status in ("failed", "undelivered") and m.error_code not in permanent]
-    opted_out = (
-        set(
-            session.scalars(
-                select(Contact.id).where(
-                    Contact.id.in_([m.contact_id for m in failed]), Contact.opted_out_at.is_not(None)
-                )
-            )
-        )
-        if failed
-        else set()
-    )
-    return [m for m in failed if m.contact_id not in opted_out]
-
-
-def snapshot_retry(
-    engine: Engine,
-    registry: PluginRegistry,
-    campaign_id: int,
-    round_: int,
-    *,
-    batch_size: int = CHUNK,
-    heartbeat: Callable[[], None] = lambda: None,
-) -> PhaseBatches:
-    """A new `retry` row for each contact whose latest message failed for a reason worth retrying."""
-    with session_scope(engine) as session:
-        campaign = get_campaign(session, campaign_id)
-        created = 0
-        for message in retryable(session, registry, campaign_id):
-            contact_id = message.contact_id
-            key = f"c{campaign_id}-retry{round_}-{contact_id}"
-            if session.scalar(select(Message.id).where(Message.idempotency_key == key)) is not None:
-                continue  # a retried activity
-            session.add(
-                Message(
-                    campaign_id=campaign_id,
-                    contact_id=contact_id,
-                    variant_id=message.variant_id,
-                    phase="retry",
-                    phone=message.phone,
-                    provider=campaign.provider,
-                    body="",
-                    idempotency_key=key,
-                )
-            )
-            created += 1
-    render_pending(engine, registry, campaign_id, heartbeat=heartbeat)
-    return PhaseBatches("retry", created, batches_of(engine, campaign_id, "retry", batch_size))

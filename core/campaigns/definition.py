@@ -8,15 +8,16 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from core.campaigns.lifecycle import Move, transition
 from core.campaigns.schemas import CampaignCreate
 from core.campaigns.templates import BodyTemplateError, compile_body, render_body
+from core.contacts.filters import attributes_match
 from core.db import session_scope
 from core.errors import Conflict, Invalid, NotFound
 from core.models import Campaign, Contact, Message, Variant, counted_messages, utcnow
-from core.statuses import FINAL_CAMPAIGN_STATUSES
+from core.statuses import FINAL_CAMPAIGN_STATUSES, UNSENT_MESSAGE_STATUSES
 
 # Audiences are checked in full at creation up to this size, then by a sample.
 RENDER_CHECK_LIMIT = 100_000
@@ -42,37 +43,28 @@ def iso(value: Any) -> str | None:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def _matches(attributes: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    for key, value in wanted.items():
-        have = attributes.get(key)
-        if isinstance(value, list):
-            if have not in value:
-                return False
-        elif have != value:
-            return False
-    return True
-
-
 def iter_audience(session: Session, campaign: Campaign, *, chunk: int = 2000) -> Iterator[Contact]:
     """Contacts of the audience, opted-out ones excluded, in id order (a stable snapshot order)."""
     audience = campaign.audience or {}
-    query = select(Contact).where(Contact.opted_out_at.is_(None)).order_by(Contact.id)
+    query = select(Contact).where(col(Contact.opted_out_at).is_(None)).order_by(col(Contact.id))
     if audience.get("contact_ids"):
-        query = query.where(Contact.id.in_(audience["contact_ids"]))
+        query = query.where(col(Contact.id).in_(audience["contact_ids"]))
     wanted = audience.get("attributes") or None
     last_id = 0
     while True:
-        rows = list(session.scalars(query.where(Contact.id > last_id).limit(chunk)))
+        rows = list(session.scalars(query.where(col(Contact.id) > last_id).limit(chunk)))
         if not rows:
             return
         last_id = rows[-1].id or last_id
         for contact in rows:
-            if wanted is None or _matches(contact.attributes or {}, wanted):
+            if wanted is None or attributes_match(contact.attributes or {}, wanted):
                 yield contact
 
 
 def variants_of(session: Session, campaign_id: int) -> list[Variant]:
-    return list(session.scalars(select(Variant).where(Variant.campaign_id == campaign_id).order_by(Variant.id)))
+    return list(
+        session.scalars(select(Variant).where(col(Variant.campaign_id) == campaign_id).order_by(col(Variant.id)))
+    )
 
 
 def check_templates(session: Session, campaign: Campaign, variants: list[Variant]) -> None:
@@ -131,13 +123,13 @@ def get_campaign(session: Session, campaign_id: int) -> Campaign:
 
 def progress(session: Session, campaign: Campaign) -> dict[str, Any]:
     rows = session.execute(
-        select(Message.status, func.count())
-        .where(Message.campaign_id == campaign.id, counted_messages())
-        .group_by(Message.status)
+        select(col(Message.status), func.count())
+        .where(col(Message.campaign_id) == campaign.id, counted_messages())
+        .group_by(col(Message.status))
     ).all()
-    counts = {status: n for status, n in rows}
+    counts: dict[str, int] = {status: n for status, n in rows}
     total = sum(counts.values())
-    pending = counts.get("queued", 0) + counts.get("sending", 0)
+    pending = sum(counts.get(status, 0) for status in UNSENT_MESSAGE_STATUSES)
     return {
         "recipients": campaign.recipients or total,
         "messages": total,
@@ -180,13 +172,13 @@ def apply_move(engine: Engine, campaign_id: int, move: Move | str, **fields: Any
     """Make a move of the transition table atomically (only from its source states); True if it moved."""
     step = transition(move)
     with session_scope(engine) as session:
-        query = update(Campaign).where(Campaign.id == campaign_id)
+        query = update(Campaign).where(col(Campaign.id) == campaign_id)
         if step.sources:
-            query = query.where(Campaign.status.in_(step.sources))
+            query = query.where(col(Campaign.status).in_(step.sources))
         values: dict[str, Any] = {"status": step.target, **fields}
         if step.target in FINAL_CAMPAIGN_STATUSES:
             values.setdefault("completed_at", utcnow())
-        result = session.execute(query.values(**values))
+        result = session.exec(query.values(**values))
         return bool(result.rowcount)
 
 
@@ -196,11 +188,11 @@ def set_status(
     """Move a campaign to `status` from `only_from`: what workflow runs started before the transition
     table still ask for (their activity inputs name the status); new code calls `apply_move`."""
     with session_scope(engine) as session:
-        query = update(Campaign).where(Campaign.id == campaign_id)
+        query = update(Campaign).where(col(Campaign.id) == campaign_id)
         if only_from is not None:
-            query = query.where(Campaign.status.in_(only_from))
+            query = query.where(col(Campaign.status).in_(only_from))
         values: dict[str, Any] = {"status": status, **fields}
         if status in FINAL_CAMPAIGN_STATUSES:
             values.setdefault("completed_at", utcnow())
-        result = session.execute(query.values(**values))
+        result = session.exec(query.values(**values))
         return bool(result.rowcount)

@@ -17,6 +17,7 @@ class Move(StrEnum):
     """The name of a transition; the workflow sends it to its status activity."""
 
     LAUNCH = "launch"  # POST /launch: the workflow is about to start
+    LAUNCH_SCHEDULED = "launch_scheduled"  # POST /launch of a campaign with a `schedule_at` ahead
     SCHEDULE = "schedule"  # the workflow waits for `schedule_at`
     START = "start"  # sending begins
     WAIT = "wait"  # the A/B test cohort is sent: wait for results
@@ -52,6 +53,7 @@ TRANSITIONS: dict[Move, Transition] = {
     t.move: t
     for t in (
         Transition(Move.LAUNCH, (S.DRAFT,), S.RUNNING),
+        Transition(Move.LAUNCH_SCHEDULED, (S.DRAFT,), S.SCHEDULED),
         Transition(Move.SCHEDULE, (S.DRAFT, S.RUNNING), S.SCHEDULED),
         Transition(Move.START, (S.DRAFT, S.SCHEDULED), S.RUNNING),
         Transition(Move.WAIT, (S.RUNNING,), S.WAITING),

@@ -9,25 +9,24 @@ statistic leaves out. Unknown phones become contacts (nothing else about known o
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, col
 
-from core.campaigns.audience import ShortCodes, link_id_for
+from core.campaigns.bodies import LinkStore, ShortCodes
 from core.campaigns.definition import CampaignConflict, get_campaign, variants_of
-from core.campaigns.rendering import render_message
+from core.campaigns.idempotency import idempotency_key
+from core.campaigns.rendering import TrackedLink, render_tracked
 from core.campaigns.templates import compile_body
-from core.contacts.directory import InvalidContact, normalize_phone
+from core.contacts.phones import InvalidContact, normalize_phone
 from core.db import session_scope
 from core.delivery.sending import send_batch
 from core.errors import Invalid
 from core.hooks.registry import PluginRegistry
-from core.models import Contact, Message, ShortCode, Variant
-
-PHASE = "test_send"
+from core.models import Contact, Message, Variant
+from core.statuses import CampaignStatus, Phase
 
 
 class InvalidPhones(Invalid):
@@ -38,13 +37,6 @@ class InvalidPhones(Invalid):
         super().__init__(
             "; ".join(f"phones[{p['index']}] {p['phone']!r}: {p['error']}" for p in problems), extra=problems
         )
-
-
-@dataclass
-class _Tracked:
-    code: str
-    position: int
-    destination: str
 
 
 def normalize_phones(phones: list[Any]) -> list[str]:
@@ -64,8 +56,8 @@ def normalize_phones(phones: list[Any]) -> list[str]:
     return normalized
 
 
-def _contacts_for(session: Any, phones: list[str]) -> list[Contact]:
-    known = {c.phone: c for c in session.scalars(select(Contact).where(Contact.phone.in_(phones)))}
+def _contacts_for(session: Session, phones: list[str]) -> list[Contact]:
+    known = {c.phone: c for c in session.scalars(select(Contact).where(col(Contact.phone).in_(phones)))}
     contacts = []
     for phone in phones:
         contact = known.get(phone)
@@ -92,56 +84,49 @@ def send_test_messages(
     shortener = registry.shortener
     with session_scope(engine) as session:
         campaign = get_campaign(session, campaign_id)
-        if campaign.status == "cancelled":
+        if campaign.status == CampaignStatus.CANCELLED:
             raise CampaignConflict(f"campaign {campaign_id} is cancelled: nothing more is sent for it")
         variants = [v for v in variants_of(session, campaign_id) if not v.is_control]
         contacts = _contacts_for(session, normalized)
         codes = ShortCodes(session, shortener)
-        link_cache: dict[tuple[int, int], int] = {}
-        created: list[tuple[Message, Variant, list[_Tracked]]] = []
+        store = LinkStore(session, campaign_id)
+        created: list[tuple[Message, Variant, tuple[TrackedLink, ...]]] = []
         for variant in variants:
             template = compile_body(variant.body, variant=variant.name)
             for contact in contacts:
-                tracked: list[_Tracked] = []
-
-                def tracked_url(position: int, destination: str, tracked: list[_Tracked] = tracked) -> str:
-                    code = codes.draw()
-                    while codes.taken([code]):  # a handful of codes: check each before use
-                        code = codes.draw()
-                    tracked.append(_Tracked(code, position, destination))
-                    return str(shortener.tracked_url(code, public_url))
-
-                rendered = render_message(
-                    template, contact, tracking=campaign.tracking or {}, tracked_url=tracked_url, variant=variant.name
+                rendered = render_tracked(
+                    template,
+                    contact,
+                    tracking=campaign.tracking or {},
+                    shortener=shortener,
+                    public_url=public_url,
+                    variant=variant.name,
+                    new_code=codes.draw_unused,
                 )
                 message = Message(
                     campaign_id=campaign_id,
                     contact_id=contact.id or 0,
                     variant_id=variant.id,
-                    phase=PHASE,
+                    phase=Phase.TEST_SEND,
                     phone=contact.phone,
                     provider=campaign.provider,
                     body=rendered.body,
                     characters=rendered.segments.characters,
                     encoding=rendered.segments.encoding,
                     segments=rendered.segments.segments,
-                    idempotency_key=f"c{campaign_id}-{PHASE}-{contact.id}-v{variant.id}-{secrets.token_hex(6)}",
+                    idempotency_key=idempotency_key(
+                        campaign_id, Phase.TEST_SEND, contact.id or 0, variant_id=variant.id
+                    ),
                 )
                 session.add(message)
-                created.append((message, variant, tracked))
+                created.append((message, variant, rendered.links))
         session.flush()
-        for message, variant, tracked in created:
-            for item in tracked:
-                link_id = link_id_for(
-                    session, link_cache, campaign_id, variant.id or 0, item.position, item.destination
-                )
-                session.add(
-                    ShortCode(code=item.code, message_id=message.id or 0, link_id=link_id, destination=item.destination)
-                )
+        for message, variant, links in created:
+            store.store(message.id or 0, variant.id or 0, links)
         sent = [(message.id or 0, variant.name) for message, variant, _ in created]
     for message_id, _ in sent:
         # One message per call: concurrent test sends of one campaign never share a batch.
-        send_batch(engine, registry, campaign_id, message_id, message_id, phase=PHASE)
+        send_batch(engine, registry, campaign_id, message_id, message_id, phase=Phase.TEST_SEND)
     with session_scope(engine, read_only=True) as session:
-        rows = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_([i for i, _ in sent])))}
+        rows = {m.id: m for m in session.scalars(select(Message).where(col(Message.id).in_([i for i, _ in sent])))}
         return [(rows[message_id], name) for message_id, name in sent]

@@ -26,10 +26,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from core.contacts.directory import InvalidContact, normalize_phone
+from core.contacts.phones import InvalidContact, normalize_phone
 from core.db import session_scope
+from core.hooks.abilities import unsubscribed_error_codes
 from core.hooks.contracts import InboundMessage, SendResult
 from core.models import Contact, Message, Reply, counted_messages, utcnow
 
@@ -89,13 +90,13 @@ def latest_campaign_message(session: Session, contact_id: int, at: datetime) -> 
     return session.scalars(
         select(Message)
         .where(
-            Message.contact_id == contact_id,
+            col(Message.contact_id) == contact_id,
             counted_messages(),
-            Message.sent_at.is_not(None),
-            Message.sent_at <= at,
-            Message.sent_at >= at - REPLY_WINDOW,
+            col(Message.sent_at).is_not(None),
+            col(Message.sent_at) <= at,
+            col(Message.sent_at) >= at - REPLY_WINDOW,
         )
-        .order_by(Message.sent_at.desc(), Message.id.desc())
+        .order_by(col(Message.sent_at).desc(), col(Message.id).desc())
         .limit(1)
     ).first()
 
@@ -112,7 +113,7 @@ def _contact_for_opt_out(session: Session, phone: str, now: datetime) -> Contact
             session.add(contact)
         return contact
     except IntegrityError:  # created meanwhile by a concurrent STOP
-        return session.scalars(select(Contact).where(Contact.phone == phone)).first()
+        return session.scalars(select(Contact).where(col(Contact.phone) == phone)).first()
 
 
 def handle_inbound(
@@ -125,19 +126,21 @@ def handle_inbound(
     action: str | None = None
     answer: str | None = None
     with session_scope(engine) as session:
-        contact = session.scalars(select(Contact).where(Contact.phone == phone)).first()
+        contact = session.scalars(select(Contact).where(col(Contact.phone) == phone)).first()
         if contact is None and keyword in OPT_OUT_KEYWORDS:
             contact = _contact_for_opt_out(session, phone, now)
         message = latest_campaign_message(session, contact.id, now) if contact and contact.id else None
         if contact is not None and keyword in OPT_OUT_KEYWORDS:
             session.execute(
                 update(Contact)
-                .where(Contact.id == contact.id, Contact.opted_out_at.is_(None))
+                .where(col(Contact.id) == contact.id, col(Contact.opted_out_at).is_(None))
                 .values(opted_out_at=now, updated_at=now)
             )
             action, answer = "opted_out", texts.stop
         elif contact is not None and keyword in OPT_IN_KEYWORDS:
-            session.execute(update(Contact).where(Contact.id == contact.id).values(opted_out_at=None, updated_at=now))
+            session.execute(
+                update(Contact).where(col(Contact.id) == contact.id).values(opted_out_at=None, updated_at=now)
+            )
             action, answer = "opted_in", texts.start
         elif keyword in HELP_KEYWORDS:
             action, answer = "help", texts.help
@@ -163,7 +166,7 @@ def opt_out_unsubscribed(engine: Engine, provider: Any, results: Iterable[SendRe
     A provider names such error codes in `unsubscribed_error_codes` (Twilio: 21610).
     Returns how many contacts were opted out now.
     """
-    codes = set(getattr(provider, "unsubscribed_error_codes", ()) or ())
+    codes = unsubscribed_error_codes(provider)
     message_ids = [
         r.message_id for r in results if codes and not r.accepted and not r.transient and r.error_code in codes
     ]
@@ -171,11 +174,11 @@ def opt_out_unsubscribed(engine: Engine, provider: Any, results: Iterable[SendRe
         return 0
     now = utcnow()
     with session_scope(engine) as session:
-        result = session.execute(
+        result = session.exec(
             update(Contact)
             .where(
-                Contact.opted_out_at.is_(None),
-                Contact.id.in_(select(Message.contact_id).where(Message.id.in_(message_ids))),
+                col(Contact.opted_out_at).is_(None),
+                col(Contact.id).in_(select(col(Message.contact_id)).where(col(Message.id).in_(message_ids))),
             )
             .values(opted_out_at=now, updated_at=now)
         )

@@ -16,45 +16,33 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from core.campaigns.definition import get_campaign
 from core.db import session_scope
 from core.delivery.quiet_hours import is_quiet, quiet_until
 from core.delivery.replies import opt_out_unsubscribed
 from core.delivery.status import apply_pending_events
-from core.hooks.contracts import OutgoingMessage, SendResult
+from core.hooks import abilities
+from core.hooks.contracts import OutgoingMessage, Provider, SendResult
 from core.hooks.registry import PluginRegistry
 from core.models import Contact, Message, utcnow
+from core.statuses import UNSENT_MESSAGE_STATUSES, CampaignStatus, MessageStatus, Phase
 
 CHUNK = 500
-
-
-def idempotency_key(campaign_id: int, phase: str, contact_id: int) -> str:
-    return f"c{campaign_id}-{phase}-{contact_id}"
-
-
-def split_by_weight(total: int, weights: list[float]) -> list[int]:
-    """Exact counts per weight that add up to `total` (largest remainder)."""
-    weight_sum = sum(weights)
-    if total <= 0 or weight_sum <= 0:
-        return [0 for _ in weights]
-    shares = [total * w / weight_sum for w in weights]
-    counts = [int(s) for s in shares]
-    order = sorted(range(len(weights)), key=lambda i: (shares[i] - counts[i], weights[i]), reverse=True)
-    for i in order[: total - sum(counts)]:
-        counts[i] += 1
-    return counts
 
 
 def cancel_pending(engine: Engine, campaign_id: int) -> int:
     """After a cancel: every message not yet handed to the provider becomes `cancelled`."""
     with session_scope(engine) as session:
-        result = session.execute(
+        result = session.exec(
             update(Message)
             .where(
-                Message.campaign_id == campaign_id, Message.status == "queued", Message.provider_message_id.is_(None)
+                col(Message.campaign_id) == campaign_id,
+                col(Message.status) == MessageStatus.QUEUED,
+                col(Message.provider_message_id).is_(None),
             )
-            .values(status="cancelled", error_text="campaign cancelled", status_changed_at=utcnow())
+            .values(status=MessageStatus.CANCELLED, error_text="campaign cancelled", status_changed_at=utcnow())
         )
         return int(result.rowcount or 0)
 
@@ -77,7 +65,7 @@ def send_batch(
     first_id: int,
     last_id: int,
     *,
-    phase: str = "all",
+    phase: str = Phase.ALL,
     heartbeat: Callable[[], None] = lambda: None,
 ) -> BatchOutcome:
     """Send the still-unsent messages of one batch; record every answer before returning."""
@@ -86,29 +74,29 @@ def send_batch(
         campaign = get_campaign(session, campaign_id)
         provider = registry.provider(campaign.provider)
         rows = session.execute(
-            select(Message, Contact.opted_out_at, Contact.timezone)
-            .join(Contact, Contact.id == Message.contact_id)
+            select(Message, col(Contact.opted_out_at), col(Contact.timezone))
+            .join(Contact, col(Contact.id) == col(Message.contact_id))
             .where(
-                Message.campaign_id == campaign_id,
-                Message.phase == phase,
-                Message.id >= first_id,
-                Message.id <= last_id,
-                Message.status.in_(("queued", "sending")),
-                Message.provider_message_id.is_(None),
+                col(Message.campaign_id) == campaign_id,
+                col(Message.phase) == phase,
+                col(Message.id) >= first_id,
+                col(Message.id) <= last_id,
+                col(Message.status).in_(UNSENT_MESSAGE_STATUSES),
+                col(Message.provider_message_id).is_(None),
             )
-            .order_by(Message.id)
+            .order_by(col(Message.id))
             .with_for_update()  # PostgreSQL: a STOP committing meanwhile is seen here (SQLite: no-op)
         ).all()
         now = utcnow()
         to_send: list[Message] = []
         unknown: list[Message] = []
         for message, opted_out_at, timezone in rows:
-            if opted_out_at is not None or campaign.status == "cancelled":
-                message.status, message.status_changed_at = "cancelled", now
+            if opted_out_at is not None or campaign.status == CampaignStatus.CANCELLED:
+                message.status, message.status_changed_at = MessageStatus.CANCELLED, now
                 message.error_text = "contact opted out" if opted_out_at is not None else "campaign cancelled"
                 outcome.skipped += 1
                 session.add(message)
-            elif message.status == "sending":
+            elif message.status == MessageStatus.SENDING:
                 unknown.append(message)  # an earlier attempt's outcome is unknown
             elif is_quiet(now, timezone, campaign.quiet_hours):
                 outcome.deferred += 1
@@ -121,7 +109,7 @@ def send_batch(
             for message in unknown:
                 if message.id in found:
                     message.provider_message_id = found[message.id]
-                    message.status, message.sent_at, message.status_changed_at = "sent", now, now
+                    message.status, message.sent_at, message.status_changed_at = MessageStatus.SENT, now, now
                     outcome.sent += 1
                     session.add(message)
                 else:
@@ -150,18 +138,17 @@ def _mark_sending(engine: Engine, messages: list[Message]) -> None:
     with session_scope(engine) as session:
         session.execute(
             update(Message)
-            .where(Message.id.in_([m.id for m in messages]))
-            .values(status="sending", attempted_at=utcnow(), attempts=Message.attempts + 1)
+            .where(col(Message.id).in_([m.id for m in messages]))
+            .values(status=MessageStatus.SENDING, attempted_at=utcnow(), attempts=col(Message.attempts) + 1)
         )
 
 
-def _find_sent(provider: Any, messages: list[Message], public_url: str) -> dict[int, str]:
-    find_sent = getattr(provider, "find_sent", None)
-    if find_sent is None:
+def _find_sent(provider: Provider, messages: list[Message], public_url: str) -> dict[int, str]:
+    if not abilities.can_find_sent(provider):
         return {}
     callback_url = f"{public_url}/webhooks/{provider.name}/status"
     outgoing = [OutgoingMessage(m.id or 0, m.phone, m.body, m.idempotency_key, callback_url) for m in messages]
-    return dict(find_sent(outgoing))
+    return abilities.find_sent(provider, outgoing)
 
 
 def _record_results(engine: Engine, provider_name: str, results: list[SendResult], outcome: BatchOutcome) -> None:
@@ -173,16 +160,24 @@ def _record_results(engine: Engine, provider_name: str, results: list[SendResult
         for result in results:
             values: dict[str, Any]
             if result.accepted:
-                values = {"status": "sent", "provider_message_id": result.provider_message_id, "sent_at": now}
+                values = {
+                    "status": MessageStatus.SENT,
+                    "provider_message_id": result.provider_message_id,
+                    "sent_at": now,
+                }
                 accepted.append(result.provider_message_id or "")
                 outcome.sent += 1
             elif result.transient:
-                values = {"status": "queued", "error_code": result.error_code, "error_text": result.error_text}
+                values = {
+                    "status": MessageStatus.QUEUED,
+                    "error_code": result.error_code,
+                    "error_text": result.error_text,
+                }
                 outcome.transient += 1
                 outcome.transient_error = f"{result.error_code}: {result.error_text}"
             else:
                 values = {
-                    "status": "failed",
+                    "status": MessageStatus.FAILED,
                     "error_code": result.error_code,
                     "error_text": result.error_text,
                     "failed_at": now,
@@ -190,7 +185,7 @@ def _record_results(engine: Engine, provider_name: str, results: list[SendResult
                 outcome.failed += 1
             session.execute(
                 update(Message)
-                .where(Message.id == result.message_id, Message.status == "sending")
+                .where(col(Message.id) == result.message_id, col(Message.status) == MessageStatus.SENDING)
                 .values(status_changed_at=now, **values)
             )
     if accepted:

@@ -19,23 +19,27 @@ by `applied = false` (see `unknown_events`), and answered 200 so the provider st
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, literal_column, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, literal_column, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import Session
+from sqlalchemy.sql.elements import ColumnClause
+from sqlmodel import Session, col
 
 from core.db import session_scope
+from core.delivery.prepared import PreparedStatement
 from core.hooks.contracts import StatusUpdate
 from core.log import get_logger
 from core.models import Message, StatusEvent, utcnow
+from core.statuses import MESSAGE_RANK, MessageStatus
 
-RANK = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "undelivered": 3, "failed": 3, "cancelled": 3}
-TERMINAL = frozenset(s for s, r in RANK.items() if r == 3)
+# core.statuses' order, keyed by plain strings: the callbacks' statuses are looked up here several
+# times per update, and a str key finds a str faster than a StrEnum member.
+RANK: dict[str, int] = {status.value: rank for status, rank in MESSAGE_RANK.items()}
 LOOKUP_CHUNK = 500
 
 log = get_logger("textpulse.delivery")
@@ -76,8 +80,9 @@ class Callback:
 StatusListener = Callable[[int, str, str], None]
 
 
-_MESSAGE = Message.__table__
-_EVENT = StatusEvent.__table__
+# SQLModel sets `__table__` on table models; its type stubs do not declare it.
+_MESSAGE: Table = Message.__table__  # type: ignore[attr-defined]
+_EVENT: Table = StatusEvent.__table__  # type: ignore[attr-defined]
 _UPDATES: dict[tuple[str, bool], Any] = {}
 
 
@@ -87,65 +92,19 @@ def _update_statement(status: str, with_error: bool) -> Any:
     if key not in _UPDATES:
         when = bindparam("when", type_=_MESSAGE.c.sent_at.type)
         values: dict[str, Any] = {"status": status, "status_changed_at": bindparam("now", type_=when.type)}
-        if status in ("sent", "delivered", "undelivered"):
+        if status in (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED):
             values["sent_at"] = func.coalesce(_MESSAGE.c.sent_at, when)
-        if status == "delivered":
+        if status == MessageStatus.DELIVERED:
             values["delivered_at"] = when
-        if status in ("failed", "undelivered"):
+        if status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED):
             values["failed_at"] = when
         if with_error:
             values["error_code"], values["error_text"] = bindparam("code"), bindparam("text")
-        lower = [literal_column(f"'{s}'") for s in lower_states(status)]  # constants, inline
+        lower: list[ColumnClause[Any]] = [literal_column(f"'{s}'") for s in lower_states(status)]  # constants, inline
         _UPDATES[key] = (
             update(_MESSAGE).where(_MESSAGE.c.id == bindparam("mid"), _MESSAGE.c.status.in_(lower)).values(**values)
         )
     return _UPDATES[key]
-
-
-class _Prepared:
-    """A hot statement compiled once per dialect, run with values converted the way its column
-    types convert them (each distinct value once per batch): for a batch of callbacks,
-    SQLAlchemy's per-row parameter processing costs more than the database work itself."""
-
-    _cache: weakref.WeakKeyDictionary[Any, dict[Any, _Prepared]] = weakref.WeakKeyDictionary()
-
-    def __init__(self, statement: Any, dialect: Any, column_keys: list[str] | None) -> None:
-        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
-        self.sql = str(compiled)
-        self.names = list(compiled.positiontup or []) if compiled.positional else None
-        self.processors: dict[str, Any] = dict(compiled._bind_processors)
-        self.constants = {k: v for k, v in compiled.params.items() if v is not None}  # values in the statement
-
-    @classmethod
-    def get(
-        cls, key: Any, statement: Callable[[], Any], dialect: Any, column_keys: list[str] | None = None
-    ) -> _Prepared:
-        per_dialect = cls._cache.setdefault(dialect, {})
-        if key not in per_dialect:
-            per_dialect[key] = cls(statement(), dialect, column_keys)
-        return per_dialect[key]
-
-    def execute(self, conn: Connection, rows: list[dict[str, Any]]) -> Any:
-        memo: dict[tuple[str, Any], Any] = {}
-
-        def convert(name: str, value: Any) -> Any:
-            processor = self.processors.get(name)
-            if processor is None or value is None:
-                return value
-            if isinstance(value, dict):
-                return processor(value)
-            key = (name, value)
-            if key not in memo:
-                memo[key] = processor(value)
-            return memo[key]
-
-        if self.constants:
-            rows = [{**self.constants, **row} for row in rows]
-        if self.names is not None:
-            params: list[Any] = [tuple(convert(n, row[n]) for n in self.names) for row in rows]
-        else:
-            params = [{n: convert(n, v) for n, v in row.items()} for row in rows]
-        return conn.exec_driver_sql(self.sql, params)
 
 
 def _apply(conn: Connection, message_id: int, upd: StatusUpdate, when: datetime) -> bool:
@@ -171,8 +130,8 @@ def _apply_many(conn: Connection, final: dict[int, StatusUpdate], now: datetime)
             params["code"], params["text"] = upd.error_code, upd.error_text
         groups.setdefault((upd.status, with_error), []).append(params)
     for (status, with_error), params_list in groups.items():
-        prepared = _Prepared.get(
-            ("update", status, with_error), lambda s=status, e=with_error: _update_statement(s, e), conn.dialect
+        prepared = PreparedStatement.get(
+            ("update", status, with_error), partial(_update_statement, status, with_error), conn.dialect
         )
         result = prepared.execute(conn, params_list)
         if result.rowcount not in (-1, len(params_list)):  # cannot happen while the rows are locked
@@ -234,7 +193,7 @@ def ingest_callbacks(
         rows: list[dict[str, Any]] = []
         for index, cb in enumerate(callbacks):
             for upd in cb.updates:
-                row = {
+                row: dict[str, Any] = {
                     "provider": cb.provider,
                     "provider_message_id": upd.provider_message_id,
                     "status": upd.status,
@@ -267,7 +226,9 @@ def ingest_callbacks(
                     changes.append((message_id, old, upd.status))
         _apply_many(conn, final, now)
         if rows:
-            _Prepared.get("insert_event", lambda: insert(_EVENT), conn.dialect, list(rows[0])).execute(conn, rows)
+            PreparedStatement.get("insert_event", lambda: insert(_EVENT), conn.dialect, list(rows[0])).execute(
+                conn, rows
+            )
     _notify(on_change, changes)
     for provider, ids in pending.items():
         # Look again after our commit: the sender may have recorded these ids meanwhile.
@@ -359,7 +320,7 @@ def _apply_pending(
                 ).rowcount
                 if not claimed:
                     continue  # the other side of the race applied it
-                old = conn.scalar(select(_MESSAGE.c.status).where(_MESSAGE.c.id == message_id)) or "queued"
+                old = conn.scalar(select(_MESSAGE.c.status).where(_MESSAGE.c.id == message_id)) or MessageStatus.QUEUED
                 upd = StatusUpdate(
                     event.provider_message_id, event.status, event.error_code, event.error_text, event.occurred_at
                 )
@@ -375,10 +336,10 @@ def _apply_pending(
 
 def unknown_events(session: Session, *, provider: str | None = None, limit: int = 100) -> list[StatusEvent]:
     """Callbacks not (yet) matched to any message we sent, newest first: the flagged ones."""
-    query = select(StatusEvent).where(StatusEvent.applied.is_(False))
+    query = select(StatusEvent).where(col(StatusEvent.applied).is_(False))
     if provider is not None:
-        query = query.where(StatusEvent.provider == provider)
-    return list(session.scalars(query.order_by(StatusEvent.id.desc()).limit(limit)))
+        query = query.where(col(StatusEvent.provider) == provider)
+    return list(session.scalars(query.order_by(col(StatusEvent.id).desc()).limit(limit)))
 
 
 def sweep_campaign(engine: Engine, campaign_id: int, *, on_change: StatusListener | None = None) -> int:
@@ -387,15 +348,15 @@ def sweep_campaign(engine: Engine, campaign_id: int, *, on_change: StatusListene
     the sender and the webhook commits last; this covers a process that died in between)."""
     with session_scope(engine, read_only=True) as session:
         rows = session.execute(
-            select(Message.provider, Message.provider_message_id)
+            select(col(Message.provider), col(Message.provider_message_id))
             .join(
                 StatusEvent,
                 and_(
-                    StatusEvent.provider == Message.provider,
-                    StatusEvent.provider_message_id == Message.provider_message_id,
+                    col(StatusEvent.provider) == col(Message.provider),
+                    col(StatusEvent.provider_message_id) == col(Message.provider_message_id),
                 ),
             )
-            .where(Message.campaign_id == campaign_id, StatusEvent.applied.is_(False))
+            .where(col(Message.campaign_id) == campaign_id, col(StatusEvent.applied).is_(False))
             .distinct()
         ).all()
     by_provider: dict[str, list[str]] = {}

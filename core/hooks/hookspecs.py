@@ -1,26 +1,44 @@
 """The hooks a Textpulse plugin can implement (pluggy project name `textpulse`).
 
-Built-in plugins (plugins/) implement them exactly like third-party ones. Every hook is
-synchronous; objects handed over may have async methods where the caller says so.
-`config` is a `core.hooks.registry.PluginContext`: `config.settings` (the process settings) and
+Built-in plugins (plugins/) implement them exactly like third-party ones; docs/plugins.md
+documents each. Every hook is synchronous; objects handed over may have async methods where the
+caller says so. `config` is a `PluginContext`: `config.settings` (the process settings) and
 `config.plugin_settings(name)` (the plugin's table of plugins.toml, overridden by
 `TEXTPULSE_<PLUGIN>_<SETTING>` environment variables).
+
+Groups: the register_* hooks hand objects over once per process through `register`; the on_*
+hooks are told about what was stored, each with one frozen dataclass `event`, after the commit
+(nothing a listener does undoes what was stored).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    from core.hooks.contracts import (
+        BotFilter,
+        ClickRecorded,
+        ConversionRecorded,
+        MessageStatusChanged,
+        Provider,
+        ReplyReceived,
+        Shortener,
+    )
+    from core.hooks.registry import PluginContext
 
 hookspec = pluggy.HookspecMarker("textpulse")
 hookimpl = pluggy.HookimplMarker("textpulse")
 
 
+# -- what a plugin hands over ----------------------------------------------------------------
 @hookspec
-def register_providers(register: Callable[[Any], None], config: Any) -> None:
-    """Hand over SMS provider objects (see `core.hooks.contracts.Provider`) with `register(provider)`.
+def register_providers(register: Callable[[Provider], None], config: PluginContext) -> None:
+    """Hand over SMS provider objects (`textpulse.Provider`, plus any optional abilities) with
+    `register(provider)`.
 
     The provider's `name` is what campaigns name in `"provider"` and what the webhook routes
     `/webhooks/{name}/status` and `/webhooks/{name}/inbound` dispatch on. Two providers with
@@ -29,9 +47,9 @@ def register_providers(register: Callable[[Any], None], config: Any) -> None:
 
 
 @hookspec(firstresult=True)
-def make_shortener(config: Any) -> Any:
-    """Return the shortener that makes tracked links: an object with `new_code() -> str` and
-    `tracked_url(code: str, public_url: str) -> str`.
+def make_shortener(config: PluginContext) -> Shortener | None:
+    """Return the shortener (`textpulse.Shortener`: `new_code()`, `tracked_url(code, public_url)`,
+    `is_code(code)`) that makes tracked links, or None to leave it to another plugin.
 
     The first non-None answer wins; the built-in one is `trylast`, so any enabled plugin that
     answers replaces it.
@@ -39,35 +57,36 @@ def make_shortener(config: Any) -> Any:
 
 
 @hookspec
-def register_bot_filters(register: Callable[[Any], None], config: Any) -> None:
-    """Hand over bot filters: objects with `name` and `judge(click) -> (score, reason | None)`."""
+def register_bot_filters(register: Callable[[BotFilter], None], config: PluginContext) -> None:
+    """Hand over bot filters (`textpulse.BotFilter`: `name` and `judge(click) -> (score, reason | None)`)."""
 
 
 @hookspec
-def register_workflows(register: Callable[[Any], None], config: Any) -> None:
-    """Hand over Temporal workflow classes to run on the Textpulse worker."""
+def register_workflows(register: Callable[[type], None], config: PluginContext) -> None:
+    """Hand over Temporal workflow classes (decorated with `@workflow.defn`) to run on the Textpulse worker."""
 
 
 @hookspec
-def register_activities(register: Callable[[Any], None], config: Any) -> None:
-    """Hand over Temporal activity callables to run on the Textpulse worker."""
+def register_activities(register: Callable[[Callable[..., Any]], None], config: PluginContext) -> None:
+    """Hand over Temporal activity callables (decorated with `@activity.defn`) to run on the Textpulse worker."""
+
+
+# -- what a plugin is told -------------------------------------------------------------------
+@hookspec
+def on_message_status(event: MessageStatusChanged) -> None:
+    """Called after a message's delivery status moved forward (never for a duplicate callback or a step back)."""
 
 
 @hookspec
-def on_message_status(message: Any, old_status: str, new_status: str) -> None:
-    """Called after a message's delivery status moved forward (not for duplicates); `message` is its id."""
+def on_click(event: ClickRecorded) -> None:
+    """Called after a click on a tracked link was stored (bots' clicks included, flagged `is_bot`)."""
 
 
 @hookspec
-def on_click(click: Any) -> None:
-    """Called after a click on a tracked link was recorded (bots included, flagged)."""
+def on_reply(event: ReplyReceived) -> None:
+    """Called after an inbound message was stored (keywords such as STOP included, with `keyword` set)."""
 
 
 @hookspec
-def on_reply(reply: Any) -> None:
-    """Called after an inbound message was stored."""
-
-
-@hookspec
-def on_conversion(conversion: Any) -> None:
-    """Called after a conversion event was stored and attributed."""
+def on_conversion(event: ConversionRecorded) -> None:
+    """Called after a conversion event was stored and attributed to a campaign (or to none)."""

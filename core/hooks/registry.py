@@ -18,13 +18,15 @@ import importlib
 import json
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pluggy
 
-from core.hooks import hookspecs
+from core.hooks import abilities, hookspecs
+from core.hooks.contracts import BotFilter, Provider, Shortener, is_wellformed_code
 from core.settings import Settings
 
 # Built-in plugins register exactly like third-party ones; the key is the name to disable.
@@ -49,8 +51,10 @@ def _env_value(raw: str) -> Any:
 
 @dataclass
 class PluginContext:
+    """What every `register_*` and `make_*` hook gets as `config`."""
+
     settings: Settings
-    file_config: dict[str, Any] = field(default_factory=dict)
+    file_config: dict[str, Any] = field(default_factory=dict)  # plugins.toml as read
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
     def plugin_settings(self, name: str) -> dict[str, Any]:
@@ -73,37 +77,68 @@ def read_config(path: Path) -> dict[str, Any]:
         raise PluginError(f"{path}: {exc}") from exc
 
 
+class WellformedCodes:
+    """A shortener written before `is_code` existed: its codes are judged by the rule every
+    shortener's codes follow (base62, 7 to 32 characters), the rest is its own."""
+
+    def __init__(self, shortener: Any) -> None:
+        self.shortener = shortener
+
+    def new_code(self) -> str:
+        return str(self.shortener.new_code())
+
+    def tracked_url(self, code: str, public_url: str) -> str:
+        return str(self.shortener.tracked_url(code, public_url))
+
+    def is_code(self, code: str) -> bool:
+        return is_wellformed_code(code)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.shortener, name)
+
+
 @dataclass
 class PluginRegistry:
     """What the plugins handed over, built once per process."""
 
     pm: pluggy.PluginManager
     context: PluginContext
-    providers: dict[str, Any]
-    shortener: Any
-    bot_filters: list[Any]
+    providers: dict[str, Provider]
+    shortener: Shortener
+    bot_filters: list[BotFilter]
 
-    def provider(self, name: str) -> Any:
+    def provider(self, name: str) -> Provider:
         try:
             return self.providers[name]
         except KeyError:
             raise KeyError(f"unknown provider {name!r}; known: {', '.join(sorted(self.providers))}") from None
 
-    def workflows(self) -> list[Any]:
-        found: list[Any] = []
+    def reports_delivery(self, provider_name: str) -> bool:
+        """CTR is over delivered messages when the campaign's provider reports delivery, else over
+        sent; a provider no longer enabled is assumed to report it."""
+        return abilities.reports_delivery(self.providers.get(provider_name))
+
+    def permanent_error_codes(self, provider_name: str) -> frozenset[str]:
+        """The provider's error codes that another attempt cannot fix (none for an unknown provider)."""
+        return abilities.permanent_error_codes(self.providers.get(provider_name))
+
+    def listens(self, hook_name: str) -> bool:
+        """Does any plugin implement the hook `on_*`? (Its payloads are built only then.)"""
+        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+
+    def workflows(self) -> list[type]:
+        found: list[type] = []
         self.pm.hook.register_workflows(register=found.append, config=self.context)
         return found
 
-    def activities(self) -> list[Any]:
-        found: list[Any] = []
+    def activities(self) -> list[Callable[..., Any]]:
+        found: list[Callable[..., Any]] = []
         self.pm.hook.register_activities(register=found.append, config=self.context)
         return found
 
     def close(self) -> None:
         for provider in self.providers.values():
-            close = getattr(provider, "close", None)
-            if close:
-                close()
+            abilities.close(provider)
 
 
 def get_plugin_manager(config: dict[str, Any]) -> pluggy.PluginManager:
@@ -133,9 +168,9 @@ def load_plugins(settings: Settings, *, config: dict[str, Any] | None = None) ->
     file_config = read_config(settings.config_path) if config is None else config
     context = PluginContext(settings=settings, file_config=file_config)
     pm = get_plugin_manager(file_config)
-    providers: dict[str, Any] = {}
+    providers: dict[str, Provider] = {}
 
-    def register_provider(provider: Any) -> None:
+    def register_provider(provider: Provider) -> None:
         if provider.name in providers:
             raise PluginError(f"two plugins register a provider named {provider.name!r}")
         providers[provider.name] = provider
@@ -144,6 +179,8 @@ def load_plugins(settings: Settings, *, config: dict[str, Any] | None = None) ->
     shortener = pm.hook.make_shortener(config=context)
     if shortener is None:
         raise PluginError("no shortener plugin is enabled")
-    bot_filters: list[Any] = []
+    if not isinstance(shortener, Shortener):
+        shortener = WellformedCodes(shortener)
+    bot_filters: list[BotFilter] = []
     pm.hook.register_bot_filters(register=bot_filters.append, config=context)
     return PluginRegistry(pm=pm, context=context, providers=providers, shortener=shortener, bot_filters=bot_filters)

@@ -13,10 +13,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import and_, case, distinct, func, literal_column, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from core.errors import BadParameter
 from core.models import Click, Conversion, Link, Message, Reply, Variant, counted_messages
+from core.statuses import MessageStatus, Phase
 
 # Upper bounds (seconds) of the click-timing histogram; None is "later".
 TIMING_BUCKETS: list[tuple[str, int | None]] = [
@@ -35,8 +36,8 @@ class ReportError(BadParameter):
 
 
 def _clicks(campaign_id: int, include_bots: bool) -> Any:
-    condition = and_(Click.campaign_id == campaign_id, counted_messages())
-    return condition if include_bots else and_(condition, Click.is_bot.is_(False))
+    condition = and_(col(Click.campaign_id) == campaign_id, counted_messages())
+    return condition if include_bots else and_(condition, col(Click.is_bot).is_(False))
 
 
 def links(session: Session, campaign_id: int) -> dict[str, Any]:
@@ -49,23 +50,23 @@ def _link_rows(session: Session, campaign_id: int) -> list[dict[str, Any]]:
         link_id: (int(total or 0), int(human or 0), int(unique or 0), int(bots or 0))
         for link_id, total, human, unique, bots in session.execute(
             select(
-                Click.link_id,
+                col(Click.link_id),
                 func.count(),
-                func.sum(case((Click.is_bot.is_(False), 1), else_=0)),
-                func.count(distinct(case((Click.is_bot.is_(False), Click.contact_id), else_=None))),
-                func.sum(case((Click.is_bot.is_(True), 1), else_=0)),
+                func.sum(case((col(Click.is_bot).is_(False), 1), else_=0)),
+                func.count(distinct(case((col(Click.is_bot).is_(False), col(Click.contact_id)), else_=None))),
+                func.sum(case((col(Click.is_bot).is_(True), 1), else_=0)),
             )
-            .join(Message, Message.id == Click.message_id)
+            .join(Message, col(Message.id) == col(Click.message_id))
             .where(_clicks(campaign_id, include_bots=True))
-            .group_by(Click.link_id)
+            .group_by(col(Click.link_id))
         ).all()
     }
     out = []
     for link, variant in session.execute(
-        select(Link, Variant.name)
-        .join(Variant, Variant.id == Link.variant_id)
-        .where(Link.campaign_id == campaign_id)
-        .order_by(Variant.name, Link.position)
+        select(Link, col(Variant.name))
+        .join(Variant, col(Variant.id) == col(Link.variant_id))
+        .where(col(Link.campaign_id) == campaign_id)
+        .order_by(col(Variant.name), col(Link.position))
     ).all():
         _total, human, unique, bots = counts.get(link.id, (0, 0, 0, 0))
         out.append(
@@ -88,23 +89,23 @@ def devices(session: Session, campaign_id: int, *, include_bots: bool = False) -
         # expression in SELECT and GROUP BY.
         name = func.coalesce(column, literal_column("'other'"))
         rows = session.execute(
-            select(name, func.count(), func.count(distinct(Click.contact_id)))
-            .join(Message, Message.id == Click.message_id)
+            select(name, func.count(), func.count(distinct(col(Click.contact_id))))
+            .join(Message, col(Message.id) == col(Click.message_id))
             .where(_clicks(campaign_id, include_bots))
             .group_by(name)
             .order_by(func.count().desc())
         ).all()
         return [{"name": name, "clicks": int(n), "unique_clicks": int(u)} for name, n, u in rows]
 
-    return {"os": split(Click.os), "device": split(Click.device)}
+    return {"os": split(col(Click.os)), "device": split(col(Click.device))}
 
 
 def click_timing(session: Session, campaign_id: int, *, reports_delivery: bool = True) -> dict[str, Any]:
     """First human click per contact, measured from its message's delivery (else its send)."""
     first: dict[int, tuple[datetime, datetime | None, datetime | None]] = {}
     for contact_id, clicked_at, delivered_at, sent_at in session.execute(
-        select(Click.contact_id, Click.clicked_at, Message.delivered_at, Message.sent_at)
-        .join(Message, Message.id == Click.message_id)
+        select(col(Click.contact_id), col(Click.clicked_at), col(Message.delivered_at), col(Message.sent_at))
+        .join(Message, col(Message.id) == col(Click.message_id))
         .where(_clicks(campaign_id, include_bots=False))
     ).all():
         if contact_id not in first or clicked_at < first[contact_id][0]:
@@ -149,25 +150,29 @@ def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str 
     buckets: dict[datetime, dict[str, Any]] = defaultdict(
         lambda: {"sent": 0, "delivered": 0, "clicks": 0, "unique_clicks": set(), "replies": 0, "conversions": 0}
     )
-    counted = and_(Message.campaign_id == campaign_id, counted_messages())
-    for sent_at, delivered_at in session.execute(select(Message.sent_at, Message.delivered_at).where(counted)):
+    counted = and_(col(Message.campaign_id) == campaign_id, counted_messages())
+    for sent_at, delivered_at in session.execute(
+        select(col(Message.sent_at), col(Message.delivered_at)).where(counted)
+    ):
         if sent_at:
             buckets[_bucket_start(sent_at, interval, zone)]["sent"] += 1
         if delivered_at:
             buckets[_bucket_start(delivered_at, interval, zone)]["delivered"] += 1
     for clicked_at, contact_id in session.execute(
-        select(Click.clicked_at, Click.contact_id)
-        .join(Message, Message.id == Click.message_id)
+        select(col(Click.clicked_at), col(Click.contact_id))
+        .join(Message, col(Message.id) == col(Click.message_id))
         .where(_clicks(campaign_id, include_bots=False))
     ):
         bucket = buckets[_bucket_start(clicked_at, interval, zone)]
         bucket["clicks"] += 1
         bucket["unique_clicks"].add(contact_id)
     for (received_at,) in session.execute(
-        select(Reply.received_at).where(Reply.campaign_id == campaign_id, Reply.keyword.is_(None))
+        select(col(Reply.received_at)).where(col(Reply.campaign_id) == campaign_id, col(Reply.keyword).is_(None))
     ):
         buckets[_bucket_start(received_at, interval, zone)]["replies"] += 1
-    for (occurred_at,) in session.execute(select(Conversion.occurred_at).where(Conversion.campaign_id == campaign_id)):
+    for (occurred_at,) in session.execute(
+        select(col(Conversion.occurred_at)).where(col(Conversion.campaign_id) == campaign_id)
+    ):
         buckets[_bucket_start(occurred_at, interval, zone)]["conversions"] += 1
     return {
         "interval": interval,
@@ -181,25 +186,27 @@ def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str 
 
 def funnel(session: Session, campaign_id: int) -> dict[str, Any]:
     """Contacts at each step; conversions split into direct (clicked first) and influenced."""
-    counted = and_(Message.campaign_id == campaign_id, counted_messages())
+    counted = and_(col(Message.campaign_id) == campaign_id, counted_messages())
     sent, delivered = session.execute(
         select(
-            func.count(distinct(case((Message.sent_at.is_not(None), Message.contact_id), else_=None))),
-            func.count(distinct(case((Message.status == "delivered", Message.contact_id), else_=None))),
+            func.count(distinct(case((col(Message.sent_at).is_not(None), col(Message.contact_id)), else_=None))),
+            func.count(
+                distinct(case((col(Message.status) == MessageStatus.DELIVERED, col(Message.contact_id)), else_=None))
+            ),
         ).where(counted)
     ).one()
     clicked = session.scalar(
-        select(func.count(distinct(Click.contact_id)))
-        .join(Message, Message.id == Click.message_id)
+        select(func.count(distinct(col(Click.contact_id))))
+        .join(Message, col(Message.id) == col(Click.message_id))
         .where(_clicks(campaign_id, include_bots=False))
     )
     direct, influenced, converted, revenue = session.execute(
         select(
-            func.count(distinct(case((Conversion.clicked.is_(True), Conversion.contact_id), else_=None))),
-            func.count(distinct(case((Conversion.clicked.is_(False), Conversion.contact_id), else_=None))),
-            func.count(distinct(Conversion.contact_id)),
-            func.coalesce(func.sum(Conversion.revenue), 0),
-        ).where(Conversion.campaign_id == campaign_id)
+            func.count(distinct(case((col(Conversion.clicked).is_(True), col(Conversion.contact_id)), else_=None))),
+            func.count(distinct(case((col(Conversion.clicked).is_(False), col(Conversion.contact_id)), else_=None))),
+            func.count(distinct(col(Conversion.contact_id))),
+            func.coalesce(func.sum(col(Conversion.revenue)), 0),
+        ).where(col(Conversion.campaign_id) == campaign_id)
     ).one()
     steps = [("sent", sent), ("delivered", delivered), ("clicked", clicked), ("converted", converted)]
     return {
@@ -221,27 +228,33 @@ def variants(
 
     campaign = get_campaign(session, campaign_id)
     metric = (campaign.ab_test or {}).get("metric", "ctr")
-    counted = and_(Message.campaign_id == campaign_id, counted_messages())
+    counted = and_(col(Message.campaign_id) == campaign_id, counted_messages())
     if phase is not None:
-        counted = and_(counted, Message.phase == phase)
+        counted = and_(counted, col(Message.phase) == phase)
 
     def counts(where: Any) -> dict[str, Any]:
         recipients, sent, delivered = session.execute(
             select(
-                func.count(distinct(Message.contact_id)),
-                func.count(distinct(case((Message.sent_at.is_not(None), Message.contact_id), else_=None))),
-                func.count(distinct(case((Message.status == "delivered", Message.contact_id), else_=None))),
+                func.count(distinct(col(Message.contact_id))),
+                func.count(distinct(case((col(Message.sent_at).is_not(None), col(Message.contact_id)), else_=None))),
+                func.count(
+                    distinct(
+                        case((col(Message.status) == MessageStatus.DELIVERED, col(Message.contact_id)), else_=None)
+                    )
+                ),
             ).where(counted, where)
         ).one()
         clickers = session.scalar(
-            select(func.count(distinct(Click.contact_id)))
-            .join(Message, Message.id == Click.message_id)
+            select(func.count(distinct(col(Click.contact_id))))
+            .join(Message, col(Message.id) == col(Click.message_id))
             .where(_clicks(campaign_id, include_bots=False), counted, where)
         )
         converted, revenue = session.execute(
-            select(func.count(distinct(Conversion.contact_id)), func.coalesce(func.sum(Conversion.revenue), 0))
-            .join(Message, Message.id == Conversion.message_id)
-            .where(Conversion.campaign_id == campaign_id, counted, where)
+            select(
+                func.count(distinct(col(Conversion.contact_id))), func.coalesce(func.sum(col(Conversion.revenue)), 0)
+            )
+            .join(Message, col(Message.id) == col(Conversion.message_id))
+            .where(col(Conversion.campaign_id) == campaign_id, counted, where)
         ).one()
         basis = int(delivered if reports_delivery else sent)
         return {
@@ -257,13 +270,21 @@ def variants(
         }
 
     rows = []
-    for variant in session.scalars(select(Variant).where(Variant.campaign_id == campaign_id).order_by(Variant.id)):
-        row = {"variant": variant.name, "is_control": variant.is_control, **counts(Message.variant_id == variant.id)}
+    for variant in session.scalars(
+        select(Variant).where(col(Variant.campaign_id) == campaign_id).order_by(col(Variant.id))
+    ):
+        row = {
+            "variant": variant.name,
+            "is_control": variant.is_control,
+            **counts(col(Message.variant_id) == variant.id),
+        }
         if variant.is_control:  # held out: nothing sent, the group's size is what there is to show
             row["recipients"] = int(
                 session.scalar(
                     select(func.count()).where(
-                        Message.campaign_id == campaign_id, Message.variant_id == variant.id, Message.phase == "control"
+                        col(Message.campaign_id) == campaign_id,
+                        col(Message.variant_id) == variant.id,
+                        col(Message.phase) == Phase.CONTROL,
                     )
                 )
                 or 0
@@ -283,6 +304,6 @@ def variants(
         row["expected_loss"] = p.expected_loss if p else None
         row["interval"] = list(p.interval) if p else None
         row.pop("_basis")
-    all_variants = counts(Message.variant_id.is_not(None))
+    all_variants = counts(col(Message.variant_id).is_not(None))
     all_variants.pop("_basis")
     return {"metric": metric, "variants": rows, "all_variants": all_variants, "winner": campaign.winner}

@@ -8,17 +8,20 @@ message (a human click) before converting, else "influenced".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, col
 
 from core.campaigns.definition import iso
-from core.contacts.directory import InvalidContact, normalize_phone
+from core.contacts.phones import InvalidContact, normalize_phone
 from core.db import session_scope
 from core.errors import Invalid
 from core.models import Campaign, Click, Contact, Conversion, Message, utcnow
+from core.statuses import Phase
 
 DEFAULT_WINDOW_HOURS = 72.0
 
@@ -27,7 +30,7 @@ class ConversionError(Invalid):
     """The event cannot be stored as sent; the message says why."""
 
 
-def _contact(session: Any, data: dict[str, Any]) -> Contact:
+def _contact(session: Session, data: dict[str, Any]) -> Contact:
     if data.get("contact_id") is not None:
         contact = session.get(Contact, data["contact_id"])
         if contact is None:
@@ -39,13 +42,15 @@ def _contact(session: Any, data: dict[str, Any]) -> Contact:
         phone = normalize_phone(data["phone"])
     except InvalidContact as exc:
         raise ConversionError(str(exc)) from exc
-    contact = session.scalars(select(Contact).where(Contact.phone == phone)).first()
+    contact = session.scalars(select(Contact).where(col(Contact.phone) == phone)).first()
     if contact is None:
         raise ConversionError(f"no contact has the phone {phone}")
     return contact
 
 
-def record_conversion(engine: Engine, data: dict[str, Any], *, on_stored: Any = None) -> dict[str, Any]:
+def record_conversion(
+    engine: Engine, data: dict[str, Any], *, on_stored: Callable[[dict[str, Any]], object] | None = None
+) -> dict[str, Any]:
     occurred_at: datetime = data.get("occurred_at") or utcnow()
     if occurred_at.tzinfo is None:
         occurred_at = occurred_at.replace(tzinfo=UTC)
@@ -53,14 +58,14 @@ def record_conversion(engine: Engine, data: dict[str, Any], *, on_stored: Any = 
         contact = _contact(session, data)
         row = session.execute(
             select(Message, Campaign)
-            .join(Campaign, Campaign.id == Message.campaign_id)
+            .join(Campaign, col(Campaign.id) == col(Message.campaign_id))
             .where(
-                Message.contact_id == contact.id,
-                Message.phase != "test_send",
-                Message.sent_at.is_not(None),
-                Message.sent_at <= occurred_at,
+                col(Message.contact_id) == contact.id,
+                col(Message.phase) != Phase.TEST_SEND,
+                col(Message.sent_at).is_not(None),
+                col(Message.sent_at) <= occurred_at,
             )
-            .order_by(Message.sent_at.desc())
+            .order_by(col(Message.sent_at).desc())
             .limit(1)
         ).first()
         message = campaign = None
@@ -74,9 +79,11 @@ def record_conversion(engine: Engine, data: dict[str, Any], *, on_stored: Any = 
                 message, campaign = candidate, owner
                 clicked = (
                     session.scalar(
-                        select(Click.id)
+                        select(col(Click.id))
                         .where(
-                            Click.message_id == candidate.id, Click.is_bot.is_(False), Click.clicked_at <= occurred_at
+                            col(Click.message_id) == candidate.id,
+                            col(Click.is_bot).is_(False),
+                            col(Click.clicked_at) <= occurred_at,
                         )
                         .limit(1)
                     )

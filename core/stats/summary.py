@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import and_, case, distinct, func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from core.campaigns.definition import get_campaign, iso
+from core.delivery.replies import OPT_OUT_KEYWORDS
 from core.models import Click, Conversion, Message, Reply, counted_messages, utcnow
-
-OPT_OUT_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+from core.statuses import FAILED_MESSAGE_STATUSES, UNSENT_MESSAGE_STATUSES, MessageStatus
 
 
 def _rate(numerator: int, denominator: int) -> float:
@@ -25,42 +25,47 @@ def summary(
     session: Session, campaign_id: int, *, reports_delivery: bool = True, include_bots: bool = False
 ) -> dict[str, Any]:
     campaign = get_campaign(session, campaign_id)
-    counted = and_(Message.campaign_id == campaign_id, counted_messages())
+    counted = and_(col(Message.campaign_id) == campaign_id, counted_messages())
+    status = col(Message.status)
     m = session.execute(
         select(
             func.count(),
-            func.sum(case((Message.status.in_(("queued", "sending")), 1), else_=0)),
-            func.sum(case((Message.sent_at.is_not(None), 1), else_=0)),
-            func.sum(case((Message.status == "delivered", 1), else_=0)),
-            func.sum(case((Message.status == "undelivered", 1), else_=0)),
-            func.sum(case((Message.status == "failed", 1), else_=0)),
+            func.sum(case((status.in_(UNSENT_MESSAGE_STATUSES), 1), else_=0)),
+            func.sum(case((col(Message.sent_at).is_not(None), 1), else_=0)),
+            func.sum(case((status == MessageStatus.DELIVERED, 1), else_=0)),
+            func.sum(case((status == MessageStatus.UNDELIVERED, 1), else_=0)),
+            func.sum(case((status == MessageStatus.FAILED, 1), else_=0)),
         ).where(counted)
     ).one()
     messages, queued, sent, delivered, undelivered, failed = (int(v or 0) for v in m)
-    real_clicks = and_(Click.campaign_id == campaign_id, Click.message_id == Message.id, counted_messages())
+    real_clicks = and_(
+        col(Click.campaign_id) == campaign_id, col(Click.message_id) == col(Message.id), counted_messages()
+    )
+    is_bot = col(Click.is_bot)
     c = session.execute(
         select(
             func.count(),
-            func.count(distinct(Click.contact_id)),
-            func.sum(case((Click.is_bot.is_(True), 1), else_=0)),
-            func.sum(case((Click.is_bot.is_(False), 1), else_=0)),
-            func.count(distinct(case((Click.is_bot.is_(False), Click.contact_id), else_=None))),
+            func.count(distinct(col(Click.contact_id))),
+            func.sum(case((is_bot.is_(True), 1), else_=0)),
+            func.sum(case((is_bot.is_(False), 1), else_=0)),
+            func.count(distinct(case((is_bot.is_(False), col(Click.contact_id)), else_=None))),
         )
         .select_from(Click)
         .join(Message, real_clicks)
     ).one()
     raw_total, raw_unique, bots_total, human_total, human_unique = (int(v or 0) for v in c)
+    keyword = col(Reply.keyword)
     r = session.execute(
         select(
-            func.count(distinct(case((Reply.keyword.is_(None), Reply.contact_id), else_=None))),
-            func.sum(case((Reply.keyword.is_(None), 1), else_=0)),
-            func.count(distinct(case((Reply.keyword.in_(OPT_OUT_KEYWORDS), Reply.contact_id), else_=None))),
-        ).where(Reply.campaign_id == campaign_id)
+            func.count(distinct(case((keyword.is_(None), col(Reply.contact_id)), else_=None))),
+            func.sum(case((keyword.is_(None), 1), else_=0)),
+            func.count(distinct(case((keyword.in_(OPT_OUT_KEYWORDS), col(Reply.contact_id)), else_=None))),
+        ).where(col(Reply.campaign_id) == campaign_id)
     ).one()
     repliers, replies, opt_outs = (int(v or 0) for v in r)
     conv = session.execute(
-        select(func.count(), func.coalesce(func.sum(Conversion.revenue), 0)).where(
-            Conversion.campaign_id == campaign_id
+        select(func.count(), func.coalesce(func.sum(col(Conversion.revenue)), 0)).where(
+            col(Conversion.campaign_id) == campaign_id
         )
     ).one()
     basis_name = "delivered" if reports_delivery else "sent"
@@ -102,14 +107,13 @@ def errors(session: Session, campaign_id: int) -> dict[str, Any]:
     several texts shows the most frequent one. Test sends do not count.
     """
     failed = and_(
-        Message.campaign_id == campaign_id,
+        col(Message.campaign_id) == campaign_id,
         counted_messages(),
-        Message.status.in_(("failed", "undelivered")),
+        col(Message.status).in_(FAILED_MESSAGE_STATUSES),
     )
-    code = func.coalesce(Message.error_code, "unknown")
-    rows = session.execute(
-        select(code, Message.error_text, func.count()).where(failed).group_by(code, Message.error_text)
-    ).all()
+    code = func.coalesce(col(Message.error_code), "unknown")
+    text_column = col(Message.error_text)
+    rows = session.execute(select(code, text_column, func.count()).where(failed).group_by(code, text_column)).all()
     counts: dict[str, int] = {}
     texts: dict[str, tuple[int, str]] = {}
     for error_code, text, count in rows:

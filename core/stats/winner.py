@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from core.campaigns.definition import get_campaign
 from core.db import session_scope
 from core.stats import breakdowns
+from core.statuses import Phase
 
 DECISIVE = 0.95  # the chance to be best that ends a test early
 
@@ -37,7 +38,7 @@ def evaluate(engine: Engine, campaign_id: int, *, reports_delivery: bool, at_dea
     with session_scope(engine, read_only=True) as session:
         campaign = get_campaign(session, campaign_id)
         test = campaign.ab_test or {}
-        body = breakdowns.variants(session, campaign_id, reports_delivery=reports_delivery, phase="test")
+        body = breakdowns.variants(session, campaign_id, reports_delivery=reports_delivery, phase=Phase.TEST)
     metric, min_sample = test.get("metric", "ctr"), int(test.get("min_sample", 100))
     measured = "delivered" if reports_delivery else "sent"
     rows = [r for r in body["variants"] if not r["is_control"]]

@@ -10,7 +10,8 @@ Postbird is an imaginary SMS gateway with a plain JSON API:
 
 Everything a provider does is here: settings, sending (with the gateway's idempotency key, so a
 retried send is never delivered twice and no `find_sent` is needed), verifying and parsing both
-webhooks, and answering an inbound message.
+webhooks, and answering an inbound message; and the optional abilities it has (`reports_delivery`,
+`unsubscribed_error_codes`, `check_config`, `close`). It imports from `textpulse` only.
 """
 
 from __future__ import annotations
@@ -18,24 +19,33 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import httpx
 
-from core.hooks.contracts import (
+from textpulse import (
     InboundMessage,
+    MessageStatus,
     OutgoingMessage,
+    PluginContext,
+    Provider,
     SendResult,
     StatusUpdate,
     WebhookError,
     WebhookRequest,
     WebhookResponse,
+    hookimpl,
 )
-from core.hooks.hookspecs import hookimpl
 
 # Postbird's states → Textpulse's (queued, sending, sent, delivered, undelivered, failed, cancelled).
-STATES = {"accepted": "sent", "delivered": "delivered", "failed": "failed", "expired": "undelivered"}
+STATES = {
+    "accepted": MessageStatus.SENT,
+    "delivered": MessageStatus.DELIVERED,
+    "failed": MessageStatus.FAILED,
+    "expired": MessageStatus.UNDELIVERED,
+}
 
 
 class PostbirdProvider:
@@ -48,6 +58,11 @@ class PostbirdProvider:
         self.api_key = str(settings.get("api_key") or "")
         self.webhook_secret = str(settings.get("webhook_secret") or "")
         self._client: httpx.Client | None = None
+
+    # -- optional: what is wrong with the settings (shown before a campaign is sent through it) ---
+    def check_config(self) -> list[str]:
+        wanted = {"api_url": self.api_url, "api_key": self.api_key, "webhook_secret": self.webhook_secret}
+        return [f"postbird: {key} is not set" for key, value in wanted.items() if not value]
 
     def _http(self) -> httpx.Client:
         if self._client is None:
@@ -68,7 +83,7 @@ class PostbirdProvider:
                 )
                 for m in messages
             ]
-        results = []
+        results: list[SendResult] = []
         for message in messages:
             try:
                 response = self._http().post(
@@ -129,7 +144,7 @@ class PostbirdProvider:
         state = self._text(data, "state")
         if state not in STATES:
             raise WebhookError(400, f"field 'state' must be one of {', '.join(STATES)}, got {state!r}")
-        error = data.get("error") if isinstance(data.get("error"), dict) else {}
+        error: dict[str, Any] = data["error"] if isinstance(data.get("error"), dict) else {}
         at = data.get("at")
         try:
             occurred_at = datetime.fromisoformat(at) if isinstance(at, str) else None
@@ -164,6 +179,6 @@ class PostbirdProvider:
 
 
 @hookimpl
-def register_providers(register: Any, config: Any) -> None:
+def register_providers(register: Callable[[Provider], None], config: PluginContext) -> None:
     """Textpulse calls this once per process; `plugin_settings` merges plugins.toml and the environment."""
     register(PostbirdProvider(config.plugin_settings("postbird")))

@@ -1,4 +1,4 @@
-"""Contacts: validation of phone numbers (E.164) and upserts that keep every valid row."""
+"""Contact import: rows checked one by one, upserted by phone, every valid row kept."""
 
 from __future__ import annotations
 
@@ -6,32 +6,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
+from core.contacts.phones import InvalidContact, normalize_phone
 from core.db import session_scope
 from core.models import Contact, utcnow
 
-
-class InvalidContact(ValueError):
-    pass
-
-
-def normalize_phone(raw: Any) -> str:
-    """E.164 for a number written with its country code; a clear error otherwise."""
-    if not isinstance(raw, str) or not raw.strip():
-        raise InvalidContact("phone is required")
-    text = raw.strip()
-    if not text.startswith("+") and not text.startswith("00"):
-        raise InvalidContact(f"{text!r} has no country code: write it in E.164, like +14155550123")
-    try:
-        number = phonenumbers.parse(text, None)
-    except phonenumbers.NumberParseException as exc:
-        raise InvalidContact(f"{text!r} is not a phone number: {exc}") from exc
-    if not phonenumbers.is_valid_number(number):
-        raise InvalidContact(f"{text!r} is not a valid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+CHUNK = 500
 
 
 @dataclass
@@ -74,19 +57,19 @@ def upsert_contacts(engine: Engine, rows: list[Any]) -> UpsertResult:
     """Upsert by phone; invalid rows are reported by index and the valid ones kept."""
     result = UpsertResult()
     valid: dict[str, ContactRow] = {}
-    for index, row in enumerate(rows):
+    for index, raw in enumerate(rows):
         try:
-            contact = validate_row(row)
+            checked = validate_row(raw)
         except InvalidContact as exc:
-            phone = row.get("phone") if isinstance(row, dict) else None
+            phone = raw.get("phone") if isinstance(raw, dict) else None
             result.invalid.append({"index": index, "phone": phone, "error": str(exc)})
             continue
-        valid[contact.phone] = contact  # a phone twice in one request: the last row wins
+        valid[checked.phone] = checked  # a phone twice in one request: the last row wins
     phones = list(valid)
     with session_scope(engine) as session:
-        for start in range(0, len(phones), 500):
-            chunk = phones[start : start + 500]
-            existing = {c.phone: c for c in session.scalars(select(Contact).where(Contact.phone.in_(chunk)))}
+        for start in range(0, len(phones), CHUNK):
+            chunk = phones[start : start + CHUNK]
+            existing = {c.phone: c for c in session.scalars(select(Contact).where(col(Contact.phone).in_(chunk)))}
             for phone in chunk:
                 row = valid[phone]
                 contact = existing.get(phone)

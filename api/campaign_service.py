@@ -1,0 +1,194 @@
+"""The campaign service: what the campaign routes do, apart from HTTP.
+
+It owns launch, pause/resume/cancel, retry-failed and the A/B winner: each makes its move of the
+transition table (core/campaigns/lifecycle.py) in the database, atomically, then starts or
+signals the campaign's workflow. Built once per app and handed to the controller with
+Litestar's `Provide`. Database work runs in worker threads; Temporal calls on the event loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio.to_thread
+from sqlalchemy.engine import Engine
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from api.rows import message_dict
+from api.temporal import TemporalConnection
+from core.campaigns import retry
+from core.campaigns.definition import (
+    CampaignConflict,
+    CampaignInvalid,
+    apply_move,
+    campaign_dict,
+    create_campaign,
+    get_campaign,
+)
+from core.campaigns.lifecycle import Move, transition
+from core.campaigns.preview import preview_campaign
+from core.campaigns.schemas import CampaignCreate
+from core.campaigns.testsend import send_test_messages
+from core.db import session_scope
+from core.hooks.registry import PluginRegistry
+from core.log import get_logger
+from core.models import utcnow
+from core.settings import Settings
+from core.statuses import CampaignStatus
+from workflows.campaign import CampaignWorkflow
+from workflows.inputs import CampaignInput
+
+log = get_logger("textpulse.api.campaigns")
+
+# The workflow's signal for each control move.
+SIGNALS = {
+    Move.PAUSE: CampaignWorkflow.pause,
+    Move.RESUME: CampaignWorkflow.resume,
+    Move.CANCEL: CampaignWorkflow.cancel,
+}
+
+
+class CampaignService:
+    def __init__(
+        self, engine: Engine, settings: Settings, registry: PluginRegistry, temporal: TemporalConnection
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.registry = registry
+        self.temporal = temporal
+
+    # Reads and drafts (synchronous: the routes run them in a worker thread).
+
+    def body(self, campaign_id: int) -> dict[str, Any]:
+        """The campaign as the API shows it; CampaignNotFound when there is none."""
+        with session_scope(self.engine, read_only=True) as session:
+            return campaign_dict(session, get_campaign(session, campaign_id))
+
+    def status(self, campaign_id: int) -> str:
+        with session_scope(self.engine, read_only=True) as session:
+            return get_campaign(session, campaign_id).status
+
+    def create(self, data: CampaignCreate) -> dict[str, Any]:
+        return create_campaign(self.engine, data, providers=set(self.registry.providers))
+
+    def preview(self, campaign_id: int, *, contact_ids: list[int] | None, limit: int) -> dict[str, Any]:
+        return preview_campaign(self.engine, self.registry, campaign_id, contact_ids=contact_ids, limit=limit)
+
+    def test_send(self, campaign_id: int, phones: list[str]) -> dict[str, Any]:
+        sent = send_test_messages(self.engine, self.registry, campaign_id, phones)
+        return {"messages": [message_dict(message, variant) for message, variant in sent]}
+
+    def workflow_input(self, campaign_id: int) -> tuple[CampaignInput, bool]:
+        """The workflow's input from the campaign's settings; and whether it waits for a schedule."""
+        settings = self.settings
+        with session_scope(self.engine, read_only=True) as session:
+            campaign = get_campaign(session, campaign_id)
+        schedule_at = campaign.schedule_at
+        scheduled = schedule_at is not None and schedule_at > datetime.now(UTC)
+        return CampaignInput(
+            campaign_id,
+            batch_size=settings.batch_size,
+            max_concurrent_batches=settings.max_concurrent_batches,
+            send_timeout_seconds=settings.send_timeout_seconds,
+            start_at_epoch=schedule_at.timestamp() if scheduled and schedule_at else None,
+            ab_wait_seconds=float((campaign.ab_test or {}).get("wait_seconds", 7200)),
+            ab_poll_seconds=float(settings.ab_poll_seconds),
+            rate_limit_per_second=campaign.rate_limit_per_second,
+        ), scheduled
+
+    # Moves that start or signal the workflow.
+
+    async def _move(self, campaign_id: int, move: Move, **fields: Any) -> bool:
+        return await anyio.to_thread.run_sync(lambda: apply_move(self.engine, campaign_id, move, **fields))
+
+    async def launch(self, campaign_id: int) -> dict[str, Any]:
+        """Start workflow `campaign-<id>`; a campaign launches once (Conflict after that)."""
+        workflow_input, scheduled = await anyio.to_thread.run_sync(self.workflow_input, campaign_id)
+        move = Move.LAUNCH_SCHEDULED if scheduled else Move.LAUNCH
+        if not await self._move(campaign_id, move, launched_at=utcnow()):
+            status = await anyio.to_thread.run_sync(self.status, campaign_id)
+            raise CampaignConflict(f"campaign {campaign_id} was launched already (status {status})")
+        try:
+            client = await self.temporal.get()
+            await client.start_workflow(
+                CampaignWorkflow.run,
+                workflow_input,
+                id=self.settings.workflow_id(campaign_id),
+                task_queue=self.settings.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            raise CampaignConflict(f"campaign {campaign_id} was launched already") from None
+        except Exception:
+            await self._move(campaign_id, Move.UNDO_LAUNCH, launched_at=None)
+            log.exception("launch failed", campaign_id=campaign_id)
+            raise
+        return await anyio.to_thread.run_sync(self.body, campaign_id)
+
+    async def control(self, campaign_id: int, move: Move) -> dict[str, Any]:
+        """Pause, resume or cancel: the status moves now; the running workflow gets its signal."""
+        if not await self._move(campaign_id, move):
+            status = await anyio.to_thread.run_sync(self.status, campaign_id)
+            raise CampaignConflict(transition(move).refusal(campaign_id, status))
+        try:
+            client = await self.temporal.get()
+            handle = client.get_workflow_handle(self.settings.workflow_id(campaign_id))
+            description = await handle.describe()
+            if description.status == WorkflowExecutionStatus.RUNNING:
+                await handle.signal(SIGNALS[move])
+        except RPCError as exc:
+            log.info("no workflow to signal", campaign_id=campaign_id, action=str(move), error=str(exc))
+        return await anyio.to_thread.run_sync(self.body, campaign_id)
+
+    async def retry_failed(self, campaign_id: int) -> dict[str, Any]:
+        """A retry run of the workflow for the contacts whose latest message failed for a reason
+        another attempt may fix; Conflict while the campaign is not completed or when none is."""
+        engine, registry = self.engine, self.registry
+
+        def begin() -> int:
+            with session_scope(engine, read_only=True) as session:
+                status = get_campaign(session, campaign_id).status
+                if status != CampaignStatus.COMPLETED:
+                    raise CampaignConflict(
+                        f"cannot retry campaign {campaign_id}: it is {status}; retry-failed works once it is completed"
+                    )
+                if not retry.retryable(session, registry, campaign_id):
+                    raise CampaignConflict(f"campaign {campaign_id} has no failed message worth retrying")
+            if not apply_move(engine, campaign_id, Move.RETRY, completed_at=None):
+                raise CampaignConflict(f"campaign {campaign_id} changed meanwhile; try again")
+            return retry.retry_round(engine, campaign_id)
+
+        round_ = await anyio.to_thread.run_sync(begin)
+        workflow_input, _ = await anyio.to_thread.run_sync(self.workflow_input, campaign_id)
+        try:
+            client = await self.temporal.get()
+            await client.start_workflow(
+                CampaignWorkflow.run,
+                dataclasses.replace(workflow_input, retry_round=round_, start_at_epoch=None),
+                id=f"{self.settings.workflow_id(campaign_id)}-retry-{round_}",
+                task_queue=self.settings.task_queue,
+            )
+        except Exception:
+            await self._move(campaign_id, Move.UNDO_RETRY)
+            raise
+        return await anyio.to_thread.run_sync(self.body, campaign_id)
+
+    async def choose_winner(self, campaign_id: int, variant: str | None) -> dict[str, Any]:
+        """End a waiting A/B test with `variant`, or by the campaign's policy when None."""
+        body = await anyio.to_thread.run_sync(self.body, campaign_id)
+        if body["status"] != CampaignStatus.WAITING:
+            raise CampaignConflict(
+                f"campaign {campaign_id} has no A/B test waiting for a winner (status {body['status']})"
+            )
+        names = [v["name"] for v in body["variants"] if not v["is_control"]]
+        if variant and variant not in names:
+            raise CampaignInvalid(f"variant {variant!r} is not one of {', '.join(names)}")
+        client = await self.temporal.get()
+        handle = client.get_workflow_handle(self.settings.workflow_id(campaign_id))
+        await handle.signal(CampaignWorkflow.choose_winner, variant or "")
+        return body

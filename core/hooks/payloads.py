@@ -1,0 +1,104 @@
+"""The payloads of the on_* hooks, built from what the domain just stored.
+
+Callers build them only when a plugin listens (`PluginRegistry.listens`), so a process without
+listeners pays nothing; the dataclasses themselves live in `core.hooks.contracts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlmodel import col
+
+from core.hooks.contracts import ClickRecorded, ConversionRecorded, MessageStatusChanged, ReplyReceived
+from core.models import Message, Reply
+
+_MESSAGE = select(
+    col(Message.campaign_id),
+    col(Message.contact_id),
+    col(Message.phone),
+    col(Message.provider),
+    col(Message.provider_message_id),
+    col(Message.error_code),
+    col(Message.error_text),
+    col(Message.status_changed_at),
+)
+
+
+def message_status_changed(engine: Engine, message_id: int, old_status: str, new_status: str) -> MessageStatusChanged:
+    """The move `old_status` → `new_status` of a message, with what a listener needs to know of it
+    (read after the commit: the error code and time are the message's as stored now)."""
+    with engine.connect() as conn:
+        row = conn.execute(_MESSAGE.where(col(Message.id) == message_id)).one()
+    return MessageStatusChanged(
+        message_id=message_id,
+        campaign_id=row.campaign_id,
+        contact_id=row.contact_id,
+        phone=row.phone,
+        provider=row.provider,
+        provider_message_id=row.provider_message_id,
+        old_status=str(old_status),
+        new_status=str(new_status),
+        error_code=row.error_code,
+        error_text=row.error_text,
+        changed_at=row.status_changed_at,
+    )
+
+
+def click_recorded(row: Mapping[str, Any]) -> ClickRecorded:
+    """A stored click row (`core.tracking` writes these keys) as the on_click payload."""
+    return ClickRecorded(
+        code=row["code"],
+        campaign_id=row["campaign_id"],
+        message_id=row["message_id"],
+        link_id=row["link_id"],
+        contact_id=row["contact_id"],
+        clicked_at=row["clicked_at"],
+        ip=row["ip"],
+        user_agent=row["user_agent"],
+        referer=row["referer"],
+        os=row["os"],
+        device=row["device"],
+        is_bot=bool(row["is_bot"]),
+        bot_score=float(row["bot_score"] or 0.0),
+        bot_reasons=tuple(row["bot_reasons"] or ()),
+    )
+
+
+def reply_received(reply: Reply, action: str | None = None) -> ReplyReceived:
+    """A stored reply, with what was done about its keyword (`opted_out`, `opted_in`, `help`)."""
+    return ReplyReceived(
+        reply_id=reply.id or 0,
+        phone=reply.phone,
+        body=reply.body,
+        provider=reply.provider,
+        received_at=reply.received_at,
+        contact_id=reply.contact_id,
+        campaign_id=reply.campaign_id,
+        message_id=reply.message_id,
+        keyword=reply.keyword,
+        action=action,
+        provider_message_id=reply.provider_message_id,
+    )
+
+
+def conversion_recorded(body: Mapping[str, Any]) -> ConversionRecorded:
+    """The answer of POST /api/events (a stored conversion) as the on_conversion payload."""
+    occurred_at = body["occurred_at"]
+    if isinstance(occurred_at, str):
+        occurred_at = datetime.fromisoformat(occurred_at)
+    return ConversionRecorded(
+        conversion_id=body["id"],
+        contact_id=body["contact_id"],
+        phone=body["phone"],
+        name=body["name"],
+        revenue=float(body["revenue"] or 0.0),
+        occurred_at=occurred_at,
+        campaign_id=body.get("campaign_id"),
+        message_id=body.get("message_id"),
+        attribution=body.get("attribution"),
+    )
