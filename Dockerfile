@@ -2,6 +2,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
+COPY textpulse ./textpulse
 COPY core ./core
 COPY plugins ./plugins
 COPY workflows ./workflows

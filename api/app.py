@@ -94,8 +94,11 @@ def create_app(
     )
 
     def on_stored(rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            registry.pm.hook.on_click(event=click_recorded(row))
+        for row in rows:  # a listener failing on one click is still told of the others
+            try:
+                registry.pm.hook.on_click(event=click_recorded(row))
+            except Exception:
+                log.exception("on_click listener failed", code=row.get("code"))
 
     # Rows are built for the hook only when a plugin listens.
     click_writer = ClickWriter(

@@ -149,7 +149,7 @@ COLD = {"TEXTPULSE_REDIRECT_PRELOAD_HOURS": "0", "TEXTPULSE_REDIRECT_REFRESH_SEC
 
 
 def serve(kind: str, port: int, database_url: str, data_dir: str, cold: bool = False) -> None:
-    """Run one server the way `textpulse api` does (core/cli.py, core/service.py): uvicorn's
+    """Run one server the way `textpulse api` does (textpulse/cli.py, textpulse/up.py): uvicorn's
     Server inside asyncio.run, its own signal capture off, SIGTERM asking for a graceful stop."""
     import asyncio
     import contextlib
@@ -186,7 +186,7 @@ def serve(kind: str, port: int, database_url: str, data_dir: str, cold: bool = F
         counted = CountRedirects(RedirectFront(app))
     else:
         counted = CountRedirects(raw_app)
-    # The same app wrapper and server settings as core/service.py.
+    # The same app wrapper and server settings as textpulse/up.py.
     config = uvicorn.Config(
         counted,
         host="127.0.0.1",

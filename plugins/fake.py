@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from core.log import get_logger
+from plugins.twilio import PERMANENT_ERROR_CODES as TWILIO_PERMANENT_ERROR_CODES
 from textpulse import (
     MESSAGE_STATUSES,
     InboundMessage,
@@ -49,8 +50,8 @@ ERROR_TEXTS = {
     "30006": "Landline or unreachable carrier",
     "30007": "Message filtered by carrier",
 }
-# It fails like Twilio, so it names Twilio's permanent codes: retry-failed leaves those alone.
-PERMANENT_ERROR_CODES = frozenset({"21211", "21610", "21614", "30005", "30006"})
+# It fails like Twilio, so Twilio's permanent codes are its own: retry-failed leaves those alone.
+PERMANENT_ERROR_CODES = TWILIO_PERMANENT_ERROR_CODES
 
 
 def _json_object(request: WebhookRequest) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def test_every_protocol_of_the_sdk_is_documented() -> None:
     for protocol in protocols:
         assert protocol.__name__ in PLUGINS_MD, protocol.__name__
         for member in _protocol_members(protocol):
-            assert f"{member}" in PLUGINS_MD, f"{protocol.__name__}.{member} is not in docs/plugins.md"
+            assert f"`{member}" in PLUGINS_MD, f"{protocol.__name__}.{member} is not in docs/plugins.md"
 
 
 def test_every_hook_payload_field_is_documented() -> None:

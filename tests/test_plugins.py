@@ -127,6 +127,14 @@ def test_errors_are_clear(tmp_path: Path, plugin_module: str) -> None:
     with pytest.raises(PluginError, match="two plugins register a provider named 'fake'"):
         load_plugins(_settings(tmp_path), config={"plugins": {"enabled": ["dup_sms"]}})
     sys.modules.pop("dup_sms", None)
+    (tmp_path / "nameless_filter.py").write_text(
+        "from textpulse import hookimpl\n"
+        "class F:\n    def judge(self, click):\n        return 0.0, None\n"
+        "@hookimpl\ndef register_bot_filters(register, config):\n    register(F())\n"
+    )
+    with pytest.raises(PluginError, match="a bot filter needs a `name`"):
+        load_plugins(_settings(tmp_path), config={"plugins": {"enabled": ["nameless_filter"]}})
+    sys.modules.pop("nameless_filter", None)
 
 
 def test_every_hook_has_a_docstring() -> None:

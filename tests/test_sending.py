@@ -128,3 +128,29 @@ def test_a_lost_answer_is_looked_up_not_sent_twice(world) -> None:
     # Run again (a retried activity): nothing is sent twice.
     assert send_batch(engine, registry, cid, first_id, last_id).sent == 0
     assert len(fake.ledger()) == 10
+
+
+def test_the_status_activity_takes_moves_and_still_the_inputs_of_runs_started_before_them(world) -> None:
+    """New runs send a move of the transition table; an activity task scheduled by a run of the code
+    before the table names the status and its sources (`status`, `only_from`), and must still work."""
+    from core.campaigns.definition import get_campaign
+    from workflows.activities import CampaignActivities
+    from workflows.inputs import CampaignStatusInput
+
+    engine, registry = world
+    activities = CampaignActivities(engine, registry)
+    cid = _campaign(engine)
+
+    def status() -> str:
+        with session_scope(engine, read_only=True) as session:
+            return get_campaign(session, cid).status
+
+    assert activities.set_campaign_status(CampaignStatusInput(cid, "waiting", move="wait")) is False  # from draft
+    assert status() == "draft"
+    assert activities.set_campaign_status(CampaignStatusInput(cid, "running", ["draft", "scheduled"])) is True
+    assert status() == "running"
+    assert activities.set_campaign_status(CampaignStatusInput(cid, "running", ["waiting"])) is False
+    assert activities.set_campaign_status(CampaignStatusInput(cid, "waiting", move="wait")) is True
+    assert status() == "waiting"
+    assert activities.set_campaign_status(CampaignStatusInput(cid, "cancelled", move="end_cancelled")) is True
+    assert status() == "cancelled"

@@ -1,8 +1,10 @@
 """Every move a campaign's status can make, in one table.
 
-The API (launch, pause, resume, cancel, retry-failed), the campaign workflow (start, wait,
-finish) and `set_status` all go through these transitions, so "where may a campaign go from
-here" is answered in one place. Standard library only: the workflow imports it.
+The API (launch, pause, resume, cancel, retry-failed) and the campaign workflow (start, wait,
+finish) make these moves through `core.campaigns.definition.apply_move`, so "where may a campaign
+go from here" is answered in one place, 409 texts included. (`set_status` remains only for the
+status activity of runs started before this table, whose inputs name the status.) Standard
+library only: the workflow imports it.
 """
 
 from __future__ import annotations

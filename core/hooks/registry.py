@@ -182,5 +182,12 @@ def load_plugins(settings: Settings, *, config: dict[str, Any] | None = None) ->
     if not isinstance(shortener, Shortener):
         shortener = WellformedCodes(shortener)
     bot_filters: list[BotFilter] = []
-    pm.hook.register_bot_filters(register=bot_filters.append, config=context)
+
+    def register_bot_filter(bot_filter: BotFilter) -> None:
+        # Refused here, once, rather than failing every batch of clicks in the writer.
+        if not isinstance(getattr(bot_filter, "name", None), str) or not callable(getattr(bot_filter, "judge", None)):
+            raise PluginError(f"a bot filter needs a `name` (str) and a `judge(click)` method: {bot_filter!r}")
+        bot_filters.append(bot_filter)
+
+    pm.hook.register_bot_filters(register=register_bot_filter, config=context)
     return PluginRegistry(pm=pm, context=context, providers=providers, shortener=shortener, bot_filters=bot_filters)
