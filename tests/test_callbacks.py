@@ -344,7 +344,7 @@ def test_the_status_writer_stores_what_is_pending_before_it_closes(database_url:
         )
 
     async def run() -> list[int]:
-        writer = StatusWriter(engine, lambda *change: changes.append(change), max_batch=8)
+        writer = StatusWriter(engine, changes.extend, max_batch=8)
         writer.start()
         first = [asyncio.ensure_future(writer.submit(provider, callback(i))) for i in range(20)]
         await asyncio.sleep(0)  # all queued, the first batch on its way

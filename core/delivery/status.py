@@ -58,15 +58,6 @@ class IngestOutcome:
     unmatched: int = 0
     unmatched_ids: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "stored": self.stored,
-            "applied": self.applied,
-            "changed": self.changed,
-            "unmatched": self.unmatched,
-            "unmatched_ids": list(self.unmatched_ids),
-        }
-
 
 @dataclass(frozen=True)
 class Callback:
@@ -77,7 +68,8 @@ class Callback:
     raw: dict[str, Any]
 
 
-StatusListener = Callable[[int, str, str], None]
+# Told of the moves a transaction committed, all at once: (message id, old status, new status).
+StatusListener = Callable[[Sequence[tuple[int, str, str]]], None]
 
 
 # SQLModel sets `__table__` on table models; its type stubs do not declare it.
@@ -255,13 +247,12 @@ def _recheck(engine: Engine, provider: str, provider_ids: list[str], on_change: 
 
 
 def _notify(on_change: StatusListener | None, changes: list[tuple[int, str, str]]) -> None:
-    if on_change is None:
+    if on_change is None or not changes:
         return
-    for change in changes:
-        try:
-            on_change(*change)
-        except Exception:  # a listener's failure must not undo or repeat a stored callback
-            log.exception("on_message_status listener failed", message_id=change[0])
+    try:
+        on_change(changes)
+    except Exception:  # a listener's failure must not undo or repeat a stored callback
+        log.exception("on_message_status listener failed", changes=len(changes))
 
 
 def ingest_status_updates(

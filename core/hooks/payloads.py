@@ -6,7 +6,7 @@ listeners pays nothing; the dataclasses themselves live in `core.hooks.contracts
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,11 @@ from sqlmodel import col
 from core.hooks.contracts import ClickRecorded, ConversionRecorded, MessageStatusChanged, ReplyReceived
 from core.models import Message, Reply
 
-_MESSAGE = select(
+# Messages read per query when the moves of a batch of callbacks are told.
+READ_CHUNK = 500
+
+_MESSAGES = select(
+    col(Message.id),
     col(Message.campaign_id),
     col(Message.contact_id),
     col(Message.phone),
@@ -29,24 +33,33 @@ _MESSAGE = select(
 )
 
 
-def message_status_changed(engine: Engine, message_id: int, old_status: str, new_status: str) -> MessageStatusChanged:
-    """The move `old_status` → `new_status` of a message, with what a listener needs to know of it
-    (read after the commit: the error code and time are the message's as stored now)."""
+def messages_status_changed(engine: Engine, changes: Sequence[tuple[int, str, str]]) -> list[MessageStatusChanged]:
+    """The moves (message id, old status, new status) a transaction committed, with what a listener
+    needs to know of each message, read in one query per READ_CHUNK messages after the commit (the
+    error code and time are the message's as stored now)."""
+    ids = sorted({message_id for message_id, _, _ in changes})
+    rows: dict[int, Any] = {}
     with engine.connect() as conn:
-        row = conn.execute(_MESSAGE.where(col(Message.id) == message_id)).one()
-    return MessageStatusChanged(
-        message_id=message_id,
-        campaign_id=row.campaign_id,
-        contact_id=row.contact_id,
-        phone=row.phone,
-        provider=row.provider,
-        provider_message_id=row.provider_message_id,
-        old_status=str(old_status),
-        new_status=str(new_status),
-        error_code=row.error_code,
-        error_text=row.error_text,
-        changed_at=row.status_changed_at,
-    )
+        for start in range(0, len(ids), READ_CHUNK):
+            chunk = ids[start : start + READ_CHUNK]
+            rows.update((row.id, row) for row in conn.execute(_MESSAGES.where(col(Message.id).in_(chunk))))
+    return [
+        MessageStatusChanged(
+            message_id=message_id,
+            campaign_id=row.campaign_id,
+            contact_id=row.contact_id,
+            phone=row.phone,
+            provider=row.provider,
+            provider_message_id=row.provider_message_id,
+            old_status=str(old_status),
+            new_status=str(new_status),
+            error_code=row.error_code,
+            error_text=row.error_text,
+            changed_at=row.status_changed_at,
+        )
+        for message_id, old_status, new_status in changes
+        if (row := rows.get(message_id)) is not None
+    ]
 
 
 def click_recorded(row: Mapping[str, Any]) -> ClickRecorded:
