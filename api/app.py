@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -39,7 +39,7 @@ from api.schemas.openapi import DescribedTypedDicts
 from api.temporal import TemporalConnection
 from core.db import make_engine
 from core.delivery.status_writer import StatusWriter
-from core.hooks.payloads import click_recorded, messages_status_changed
+from core.hooks.payloads import click_recorded, status_listener
 from core.hooks.registry import PluginRegistry, load_plugins
 from core.log import get_logger
 from core.settings import Settings
@@ -108,15 +108,8 @@ def create_app(
     )
     redirect_app = RedirectApp(code_cache, click_writer, settings.trusted_proxies, registry.shortener.is_code)
 
-    def on_status_change(changes: Sequence[tuple[int, str, str]]) -> None:
-        for event in messages_status_changed(engine, changes):  # one read for the batch's messages
-            try:
-                registry.pm.hook.on_message_status(event=event)
-            except Exception:  # a listener failing on one move is still told of the others
-                log.exception("on_message_status listener failed", message_id=event.message_id)
-
-    # The message is read for the hook only when a plugin listens.
-    status_writer = StatusWriter(engine, on_status_change if registry.listens("on_message_status") else None)
+    # The messages are read for the hook only when a plugin listens.
+    status_writer = StatusWriter(engine, status_listener(engine, registry))
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

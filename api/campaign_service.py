@@ -9,15 +9,16 @@ Litestar's `Provide`. Database work runs in worker threads; Temporal calls on th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
 from sqlalchemy.engine import Engine
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.rows import message_dict
 from api.temporal import TemporalConnection
@@ -30,6 +31,7 @@ from core.campaigns.definition import (
     create_campaign,
     get_campaign,
 )
+from core.campaigns.launch_checks import check_launch
 from core.campaigns.lifecycle import Move, transition
 from core.campaigns.preview import preview_campaign
 from core.campaigns.schemas import CampaignCreate
@@ -44,13 +46,6 @@ from workflows.campaign import CampaignWorkflow
 from workflows.inputs import CampaignInput
 
 log = get_logger("textpulse.api.campaigns")
-
-# The workflow's signal for each control move.
-SIGNALS = {
-    Move.PAUSE: CampaignWorkflow.pause,
-    Move.RESUME: CampaignWorkflow.resume,
-    Move.CANCEL: CampaignWorkflow.cancel,
-}
 
 
 class CampaignService:
@@ -79,8 +74,10 @@ class CampaignService:
     def preview(self, campaign_id: int, *, contact_ids: list[int] | None, limit: int) -> dict[str, Any]:
         return preview_campaign(self.engine, self.registry, campaign_id, contact_ids=contact_ids, limit=limit)
 
-    def test_send(self, campaign_id: int, phones: list[str]) -> dict[str, Any]:
-        sent = send_test_messages(self.engine, self.registry, campaign_id, phones)
+    def test_send(self, campaign_id: int, phones: list[str], *, allow_opted_out: bool = False) -> dict[str, Any]:
+        """Every variant sent for real to `phones`, as phase `test_send`; no contact is created or
+        changed, and an opted-out contact's phone is a 422 unless `allow_opted_out`."""
+        sent = send_test_messages(self.engine, self.registry, campaign_id, phones, allow_opted_out=allow_opted_out)
         return {"messages": [message_dict(message, variant) for message, variant in sent]}
 
     def workflow_input(self, campaign_id: int) -> tuple[CampaignInput, bool]:
@@ -95,6 +92,8 @@ class CampaignService:
             batch_size=settings.batch_size,
             max_concurrent_batches=settings.max_concurrent_batches,
             send_timeout_seconds=settings.send_timeout_seconds,
+            heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
+            status_settle_seconds=float(settings.status_settle_seconds),
             start_at_epoch=schedule_at.timestamp() if scheduled and schedule_at else None,
             ab_wait_seconds=float((campaign.ab_test or {}).get("wait_seconds", 7200)),
             ab_poll_seconds=float(settings.ab_poll_seconds),
@@ -107,7 +106,10 @@ class CampaignService:
         return await anyio.to_thread.run_sync(lambda: apply_move(self.engine, campaign_id, move, **fields))
 
     async def launch(self, campaign_id: int) -> dict[str, Any]:
-        """Start workflow `campaign-<id>`; a campaign launches once (Conflict after that)."""
+        """Start workflow `campaign-<id>`; a campaign launches once (Conflict after that). The
+        launch checks come first (core/campaigns/launch_checks.py): a provider not configured, an
+        empty audience or a `schedule_at` in the past is CampaignInvalid, and nothing moves."""
+        await anyio.to_thread.run_sync(check_launch, self.engine, self.registry, campaign_id)
         workflow_input, scheduled = await anyio.to_thread.run_sync(self.workflow_input, campaign_id)
         move = Move.LAUNCH_SCHEDULED if scheduled else Move.LAUNCH
         if not await self._move(campaign_id, move, launched_at=utcnow()):
@@ -130,19 +132,55 @@ class CampaignService:
             raise
         return await anyio.to_thread.run_sync(self.body, campaign_id)
 
+    async def _running_handle(self, campaign_id: int) -> WorkflowHandle[Any, Any] | None:
+        """The campaign's workflow run still running: its latest retry run, else the launch's."""
+        client = await self.temporal.get()
+        base = self.settings.workflow_id(campaign_id)
+        next_round = await anyio.to_thread.run_sync(retry.retry_round, self.engine, campaign_id)
+        # A retry run's rows may not exist yet when it is asked for: try the round after the last too.
+        candidates = [f"{base}-retry-{n}" for n in (next_round, next_round - 1) if n >= 1] + [base]
+        for workflow_id in candidates:
+            handle = client.get_workflow_handle(workflow_id)
+            try:
+                description = await handle.describe()
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                continue
+            if description.status == WorkflowExecutionStatus.RUNNING:
+                return handle
+        return None
+
+    async def _update(self, campaign_id: int, call: Callable[[WorkflowHandle[Any, Any]], Awaitable[Any]]) -> bool:
+        """Run a workflow update on the campaign's running workflow; its refusal (the validator's
+        or the handler's words) is a Conflict. False: no run to ask, or none answered in time."""
+        handle = await self._running_handle(campaign_id)
+        if handle is None:
+            return False
+        try:
+            with anyio.fail_after(self.settings.control_timeout_seconds):
+                await call(handle)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            raise CampaignConflict(message) from None
+        except TimeoutError:
+            log.warning("the campaign's workflow did not answer in time", campaign_id=campaign_id)
+            return False
+        except RPCError as exc:  # ended meanwhile
+            log.info("workflow gone before the update", campaign_id=campaign_id, error=str(exc))
+            return False
+        return True
+
     async def control(self, campaign_id: int, move: Move) -> dict[str, Any]:
-        """Pause, resume or cancel: the status moves now; the running workflow gets its signal."""
-        if not await self._move(campaign_id, move):
+        """Pause, resume or cancel, as an update of the running workflow, which refuses a move
+        its status does not allow. With no run to ask (a draft), or none answering within
+        `control_timeout_seconds`, the move is made in the database alone: the send activity
+        checks it before each provider call, and the workflow follows what its batches find."""
+        asked = await self._update(campaign_id, lambda handle: handle.execute_update(CampaignWorkflow.control, move))
+        if not asked and not await self._move(campaign_id, move):
             status = await anyio.to_thread.run_sync(self.status, campaign_id)
             raise CampaignConflict(transition(move).refusal(campaign_id, status))
-        try:
-            client = await self.temporal.get()
-            handle = client.get_workflow_handle(self.settings.workflow_id(campaign_id))
-            description = await handle.describe()
-            if description.status == WorkflowExecutionStatus.RUNNING:
-                await handle.signal(SIGNALS[move])
-        except RPCError as exc:
-            log.info("no workflow to signal", campaign_id=campaign_id, action=str(move), error=str(exc))
         return await anyio.to_thread.run_sync(self.body, campaign_id)
 
     async def retry_failed(self, campaign_id: int) -> dict[str, Any]:
@@ -179,16 +217,18 @@ class CampaignService:
         return await anyio.to_thread.run_sync(self.body, campaign_id)
 
     async def choose_winner(self, campaign_id: int, variant: str | None) -> dict[str, Any]:
-        """End a waiting A/B test with `variant`, or by the campaign's policy when None."""
+        """End a waiting A/B test, or a held campaign's hold, with `variant`, or by the
+        campaign's policy when None; Conflict when no test is waiting or held."""
         body = await anyio.to_thread.run_sync(self.body, campaign_id)
-        if body["status"] != CampaignStatus.WAITING:
-            raise CampaignConflict(
-                f"campaign {campaign_id} has no A/B test waiting for a winner (status {body['status']})"
-            )
         names = [v["name"] for v in body["variants"] if not v["is_control"]]
         if variant and variant not in names:
             raise CampaignInvalid(f"variant {variant!r} is not one of {', '.join(names)}")
-        client = await self.temporal.get()
-        handle = client.get_workflow_handle(self.settings.workflow_id(campaign_id))
-        await handle.signal(CampaignWorkflow.choose_winner, variant or "")
-        return body
+        refusal = f"campaign {campaign_id} has no A/B test waiting for a winner (status {body['status']})"
+        if body["status"] not in (CampaignStatus.WAITING, CampaignStatus.HELD):
+            raise CampaignConflict(refusal)
+        picked = await self._update(
+            campaign_id, lambda handle: handle.execute_update(CampaignWorkflow.pick_winner, variant or "")
+        )
+        if not picked:
+            raise CampaignConflict(refusal + "; its workflow did not answer, try again")
+        return await anyio.to_thread.run_sync(self.body, campaign_id)

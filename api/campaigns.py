@@ -68,8 +68,13 @@ class CampaignController(Controller):
     def test_send(self, campaigns: CampaignService, campaign_id: int, data: TestSendIn) -> SentTestMessages:
         """Send every variant for real to up to 20 phones (E.164) through the campaign's provider, as
         messages of phase `test_send`: tracked links like the real messages, left out of every
-        statistic. Unknown phones become contacts; bad phones are a 422 naming each one."""
-        return cast(SentTestMessages, campaigns.test_send(campaign_id, data.phones))
+        statistic. No contact is created or changed: a phone that is no contact is rendered with
+        sample values (`name` "Test", empty attributes) and its messages have no `contact_id`. Bad
+        phones are a 422 naming each one; so are opted-out contacts' phones, unless
+        `"allow_opted_out": true`."""
+        return cast(
+            SentTestMessages, campaigns.test_send(campaign_id, data.phones, allow_opted_out=data.allow_opted_out)
+        )
 
     @post("/{campaign_id:int}/launch", operation_id="launchCampaign", status_code=202)
     async def launch(self, campaigns: CampaignService, campaign_id: int) -> CampaignDetail:

@@ -66,7 +66,7 @@ def export_rows(engine: Any, campaign_id: int) -> Iterator[str]:
             names = {v.id: v.name for v in variants_of(session, campaign_id)}
             rows = session.execute(
                 select(Message, col(Contact.name))
-                .join(Contact, col(Contact.id) == col(Message.contact_id))
+                .outerjoin(Contact, col(Contact.id) == col(Message.contact_id))  # a test send may have none
                 .where(col(Message.campaign_id) == campaign_id, col(Message.id) > last_id)
                 .order_by(col(Message.id))
                 .limit(EXPORT_CHUNK)
@@ -156,6 +156,7 @@ class ClickController(Controller):
         with session_scope(engine, read_only=True) as session:
             get_campaign(session, campaign_id)
             phones: dict[int, str | None] = {}
+            message_phones: dict[int, str | None] = {}  # clicks without a contact: their message's phone
             urls = {
                 link.id: link.destination
                 for link in session.scalars(select(Link).where(col(Link.campaign_id) == campaign_id))
@@ -166,12 +167,21 @@ class ClickController(Controller):
             elif bots == "only":
                 query = query.where(col(Click.is_bot).is_(True))
 
-            def shape(click: Click) -> ClickRow:
+            def phone_of(click: Click) -> str | None:
+                if click.contact_id is None:  # a test send to a phone that is no contact
+                    if click.message_id not in message_phones:
+                        message_phones[click.message_id] = session.scalar(
+                            select(col(Message.phone)).where(col(Message.id) == click.message_id)
+                        )
+                    return message_phones[click.message_id]
                 if click.contact_id not in phones:
                     phones[click.contact_id] = session.scalar(
                         select(col(Contact.phone)).where(col(Contact.id) == click.contact_id)
                     )
-                return cast(ClickRow, click_dict(click, phones[click.contact_id], urls.get(click.link_id)))
+                return phones[click.contact_id]
+
+            def shape(click: Click) -> ClickRow:
+                return cast(ClickRow, click_dict(click, phone_of(click), urls.get(click.link_id)))
 
             return page(session, query, col(Click.id), cursor, limit, shape)
 

@@ -187,9 +187,16 @@ class DashboardController(Controller):
 
     @get("/campaigns/{campaign_id:int}", sync_to_thread=True)
     def campaign(self, state: State, campaign_id: int) -> Template:
-        """Summary cards (live), variants, links, errors, devices, click timing, trend, message log."""
+        """Summary cards (live), variants, links, errors, devices, click timing, trend, message log;
+        a held campaign's "pick a winner" hint and the messages awaiting a delivery report."""
         page = campaign_page(state.engine, state.registry, campaign_id)
-        return _page("campaign.html", api_key=state.settings.api_key, log_rows=MESSAGE_LOG_ROWS, **page)
+        return _page(
+            "campaign.html",
+            api_key=state.settings.api_key,
+            log_rows=MESSAGE_LOG_ROWS,
+            public_url=state.settings.public_url,  # the curl lines of a held campaign's "pick a winner"
+            **page,
+        )
 
     @get("/campaigns/{campaign_id:int}/export.csv", sync_to_thread=True)
     def export(self, state: State, campaign_id: int) -> Stream:

@@ -1,7 +1,8 @@
 """What the dashboard's pages show: the campaign list, a campaign's page, a contact's page.
 
 Read with the same queries as the API (core/stats) where the API has them; the campaign list
-counts sent, delivered and clickers for a whole page of campaigns in three queries.
+counts sent, delivered and clickers for a whole page of campaigns in a handful of queries
+whatever their number (each contact once, by its latest message, as the API counts).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from api.contacts import contact_dict
 from api.rows import message_dict
 from core.campaigns.definition import campaign_dict, get_campaign, iso, variants_of
 from core.db import session_scope
+from core.hooks import abilities
 from core.hooks.registry import PluginRegistry
 from core.models import Campaign, Click, Contact, Conversion, Link, Message, Reply, counted_messages
 from core.stats import breakdowns, summary
+from core.stats.counting import latest_of_campaigns
 from core.statuses import MessageStatus
 
 MESSAGE_LOG_ROWS = 100
@@ -31,25 +34,26 @@ TREND_SERIES = (("sent", "Sent"), ("delivered", "Delivered"), ("clicks", "Clicks
 def campaign_rows(
     session: Session, registry: PluginRegistry, *, before: int | None, limit: int
 ) -> tuple[list[dict[str, Any]], bool]:
-    """Newest campaigns first with sent, delivered and CTR, in three queries whatever their number."""
+    """Newest campaigns first with sent, delivered and CTR, in a few queries whatever their number."""
     query = select(Campaign).order_by(col(Campaign.id).desc()).limit(limit + 1)
     if before is not None:
         query = query.where(col(Campaign.id) < before)
     campaigns = list(session.scalars(query))
     ids = [c.id for c in campaigns[:limit]]
-    counted = and_(col(Message.campaign_id).in_(ids), counted_messages())
-    messages = {
-        cid: (int(sent or 0), int(delivered or 0))
+    # Each contact once, by its latest message (core/stats/counting.py): campaigns without
+    # retry-failed rows in one query, each campaign with them in one of its own.
+    messages: dict[int, tuple[int, int]] = {}
+    for latest in latest_of_campaigns(session, [i for i in ids if i is not None]):
         for cid, sent, delivered in session.execute(
             select(
                 col(Message.campaign_id),
                 func.sum(case((col(Message.sent_at).is_not(None), 1), else_=0)),
                 func.sum(case((col(Message.status) == MessageStatus.DELIVERED, 1), else_=0)),
             )
-            .where(counted)
+            .where(latest)
             .group_by(col(Message.campaign_id))
-        )
-    }
+        ):
+            messages[cid] = (int(sent or 0), int(delivered or 0))
     clickers = dict(
         session.execute(
             select(col(Click.campaign_id), func.count(distinct(col(Click.contact_id))))
@@ -155,7 +159,20 @@ def campaign_page(engine: Engine, registry: PluginRegistry, campaign_id: int) ->
             "trend": trend_chart(breakdowns.trend(session, campaign_id, interval="day")),
             "messages": [message_dict(m, names.get(m.variant_id)) for m in log[:MESSAGE_LOG_ROWS]],
             "more_messages": len(log) > MESSAGE_LOG_ROWS,
+            # Messages awaiting a delivery report: does the provider say when asked, and after how long?
+            "can_fetch_status": abilities.can_fetch_status(registry.providers.get(campaign.provider)),
+            "settle": _duration(registry.context.settings.status_settle_seconds),
         }
+
+
+def _duration(seconds: float) -> str:
+    """900 → "15 minutes", 45 → "45 seconds", 7200 → "2 hours" (the settle window, in words)."""
+    for size, unit in ((3600, "hour"), (60, "minute"), (1, "second")):
+        if seconds >= size and seconds % size == 0 or size == 1:
+            n = seconds / size
+            shown = f"{n:g}"
+            return f"{shown} {unit}" + ("" if shown == "1" else "s")
+    return f"{seconds:g} seconds"  # pragma: no cover - the loop always returns
 
 
 def contact_page(engine: Engine, contact_id: int) -> dict[str, Any]:

@@ -84,7 +84,8 @@ class Message(SQLModel, table=True):
     )
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id")
-    contact_id: int = Field(foreign_key="contact.id", index=True)
+    # None for a test send to a phone that is no contact (core/campaigns/testsend.py).
+    contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True)
     variant_id: int | None = Field(default=None, foreign_key="variant.id")
     phase: str = Field(default=Phase.ALL, max_length=20)
     phone: str = Field(max_length=20)
@@ -123,7 +124,7 @@ class Click(SQLModel, table=True):
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
     message_id: int = Field(foreign_key="message.id", index=True)
     link_id: int = Field(foreign_key="link.id")
-    contact_id: int = Field(foreign_key="contact.id")
+    contact_id: int | None = Field(default=None, foreign_key="contact.id")  # None: its message's is
     clicked_at: datetime = Field(default_factory=utcnow)
     ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = None

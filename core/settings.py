@@ -66,7 +66,10 @@ class Settings:
     task_queue: str = "textpulse"
     batch_size: int = 500
     max_concurrent_batches: int = 4
-    send_timeout_seconds: int = 300  # one send activity; a dead worker's batch is retried after this
+    send_timeout_seconds: int = 300  # one send activity, start to close (the heartbeat timeout is apart)
+    # A worker silent this long is presumed dead: its batch goes to another worker.
+    heartbeat_timeout_seconds: float = 20
+    control_timeout_seconds: float = 5  # how long pause/resume/cancel wait for the workflow to answer
     ab_poll_seconds: int = 60  # how often a waiting A/B test is looked at (it ends early when decisive)
     # The redirect's cache of short codes: its size, how far back codes of sent messages are loaded
     # at start (hours; 0: none), how often codes of messages sent since are fetched (s; 0: never).
@@ -75,6 +78,9 @@ class Settings:
     redirect_refresh_seconds: float = 2
     # Two installations sharing one Temporal namespace keep their workflow ids apart with this.
     workflow_id_prefix: str = "campaign-"
+    # After sending, a message still without a delivery report this long (s) is looked up at its
+    # provider (the provider's `fetch_status` ability).
+    status_settle_seconds: float = 900
 
     def workflow_id(self, campaign_id: int) -> str:
         return f"{self.workflow_id_prefix}{campaign_id}"
@@ -116,9 +122,12 @@ class Settings:
             batch_size=_int(env, "TEXTPULSE_BATCH_SIZE", 500),
             max_concurrent_batches=_int(env, "TEXTPULSE_MAX_CONCURRENT_BATCHES", 4),
             send_timeout_seconds=_int(env, "TEXTPULSE_SEND_TIMEOUT_SECONDS", 300),
+            heartbeat_timeout_seconds=_float(env, "TEXTPULSE_HEARTBEAT_TIMEOUT_SECONDS", 20),
+            control_timeout_seconds=_float(env, "TEXTPULSE_CONTROL_TIMEOUT_SECONDS", 5),
             ab_poll_seconds=_int(env, "TEXTPULSE_AB_POLL_SECONDS", 60),
             workflow_id_prefix=env.get("TEXTPULSE_WORKFLOW_ID_PREFIX") or "campaign-",
             redirect_cache_size=max(_int(env, "TEXTPULSE_REDIRECT_CACHE_SIZE", 200_000), 0),
             redirect_preload_hours=_float(env, "TEXTPULSE_REDIRECT_PRELOAD_HOURS", 48),
             redirect_refresh_seconds=_float(env, "TEXTPULSE_REDIRECT_REFRESH_SECONDS", 2),
+            status_settle_seconds=_float(env, "TEXTPULSE_STATUS_SETTLE_SECONDS", 900),
         )

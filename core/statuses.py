@@ -47,6 +47,7 @@ class CampaignStatus(StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
     WAITING = "waiting"  # an A/B test waits for its results
+    HELD = "held"  # an A/B test ended undecided under `fallback: hold`: the remainder waits for a pick
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     FAILED = "failed"

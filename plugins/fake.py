@@ -5,6 +5,11 @@ message's status callback URL (our `/webhooks/fake/status`) after a random delay
 of them fail with carrier-like error codes, and every accepted send is written to a ledger
 (JSON lines in the data dir) that proves nobody got a message twice.
 
+The outcome of a send is decided when it is accepted, and the ledger entry records it with the
+times its callbacks fall due (`planned`): the callbacks themselves are posted by a thread of
+the process that sent, and die with it, but any process reading the ledger (the worker's, the
+API's, one started later) answers `fetch_status` from that record, as a gateway's API would.
+
 Settings ([plugins.fake] or TEXTPULSE_FAKE_*): delivery_ratio (0.95), fail_codes
 (["30003","30005","30006","30007"]), callback_delay_seconds ([0.05, 2.0]), seed (none).
 Its codes are Twilio's, and so are its `permanent_error_codes` (retry-failed skips 30005, 30006, …).
@@ -15,10 +20,11 @@ from __future__ import annotations
 import heapq
 import json
 import random
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -149,32 +155,23 @@ class FakeProvider:
         self.random = random.Random(settings.get("seed"))
         self.ledger_path = ledger_path
         self._ledger_lock = threading.Lock()
+        self._index_lock = threading.Lock()
+        self._index: dict[str, tuple[str, str | None, str | None, float, float]] = {}
+        self._index_offset = 0
         self.dispatcher = CallbackDispatcher()
 
     # -- sending -------------------------------------------------------------------------
     def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
         results: list[SendResult] = []
         entries: list[str] = []
+        callbacks: list[tuple[float, str, dict[str, Any]]] = []
         now = time.monotonic()
+        wall = time.time()  # the ledger's due times: other processes read them, so not monotonic
         for message in messages:
             provider_id = f"fake-{uuid.uuid4().hex}"
-            entries.append(
-                json.dumps(
-                    {
-                        "provider_message_id": provider_id,
-                        "to": message.to,
-                        "body": message.body,
-                        "idempotency_key": message.idempotency_key,
-                        "message_id": message.message_id,
-                        "accepted_at": datetime.now(UTC).isoformat(),
-                    }
-                )
-            )
             results.append(SendResult(message.message_id, True, provider_message_id=provider_id))
-            first = now + self.random.uniform(*self.delay)
-            self.dispatcher.schedule(
-                first, message.status_callback_url, {"message_id": provider_id, "status": MessageStatus.SENT}
-            )
+            # The draws, in this order, are what a seed reproduces: keep it.
+            first_delay = self.random.uniform(*self.delay)
             final: dict[str, Any] = {"message_id": provider_id, "status": MessageStatus.DELIVERED}
             if self.random.random() >= self.delivery_ratio and self.fail_codes:
                 code = self.random.choice(self.fail_codes)
@@ -184,12 +181,91 @@ class FakeProvider:
                     "error_code": code,
                     "error_text": ERROR_TEXTS.get(code, "Carrier error"),
                 }
-            self.dispatcher.schedule(first + self.random.uniform(*self.delay), message.status_callback_url, final)
+            final_delay = first_delay + self.random.uniform(*self.delay)
+            entries.append(
+                json.dumps(
+                    {
+                        "provider_message_id": provider_id,
+                        "to": message.to,
+                        "body": message.body,
+                        "idempotency_key": message.idempotency_key,
+                        "message_id": message.message_id,
+                        "accepted_at": datetime.fromtimestamp(wall, UTC).isoformat(),
+                        "planned": {
+                            "status": final["status"],
+                            "error_code": final.get("error_code"),
+                            "error_text": final.get("error_text"),
+                            "sent_due": wall + first_delay,  # epoch seconds of the `sent` callback
+                            "final_due": wall + final_delay,  # and of the final one
+                        },
+                    }
+                )
+            )
+            url = message.status_callback_url
+            callbacks.append((now + first_delay, url, {"message_id": provider_id, "status": MessageStatus.SENT}))
+            callbacks.append((now + final_delay, url, final))
         with self._ledger_lock:
             self.ledger_path.parent.mkdir(parents=True, exist_ok=True)
             with self.ledger_path.open("a", encoding="utf-8") as fh:
                 fh.write("".join(entry + "\n" for entry in entries))
+        # Scheduled once the ledger has the sends: a callback never comes for a send not recorded.
+        for due, url, payload in callbacks:
+            self.dispatcher.schedule(due, url, payload)
         return results
+
+    def fetch_status(self, provider_message_ids: Sequence[str]) -> list[StatusUpdate]:
+        """What the gateway knows now, from the ledger (any process's sends): the planned final
+        status once its callback time has passed, `sent` once the first callback's has, and
+        nothing for an id it never accepted (or whose first callback is not due yet)."""
+        planned = self._planned()
+        now = time.time()
+        updates: list[StatusUpdate] = []
+        for provider_id in provider_message_ids:
+            plan = planned.get(provider_id)
+            if plan is None:
+                continue
+            status, code, text, sent_due, final_due = plan
+            if now >= final_due:
+                updates.append(StatusUpdate(provider_id, status, code, text, datetime.fromtimestamp(final_due, UTC)))
+            elif now >= sent_due:
+                updates.append(
+                    StatusUpdate(provider_id, MessageStatus.SENT, occurred_at=datetime.fromtimestamp(sent_due, UTC))
+                )
+        return updates
+
+    def _planned(self) -> dict[str, tuple[str, str | None, str | None, float, float]]:
+        """provider id → (final status, error code, error text, sent due, final due), read from the
+        ledger incrementally: lines appended since the last look, by any process."""
+        with self._index_lock:
+            try:
+                size = self.ledger_path.stat().st_size
+            except FileNotFoundError:
+                return self._index
+            if size < self._index_offset:  # the file was replaced: read it again
+                self._index, self._index_offset = {}, 0
+            if size == self._index_offset:
+                return self._index
+            with self.ledger_path.open("rb") as fh:
+                fh.seek(self._index_offset)
+                chunk = fh.read(size - self._index_offset)
+            complete = chunk.rfind(b"\n") + 1  # a line still being written waits for the next look
+            for line in chunk[:complete].splitlines():
+                if not line.strip():
+                    continue
+                entry = json.loads(line)
+                plan = entry.get("planned")
+                if plan is None:  # written before outcomes were planned: nothing to tell
+                    continue
+                code, text = plan.get("error_code"), plan.get("error_text")
+                self._index[str(entry["provider_message_id"])] = (
+                    sys.intern(str(plan["status"])),  # a handful of distinct values: kept once each
+                    None if code is None else sys.intern(str(code)),
+                    None if text is None else sys.intern(str(text)),
+                    float(plan["sent_due"]),
+                    float(plan["final_due"]),
+                )
+            self._index_offset += complete
+            return self._index
 
     def find_sent(self, messages: list[OutgoingMessage]) -> dict[int, str]:
         """Which of these did we accept already? (An attempt whose answer was lost.)"""

@@ -3,7 +3,8 @@
 Settings ([plugins.twilio] in plugins.toml, or TEXTPULSE_TWILIO_<SETTING>, which wins):
 account_sid, auth_token, from_number or messaging_service_sid, api_base (an origin, default
 https://api.twilio.com; tests point it at a local stand-in), timeout (seconds per request, 10),
-max_retry_wait (the longest Retry-After honoured in place, 5 s) and retries (3).
+max_retry_wait (the longest Retry-After honoured in place, 5 s), retries (3) and
+fetch_concurrency (status lookups in flight at once, 4).
 
 Without account_sid, auth_token and a sender the provider is still registered (campaigns may
 name it) but refuses every send with error `not_configured`, and without auth_token its
@@ -18,6 +19,15 @@ tried meanwhile. A request that may have reached Twilio without our seeing the a
 timeout, a dropped connection) is looked up with `find_sent` before it is called failed, so it
 is never sent twice.
 
+Delivery reports that never came: `fetch_status` GETs each message's resource
+(`Messages/{Sid}.json`), a few at a time, and maps its `status`, `error_code` and `date_updated`
+like a callback; a sid Twilio does not know (404) is left out, and so is the rest of the call once
+Twilio stays at 429/5xx after the retries (a GET is also retried in place on a 5xx without
+Retry-After), or refuses the credentials: they are asked again on the next look.
+
+The HTTP client part (the client, retries, Twilio's status words and error texts) is
+plugins/twilio_rest.py.
+
 Webhooks: X-Twilio-Signature is checked against TEXTPULSE_PUBLIC_URL + path (+ query), the way
 Twilio's own RequestValidator does it; a bad or missing one is a 403 and nothing is stored.
 """
@@ -28,10 +38,9 @@ import base64
 import hashlib
 import hmac
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
 from xml.sax.saxutils import escape
@@ -39,9 +48,18 @@ from xml.sax.saxutils import escape
 import httpx
 
 from core.log import get_logger
+from plugins.twilio_rest import (
+    DEFAULT_API_BASE,
+    ERROR_TEXTS,
+    STATUSES,
+    TwilioRest,
+    TwilioUnavailable,
+    error_of,
+    error_text,
+    twilio_time,
+)
 from textpulse import (
     InboundMessage,
-    MessageStatus,
     OutgoingMessage,
     PluginContext,
     Provider,
@@ -55,55 +73,27 @@ from textpulse import (
 
 log = get_logger("textpulse.twilio")
 
-DEFAULT_API_BASE = "https://api.twilio.com"
+__all__ = [  # what other modules and tests take from here, some of it defined in twilio_rest
+    "DEFAULT_API_BASE",
+    "EMPTY_TWIML",
+    "ERROR_TEXTS",
+    "PERMANENT_ERROR_CODES",
+    "STATUSES",
+    "UNSUBSCRIBED_ERROR_CODES",
+    "TwilioProvider",
+    "error_text",
+    "signature_matches",
+    "twilio_signature",
+]
+
 FORM = "application/x-www-form-urlencoded"
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-
-# Twilio's MessageStatus → ours. `receiving`/`received` belong to inbound messages, not callbacks.
-STATUSES = {
-    "accepted": MessageStatus.QUEUED,
-    "scheduled": MessageStatus.QUEUED,
-    "queued": MessageStatus.QUEUED,
-    "sending": MessageStatus.SENDING,
-    "sent": MessageStatus.SENT,
-    "delivered": MessageStatus.DELIVERED,
-    "read": MessageStatus.DELIVERED,
-    "undelivered": MessageStatus.UNDELIVERED,
-    "failed": MessageStatus.FAILED,
-    "canceled": MessageStatus.CANCELLED,
-}
-
-# Texts for the codes callbacks carry without a message (Twilio's error dictionary).
-ERROR_TEXTS = {
-    "20003": "Authentication error: check account_sid and auth_token",
-    "20429": "Too many requests",
-    "21211": "Invalid 'To' phone number",
-    "21408": "Permission to send an SMS has not been enabled for the region of the 'To' number",
-    "21610": "Attempt to send to unsubscribed recipient",
-    "21612": "The 'To' phone number is not currently reachable via SMS",
-    "21614": "'To' number is not a valid mobile number",
-    "30001": "Queue overflow",
-    "30002": "Account suspended",
-    "30003": "Unreachable destination handset",
-    "30004": "Message blocked",
-    "30005": "Unknown destination handset",
-    "30006": "Landline or unreachable carrier",
-    "30007": "Message filtered by carrier",
-    "30008": "Unknown error",
-    "30034": "Message from an unregistered US A2P 10DLC number",
-}
 
 # Refusals another attempt cannot fix (retry-failed leaves them alone): an invalid number, an
 # unsubscribed recipient, a number that is not a mobile, an unknown handset, a landline.
 PERMANENT_ERROR_CODES = frozenset({"21211", "21610", "21614", "30005", "30006"})
 # The recipient replied STOP to this sender at Twilio: the contact is opted out here too.
 UNSUBSCRIBED_ERROR_CODES = frozenset({"21610"})
-
-
-def error_text(code: str | None) -> str | None:
-    if not code:
-        return None
-    return ERROR_TEXTS.get(code, f"Twilio error {code}")
 
 
 # -- signatures ---------------------------------------------------------------------------------
@@ -142,19 +132,6 @@ def signature_matches(auth_token: str, url: str, params: Iterable[tuple[str, str
     )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-        except (TypeError, ValueError):
-            return None
-
-
 class TwilioProvider:
     name = "twilio"
     reports_delivery = True
@@ -174,8 +151,15 @@ class TwilioProvider:
         self.timeout = float(settings.get("timeout", 10))
         self.max_retry_wait = float(settings.get("max_retry_wait", 5))
         self.retries = int(settings.get("retries", 3))
-        self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
+        self.fetch_concurrency = max(1, int(settings.get("fetch_concurrency", 4)))
+        self.rest = TwilioRest(
+            self.account_sid,
+            self.auth_token,
+            self.api_base,
+            timeout=self.timeout,
+            max_retry_wait=self.max_retry_wait,
+            retries=self.retries,
+        )
 
     # -- configuration ---------------------------------------------------------------------
     def missing_settings(self) -> list[str]:
@@ -196,17 +180,10 @@ class TwilioProvider:
 
     @property
     def messages_url(self) -> str:
-        return f"{self.api_base}/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+        return self.rest.messages_url
 
     def client(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(
-                    auth=(self.account_sid, self.auth_token),
-                    timeout=self.timeout,
-                    headers={"user-agent": "textpulse-twilio"},
-                )
-            return self._client
+        return self.rest.client()
 
     # -- sending ---------------------------------------------------------------------------
     def send_batch(self, messages: list[OutgoingMessage]) -> list[SendResult]:
@@ -245,56 +222,35 @@ class TwilioProvider:
         return form
 
     def _send_one(self, message: OutgoingMessage) -> SendResult:
-        for attempt in range(self.retries + 1):
-            try:
-                response = self.client().post(self.messages_url, data=self._form(message))
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                # Never reached Twilio: safe to try again later.
-                return SendResult(
-                    message.message_id,
-                    False,
-                    error_code="connection",
-                    error_text=str(exc) or type(exc).__name__,
-                    transient=True,
-                )
-            except httpx.HTTPError as exc:
-                # It may have reached Twilio: ask before calling it unsent. If asking fails too, the
-                # error propagates and the message stays `sending`: the retry asks again.
-                found = self.find_sent([message])
-                if message.message_id in found:
-                    return SendResult(message.message_id, True, provider_message_id=found[message.message_id])
-                return SendResult(
-                    message.message_id,
-                    False,
-                    error_code="connection",
-                    error_text=f"{type(exc).__name__}: {exc}",
-                    transient=True,
-                )
-            if response.status_code in (200, 201):
-                return SendResult(message.message_id, True, provider_message_id=str(response.json()["sid"]))
-            code, text = self._error(response)
-            if response.status_code == 429 or response.status_code >= 500:
-                wait = _retry_after(response)
-                if wait is None and response.status_code == 429:
-                    wait = min(0.5 * 2**attempt, self.max_retry_wait)
-                if wait is not None and wait <= self.max_retry_wait and attempt < self.retries:
-                    time.sleep(wait)
-                    continue
-                return SendResult(message.message_id, False, error_code=code, error_text=text, transient=True)
-            return SendResult(message.message_id, False, error_code=code, error_text=text)
-        raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
-
-    @staticmethod
-    def _error(response: httpx.Response) -> tuple[str, str]:
         try:
-            data = response.json()
-        except ValueError:
-            data = {}
-        if not isinstance(data, dict):
-            data = {}
-        code = str(data.get("code") or response.status_code)
-        text = str(data.get("message") or error_text(code) or response.reason_phrase or "Twilio error")
-        return code, text
+            response = self.rest.create_message(self._form(message))  # 429 etc. waited out there
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Never reached Twilio: safe to try again later.
+            return SendResult(
+                message.message_id,
+                False,
+                error_code="connection",
+                error_text=str(exc) or type(exc).__name__,
+                transient=True,
+            )
+        except httpx.HTTPError as exc:
+            # It may have reached Twilio: ask before calling it unsent. If asking fails too, the
+            # error propagates and the message stays `sending`: the retry asks again.
+            found = self.find_sent([message])
+            if message.message_id in found:
+                return SendResult(message.message_id, True, provider_message_id=found[message.message_id])
+            return SendResult(
+                message.message_id,
+                False,
+                error_code="connection",
+                error_text=f"{type(exc).__name__}: {exc}",
+                transient=True,
+            )
+        if response.status_code in (200, 201):
+            return SendResult(message.message_id, True, provider_message_id=str(response.json()["sid"]))
+        code, text = error_of(response)
+        transient = response.status_code == 429 or response.status_code >= 500
+        return SendResult(message.message_id, False, error_code=code, error_text=text, transient=transient)
 
     def find_sent(self, messages: list[OutgoingMessage]) -> dict[int, str]:
         """Messages Twilio already has: listed by To and DateSent (since yesterday), matched by body."""
@@ -304,30 +260,77 @@ class TwilioProvider:
         found: dict[int, str] = {}
         claimed: set[str] = set()
         for message in messages:
-            url: str | None = self.messages_url
-            params: dict[str, Any] | None = {"To": message.to, "DateSent>": since, "PageSize": 100}
-            for _ in range(20):  # pages; a recipient gets few messages a day
-                if url is None:
+            # Pages of 100; a recipient gets few messages a day.
+            for item in self.rest.list_messages({"To": message.to, "DateSent>": since, "PageSize": 100}):
+                sid = str(item.get("sid"))
+                mine = (
+                    item.get("from") == self.from_number
+                    if self.from_number and not self.messaging_service_sid
+                    else True
+                )
+                if item.get("body") == message.body and mine and sid not in claimed:
+                    found[message.message_id] = sid
+                    claimed.add(sid)
                     break
-                response = self.client().get(url, params=params)
-                response.raise_for_status()
-                page = response.json()
-                for item in page.get("messages", []):
-                    sid = str(item.get("sid"))
-                    mine = (
-                        item.get("from") == self.from_number
-                        if self.from_number and not self.messaging_service_sid
-                        else True
-                    )
-                    if item.get("body") == message.body and mine and sid not in claimed:
-                        found[message.message_id] = sid
-                        claimed.add(sid)
-                        break
-                if message.message_id in found:
-                    break
-                next_uri = page.get("next_page_uri")
-                url, params = (f"{self.api_base}{next_uri}", None) if next_uri else (None, None)
         return found
+
+    def fetch_status(self, provider_message_ids: Sequence[str]) -> list[StatusUpdate]:
+        """Each message's resource as Twilio has it now, `fetch_concurrency` requests at a time, mapped
+        like a callback. Left out: sids Twilio does not know (404), statuses that are no delivery
+        report (`receiving`, …), and, once Twilio stays unavailable or refuses the credentials,
+        every sid not asked yet (the next look asks again)."""
+        if not self.configured or not provider_message_ids:
+            return []
+        stop = threading.Event()
+
+        def one(sid: str) -> StatusUpdate | None:
+            if stop.is_set():
+                return None
+            try:
+                resource = self.rest.fetch_message(sid)
+            except TwilioUnavailable as exc:
+                if not stop.is_set():
+                    log.warning("twilio status lookups stopped: Twilio is unavailable", error=str(exc), sid=sid)
+                stop.set()
+                return None
+            except httpx.HTTPStatusError as exc:
+                status = exc.response.status_code
+                code, text = error_of(exc.response)
+                if status in (401, 403):  # every other lookup would be refused the same way
+                    if not stop.is_set():
+                        log.error("twilio status lookups refused", status=status, code=code, error=text)
+                    stop.set()
+                else:
+                    log.warning("twilio status lookup refused", sid=sid, status=status, code=code, error=text)
+                return None
+            return None if resource is None else self._update_of(sid, resource)
+
+        ids = list(dict.fromkeys(provider_message_ids))  # each sid once, in order
+        if self.fetch_concurrency == 1 or len(ids) == 1:
+            found = [one(sid) for sid in ids]
+        else:
+            with ThreadPoolExecutor(min(self.fetch_concurrency, len(ids)), thread_name_prefix="twilio-fetch") as pool:
+                found = list(pool.map(one, ids))
+        return [update for update in found if update is not None]
+
+    @staticmethod
+    def _update_of(sid: str, resource: dict[str, Any]) -> StatusUpdate | None:
+        """A Message resource (`status`, `error_code`, `error_message`, `date_updated`) as a status update."""
+        status = STATUSES.get(str(resource.get("status") or "").strip().lower())
+        if status is None:
+            return None
+        raw_code = resource.get("error_code")
+        code = str(raw_code).strip() if raw_code not in (None, "") else None
+        if code is not None and not code.isdigit():
+            code = None
+        text = str(resource.get("error_message") or "").strip() or error_text(code)
+        return StatusUpdate(
+            provider_message_id=str(resource.get("sid") or sid),
+            status=status,
+            error_code=code,
+            error_text=text,
+            occurred_at=twilio_time(resource.get("date_updated")),
+        )
 
     # -- webhooks --------------------------------------------------------------------------
     def _verified_form(self, request: WebhookRequest) -> dict[str, str]:
@@ -401,10 +404,7 @@ class TwilioProvider:
         return WebhookResponse(200, body, "text/xml")
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self.rest.close()
 
 
 @hookimpl

@@ -106,12 +106,46 @@ def test_too_small_a_sample_falls_back_to_all_variants(ab_live: LiveService) -> 
     }
 
 
-def test_hold_fallback_sends_nothing_more(ab_live: LiveService) -> None:
-    live = ab_live
+def _held(live: LiveService) -> int:
+    """An A/B campaign whose test cannot be decided (min_sample out of reach) under `fallback: hold`."""
     cid = _campaign(live, 20, {"test_percent": 50, "wait_seconds": 1, "min_sample": 1000, "fallback": "hold"})
-    wait_for(lambda: _campaign_json(live, cid)["status"] == "completed", timeout=60, what="completed")
+    campaign = wait_for(lambda: (c := _campaign_json(live, cid))["status"] == "held" and c, timeout=60, what="held")
+    assert campaign["winner"]["method"] == "fallback" and campaign["winner"]["variant"] is None
+    assert "held" in campaign["winner"]["reason"]
+    return cid
+
+
+def test_hold_keeps_the_remainder_queued_until_a_variant_is_picked(ab_live: LiveService) -> None:
+    live = ab_live
+    cid = _held(live)
     remainder = live.messages(cid, phase="remainder")
-    assert len(remainder) == 10 and {m["status"] for m in remainder} == {"cancelled"}
+    assert len(remainder) == 10 and {m["status"] for m in remainder} == {"queued"}
+    assert len(live.fake.ledger()) == 10 and live.stats(cid)["queued"] == 10
+    # Not decisive yet: "decide by the policy" is refused with why; pause is no move from held.
+    undecided = live.post(f"/api/campaigns/{cid}/winner", {})
+    assert undecided.status_code == 409 and "name the variant" in undecided.json()["detail"]
+    paused = live.post(f"/api/campaigns/{cid}/pause")
+    assert paused.status_code == 409 and "it is held" in paused.json()["detail"]
+    assert live.post(f"/api/campaigns/{cid}/winner", {"variant": "B"}).status_code == 202
+    campaign = wait_for(
+        lambda: (c := _campaign_json(live, cid))["status"] == "completed" and c, timeout=60, what="completed"
+    )
+    assert campaign["winner"]["method"] == "manual" and campaign["winner"]["variant"] == "B"
+    assert Counter(v for (phase, v) in _by_phase_variant(live, cid).elements() if phase == "remainder") == {"B": 10}
+    ledger = live.fake.ledger()
+    assert len(ledger) == 20 and len({entry["to"] for entry in ledger}) == 20
+
+
+def test_a_held_campaign_can_be_cancelled(ab_live: LiveService) -> None:
+    live = ab_live
+    cid = _held(live)
+    cancelled = live.post(f"/api/campaigns/{cid}/cancel")
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+    wait_for(
+        lambda: {m["status"] for m in live.messages(cid, phase="remainder")} == {"cancelled"},
+        what="the held remainder cancelled",
+    )
+    assert live.post(f"/api/campaigns/{cid}/winner", {"variant": "A"}).status_code == 409
     assert len(live.fake.ledger()) == 10
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 
 from core.db import make_engine, session_scope
-from core.delivery.sending import BatchOutcome, _record_results
+from core.delivery.sending import BatchOutcome, record_results
 from core.delivery.status import RANK, unknown_events
 from core.hooks.contracts import SendResult
 from core.models import Campaign, Contact, Message, Reply, StatusEvent, utcnow
@@ -99,7 +99,7 @@ def test_10k_shuffled_duplicated_concurrent_callbacks_end_exact_and_never_go_bac
             results = [
                 SendResult(ids[i], True, provider_message_id=f"cb-{i}") for i in range(start, min(start + 50, count))
             ]
-            _record_results(live.engine, "fake", results, BatchOutcome())
+            record_results(live.engine, "fake", results, BatchOutcome())
 
     early = _post_all(live.url, callbacks[:1000])
     recorder = threading.Thread(target=record_late)
@@ -231,7 +231,7 @@ def test_an_unknown_message_id_is_stored_answered_200_flagged_and_applied_if_it_
             ("u-1", "delivered"),
         ]
     # The send's answer is recorded after its callback: the waiting callback is applied then.
-    _record_results(live.engine, "fake", [SendResult(ids[1], True, provider_message_id="u-1")], BatchOutcome())
+    record_results(live.engine, "fake", [SendResult(ids[1], True, provider_message_id="u-1")], BatchOutcome())
     with session_scope(live.engine) as session:
         message = session.get(Message, ids[1])
         assert message is not None and message.status == "delivered" and message.delivered_at is not None

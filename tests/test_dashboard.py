@@ -280,3 +280,69 @@ def test_dashboard_is_behind_the_api_key_when_one_is_set(
     finally:
         context.close()
         live.stop()
+
+
+def test_campaign_page_shows_messages_awaiting_a_report_and_a_held_campaigns_pick_a_winner_hint(
+    database_url: str, temporal_address: str, tmp_path: Path, browser: Browser
+) -> None:
+    from sqlalchemy import update
+
+    from core.db import session_scope
+    from core.models import Campaign
+
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path / "var",
+        plugin_config={"plugins": {"fake": {"delivery_ratio": 1.0, "callback_delay_seconds": [0.01, 0.02]}}},
+    )
+    live.start()
+    live.fake.dispatcher.close()  # the delivery reports are lost: every message stays `sent`
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        assert live.post("/api/contacts", [{"phone": p} for p in PHONES]).status_code == 200
+        cid = live.post(
+            "/api/campaigns",
+            {
+                "name": "Held <test>",
+                "variants": [
+                    {"name": "A", "body": "Hello", "weight": 50},
+                    {"name": "B <b>", "body": "Hi", "weight": 50},
+                ],
+            },
+        ).json()["id"]
+        assert live.post(f"/api/campaigns/{cid}/launch").status_code == 202
+        wait_for(
+            lambda: (s := live.stats(cid))["sent"] == len(PHONES) and s["status"] == "completed",
+            what="every message sent",
+        )
+        assert live.get(f"/api/campaigns/{cid}").json()["progress"]["awaiting_report"] == len(PHONES)
+
+        page = context.new_page()
+        page.goto(f"{live.url}/campaigns/{cid}")
+        awaiting = page.locator("#awaiting-report")
+        expect(awaiting).to_be_visible()
+        assert awaiting.locator('[data-col="awaiting"]').inner_text() == str(len(PHONES))
+        assert "messages await a delivery report" in awaiting.inner_text()
+        assert "looked up at fake" in awaiting.inner_text()  # the fake can be asked (fetch_status)
+        assert page.locator("#held").count() == 0
+
+        # Held: an A/B test ended without a decisive variant under `fallback: hold`.
+        with session_scope(live.engine) as session:
+            session.execute(update(Campaign).where(Campaign.id == cid).values(status="held"))
+        page.goto(f"{live.url}/campaigns/{cid}")
+        assert page.locator('[data-stat="status"]').inner_text() == "held"
+        held = page.locator("#held")
+        expect(held).to_be_visible()
+        assert "Pick a winner" in held.locator("h2").inner_text()
+        for name in ("A", "B <b>"):
+            line = held.locator(f'li[data-variant="{name}"] code').inner_text()
+            assert line == (
+                f"curl -X POST {live.url}/api/campaigns/{cid}/winner -H 'Content-Type: application/json' "
+                f'-d \'{{"variant": "{name}"}}\''
+            )
+        assert held.locator("b").count() == 0  # a variant's name shows as text
+        page.screenshot(path=str(tmp_path / "held.png"), full_page=True)
+    finally:
+        context.close()
+        live.stop()

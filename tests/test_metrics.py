@@ -73,6 +73,7 @@ def test_metrics_count_campaigns_messages_and_clicks(live: LiveService) -> None:
         'textpulse_campaigns{status="running"}': 0,
         'textpulse_campaigns{status="paused"}': 0,
         'textpulse_campaigns{status="waiting"}': 0,
+        'textpulse_campaigns{status="held"}': 0,
         'textpulse_campaigns{status="completed"}': 1,
         'textpulse_campaigns{status="cancelled"}': 0,
         'textpulse_campaigns{status="failed"}': 0,

@@ -177,7 +177,8 @@ def test_provider_abilities_come_with_their_defaults(tmp_path: Path, plugin_modu
         outgoing = [textpulse.OutgoingMessage(1, "+12025550100", "hi", "c1-all-1", "http://x/webhooks/acme/status")]
         assert (abilities.can_find_sent(acme), abilities.can_find_sent(fake)) == (False, True)
         assert abilities.find_sent(acme, outgoing) == {} == abilities.find_sent(fake, outgoing)
-        assert abilities.fetch_status(acme, ["x"]) == [] and not abilities.can_fetch_status(twilio)
+        assert abilities.fetch_status(acme, ["x"]) == [] and not abilities.can_fetch_status(acme)
+        assert abilities.can_fetch_status(twilio) and abilities.can_fetch_status(fake)
         # An unconfigured Twilio says what is missing; acme has no check.
         assert [p.split(" is not set")[0] for p in abilities.config_problems(twilio)] == [
             "twilio: account_sid",

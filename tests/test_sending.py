@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import select, update
 
 from core.campaigns.audience import plan, snapshot, split_by_weight
-from core.campaigns.definition import create_campaign
+from core.campaigns.definition import apply_move, create_campaign
+from core.campaigns.lifecycle import Move
 from core.campaigns.schemas import CampaignCreate
 from core.contacts.importing import upsert_contacts
 from core.db import make_engine, session_scope
@@ -107,6 +108,7 @@ def test_the_plan_follows_an_attribute_naming_the_variant() -> None:
 def test_a_lost_answer_is_looked_up_not_sent_twice(world) -> None:
     engine, registry = world
     cid = _campaign(engine, "Hello")
+    assert apply_move(engine, cid, Move.LAUNCH)  # a send activity runs for a running campaign
     snap = snapshot(engine, registry, cid, batch_size=100)
     fake = registry.providers["fake"]
     with session_scope(engine) as session:
@@ -154,3 +156,37 @@ def test_the_status_activity_takes_moves_and_still_the_inputs_of_runs_started_be
     assert status() == "waiting"
     assert activities.set_campaign_status(CampaignStatusInput(cid, "cancelled", move="end_cancelled")) is True
     assert status() == "cancelled"
+
+
+def test_a_batch_stops_before_its_next_provider_call_once_the_campaign_is_paused(world) -> None:
+    engine, registry = world
+    upsert_contacts(engine, [{"phone": f"+1202555{3000 + i}"} for i in range(30)])  # 40: several calls
+    cid = _campaign(engine, "Hello")
+    snap = snapshot(engine, registry, cid, batch_size=100)
+    first_id, last_id = snap.batches[0]
+    fake = registry.providers["fake"]
+    # A draft (never launched) or paused campaign: nothing goes to the provider, all stays queued.
+    outcome = send_batch(engine, registry, cid, first_id, last_id)
+    assert (outcome.sent, outcome.stopped) == (0, "draft") and fake.ledger() == []
+    assert apply_move(engine, cid, Move.LAUNCH) and apply_move(engine, cid, Move.PAUSE)
+    outcome = send_batch(engine, registry, cid, first_id, last_id)
+    assert (outcome.sent, outcome.stopped) == (0, "paused") and fake.ledger() == []
+    with session_scope(engine) as session:
+        assert set(session.scalars(select(Message.status))) == {"queued"}
+        assert set(session.scalars(select(Message.attempts))) == {0}  # never handed over
+    # Paused between two provider calls: the first call's messages went, the rest wait.
+    assert apply_move(engine, cid, Move.RESUME)
+    calls = 0
+
+    def pause_after_first_call() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            assert apply_move(engine, cid, Move.PAUSE)
+
+    outcome = send_batch(engine, registry, cid, first_id, last_id, heartbeat=pause_after_first_call)
+    assert outcome.stopped == "paused" and 0 < outcome.sent < 40 and len(fake.ledger()) == outcome.sent
+    assert apply_move(engine, cid, Move.RESUME)
+    rest = send_batch(engine, registry, cid, first_id, last_id)
+    assert rest.stopped is None and outcome.sent + rest.sent == 40
+    assert Counter(e["to"] for e in fake.ledger()).most_common(1)[0][1] == 1

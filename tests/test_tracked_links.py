@@ -238,12 +238,13 @@ def test_test_send_is_a_real_tracked_send_left_out_of_stats(live: LiveService) -
     assert all(m["sent_at"] and m["provider_message_id"].startswith("fake-") for m in messages)
     assert {m["status"] for m in messages} <= {"sent", "delivered"}
     assert _pattern(live, "A Ana: {link}").match(messages[0]["body"])
-    assert _pattern(live, "B friend: {link}").match(messages[3]["body"])
+    assert _pattern(live, "B Test: {link}").match(messages[3]["body"])  # no contact: the sample name
     ledger = live.fake.ledger()
     assert sorted((e["to"], e["body"]) for e in ledger) == sorted((m["phone"], m["body"]) for m in messages)
-    with session_scope(live.engine) as session:  # the unknown phone became a contact; Ana is unchanged
+    assert [m["contact_id"] is None for m in messages] == [False, True, False, True]
+    with session_scope(live.engine) as session:  # the unknown phone is no contact; Ana is unchanged
         contacts = {c.phone: c.name for c in session.scalars(select(Contact))}
-    assert contacts == {PHONES[0]: "Ana", "+12025550499": None}
+    assert contacts == {PHONES[0]: "Ana"}
 
     # The link works and its click is recorded, but a test send counts nowhere.
     [code] = _codes(live, messages[2]["body"])
@@ -257,12 +258,13 @@ def test_test_send_is_a_real_tracked_send_left_out_of_stats(live: LiveService) -
 
 
 def test_test_send_with_a_body_that_does_not_render_stores_nothing(live: LiveService) -> None:
-    cid = _campaign(live, "Hi {{ attributes.city }}: https://shop.example/bf", audience={"contact_ids": [1]})
-    response = live.post(f"/api/campaigns/{cid}/test-send", {"phones": [PHONES[0]]})
+    _contacts(live, [{"phone": PHONES[0], "name": "Ana"}])  # a contact without a city
+    cid = _campaign(live, "Hi {{ attributes.city }}: https://shop.example/bf", audience={"contact_ids": [999_999]})
+    response = live.post(f"/api/campaigns/{cid}/test-send", {"phones": [PHONES[1], PHONES[0]]})
     assert response.status_code == 422 and "city" in response.json()["detail"], response.text
     with session_scope(live.engine) as session:
         assert session.scalar(select(func.count()).select_from(Message)) == 0
-        assert session.scalar(select(func.count()).select_from(Contact)) == 0
+        assert session.scalar(select(func.count()).select_from(Contact)) == 1
     assert live.fake.ledger() == []
 
 

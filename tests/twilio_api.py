@@ -4,10 +4,15 @@ It does what the tests rely on, the way Twilio documents it: `POST /2010-04-01/A
 Messages.json` (form, basic auth) answers 201 with the message resource, or Twilio's error JSON
 (`{"code", "message", "more_info", "status"}`: 401/20003 bad credentials, 400/21211 invalid
 number, 400/21610 unsubscribed recipient, 429/20429 with Retry-After); `GET .../Messages.json`
-lists messages filtered by `To` and `DateSent>`; and every accepted message's status callbacks
-(`sent`, then `delivered` or `undelivered` with ErrorCode) are POSTed form-encoded to its
-StatusCallback, signed with X-Twilio-Signature by the official `twilio` package's
-RequestValidator. Simplification: a message is `sent` (has date_sent) as soon as it is accepted.
+lists messages filtered by `To` and `DateSent>`; `GET .../Messages/{Sid}.json` answers one
+message's resource with the final status it calls back (`delivered`, or `undelivered`/`failed`
+with `error_code` and `error_message`, `date_updated` the time of that callback), 404/20404 for a
+sid it never issued; and every accepted message's status callbacks (`sent`, then the final one)
+are POSTed form-encoded to its StatusCallback, signed with X-Twilio-Signature by the official
+`twilio` package's RequestValidator — unless `callbacks=False` (a gateway whose reports get
+lost: only the resource tells). `fetch_failures` is a list of HTTP statuses (429, 503, …) the
+next resource GETs answer with, one each, Retry-After 0. Simplification: a message is `sent`
+(has date_sent) as soon as it is accepted, and its final status is known at once.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -73,8 +78,16 @@ class TwilioStandIn:
         slow: Iterable[str] = (),
         failing: Iterable[str] = (),
         slow_seconds: float = 2.0,
+        unsubscribed_later: Iterable[str] = (),
+        callbacks: bool = True,
+        fetch_failures: Iterable[int] = (),
     ) -> None:
         self.invalid, self.unsubscribed = set(invalid), set(unsubscribed)
+        # Accepted, then reported `failed` with 21610: the recipient unsubscribed at the carrier.
+        self.unsubscribed_later = set(unsubscribed_later)
+        self.callbacks = callbacks
+        self.fetch_failures = list(fetch_failures)
+        self.fetches: list[str] = []  # the sid of every GET of one message's resource, in order (refused ones too)
         self.throttle_once, self.undelivered, self.slow = set(throttle_once), set(undelivered), set(slow)
         self.failing = set(failing)
         self.slow_seconds = slow_seconds
@@ -137,6 +150,10 @@ class TwilioStandIn:
 
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 parts = urlsplit(self.path)
+                prefix = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/"
+                if parts.path.startswith(prefix) and parts.path.endswith(".json"):
+                    self._message(parts.path[len(prefix) : -len(".json")])
+                    return
                 if parts.path != f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json":
                     self._answer(404, _error(20404, "The requested resource was not found", 404))
                     return
@@ -158,6 +175,35 @@ class TwilioStandIn:
                         "page": 0,
                         "page_size": 50,
                         "uri": parts.path,
+                    },
+                )
+
+            def _message(self, sid: str) -> None:
+                """GET Messages/{Sid}.json: the resource with the status it calls back last."""
+                with standin._lock:
+                    standin.fetches.append(sid)
+                if not self._authorized():
+                    return
+                with standin._lock:
+                    failure = standin.fetch_failures.pop(0) if standin.fetch_failures else None
+                    message = next((m for m in standin.messages if m["sid"] == sid), None)
+                if failure is not None:
+                    self._answer(
+                        failure, _error(20429 if failure == 429 else 20500, "Try again", failure), {"Retry-After": "0"}
+                    )
+                    return
+                if message is None:
+                    self._answer(404, _error(20404, f"The requested resource {self.path} was not found", 404))
+                    return
+                final = standin.final_status(message)
+                self._answer(
+                    200,
+                    {
+                        **{k: v for k, v in message.items() if not k.startswith("_")},
+                        "status": final["MessageStatus"],
+                        "error_code": int(final["ErrorCode"]) if "ErrorCode" in final else None,
+                        "error_message": final.get("ErrorMessage"),
+                        "date_updated": message["_date_final"],
                     },
                 )
 
@@ -202,7 +248,7 @@ class TwilioStandIn:
                     self._answer(400, _error(21603, "A 'From' phone number is required.", 400))
                     return
                 now = datetime.now(UTC)
-                message = {
+                message: dict[str, Any] = {
                     "sid": "SM" + uuid.uuid4().hex,
                     "account_sid": ACCOUNT_SID,
                     "to": to,
@@ -223,11 +269,12 @@ class TwilioStandIn:
                     "date_sent": format_datetime(now),
                     "uri": f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{{sid}}.json",
                     "_date_sent": now.isoformat(),
+                    "_date_final": format_datetime(now + timedelta(seconds=1)),
                 }
                 message["uri"] = message["uri"].replace("{sid}", message["sid"])
                 with standin._lock:
                     standin.messages.append(message)
-                if form.get("StatusCallback"):
+                if form.get("StatusCallback") and standin.callbacks:
                     standin._schedule(form["StatusCallback"], message)
                 if to in standin.slow:
                     time.sleep(standin.slow_seconds)  # accepted, but the answer comes too late
@@ -236,6 +283,19 @@ class TwilioStandIn:
         return Handler
 
     # -- status callbacks ------------------------------------------------------------------------
+    def final_status(self, message: dict[str, Any]) -> dict[str, str]:
+        """The last callback's status fields for this message (the resource shows the same)."""
+        if message["to"] in self.unsubscribed_later:
+            return {
+                "MessageStatus": "failed",
+                "SmsStatus": "failed",
+                "ErrorCode": "21610",
+                "ErrorMessage": "Attempt to send to unsubscribed recipient",
+            }
+        if message["to"] in self.undelivered:
+            return {"MessageStatus": "undelivered", "SmsStatus": "undelivered", "ErrorCode": "30003"}
+        return {"MessageStatus": "delivered", "SmsStatus": "delivered"}
+
     def _schedule(self, url: str, message: dict[str, Any]) -> None:
         base = {
             "AccountSid": ACCOUNT_SID,
@@ -245,11 +305,7 @@ class TwilioStandIn:
             "SmsSid": message["sid"],
             "To": message["to"],
         }
-        final = (
-            {"MessageStatus": "undelivered", "SmsStatus": "undelivered", "ErrorCode": "30003"}
-            if message["to"] in self.undelivered
-            else {"MessageStatus": "delivered", "SmsStatus": "delivered"}
-        )
+        final = {k: v for k, v in self.final_status(message).items() if k != "ErrorMessage"}
         self._callbacks.put((url, {**base, "MessageStatus": "sent", "SmsStatus": "sent"}))
         self._callbacks.put((url, {**base, **final}))
 

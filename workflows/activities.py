@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 from core.campaigns import audience, definition, retry
 from core.campaigns.lifecycle import transition
 from core.db import session_scope
-from core.delivery import sending
+from core.delivery import reconcile, sending
 from core.delivery.status import sweep_campaign
 from core.hooks.registry import PluginRegistry
 from core.log import get_logger
@@ -30,6 +30,8 @@ from workflows.inputs import (
     EvaluateInput,
     ListBatchesInput,
     PrepareInput,
+    ReconcileInput,
+    ReconcileResult,
     RetryInput,
     SendBatchInput,
     SendBatchResult,
@@ -94,6 +96,7 @@ class CampaignActivities:
             skipped=outcome.skipped,
             deferred=outcome.deferred,
             transient=outcome.transient,
+            stopped=outcome.stopped,
         )
         if outcome.transient:
             # Accepted ones are recorded; the retry skips them and tries the rest again.
@@ -107,6 +110,7 @@ class CampaignActivities:
             skipped=outcome.skipped,
             deferred=outcome.deferred,
             resume_at_epoch=outcome.resume_at.timestamp() if outcome.resume_at else None,
+            stopped=outcome.stopped,
         )
 
     @activity.defn(name="list_batches")
@@ -197,4 +201,18 @@ class CampaignActivities:
             self.snapshot_retry,
             self.list_batches,
             self.sweep_callbacks,
+            self.reconcile_statuses,
         ]
+
+    @activity.defn(name="reconcile_statuses")
+    def reconcile_statuses(self, data: ReconcileInput) -> ReconcileResult:
+        """Messages still without a delivery report after the settle window are looked up at the
+        provider (its `fetch_status`) and moved like a callback would; safe to run again."""
+        outcome = reconcile.reconcile_statuses(
+            self.engine,
+            self.registry,
+            data.campaign_id,
+            settle_seconds=data.settle_seconds,
+            heartbeat=activity.heartbeat,
+        )
+        return ReconcileResult(asked=outcome.asked, updated=outcome.updated, awaiting=outcome.awaiting)

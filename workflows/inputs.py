@@ -22,6 +22,9 @@ class CampaignState:
     skipped: int = 0
     wait_until_epoch: float | None = None  # end of the A/B wait
     resume_at_epoch: float | None = None  # end of the first recipient's quiet hours, when some wait
+    # The stage's batches not yet sent in full (sliding window); None: those after `done`.
+    todo: list[list[int]] | None = None
+    status: str | None = None  # the campaign's status as the workflow last set it
 
 
 @dataclass
@@ -30,11 +33,16 @@ class CampaignInput:
     batch_size: int = 500  # messages per send activity
     max_concurrent_batches: int = 4
     # Every wait is a parameter so tests can use seconds.
-    send_timeout_seconds: float = 300.0
+    send_timeout_seconds: float = 300.0  # one send activity, start to close
+    # A worker that stops heartbeating for this long is presumed dead: its batch goes to another.
+    heartbeat_timeout_seconds: float = 20.0
     start_at_epoch: float | None = None  # schedule_at, as seconds since the epoch
     ab_wait_seconds: float = 7200.0  # the A/B test's wait after its last message is sent
     ab_poll_seconds: float = 60.0  # how often the test is looked at during the wait
     rate_limit_per_second: float | None = None  # set: one batch at a time, the activity paces itself
+    # After sending, messages without a final status this long are looked up at the provider
+    # (its `fetch_status` ability); None: never.
+    status_settle_seconds: float | None = None
     retry_round: int | None = None  # set: this run resends the failed messages of a finished campaign
     state: CampaignState | None = None
 
@@ -128,6 +136,7 @@ class SendBatchResult:
     skipped: int = 0
     deferred: int = 0  # in their recipients' quiet hours: still queued
     resume_at_epoch: float | None = None
+    stopped: str | None = None  # set: a pause or cancel (the campaign's status) stopped the batch early
 
 
 @dataclass
@@ -148,3 +157,16 @@ class CampaignProgress:
     skipped: int = 0
     paused: bool = False
     cancelled: bool = False
+
+
+@dataclass
+class ReconcileInput:
+    campaign_id: int
+    settle_seconds: float
+
+
+@dataclass
+class ReconcileResult:
+    asked: int = 0
+    updated: int = 0
+    awaiting: int = 0

@@ -17,13 +17,16 @@ class CampaignVariant(TypedDict):
 
 
 class Progress(TypedDict):
-    """How far sending is: messages created for the campaign, still pending, and processed."""
+    """How far sending is: messages created for the campaign, still pending, and processed;
+    `awaiting_report`: handed to the provider (sent, or sending with a provider id) and no
+    delivery report yet — looked up at the provider after the settle window when it can say."""
 
     recipients: int
     messages: int
     pending: int
     processed: int
     fraction: float
+    awaiting_report: int
 
 
 class Winner(TypedDict):

@@ -10,7 +10,7 @@ class MessageRow(TypedDict):
 
     id: int
     campaign_id: int
-    contact_id: int
+    contact_id: int | None  # null: a test send to a phone that is no contact
     phone: str
     variant: str | None
     variant_id: int | None
@@ -42,7 +42,7 @@ class ClickRow(TypedDict):
 
     id: int
     message_id: int
-    contact_id: int
+    contact_id: int | None  # null: a click on a test send to a phone that is no contact
     phone: str | None
     link_id: int
     url: str | None

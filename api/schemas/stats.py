@@ -17,11 +17,16 @@ class ClickCounts(TypedDict):
 
 
 class StatsSummary(TypedDict):
-    """The campaign's numbers; rates are fractions 0..1 and `unique` counts distinct contacts."""
+    """The campaign's numbers; rates are fractions 0..1 and `unique` counts distinct contacts.
+
+    A retried contact counts once, by its latest attempt (`recipients` never exceeds the audience;
+    a failure that a retry delivered is no longer a failure); `attempts` counts every message
+    handed to the provider, retries included."""
 
     campaign_id: int
     status: CampaignStatusName
     recipients: int
+    attempts: int
     queued: int
     sent: int
     delivered: int

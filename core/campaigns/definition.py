@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -15,12 +15,16 @@ from core.campaigns.schemas import CampaignCreate
 from core.campaigns.templates import BodyTemplateError, compile_body, render_body
 from core.contacts.filters import attributes_match
 from core.db import session_scope
+from core.delivery.reconcile import awaiting_report
 from core.errors import Conflict, Invalid, NotFound
 from core.models import Campaign, Contact, Message, Variant, counted_messages, utcnow
 from core.statuses import FINAL_CAMPAIGN_STATUSES, UNSENT_MESSAGE_STATUSES
 
 # Audiences are checked in full at creation up to this size, then by a sample.
 RENDER_CHECK_LIMIT = 100_000
+# How far in the past a `schedule_at` may lie (clock skew between the caller and us), at create
+# and at launch; anything older is refused rather than sent at once without a word.
+SCHEDULE_SKEW = timedelta(seconds=5)
 
 
 class CampaignNotFound(NotFound):
@@ -61,6 +65,25 @@ def iter_audience(session: Session, campaign: Campaign, *, chunk: int = 2000) ->
                 yield contact
 
 
+def as_utc(value: datetime) -> datetime:
+    """An aware UTC time; a naive one is taken as UTC (as SQLite hands them back)."""
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def schedule_problem(schedule_at: datetime | None, now: datetime | None = None) -> str | None:
+    """What is wrong with `schedule_at` (it lies in the past, beyond SCHEDULE_SKEW); None when fine."""
+    if schedule_at is None:
+        return None
+    now = now or utcnow()
+    when = as_utc(schedule_at)
+    if when >= now - SCHEDULE_SKEW:
+        return None
+    return (
+        f"schedule_at {iso(when)} lies in the past (it is {iso(now.replace(microsecond=0))}): "
+        "give a time to come, or null to send at launch"
+    )
+
+
 def variants_of(session: Session, campaign_id: int) -> list[Variant]:
     return list(
         session.scalars(select(Variant).where(col(Variant.campaign_id) == campaign_id).order_by(col(Variant.id)))
@@ -79,9 +102,9 @@ def check_templates(session: Session, campaign: Campaign, variants: list[Variant
 def create_campaign(engine: Engine, data: CampaignCreate, *, providers: set[str]) -> dict[str, Any]:
     if data.provider not in providers:
         raise CampaignInvalid(f"provider {data.provider!r} is not enabled; enabled: {', '.join(sorted(providers))}")
-    schedule_at = data.schedule_at
-    if schedule_at is not None:
-        schedule_at = schedule_at.astimezone(UTC) if schedule_at.tzinfo else schedule_at.replace(tzinfo=UTC)
+    schedule_at = as_utc(data.schedule_at) if data.schedule_at is not None else None
+    if (problem := schedule_problem(schedule_at)) is not None:
+        raise CampaignInvalid(problem)
     campaign = Campaign(
         name=data.name,
         provider=data.provider,
@@ -122,12 +145,13 @@ def get_campaign(session: Session, campaign_id: int) -> Campaign:
 
 
 def progress(session: Session, campaign: Campaign) -> dict[str, Any]:
+    """Counts of the campaign's messages, in one query (by status, on ix_message_campaign_status)."""
     rows = session.execute(
-        select(col(Message.status), func.count())
+        select(col(Message.status), func.count(), func.sum(case((awaiting_report(), 1), else_=0)))
         .where(col(Message.campaign_id) == campaign.id, counted_messages())
         .group_by(col(Message.status))
     ).all()
-    counts: dict[str, int] = {status: n for status, n in rows}
+    counts: dict[str, int] = {status: n for status, n, _ in rows}
     total = sum(counts.values())
     pending = sum(counts.get(status, 0) for status in UNSENT_MESSAGE_STATUSES)
     return {
@@ -136,6 +160,8 @@ def progress(session: Session, campaign: Campaign) -> dict[str, Any]:
         "pending": pending,
         "processed": total - pending,
         "fraction": round((total - pending) / total, 4) if total else 0.0,
+        # Handed to the provider, no delivery report yet (sent; sending with a provider id).
+        "awaiting_report": sum(int(awaiting or 0) for _, _, awaiting in rows),
     }
 
 

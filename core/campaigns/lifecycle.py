@@ -24,6 +24,7 @@ class Move(StrEnum):
     START = "start"  # sending begins
     WAIT = "wait"  # the A/B test cohort is sent: wait for results
     DECIDE = "decide"  # a winner is known: send the remainder
+    HOLD = "hold"  # the test ended undecided under `fallback: hold`: wait for POST /winner
     PAUSE = "pause"
     RESUME = "resume"
     CANCEL = "cancel"  # asked for by the API
@@ -49,7 +50,7 @@ class Transition:
         return f"cannot {self.move} campaign {campaign_id}: it is {status}; {self.move} works when it is {allowed}"
 
 
-_RUNNING_ON = (S.RUNNING, S.PAUSED, S.SCHEDULED, S.WAITING)
+_RUNNING_ON = (S.RUNNING, S.PAUSED, S.SCHEDULED, S.WAITING, S.HELD)
 
 TRANSITIONS: dict[Move, Transition] = {
     t.move: t
@@ -59,10 +60,11 @@ TRANSITIONS: dict[Move, Transition] = {
         Transition(Move.SCHEDULE, (S.DRAFT, S.RUNNING), S.SCHEDULED),
         Transition(Move.START, (S.DRAFT, S.SCHEDULED), S.RUNNING),
         Transition(Move.WAIT, (S.RUNNING,), S.WAITING),
-        Transition(Move.DECIDE, (S.WAITING,), S.RUNNING),
+        Transition(Move.DECIDE, (S.WAITING, S.HELD), S.RUNNING),
+        Transition(Move.HOLD, (S.WAITING,), S.HELD),
         Transition(Move.PAUSE, (S.RUNNING, S.SCHEDULED), S.PAUSED),
         Transition(Move.RESUME, (S.PAUSED,), S.RUNNING),
-        Transition(Move.CANCEL, (S.DRAFT, S.SCHEDULED, S.RUNNING, S.PAUSED, S.WAITING), S.CANCELLED),
+        Transition(Move.CANCEL, (S.DRAFT, S.SCHEDULED, S.RUNNING, S.PAUSED, S.WAITING, S.HELD), S.CANCELLED),
         Transition(Move.COMPLETE, _RUNNING_ON, S.COMPLETED),
         Transition(Move.END_CANCELLED, _RUNNING_ON, S.CANCELLED),
         Transition(Move.RETRY, (S.COMPLETED,), S.RUNNING),

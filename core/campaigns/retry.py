@@ -50,7 +50,8 @@ def retryable(session: Session, registry: PluginRegistry, campaign_id: int) -> l
         .where(col(Message.campaign_id) == campaign_id, col(Message.phase).in_(AUDIENCE_PHASES))
         .order_by(col(Message.id))
     ):
-        latest[message.contact_id] = message
+        if message.contact_id is not None:  # always, in these phases (only a test send may have none)
+            latest[message.contact_id] = message
     failed = [m for m in latest.values() if m.status in FAILED_MESSAGE_STATUSES and m.error_code not in permanent]
     opted_out = (
         set(
@@ -81,6 +82,8 @@ def snapshot_retry(
         created = 0
         for message in retryable(session, registry, campaign_id):
             contact_id = message.contact_id
+            if contact_id is None:  # never: retryable() reads rows of the audience only
+                continue
             key = idempotency_key(campaign_id, Phase.RETRY, contact_id, retry_round=round_)
             if session.scalar(select(col(Message.id)).where(col(Message.idempotency_key) == key)) is not None:
                 continue  # a retried activity

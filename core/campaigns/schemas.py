@@ -117,3 +117,5 @@ class WinnerIn(Strict):
 
 class TestSendIn(Strict):
     phones: list[str] = Field(min_length=1, max_length=20)
+    # An opted-out contact's phone is refused (422) unless this says to send to it anyway.
+    allow_opted_out: bool = False

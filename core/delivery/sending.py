@@ -4,6 +4,8 @@ A repeated send skips messages that already have a provider id and asks the prov
 those whose outcome is unknown (marked `sending`, never answered) before sending them again.
 Quiet hours are checked per recipient at send time: a message in its recipient's quiet hours
 stays queued and the batch reports when it may go. Under a rate limit the batch paces itself.
+The provider is called with a few messages at a time, each call only while the campaign is
+still running: a pause or cancel stops the batch before its next call (`BatchOutcome.stopped`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from core.delivery.status import apply_pending_events
 from core.hooks import abilities
 from core.hooks.contracts import OutgoingMessage, Provider, SendResult
 from core.hooks.registry import PluginRegistry
-from core.models import Contact, Message, utcnow
+from core.models import Campaign, Contact, Message, utcnow
 from core.statuses import UNSENT_MESSAGE_STATUSES, CampaignStatus, MessageStatus, Phase
 
 CHUNK = 500
@@ -56,6 +58,7 @@ class BatchOutcome:
     transient_error: str | None = None
     deferred: int = 0  # in their recipients' quiet hours: still queued
     resume_at: datetime | None = None  # when the first of those may go
+    stopped: str | None = None  # the campaign's status when a pause or cancel stopped the batch
 
 
 def send_batch(
@@ -114,33 +117,89 @@ def send_batch(
                     session.add(message)
                 else:
                     to_send.append(message)
-    rate = campaign.rate_limit_per_second
-    step = max(1, int(rate)) if rate else max(1, len(to_send))
+    guard = phase != Phase.TEST_SEND  # a test send goes out whatever the campaign's status
     callback_url = f"{registry.context.settings.public_url}/webhooks/{provider.name}/status"
-    for start in range(0, len(to_send), step):
+    pacer = _Pacer(campaign.rate_limit_per_second)
+    start = 0
+    while start < len(to_send):
+        pacer.wait(heartbeat)
+        part = to_send[start : start + pacer.chunk()]
+        if not _mark_sending(engine, part, campaign_id if guard else None):
+            # Paused or cancelled meanwhile: nothing more goes to the provider. A paused batch's
+            # messages stay queued for the resume; a cancel's become `cancelled` with the move.
+            outcome.stopped = _status_of(engine, campaign_id)
+            break
         began = time.monotonic()
-        part = to_send[start : start + step]
-        _mark_sending(engine, part)
         outgoing = [OutgoingMessage(m.id or 0, m.phone, m.body, m.idempotency_key, callback_url) for m in part]
         results = provider.send_batch(outgoing)
-        _record_results(engine, provider.name, results, outcome)
+        pacer.sent(len(part), time.monotonic() - began)
+        record_results(engine, provider.name, results, outcome)
         opt_out_unsubscribed(engine, provider, results)  # e.g. Twilio 21610
         heartbeat()
+        start += len(part)
         if outcome.transient:
             break  # the activity is retried with backoff; the rest waits for that
-        if rate and start + step < len(to_send):
-            time.sleep(max(0.0, len(part) / rate - (time.monotonic() - began)))
     return outcome
 
 
-def _mark_sending(engine: Engine, messages: list[Message]) -> None:
-    """Recorded before the provider is called: if we die meanwhile, the outcome is known to be unknown."""
-    with session_scope(engine) as session:
-        session.execute(
-            update(Message)
-            .where(col(Message.id).in_([m.id for m in messages]))
-            .values(status=MessageStatus.SENDING, attempted_at=utcnow(), attempts=col(Message.attempts) + 1)
+class _Pacer:
+    """How many messages go in the next provider call, and when.
+
+    Small calls are what make pause and cancel take effect within a second: the campaign's
+    status is checked before every call (folded into the UPDATE that marks the call's messages
+    `sending`), so a call is the most that can still go out after a pause. Without a rate limit
+    a call is sized to take about TARGET_SECONDS (starting small, at most MAX_CHUNK messages);
+    under a rate limit, a fifth of a second's worth goes every fifth of a second.
+    """
+
+    FIRST_CHUNK = 10
+    MAX_CHUNK = 100
+    TARGET_SECONDS = 0.2
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.size = max(1, int(rate * self.TARGET_SECONDS)) if rate else self.FIRST_CHUNK
+        self.next_at = 0.0
+
+    def chunk(self) -> int:
+        return self.size
+
+    def sent(self, count: int, seconds: float) -> None:
+        if self.rate:
+            self.next_at = time.monotonic() + count / self.rate - seconds
+            return
+        per_message = seconds / max(1, count)
+        fit = int(self.TARGET_SECONDS / per_message) if per_message > 0 else self.MAX_CHUNK
+        self.size = max(1, min(self.MAX_CHUNK, fit, self.size * 2))
+
+    def wait(self, heartbeat: Callable[[], None]) -> None:
+        """Sleep until the rate limit lets the next call go, heartbeating at least every second."""
+        while (left := self.next_at - time.monotonic()) > 0:
+            time.sleep(min(left, 1.0))
+            heartbeat()
+
+
+def _status_of(engine: Engine, campaign_id: int) -> str:
+    with session_scope(engine, read_only=True) as session:
+        return str(session.scalar(select(col(Campaign.status)).where(col(Campaign.id) == campaign_id)))
+
+
+def _mark_sending(engine: Engine, messages: list[Message], campaign_id: int | None) -> bool:
+    """Recorded before the provider is called: if we die meanwhile, the outcome is known to be
+    unknown. With `campaign_id`, only while that campaign is running: False (and nothing marked)
+    once it is paused or cancelled, decided by the same statement, so no second query and no gap."""
+    statement = update(Message).where(col(Message.id).in_([m.id for m in messages]))
+    if campaign_id is not None:
+        statement = statement.where(
+            select(col(Campaign.id))
+            .where(col(Campaign.id) == campaign_id, col(Campaign.status) == CampaignStatus.RUNNING)
+            .exists()
         )
+    with session_scope(engine) as session:
+        result = session.exec(
+            statement.values(status=MessageStatus.SENDING, attempted_at=utcnow(), attempts=col(Message.attempts) + 1)
+        )
+        return bool(result.rowcount)
 
 
 def _find_sent(provider: Provider, messages: list[Message], public_url: str) -> dict[int, str]:
@@ -151,7 +210,8 @@ def _find_sent(provider: Provider, messages: list[Message], public_url: str) -> 
     return abilities.find_sent(provider, outgoing)
 
 
-def _record_results(engine: Engine, provider_name: str, results: list[SendResult], outcome: BatchOutcome) -> None:
+def record_results(engine: Engine, provider_name: str, results: list[SendResult], outcome: BatchOutcome) -> None:
+    """Store a provider call's answers on messages marked `sending` (test sends use it too)."""
     accepted: list[str] = []
     with session_scope(engine) as session:
         session.connection()  # begin (on SQLite: hold the write lock) before stamping the time, so

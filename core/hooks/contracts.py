@@ -214,7 +214,7 @@ class ClickTarget(Protocol):
     @property
     def link_id(self) -> int: ...
     @property
-    def contact_id(self) -> int: ...
+    def contact_id(self) -> int | None: ...  # None: a test send to a phone that is no contact
     @property
     def campaign_id(self) -> int: ...
 
@@ -265,7 +265,7 @@ class MessageStatusChanged:
 
     message_id: int
     campaign_id: int
-    contact_id: int
+    contact_id: int | None  # None: a test send to a phone that is no contact
     phone: str
     provider: str
     provider_message_id: str | None
@@ -284,7 +284,7 @@ class ClickRecorded:
     campaign_id: int
     message_id: int
     link_id: int
-    contact_id: int
+    contact_id: int | None  # None: a test send to a phone that is no contact
     clicked_at: datetime
     ip: str | None
     user_agent: str | None

@@ -6,16 +6,22 @@ listeners pays nothing; the dataclasses themselves live in `core.hooks.contracts
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from core.hooks.contracts import ClickRecorded, ConversionRecorded, MessageStatusChanged, ReplyReceived
+from core.log import get_logger
 from core.models import Message, Reply
+
+if TYPE_CHECKING:
+    from core.hooks.registry import PluginRegistry
+
+log = get_logger("textpulse.hooks")
 
 # Messages read per query when the moves of a batch of callbacks are told.
 READ_CHUNK = 500
@@ -115,3 +121,21 @@ def conversion_recorded(body: Mapping[str, Any]) -> ConversionRecorded:
         message_id=body.get("message_id"),
         attribution=body.get("attribution"),
     )
+
+
+def status_listener(
+    engine: Engine, registry: PluginRegistry
+) -> Callable[[Sequence[tuple[int, str, str]]], None] | None:
+    """Tells the plugins' `on_message_status` of committed moves, (message id, old, new) each,
+    reading the batch's messages in one query; None when no plugin listens (nothing is read)."""
+    if not registry.listens("on_message_status"):
+        return None
+
+    def notify(changes: Sequence[tuple[int, str, str]]) -> None:
+        for event in messages_status_changed(engine, changes):
+            try:
+                registry.pm.hook.on_message_status(event=event)
+            except Exception:  # a listener failing on one move is still told of the others
+                log.exception("on_message_status listener failed", message_id=event.message_id)
+
+    return notify

@@ -1,6 +1,8 @@
 """Breakdowns of a campaign beside the summary: links, devices, click timing, trend, funnel.
 
-Clicks flagged as bots are left out unless asked for; test sends never count. Time buckets are
+Clicks flagged as bots are left out unless asked for; test sends never count. A retried contact
+counts once, by its latest message (core/stats/counting.py); clicks and conversions count whichever
+attempt they came from (a contact once where contacts are counted). Time buckets are
 computed in Python from the timestamps so SQLite and PostgreSQL give the same answer (the
 trend of a million-recipient campaign reads two million timestamps: a few seconds).
 """
@@ -17,6 +19,7 @@ from sqlmodel import Session, col
 
 from core.errors import BadParameter
 from core.models import Click, Conversion, Link, Message, Reply, Variant, counted_messages
+from core.stats.counting import counted
 from core.statuses import MessageStatus, Phase
 
 # Upper bounds (seconds) of the click-timing histogram; None is "later".
@@ -150,9 +153,8 @@ def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str 
     buckets: dict[datetime, dict[str, Any]] = defaultdict(
         lambda: {"sent": 0, "delivered": 0, "clicks": 0, "unique_clicks": set(), "replies": 0, "conversions": 0}
     )
-    counted = and_(col(Message.campaign_id) == campaign_id, counted_messages())
     for sent_at, delivered_at in session.execute(
-        select(col(Message.sent_at), col(Message.delivered_at)).where(counted)
+        select(col(Message.sent_at), col(Message.delivered_at)).where(counted(session, campaign_id).latest)
     ):
         if sent_at:
             buckets[_bucket_start(sent_at, interval, zone)]["sent"] += 1
@@ -186,14 +188,12 @@ def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str 
 
 def funnel(session: Session, campaign_id: int) -> dict[str, Any]:
     """Contacts at each step; conversions split into direct (clicked first) and influenced."""
-    counted = and_(col(Message.campaign_id) == campaign_id, counted_messages())
+    # One message per contact (its latest): a sum is a count of contacts.
     sent, delivered = session.execute(
         select(
-            func.count(distinct(case((col(Message.sent_at).is_not(None), col(Message.contact_id)), else_=None))),
-            func.count(
-                distinct(case((col(Message.status) == MessageStatus.DELIVERED, col(Message.contact_id)), else_=None))
-            ),
-        ).where(counted)
+            func.sum(case((col(Message.sent_at).is_not(None), 1), else_=0)),
+            func.sum(case((col(Message.status) == MessageStatus.DELIVERED, 1), else_=0)),
+        ).where(counted(session, campaign_id).latest)
     ).one()
     clicked = session.scalar(
         select(func.count(distinct(col(Click.contact_id))))
@@ -222,52 +222,74 @@ def variants(
     session: Session, campaign_id: int, *, reports_delivery: bool = True, phase: str | None = None
 ) -> dict[str, Any]:
     """The summary per variant, "all variants" with each contact once, and who is winning.
-    `phase="test"` reads the A/B test cohort alone (what the winner is picked on)."""
+    `phase="test"` reads the A/B test cohort alone (what the winner is picked on): its own
+    messages, as the test sent them (a later retry of one is a `retry` row, not counted there)."""
     from core.campaigns.definition import get_campaign
     from core.stats.ab import Arm, compare
 
     campaign = get_campaign(session, campaign_id)
     metric = (campaign.ab_test or {}).get("metric", "ctr")
-    counted = and_(col(Message.campaign_id) == campaign_id, counted_messages())
-    if phase is not None:
-        counted = and_(counted, col(Message.phase) == phase)
-
-    def counts(where: Any) -> dict[str, Any]:
-        recipients, sent, delivered = session.execute(
+    rows_of = counted(session, campaign_id, phase=phase)
+    variant_id = col(Message.variant_id)
+    # Each contact's latest message (a retry row keeps the variant of the message it retries), so
+    # a count of messages is a count of contacts; one grouped query for every variant.
+    messages = {
+        vid: (int(n or 0), int(sent or 0), int(delivered or 0))
+        for vid, n, sent, delivered in session.execute(
             select(
-                func.count(distinct(col(Message.contact_id))),
-                func.count(distinct(case((col(Message.sent_at).is_not(None), col(Message.contact_id)), else_=None))),
-                func.count(
-                    distinct(
-                        case((col(Message.status) == MessageStatus.DELIVERED, col(Message.contact_id)), else_=None)
-                    )
-                ),
-            ).where(counted, where)
-        ).one()
-        clickers = session.scalar(
-            select(func.count(distinct(col(Click.contact_id))))
-            .join(Message, col(Message.id) == col(Click.message_id))
-            .where(_clicks(campaign_id, include_bots=False), counted, where)
+                variant_id,
+                func.count(),
+                func.sum(case((col(Message.sent_at).is_not(None), 1), else_=0)),
+                func.sum(case((col(Message.status) == MessageStatus.DELIVERED, 1), else_=0)),
+            )
+            .where(rows_of.latest, variant_id.is_not(None))
+            .group_by(variant_id)
         )
-        converted, revenue = session.execute(
+    }
+
+    # Clicks and conversions: of whichever attempt they came from, each contact once.
+    def clickers(grouped: bool) -> Any:
+        return (
+            select(*([variant_id] if grouped else []), func.count(distinct(col(Click.contact_id))))
+            .join(Message, col(Message.id) == col(Click.message_id))
+            .where(_clicks(campaign_id, include_bots=False), rows_of.every, variant_id.is_not(None))
+        )
+
+    def conversions(grouped: bool) -> Any:
+        return (
             select(
-                func.count(distinct(col(Conversion.contact_id))), func.coalesce(func.sum(col(Conversion.revenue)), 0)
+                *([variant_id] if grouped else []),
+                func.count(distinct(col(Conversion.contact_id))),
+                func.coalesce(func.sum(col(Conversion.revenue)), 0),
             )
             .join(Message, col(Message.id) == col(Conversion.message_id))
-            .where(col(Conversion.campaign_id) == campaign_id, counted, where)
-        ).one()
-        basis = int(delivered if reports_delivery else sent)
+            .where(col(Conversion.campaign_id) == campaign_id, rows_of.every, variant_id.is_not(None))
+        )
+
+    clicked = {vid: int(n or 0) for vid, n in session.execute(clickers(True).group_by(variant_id))}
+    converted = {
+        vid: (int(n or 0), float(revenue or 0))
+        for vid, n, revenue in session.execute(conversions(True).group_by(variant_id))
+    }
+
+    def counts(
+        recipients: int, sent: int, delivered: int, clickers: int, conversions: int, revenue: float
+    ) -> dict[str, Any]:
+        basis = delivered if reports_delivery else sent
         return {
-            "recipients": int(recipients),
-            "sent": int(sent),
-            "delivered": int(delivered),
-            "unique_clicks": int(clickers or 0),
-            "ctr": round((clickers or 0) / basis, 6) if basis else 0.0,
-            "conversions": int(converted or 0),
-            "conversion_rate": round((converted or 0) / basis, 6) if basis else 0.0,
-            "revenue": float(revenue or 0),
+            "recipients": recipients,
+            "sent": sent,
+            "delivered": delivered,
+            "unique_clicks": clickers,
+            "ctr": round(clickers / basis, 6) if basis else 0.0,
+            "conversions": conversions,
+            "conversion_rate": round(conversions / basis, 6) if basis else 0.0,
+            "revenue": revenue,
             "_basis": basis,
         }
+
+    def variant_counts(vid: int | None) -> dict[str, Any]:
+        return counts(*messages.get(vid, (0, 0, 0)), clicked.get(vid, 0), *converted.get(vid, (0, 0.0)))
 
     rows = []
     for variant in session.scalars(
@@ -276,7 +298,7 @@ def variants(
         row = {
             "variant": variant.name,
             "is_control": variant.is_control,
-            **counts(col(Message.variant_id) == variant.id),
+            **variant_counts(variant.id),
         }
         if variant.is_control:  # held out: nothing sent, the group's size is what there is to show
             row["recipients"] = int(
@@ -304,6 +326,15 @@ def variants(
         row["expected_loss"] = p.expected_loss if p else None
         row["interval"] = list(p.interval) if p else None
         row.pop("_basis")
-    all_variants = counts(col(Message.variant_id).is_not(None))
+    all_clicked = session.execute(clickers(False)).scalar()
+    all_converted, all_revenue = session.execute(conversions(False)).one()
+    all_variants = counts(
+        sum(n for n, _, _ in messages.values()),
+        sum(sent for _, sent, _ in messages.values()),
+        sum(delivered for _, _, delivered in messages.values()),
+        int(all_clicked or 0),
+        int(all_converted or 0),
+        float(all_revenue or 0),
+    )
     all_variants.pop("_basis")
     return {"metric": metric, "variants": rows, "all_variants": all_variants, "winner": campaign.winner}

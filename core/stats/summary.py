@@ -1,7 +1,9 @@
 """Campaign statistics (API.md "Stats summary" and "Definitions").
 
-Test sends (phase `test_send`) never count. Clicks flagged as bots are left out of the default
-numbers and shown beside them (`bots_total`, `raw_*`).
+Test sends (phase `test_send`) and held-out controls never count; a retried contact counts once,
+by its latest message (core/stats/counting.py), and `attempts` counts every message handed to the
+provider. Clicks flagged as bots are left out of the default numbers and shown beside them
+(`bots_total`, `raw_*`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from sqlmodel import Session, col
 from core.campaigns.definition import get_campaign, iso
 from core.delivery.replies import OPT_OUT_KEYWORDS
 from core.models import Click, Conversion, Message, Reply, counted_messages, utcnow
+from core.stats.counting import counted, handed_over, superseded_ids
 from core.statuses import FAILED_MESSAGE_STATUSES, UNSENT_MESSAGE_STATUSES, MessageStatus
 
 
@@ -25,7 +28,7 @@ def summary(
     session: Session, campaign_id: int, *, reports_delivery: bool = True, include_bots: bool = False
 ) -> dict[str, Any]:
     campaign = get_campaign(session, campaign_id)
-    counted = and_(col(Message.campaign_id) == campaign_id, counted_messages())
+    rows = counted(session, campaign_id)
     status = col(Message.status)
     m = session.execute(
         select(
@@ -35,9 +38,13 @@ def summary(
             func.sum(case((status == MessageStatus.DELIVERED, 1), else_=0)),
             func.sum(case((status == MessageStatus.UNDELIVERED, 1), else_=0)),
             func.sum(case((status == MessageStatus.FAILED, 1), else_=0)),
-        ).where(counted)
+            func.sum(handed_over()),
+        ).where(rows.latest)
     ).one()
-    messages, queued, sent, delivered, undelivered, failed = (int(v or 0) for v in m)
+    contacts, queued, sent, delivered, undelivered, failed, attempts = (int(v or 0) for v in m)
+    if rows.deduplicated:  # the earlier attempts of retried contacts were handed over too
+        earlier = select(func.sum(handed_over())).where(col(Message.id).in_(superseded_ids(campaign_id)))
+        attempts += int(session.scalar(earlier) or 0)
     real_clicks = and_(
         col(Click.campaign_id) == campaign_id, col(Click.message_id) == col(Message.id), counted_messages()
     )
@@ -64,9 +71,9 @@ def summary(
     ).one()
     repliers, replies, opt_outs = (int(v or 0) for v in r)
     conv = session.execute(
-        select(func.count(), func.coalesce(func.sum(col(Conversion.revenue)), 0)).where(
-            col(Conversion.campaign_id) == campaign_id
-        )
+        select(
+            func.count(distinct(col(Conversion.contact_id))), func.coalesce(func.sum(col(Conversion.revenue)), 0)
+        ).where(col(Conversion.campaign_id) == campaign_id)
     ).one()
     basis_name = "delivered" if reports_delivery else "sent"
     basis = delivered if reports_delivery else sent
@@ -74,7 +81,8 @@ def summary(
     return {
         "campaign_id": campaign_id,
         "status": campaign.status,
-        "recipients": max(campaign.recipients, messages),
+        "recipients": max(campaign.recipients, contacts),
+        "attempts": attempts,
         "queued": queued,
         "sent": sent,
         "delivered": delivered,
@@ -104,13 +112,10 @@ def errors(session: Session, campaign_id: int) -> dict[str, Any]:
     """Messages that failed or went undelivered, per error code, with its text (`/stats/errors`).
 
     `share` is the code's part of those messages (the shares add up to 1); a code reported with
-    several texts shows the most frequent one. Test sends do not count.
+    several texts shows the most frequent one. Test sends do not count, and a retried contact counts
+    by its latest message: a failure that a retry delivered is no longer listed.
     """
-    failed = and_(
-        col(Message.campaign_id) == campaign_id,
-        counted_messages(),
-        col(Message.status).in_(FAILED_MESSAGE_STATUSES),
-    )
+    failed = and_(counted(session, campaign_id).latest, col(Message.status).in_(FAILED_MESSAGE_STATUSES))
     code = func.coalesce(col(Message.error_code), "unknown")
     text_column = col(Message.error_text)
     rows = session.execute(select(code, text_column, func.count()).where(failed).group_by(code, text_column)).all()

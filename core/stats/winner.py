@@ -54,20 +54,18 @@ def evaluate(engine: Engine, campaign_id: int, *, reports_delivery: bool, at_dea
         )
     if not at_deadline:
         return Decision(False)
-    if best is not None and not short:
-        return Decision(
-            True,
-            best["variant"],
-            method="bayesian",
-            reason=f"the wait ended: {best['variant']} leads with a {best['chance_to_win']:.1%} "
-            f"chance to be best on {metric}",
-        )
+    # The wait is over and nothing is decisive: the fallback decides. A leader short of
+    # DECISIVE is a coin flip and is never declared the winner.
     fallback = str(test.get("fallback", "send_all_variants"))
-    why = (
-        f"fewer than {min_sample} {measured} test messages for {', '.join(short)}"
-        if short
-        else "no variant could be measured"
-    )
+    if short:
+        why = f"fewer than {min_sample} {measured} test messages for {', '.join(short)}"
+    elif best is None:
+        why = "no variant could be measured"
+    else:
+        why = (
+            f"the wait ended with no decisive variant ({best['variant']} leads with a "
+            f"{(best['chance_to_win'] or 0):.1%} chance to be best on {metric}, {DECISIVE:.0%} needed)"
+        )
     if fallback == "hold":
         return Decision(True, None, hold=True, method="fallback", reason=f"{why}: the remainder is held")
     if fallback.startswith("send_variant:"):

@@ -28,7 +28,7 @@ class CodeTarget(NamedTuple):
     destination: str
     message_id: int
     link_id: int
-    contact_id: int
+    contact_id: int | None  # None: a test send to a phone that is no contact
     campaign_id: int
     sent_at: datetime | None = None  # when the message went out (None: not yet, or not known)
 
