@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from temporalio.client import Client
 
 from tests.live import LiveService, wait_for
+from workflows.campaign import CampaignWorkflow
 
 
 @pytest.fixture
@@ -93,3 +96,23 @@ def test_cancel_mid_send_stops_sending_and_cancels_the_rest(slow_live: LiveServi
     assert statuses["cancelled"] > 0
     assert len(live.fake.ledger()) == 120 - statuses["cancelled"]
     assert _status(live, cid) == "cancelled"
+
+
+def test_cancel_while_paused_ends_the_workflow(slow_live: LiveService, temporal_address: str) -> None:
+    live = slow_live
+    _contacts(live, 60)
+    cid = live.post("/api/campaigns", {"name": "Stop", "variants": [{"name": "A", "body": "Hi"}]}).json()["id"]
+    live.post(f"/api/campaigns/{cid}/launch")
+    wait_for(lambda: live.stats(cid)["sent"] >= 2, what="first batch sent")
+    assert live.post(f"/api/campaigns/{cid}/pause").status_code == 202
+    time.sleep(0.5)  # the batch in flight stops: nothing runs while paused
+    assert live.post(f"/api/campaigns/{cid}/cancel").json()["status"] == "cancelled"
+
+    async def stage() -> str:
+        client = await Client.connect(temporal_address)
+        handle = client.get_workflow_handle(live.settings.workflow_id(cid))
+        return (await handle.query(CampaignWorkflow.progress)).state
+
+    wait_for(lambda: asyncio.run(stage()) == "cancelled", what="the workflow finished its cancel")
+    statuses = Counter(m["status"] for m in live.messages(cid))
+    assert statuses["queued"] == 0 and statuses["cancelled"] == 60 - len(live.fake.ledger())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -61,5 +62,43 @@ def test_permanent_failures_are_not_retried(database_url: str, temporal_address:
         response = live.post(f"/api/campaigns/{cid}/retry-failed")
         assert response.status_code == 409 and "no failed message worth retrying" in response.json()["detail"]
         assert live.get(f"/api/campaigns/{cid}").json()["status"] == "completed"
+    finally:
+        live.stop()
+
+
+def test_pause_resume_and_cancel_reach_a_retry_run(database_url: str, temporal_address: str, tmp_path: Path) -> None:
+    live = _live(database_url, temporal_address, tmp_path, ["30003"])
+    try:
+        n = 60
+        live.post("/api/contacts", [{"phone": f"+1202555{7000 + i:04d}"} for i in range(n)])
+        body = {"name": "R", "rate_limit_per_second": 10, "variants": [{"name": "A", "body": "Hi"}]}
+        cid = live.post("/api/campaigns", body).json()["id"]
+        live.post(f"/api/campaigns/{cid}/launch")
+        wait_for(lambda: live.get(f"/api/campaigns/{cid}").json()["status"] == "completed", what="completed")
+        wait_for(
+            lambda: (s := live.stats(cid))["delivered"] + s["failed"] + s["undelivered"] == n,
+            what="every first attempt settled",
+        )
+        first = len(live.fake.ledger())
+        failed = n - live.stats(cid)["delivered"]
+        assert failed >= 15
+        assert live.post(f"/api/campaigns/{cid}/retry-failed").status_code == 202
+        wait_for(lambda: len(live.fake.ledger()) > first, what="the retry sending")
+        paused = live.post(f"/api/campaigns/{cid}/pause")
+        assert paused.status_code == 202 and paused.json()["status"] == "paused"
+        time.sleep(1.0)
+        held = len(live.fake.ledger())
+        time.sleep(1.0)
+        assert len(live.fake.ledger()) == held  # nothing more while paused
+        assert live.post(f"/api/campaigns/{cid}/resume").json()["status"] == "running"
+        wait_for(lambda: len(live.fake.ledger()) > held, what="the retry resumed")
+        cancelled = live.post(f"/api/campaigns/{cid}/cancel")
+        assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+        wait_for(
+            lambda: "queued" not in {m["status"] for m in live.messages(cid, phase="retry")},
+            what="the retry's unsent messages cancelled",
+        )
+        retry = Counter(m["status"] for m in live.messages(cid, phase="retry"))
+        assert retry["cancelled"] > 0 and sum(retry.values()) == failed
     finally:
         live.stop()

@@ -21,7 +21,7 @@ from tests.live import LiveService, wait_for
 from tests.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioStandIn
 
 N = 3000
-KILLS_AT = (400, 1200, 2000)
+KILLS_AT = (500, 1400, 2300)
 HEARTBEAT_TIMEOUT = 5
 
 
@@ -77,7 +77,7 @@ def test_three_sigkills_during_a_twilio_campaign_text_nobody_twice(
             body = {
                 "name": "Kills",
                 "provider": "twilio",
-                "rate_limit_per_second": 150,  # one batch at a time: each kill hits the sender
+                "rate_limit_per_second": 250,  # one batch at a time: each kill hits the sender
                 "variants": [{"name": "A", "body": "Hi"}],
             }
             cid = live.post("/api/campaigns", body).json()["id"]

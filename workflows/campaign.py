@@ -247,10 +247,13 @@ class CampaignWorkflow:
                 running.append(batch[0])
                 asyncio.create_task(send(batch))  # noqa: RUF006 - `running` tracks it
                 continue
-            in_flight = len(running)
+            in_flight, cancelled = len(running), self.cancelled
 
-            def changed(in_flight: int = in_flight) -> bool:
-                return len(running) != in_flight or self._failure is not None or startable() is not None
+            def changed(in_flight: int = in_flight, cancelled: bool = cancelled) -> bool:
+                """A batch ended or failed, a cancel came, or another batch may start."""
+                if len(running) != in_flight or self._failure is not None or self.cancelled != cancelled:
+                    return True
+                return startable() is not None
 
             await workflow.wait_condition(changed)
 
