@@ -41,7 +41,10 @@ from textpulse.devserver import DevServer  # noqa: E402
 
 
 def stop_latency(temporal: str, data_dir: Path, rate: float | None, action: str) -> tuple[float, int]:
+    from core.migrate import upgrade
+
     n = 200 if rate else 4000
+    upgrade(f"sqlite:///{data_dir}/textpulse.db")
     live = LiveService(
         database_url=f"sqlite:///{data_dir}/textpulse.db",
         temporal_address=temporal,

@@ -96,6 +96,10 @@ def test_launch_is_refused_while_the_provider_is_not_configured(live: LiveServic
     fine = _create(live, provider="fake")
     assert live.post(f"/api/campaigns/{fine}/launch").status_code == 202
     wait_for(lambda: live.stats(fine)["sent"] == 2, what="the fake campaign sent")
+    # A test send through the unconfigured provider is refused the same way, and nothing is stored.
+    refused = live.post(f"/api/campaigns/{cid}/test-send", {"phones": [PHONES[0]]})
+    assert refused.status_code == 422 and "provider 'twilio' is not configured" in refused.json()["detail"]
+    assert live.messages(cid) == []
 
 
 def test_launch_is_refused_for_an_empty_audience(live: LiveService) -> None:

@@ -13,7 +13,8 @@ A test send never creates or changes a contact (API.md "Launch checks and test s
   finds it false and `| default(...)` applies, where a contact's missing attribute is a 422 as
   at create time. Its message row has no contact (`contact_id` null), nor have its clicks;
 - an opted-out contact's phone is refused (OptedOutPhones, 422 naming each) unless the request
-  says `allow_opted_out`; then it is sent like any other.
+  says `allow_opted_out`; then it is sent like any other;
+- a provider that is not configured (its `check_config`) is a 422, as at launch: nothing is sent.
 The messages go out one provider call each, now: not held by quiet hours, a pause or the
 campaign's rate limit (a cancelled campaign takes no test sends at all).
 """
@@ -29,8 +30,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from core.campaigns.bodies import LinkStore, ShortCodes
-from core.campaigns.definition import CampaignConflict, get_campaign, iso, variants_of
+from core.campaigns.definition import CampaignConflict, CampaignInvalid, get_campaign, iso, variants_of
 from core.campaigns.idempotency import idempotency_key
+from core.campaigns.launch_checks import provider_problems
 from core.campaigns.rendering import TrackedLink, render_tracked
 from core.campaigns.templates import compile_body
 from core.contacts.phones import InvalidContact, normalize_phone
@@ -156,6 +158,8 @@ def send_test_messages(
         campaign = get_campaign(session, campaign_id)
         if campaign.status == CampaignStatus.CANCELLED:
             raise CampaignConflict(f"campaign {campaign_id} is cancelled: nothing more is sent for it")
+        if problems := provider_problems(registry, campaign.provider):  # as at launch: a 422, nothing sent
+            raise CampaignInvalid(f"cannot test-send campaign {campaign_id}: {'; '.join(problems)}", extra=problems)
         provider = registry.provider(campaign.provider)
         variants = [v for v in variants_of(session, campaign_id) if not v.is_control]
         templates = [(v, compile_body(v.body, variant=v.name)) for v in variants]
