@@ -9,13 +9,20 @@ Litestar's `Provide`. Database work runs in worker threads; Temporal calls on th
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio.to_thread
 from sqlalchemy.engine import Engine
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    RPCTimeoutOrCancelledError,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -37,6 +44,8 @@ from core.campaigns.preview import preview_campaign
 from core.campaigns.schemas import CampaignCreate
 from core.campaigns.testsend import send_test_messages
 from core.db import session_scope
+from core.delivery.sending import cancel_pending
+from core.errors import Unavailable
 from core.hooks.registry import PluginRegistry
 from core.log import get_logger
 from core.models import utcnow
@@ -46,6 +55,14 @@ from workflows.campaign import CampaignWorkflow
 from workflows.inputs import CampaignInput
 
 log = get_logger("textpulse.api.campaigns")
+
+
+# The workflow's signal for each control move: sent when its update gets no answer in time.
+SIGNALS = {
+    Move.PAUSE: CampaignWorkflow.pause,
+    Move.RESUME: CampaignWorkflow.resume,
+    Move.CANCEL: CampaignWorkflow.cancel,
+}
 
 
 class CampaignService:
@@ -116,7 +133,7 @@ class CampaignService:
             status = await anyio.to_thread.run_sync(self.status, campaign_id)
             raise CampaignConflict(f"campaign {campaign_id} was launched already (status {status})")
         try:
-            client = await self.temporal.get()
+            client = await self._client()
             await client.start_workflow(
                 CampaignWorkflow.run,
                 workflow_input,
@@ -126,15 +143,23 @@ class CampaignService:
             )
         except WorkflowAlreadyStartedError:
             raise CampaignConflict(f"campaign {campaign_id} was launched already") from None
-        except Exception:
+        except Exception as exc:
             await self._move(campaign_id, Move.UNDO_LAUNCH, launched_at=None)
             log.exception("launch failed", campaign_id=campaign_id)
+            if isinstance(exc, RPCError):
+                raise Unavailable(f"the workflow service did not start the campaign: {exc.message}") from None
             raise
         return await anyio.to_thread.run_sync(self.body, campaign_id)
 
+    async def _client(self) -> Client:
+        try:
+            return await self.temporal.get()
+        except (RPCError, RuntimeError, OSError) as exc:
+            raise Unavailable(f"the workflow service cannot be reached: {exc}") from None
+
     async def _running_handle(self, campaign_id: int) -> WorkflowHandle[Any, Any] | None:
         """The campaign's workflow run still running: its latest retry run, else the launch's."""
-        client = await self.temporal.get()
+        client = await self._client()
         base = self.settings.workflow_id(campaign_id)
         next_round = await anyio.to_thread.run_sync(retry.retry_round, self.engine, campaign_id)
         # A retry run's rows may not exist yet when it is asked for: try the round after the last too.
@@ -144,43 +169,57 @@ class CampaignService:
             try:
                 description = await handle.describe()
             except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:
-                    raise
-                continue
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    continue
+                raise Unavailable(f"the workflow service cannot be reached: {exc.message}") from None
             if description.status == WorkflowExecutionStatus.RUNNING:
                 return handle
         return None
 
-    async def _update(self, campaign_id: int, call: Callable[[WorkflowHandle[Any, Any]], Awaitable[Any]]) -> bool:
-        """Run a workflow update on the campaign's running workflow; its refusal (the validator's
-        or the handler's words) is a Conflict. False: no run to ask, or none answered in time."""
-        handle = await self._running_handle(campaign_id)
-        if handle is None:
-            return False
+    async def _update(
+        self, handle: WorkflowHandle[Any, Any], call: Callable[[WorkflowHandle[Any, Any], timedelta], Awaitable[Any]]
+    ) -> bool:
+        """Run a workflow update; its refusal (the validator's or the handler's words) is a
+        Conflict. False: the run did not answer within `control_timeout_seconds`, or ended."""
         try:
-            with anyio.fail_after(self.settings.control_timeout_seconds):
-                await call(handle)
+            await call(handle, timedelta(seconds=self.settings.control_timeout_seconds))
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(cause)
             raise CampaignConflict(message) from None
-        except TimeoutError:
-            log.warning("the campaign's workflow did not answer in time", campaign_id=campaign_id)
+        except RPCTimeoutOrCancelledError:
+            log.warning("the campaign's workflow did not answer in time", workflow_id=handle.id)
             return False
-        except RPCError as exc:  # ended meanwhile
-            log.info("workflow gone before the update", campaign_id=campaign_id, error=str(exc))
+        except RPCError as exc:  # ended meanwhile, or the service is gone
+            log.info("no answer to the update", workflow_id=handle.id, error=str(exc))
             return False
         return True
 
     async def control(self, campaign_id: int, move: Move) -> dict[str, Any]:
         """Pause, resume or cancel, as an update of the running workflow, which refuses a move
-        its status does not allow. With no run to ask (a draft), or none answering within
-        `control_timeout_seconds`, the move is made in the database alone: the send activity
-        checks it before each provider call, and the workflow follows what its batches find."""
-        asked = await self._update(campaign_id, lambda handle: handle.execute_update(CampaignWorkflow.control, move))
-        if not asked and not await self._move(campaign_id, move):
+        its status does not allow. With no run to ask (a draft), the move is made in the database.
+        With a run that does not answer within `control_timeout_seconds` (no worker up), the move
+        is made in the database (every send activity checks it before each provider call) and the
+        run is signalled, which it takes on as soon as a worker runs it again."""
+        handle = await self._running_handle(campaign_id)
+        issued = time.time()
+        if handle is not None and await self._update(
+            handle,
+            lambda h, timeout: h.execute_update(
+                CampaignWorkflow.control, args=[move, issued, timeout.total_seconds()], rpc_timeout=timeout
+            ),
+        ):
+            return await anyio.to_thread.run_sync(self.body, campaign_id)
+        if not await self._move(campaign_id, move):
             status = await anyio.to_thread.run_sync(self.status, campaign_id)
             raise CampaignConflict(transition(move).refusal(campaign_id, status))
+        if move == Move.CANCEL:
+            await anyio.to_thread.run_sync(cancel_pending, self.engine, campaign_id)
+        if handle is not None:
+            try:  # a signal is stored by the service even while no worker runs the workflow
+                await handle.signal(SIGNALS[move])
+            except RPCError as exc:
+                log.warning("could not signal the workflow", workflow_id=handle.id, error=str(exc))
         return await anyio.to_thread.run_sync(self.body, campaign_id)
 
     async def retry_failed(self, campaign_id: int) -> dict[str, Any]:
@@ -204,15 +243,17 @@ class CampaignService:
         round_ = await anyio.to_thread.run_sync(begin)
         workflow_input, _ = await anyio.to_thread.run_sync(self.workflow_input, campaign_id)
         try:
-            client = await self.temporal.get()
+            client = await self._client()
             await client.start_workflow(
                 CampaignWorkflow.run,
                 dataclasses.replace(workflow_input, retry_round=round_, start_at_epoch=None),
                 id=f"{self.settings.workflow_id(campaign_id)}-retry-{round_}",
                 task_queue=self.settings.task_queue,
             )
-        except Exception:
+        except Exception as exc:
             await self._move(campaign_id, Move.UNDO_RETRY)
+            if isinstance(exc, RPCError):
+                raise Unavailable(f"the workflow service did not start the retry: {exc.message}") from None
             raise
         return await anyio.to_thread.run_sync(self.body, campaign_id)
 
@@ -226,9 +267,13 @@ class CampaignService:
         refusal = f"campaign {campaign_id} has no A/B test waiting for a winner (status {body['status']})"
         if body["status"] not in (CampaignStatus.WAITING, CampaignStatus.HELD):
             raise CampaignConflict(refusal)
+        handle = await self._running_handle(campaign_id)
+        if handle is None:
+            raise CampaignConflict(refusal)
         picked = await self._update(
-            campaign_id, lambda handle: handle.execute_update(CampaignWorkflow.pick_winner, variant or "")
+            handle,
+            lambda h, timeout: h.execute_update(CampaignWorkflow.pick_winner, variant or "", rpc_timeout=timeout),
         )
         if not picked:
-            raise CampaignConflict(refusal + "; its workflow did not answer, try again")
+            raise Unavailable(f"campaign {campaign_id}'s workflow did not answer in time; try again")
         return await anyio.to_thread.run_sync(self.body, campaign_id)

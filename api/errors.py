@@ -12,7 +12,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.types import ExceptionHandlersMap
 
-from core.errors import BadParameter, Conflict, Invalid, NotFound, TextpulseError
+from core.errors import BadParameter, Conflict, Invalid, NotFound, TextpulseError, Unavailable
 from core.hooks.contracts import WebhookError
 
 STATUS_OF_KIND: tuple[tuple[type[TextpulseError], int], ...] = (
@@ -20,6 +20,7 @@ STATUS_OF_KIND: tuple[tuple[type[TextpulseError], int], ...] = (
     (Conflict, 409),
     (Invalid, 422),
     (BadParameter, 400),
+    (Unavailable, 503),
 )
 
 

@@ -32,3 +32,7 @@ class Invalid(TextpulseError, ValueError):
 
 class BadParameter(TextpulseError, ValueError):
     """A parameter of the request has a value the route does not know."""
+
+
+class Unavailable(TextpulseError):
+    """A part the request needs (the workflow service) cannot be reached now; try again."""

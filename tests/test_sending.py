@@ -181,7 +181,7 @@ def test_a_batch_stops_before_its_next_provider_call_once_the_campaign_is_paused
     def pause_after_first_call() -> None:
         nonlocal calls
         calls += 1
-        if calls == 1:
+        if calls == 2:  # the first is after the rows are read, the second after the first call
             assert apply_move(engine, cid, Move.PAUSE)
 
     outcome = send_batch(engine, registry, cid, first_id, last_id, heartbeat=pause_after_first_call)

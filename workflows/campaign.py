@@ -65,11 +65,13 @@ SEND_RETRY = RetryPolicy(
 # Moves the `control` update makes; the others are the workflow's own.
 CONTROL_MOVES = (Move.PAUSE, Move.RESUME, Move.CANCEL)
 PICKABLE = (CampaignStatus.WAITING, CampaignStatus.HELD)
+PAUSABLE_STAGES = ("starting", "snapshot", *AUDIENCE_PHASES)  # scheduled, or sending a stage
 
 # `workflow.patched` ids: a run whose history predates a change replays the branch it took then.
 SEND_WINDOW = "send-window"  # sliding window of batches, each stopped early by a pause or cancel
 HOLD_KEEPS_REMAINDER = "hold-keeps-remainder"  # `held` waits for a pick (it cancelled the remainder)
 RECONCILE = "reconcile-statuses"  # look up statuses that never came, after the settle window
+RECONCILE_PASSES = 3  # after settle, 2 × settle and 4 × settle more, while reports are missing
 
 
 @workflow.defn(name="CampaignWorkflow")
@@ -85,7 +87,8 @@ class CampaignWorkflow:
         self.cancelled = False
         self.forced_winner: str | None = None  # "" = decide now by the policy
         self.forced_reason = ""
-        self._controls = 0  # control updates so far: a batch's stop outcome is stale if this moved
+        self._controls = 0  # control moves so far: a batch's stop outcome is stale if this moved
+        self._finishing = False  # the final move is under way: no more control
         self._failure: BaseException | None = None  # of a batch in the window
 
     @workflow.run
@@ -302,6 +305,10 @@ class CampaignWorkflow:
             )
             for result in results:
                 self._count(result)
+            stopped = next((result.stopped for result in results if result.stopped), None)
+            if stopped is not None:  # today's activity stopped a batch of this older run: send it again
+                self._obey(stopped)
+                continue
             self.state.done += len(wave)
             if self._rollover_due() and self.state.done < len(self.state.batches):
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -366,6 +373,7 @@ class CampaignWorkflow:
         )
 
     async def _finish(self, data: CampaignInput, move: Move) -> CampaignResult:
+        self._finishing = True
         if self.state.sent:
             await workflow.execute_activity_method(
                 CampaignActivities.sweep_callbacks, self.campaign_id, start_to_close_timeout=LONG
@@ -385,14 +393,18 @@ class CampaignWorkflow:
         if settle is not None and self.state.sent and workflow.patched(RECONCILE):
             # Delivery reports lost on the way (a gateway's, or a dead worker's fake callbacks):
             # once every message had time to get one, ask the provider about the rest.
-            await workflow.sleep(timedelta(seconds=settle))
-            await workflow.execute_activity_method(
-                CampaignActivities.reconcile_statuses,
-                ReconcileInput(self.campaign_id, settle),
-                start_to_close_timeout=LONG,
-                heartbeat_timeout=timedelta(seconds=data.heartbeat_timeout_seconds),
-                retry_policy=SEND_RETRY,
-            )
+            # Looked up again, twice as late each time, while some still await a report.
+            for attempt in range(RECONCILE_PASSES):
+                await workflow.sleep(timedelta(seconds=settle * 2**attempt))
+                looked_up = await workflow.execute_activity_method(
+                    CampaignActivities.reconcile_statuses,
+                    ReconcileInput(self.campaign_id, settle),
+                    start_to_close_timeout=LONG,
+                    heartbeat_timeout=timedelta(seconds=data.heartbeat_timeout_seconds),
+                    retry_policy=SEND_RETRY,
+                )
+                if not looked_up.awaiting:
+                    break
         return CampaignResult(
             self.campaign_id, final, self.state.recipients, self.state.sent, self.state.failed, self.state.skipped
         )
@@ -413,16 +425,23 @@ class CampaignWorkflow:
     # -- control ------------------------------------------------------------------------------
 
     @workflow.update(name="control")
-    async def control(self, move: str) -> str:
+    async def control(self, move: str, issued_at: float | None = None, stale_after: float | None = None) -> str:
         """Pause, resume or cancel: the move is made in the database (where the send activity
-        looks before each provider call), then this run follows it. Answers the new status."""
+        looks before each provider call), then this run follows it. Answers the new status.
+        `issued_at`/`stale_after`: when the API asked, and how long it waits for the answer (it
+        makes the move itself after that: an update arriving later is refused, not applied twice)."""
         step = transition(move)
         self._controls += 1
-        await workflow.execute_activity_method(
+        moved = await workflow.execute_activity_method(
             CampaignActivities.set_campaign_status,
             CampaignStatusInput(self.campaign_id, step.target, list(step.sources), move=move),
             start_to_close_timeout=SHORT,
         )
+        if not moved and issued_at is not None:  # (histories recorded before `issued_at` never refused)
+            raise ApplicationError(
+                f"cannot {move} campaign {self.campaign_id}: its status changed meanwhile; look again",
+                type="StatusChanged",
+            )
         self.state.status = step.target
         if move == Move.PAUSE:
             self.paused = True
@@ -434,12 +453,21 @@ class CampaignWorkflow:
         return step.target
 
     @control.validator
-    def _may_control(self, move: str) -> None:
+    def _may_control(self, move: str, issued_at: float | None = None, stale_after: float | None = None) -> None:
         if move not in CONTROL_MOVES:
             raise ValueError(f"{move!r} is not one of {', '.join(CONTROL_MOVES)}")
+        if issued_at is not None and stale_after is not None and workflow.now().timestamp() - issued_at > stale_after:
+            raise ValueError(f"this {move} of campaign {self.campaign_id} came too late; the API made it alone")
         step, status = transition(move), self.state.status or ""
         if not step.allows(status) or (move == Move.CANCEL and self.cancelled):
             raise ValueError(step.refusal(self.campaign_id, status))
+        if self._finishing:
+            raise ValueError(f"cannot {move} campaign {self.campaign_id}: it is ending")
+        if move == Move.PAUSE and self.state.stage not in PAUSABLE_STAGES:
+            raise ValueError(
+                f"cannot pause campaign {self.campaign_id}: it is not sending now ({self.state.stage}); "
+                "pause works while it is scheduled or sending"
+            )
 
     @workflow.update(name="pick_winner")
     async def pick_winner(self, variant: str) -> str:
@@ -471,16 +499,19 @@ class CampaignWorkflow:
     @workflow.signal
     def pause(self) -> None:
         workflow.logger.info("campaign %s: paused", self.campaign_id)
+        self._controls += 1
         self.paused, self.state.status = True, CampaignStatus.PAUSED
 
     @workflow.signal
     def resume(self) -> None:
         workflow.logger.info("campaign %s: resumed", self.campaign_id)
+        self._controls += 1
         self.paused, self.state.status = False, CampaignStatus.RUNNING
 
     @workflow.signal
     def cancel(self) -> None:
         workflow.logger.info("campaign %s: cancel asked for", self.campaign_id)
+        self._controls += 1
         self.cancelled = True
 
     @workflow.signal

@@ -88,35 +88,35 @@ def send_batch(
                 col(Message.provider_message_id).is_(None),
             )
             .order_by(col(Message.id))
-            .with_for_update()  # PostgreSQL: a STOP committing meanwhile is seen here (SQLite: no-op)
+            # PostgreSQL: a STOP committing meanwhile is seen here; the contacts are not locked
+            # (SQLite: no-op).
+            .with_for_update(of=Message)
         ).all()
+        # An earlier attempt's outcome is unknown (marked `sending`, never answered): ask the
+        # provider first. What it has is sent; the rest was not, and is queued again like any.
+        unknown = [message for message, _, _ in rows if message.status == MessageStatus.SENDING]
+        found = _find_sent(provider, unknown, registry.context.settings.public_url) if unknown else {}
         now = utcnow()
         to_send: list[Message] = []
-        unknown: list[Message] = []
         for message, opted_out_at, timezone in rows:
-            if opted_out_at is not None or campaign.status == CampaignStatus.CANCELLED:
+            if message.id in found:
+                message.provider_message_id = found[message.id]
+                message.status, message.sent_at, message.status_changed_at = MessageStatus.SENT, now, now
+                outcome.sent += 1
+            elif opted_out_at is not None or campaign.status == CampaignStatus.CANCELLED:
                 message.status, message.status_changed_at = MessageStatus.CANCELLED, now
                 message.error_text = "contact opted out" if opted_out_at is not None else "campaign cancelled"
                 outcome.skipped += 1
-                session.add(message)
-            elif message.status == MessageStatus.SENDING:
-                unknown.append(message)  # an earlier attempt's outcome is unknown
-            elif is_quiet(now, timezone, campaign.quiet_hours):
-                outcome.deferred += 1
-                until = quiet_until(now, timezone, campaign.quiet_hours)
-                outcome.resume_at = until if outcome.resume_at is None else min(outcome.resume_at, until)
             else:
-                to_send.append(message)
-        if unknown:
-            found = _find_sent(provider, unknown, registry.context.settings.public_url)
-            for message in unknown:
-                if message.id in found:
-                    message.provider_message_id = found[message.id]
-                    message.status, message.sent_at, message.status_changed_at = MessageStatus.SENT, now, now
-                    outcome.sent += 1
-                    session.add(message)
+                message.status = MessageStatus.QUEUED
+                if is_quiet(now, timezone, campaign.quiet_hours):
+                    outcome.deferred += 1
+                    until = quiet_until(now, timezone, campaign.quiet_hours)
+                    outcome.resume_at = until if outcome.resume_at is None else min(outcome.resume_at, until)
                 else:
                     to_send.append(message)
+            session.add(message)
+    heartbeat()
     guard = phase != Phase.TEST_SEND  # a test send goes out whatever the campaign's status
     callback_url = f"{registry.context.settings.public_url}/webhooks/{provider.name}/status"
     pacer = _Pacer(campaign.rate_limit_per_second)
@@ -124,11 +124,17 @@ def send_batch(
     while start < len(to_send):
         pacer.wait(heartbeat)
         part = to_send[start : start + pacer.chunk()]
-        if not _mark_sending(engine, part, campaign_id if guard else None):
-            # Paused or cancelled meanwhile: nothing more goes to the provider. A paused batch's
-            # messages stay queued for the resume; a cancel's become `cancelled` with the move.
-            outcome.stopped = _status_of(engine, campaign_id)
-            break
+        start += len(part)
+        claimed = _mark_sending(engine, part, campaign_id if guard else None)
+        if not claimed:
+            status = _status_of(engine, campaign_id)
+            if guard and status != CampaignStatus.RUNNING:
+                # Paused or cancelled meanwhile: nothing more goes to the provider. A paused
+                # batch's messages stay queued for the resume; a cancel's end `cancelled`.
+                outcome.stopped = status
+                break
+            continue  # another attempt of this batch holds these rows
+        part = [m for m in part if m.id in claimed]
         began = time.monotonic()
         outgoing = [OutgoingMessage(m.id or 0, m.phone, m.body, m.idempotency_key, callback_url) for m in part]
         results = provider.send_batch(outgoing)
@@ -136,7 +142,6 @@ def send_batch(
         record_results(engine, provider.name, results, outcome)
         opt_out_unsubscribed(engine, provider, results)  # e.g. Twilio 21610
         heartbeat()
-        start += len(part)
         if outcome.transient:
             break  # the activity is retried with backoff; the rest waits for that
     return outcome
@@ -147,30 +152,30 @@ class _Pacer:
 
     Small calls are what make pause and cancel take effect within a second: the campaign's
     status is checked before every call (folded into the UPDATE that marks the call's messages
-    `sending`), so a call is the most that can still go out after a pause. Without a rate limit
-    a call is sized to take about TARGET_SECONDS (starting small, at most MAX_CHUNK messages);
-    under a rate limit, a fifth of a second's worth goes every fifth of a second.
+    `sending`), so a call is the most that can still go out after a pause. A call is sized to
+    take about TARGET_SECONDS by the time the last one took per message (starting at one
+    message, doubling at most, at most MAX_CHUNK); under a rate limit also at most a fifth of a
+    second's worth, one call every fifth of a second.
     """
 
-    FIRST_CHUNK = 10
     MAX_CHUNK = 100
     TARGET_SECONDS = 0.2
 
     def __init__(self, rate: float | None) -> None:
         self.rate = rate
-        self.size = max(1, int(rate * self.TARGET_SECONDS)) if rate else self.FIRST_CHUNK
+        self.cap = max(1, min(self.MAX_CHUNK, int(rate * self.TARGET_SECONDS))) if rate else self.MAX_CHUNK
+        self.size = 1
         self.next_at = 0.0
 
     def chunk(self) -> int:
         return self.size
 
     def sent(self, count: int, seconds: float) -> None:
+        per_message = seconds / max(1, count)
+        fit = int(self.TARGET_SECONDS / per_message) if per_message > 0 else self.cap
+        self.size = max(1, min(self.cap, fit, self.size * 2))
         if self.rate:
             self.next_at = time.monotonic() + count / self.rate - seconds
-            return
-        per_message = seconds / max(1, count)
-        fit = int(self.TARGET_SECONDS / per_message) if per_message > 0 else self.MAX_CHUNK
-        self.size = max(1, min(self.MAX_CHUNK, fit, self.size * 2))
 
     def wait(self, heartbeat: Callable[[], None]) -> None:
         """Sleep until the rate limit lets the next call go, heartbeating at least every second."""
@@ -184,22 +189,26 @@ def _status_of(engine: Engine, campaign_id: int) -> str:
         return str(session.scalar(select(col(Campaign.status)).where(col(Campaign.id) == campaign_id)))
 
 
-def _mark_sending(engine: Engine, messages: list[Message], campaign_id: int | None) -> bool:
-    """Recorded before the provider is called: if we die meanwhile, the outcome is known to be
-    unknown. With `campaign_id`, only while that campaign is running: False (and nothing marked)
-    once it is paused or cancelled, decided by the same statement, so no second query and no gap."""
-    statement = update(Message).where(col(Message.id).in_([m.id for m in messages]))
+def _mark_sending(engine: Engine, messages: list[Message], campaign_id: int | None) -> set[int]:
+    """Claim the messages for one provider call: mark them `sending` (recorded before the provider
+    is called: if we die meanwhile, the outcome is known to be unknown) and answer the ids claimed.
+    Only rows still queued are taken, so two attempts of one batch never both send a message; with
+    `campaign_id`, only while that campaign is running: none once it is paused or cancelled,
+    decided by the same statement, so no second query and no gap."""
+    statement = update(Message).where(
+        col(Message.id).in_([m.id for m in messages]),
+        col(Message.status) == MessageStatus.QUEUED,
+        col(Message.provider_message_id).is_(None),
+    )
     if campaign_id is not None:
         statement = statement.where(
             select(col(Campaign.id))
             .where(col(Campaign.id) == campaign_id, col(Campaign.status) == CampaignStatus.RUNNING)
             .exists()
         )
+    values = {"status": MessageStatus.SENDING, "attempted_at": utcnow(), "attempts": col(Message.attempts) + 1}
     with session_scope(engine) as session:
-        result = session.exec(
-            statement.values(status=MessageStatus.SENDING, attempted_at=utcnow(), attempts=col(Message.attempts) + 1)
-        )
-        return bool(result.rowcount)
+        return set(session.scalars(statement.values(**values).returning(col(Message.id))))
 
 
 def _find_sent(provider: Provider, messages: list[Message], public_url: str) -> dict[int, str]:

@@ -1,0 +1,78 @@
+"""Control while no worker runs the campaign's workflow: the update gets no answer within
+TEXTPULSE_CONTROL_TIMEOUT_SECONDS, so the API makes the move in the database and signals the
+workflow, which takes it on once a worker runs it; the late update is refused, never applied twice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.live import LiveService, wait_for
+
+
+def _worker(live: LiveService, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "TEXTPULSE_DATA_DIR": str(live.settings.data_dir),
+        "TEXTPULSE_DATABASE_URL": live.settings.database_url,
+        "TEXTPULSE_TEMPORAL_ADDRESS": live.settings.temporal_target,
+        "TEXTPULSE_TASK_QUEUE": live.settings.task_queue,
+        "TEXTPULSE_PUBLIC_URL": live.url,
+        "TEXTPULSE_CONFIG": str(live.settings.data_dir / "none.toml"),
+        "TEXTPULSE_FAKE_CALLBACK_DELAY_SECONDS": "[0.01, 0.05]",
+        "TEXTPULSE_LOG_FORMAT": "json",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "textpulse.cli", "worker"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
+
+
+def test_pause_and_cancel_with_no_worker_up(database_url: str, temporal_address: str, tmp_path: Path) -> None:
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path / "var",
+        run_worker=False,
+        env={"TEXTPULSE_CONTROL_TIMEOUT_SECONDS": "1"},
+    )
+    live.start()
+    worker = None
+    try:
+        live.post("/api/contacts", [{"phone": f"+1202555{8000 + i:04d}"} for i in range(20)])
+        paused_id = live.post("/api/campaigns", {"name": "P", "variants": [{"name": "A", "body": "Hi"}]}).json()["id"]
+        cancelled_id = live.post("/api/campaigns", {"name": "C", "variants": [{"name": "A", "body": "Yo"}]}).json()["id"]
+        for cid in (paused_id, cancelled_id):
+            assert live.post(f"/api/campaigns/{cid}/launch").status_code == 202
+        began = time.monotonic()
+        paused = live.post(f"/api/campaigns/{paused_id}/pause")
+        assert paused.status_code == 202 and paused.json()["status"] == "paused"
+        assert time.monotonic() - began < 10  # the control timeout, not the RPC's own minute
+        cancelled = live.post(f"/api/campaigns/{cancelled_id}/cancel")
+        assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+        # A refused move is still a 409 from the database's status, worker or not.
+        assert live.post(f"/api/campaigns/{cancelled_id}/pause").status_code == 409
+
+        worker = _worker(live, tmp_path / "worker.log")
+        time.sleep(4)  # the worker runs both workflows: the paused one waits, the cancelled one ends
+        assert live.fake.ledger() == []
+        assert live.get(f"/api/campaigns/{paused_id}").json()["status"] == "paused"
+        assert live.get(f"/api/campaigns/{cancelled_id}").json()["status"] == "cancelled"
+        # With the worker up, resume is an update again; the campaign is sent once.
+        resumed = live.post(f"/api/campaigns/{paused_id}/resume")
+        assert resumed.status_code == 202 and resumed.json()["status"] == "running"
+        wait_for(
+            lambda: live.get(f"/api/campaigns/{paused_id}").json()["status"] == "completed",
+            timeout=60,
+            what="the resumed campaign completed",
+        )
+        ledger = live.fake.ledger()
+        assert len(ledger) == 20 and {entry["body"] for entry in ledger} == {"Hi"}
+        assert live.messages(cancelled_id) == []  # cancelled before its audience was snapshot
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.terminate()
+            worker.wait(15)
+        live.stop()
