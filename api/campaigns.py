@@ -15,6 +15,7 @@ from sqlmodel import col
 
 from api.campaign_service import CampaignService
 from api.paging import page
+from api.params import choice, one_of
 from api.rows import message_dict
 from api.schemas.campaigns import CampaignDetail, CampaignPage, CampaignPreview, SentTestMessages
 from api.schemas.rows import MessagePage
@@ -23,6 +24,11 @@ from core.campaigns.lifecycle import Move
 from core.campaigns.schemas import CampaignCreate, PreviewIn, TestSendIn, WinnerIn
 from core.db import session_scope
 from core.models import Campaign, Message, Variant
+from core.statuses import CampaignStatus, MessageStatus, Phase
+
+CAMPAIGN_STATUSES = tuple(s.value for s in CampaignStatus)
+MESSAGE_STATUSES = tuple(s.value for s in MessageStatus)
+PHASES = tuple(p.value for p in Phase)
 
 
 class CampaignController(Controller):
@@ -39,11 +45,12 @@ class CampaignController(Controller):
     def list_campaigns(
         self,
         engine: Engine,
-        status: str | None = None,
+        status: str | None = choice(CAMPAIGN_STATUSES, default=None, description="only campaigns in this status"),
         cursor: str | None = None,
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> CampaignPage:
-        """Campaigns by id, with status and progress; filter `status`."""
+        """Campaigns by id, with status and progress; filter `status` (an unknown status is a 400)."""
+        one_of("status", status, CAMPAIGN_STATUSES)
         query = select(Campaign)
         if status:
             query = query.where(col(Campaign.status) == status)
@@ -116,17 +123,22 @@ class CampaignController(Controller):
         self,
         engine: Engine,
         campaign_id: int,
-        status: str | None = None,
-        variant: str | None = None,
+        status: str | None = choice(MESSAGE_STATUSES, default=None, description="only messages in this status"),
+        variant: str | None = Parameter(default=None, description="only messages of this variant (its name)"),
         phone: str | None = None,
-        phase: str | None = None,
+        phase: str | None = choice(PHASES, default=None, description="only messages of this phase"),
         cursor: str | None = None,
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> MessagePage:
-        """The message log: one row per recipient and send, with status, error and tracked body."""
+        """The message log: one row per recipient and send, with status, error and tracked body.
+        Filters `status`, `variant`, `phase`, `phone`; an unknown status, phase or variant is a 400
+        naming the values it may take."""
+        one_of("status", status, MESSAGE_STATUSES)
+        one_of("phase", phase, PHASES)
         with session_scope(engine, read_only=True) as session:
             get_campaign(session, campaign_id)
             names = {v.id: v.name for v in variants_of(session, campaign_id)}
+            one_of("variant", variant, sorted(names.values()))
             query = select(Message).where(col(Message.campaign_id) == campaign_id)
             if status:
                 query = query.where(col(Message.status) == status)

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from api.paging import page
+from api.params import choice, one_of
 from api.rows import click_dict
 from api.schemas.rows import ClickPage, ClickRow
 from core.campaigns.definition import get_campaign, iso, variants_of
@@ -23,6 +24,7 @@ from core.db import session_scope
 from core.models import Click, Contact, Conversion, Link, Message, Reply
 
 EXPORT_CHUNK = 1000
+CLICK_BOTS = ("include", "exclude", "only")
 EXPORT_COLUMNS = [
     "message_id",
     "phone",
@@ -43,6 +45,7 @@ EXPORT_COLUMNS = [
     "last_reply",
     "conversions",
     "revenue",
+    "conversion_events",
 ]
 
 
@@ -54,6 +57,11 @@ def safe_cell(value: Any) -> Any:
 
 
 def export_rows(engine: Any, campaign_id: int) -> Iterator[str]:
+    """The CSV, a chunk of rows at a time: one row per message of the campaign (test sends and the
+    control group's held-out rows too, their `phase` says so). Its conversions mean what they mean
+    everywhere (API.md "Definitions"), for the one contact of the row: `conversions` 1 when the
+    contact converted through this message (an event the campaign counts, attributed to it), else 0;
+    `conversion_events` the events; `revenue` their sum."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(EXPORT_COLUMNS)
@@ -107,7 +115,7 @@ def export_rows(engine: Any, campaign_id: int) -> Iterator[str]:
             for message, name in rows:
                 human, bots, first = clicks.get(message.id, (0, 0, None))
                 reply = replies.get(message.id)
-                n_conv, revenue = conversions.get(message.id, (0, 0))
+                events, revenue = conversions.get(message.id, (0, 0))
                 writer.writerow(
                     [
                         safe_cell(v)
@@ -129,8 +137,9 @@ def export_rows(engine: Any, campaign_id: int) -> Iterator[str]:
                             iso(first),
                             "yes" if reply else "no",
                             reply.body if reply else "",
-                            n_conv,
+                            1 if events else 0,  # the row's contact converted through this message
                             revenue,
+                            events,
                         ]
                     ]
                 )
@@ -147,12 +156,13 @@ class ClickController(Controller):
         self,
         engine: Engine,
         campaign_id: int,
-        bots: str = "include",
+        bots: str = choice(CLICK_BOTS, default="include", description="include (default) | exclude | only"),
         cursor: str | None = None,
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> ClickPage:
         """Every click with who made it, on which link, and the bot verdict with its reasons.
-        `bots=exclude` leaves flagged clicks out; `bots=only` shows just them."""
+        `bots=exclude` leaves flagged clicks out; `bots=only` shows just them (another value: 400)."""
+        one_of("bots", bots, CLICK_BOTS)
         with session_scope(engine, read_only=True) as session:
             get_campaign(session, campaign_id)
             phones: dict[int, str | None] = {}

@@ -79,6 +79,41 @@ def _when(value: Any) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _signed(points: float) -> str:
+    """0.021 → "+2.1", −0.004 → "−0.4" (a typographic minus), 0 → "+0.0"."""
+    shown = f"{abs(points) * 100:.1f}"
+    return ("−" if points < 0 and shown != "0.0" else "+") + shown
+
+
+def _uplift(value: Any) -> str:
+    """A variant's uplift over the control in words: "+2.1 pts (−0.4 to +4.6), 91 % chance better"."""
+    if not value or value.get("absolute") is None:
+        return "—"
+    text = f"{_signed(value['absolute'])} pts"
+    interval = value.get("interval")
+    if interval and None not in interval:
+        text += f" ({_signed(interval[0])} to {_signed(interval[1])})"
+    if value.get("chance_better") is not None:
+        text += f", {float(value['chance_better']) * 100:.0f} % chance better"
+    return text
+
+
+def _decision(winner: Any) -> str:
+    """What the A/B decision did, in plain words (its reason is shown beside)."""
+    if not winner:
+        return ""
+    variant, method = winner.get("variant"), winner.get("method")
+    if method == "manual":
+        return f"{variant} was picked by hand and sent to the rest of the audience."
+    if method == "bayesian":
+        return f"{variant} won: the test showed it is the best variant, so the rest of the audience got it."
+    if winner.get("hold"):
+        return "No winner: the test could not tell the variants apart, so the rest of the audience is held."
+    if variant:
+        return f"No clear winner: the test could not tell, so the rest of the audience got {variant} as configured."
+    return "No clear winner: the test could not tell, so the rest of the audience got every variant by weight."
+
+
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     environment = Environment(
         loader=FileSystemLoader(HERE / "templates"),
@@ -87,7 +122,7 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(count=_count, pct=_pct, money=_money, when=_when)
+    environment.filters.update(count=_count, pct=_pct, money=_money, when=_when, uplift=_uplift, decision=_decision)
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
 
 

@@ -23,8 +23,9 @@ from core.hooks import abilities
 from core.hooks.registry import PluginRegistry
 from core.models import Campaign, Click, Contact, Conversion, Link, Message, Reply, counted_messages
 from core.stats import breakdowns, summary
+from core.stats import variants as variant_stats
 from core.stats.counting import latest_of_campaigns
-from core.statuses import MessageStatus
+from core.statuses import MessageStatus, Phase
 
 MESSAGE_LOG_ROWS = 100
 CONTACT_ROWS = 200
@@ -148,8 +149,13 @@ def campaign_page(engine: Engine, registry: PluginRegistry, campaign_id: int) ->
         links = breakdowns.links(session, campaign_id)["links"]
         return {
             "campaign": campaign_dict(session, campaign),
-            "summary": summary.summary(session, campaign_id, reports_delivery=delivery),
-            "variants": breakdowns.variants(session, campaign_id, reports_delivery=delivery),
+            "summary": summary.summary(
+                session,
+                campaign_id,
+                reports_delivery=delivery,
+                unsubscribed_codes=registry.unsubscribed_error_codes(campaign.provider),
+            ),
+            "variants": variant_stats.variants(session, campaign_id, reports_delivery=delivery),
             "links": links,
             "most_link_clicks": max([row["clicks"] + row["bot_clicks"] for row in links] + [1]),
             "devices": devices,
@@ -212,6 +218,8 @@ def contact_page(engine: Engine, contact_id: int) -> dict[str, Any]:
                 .limit(CONTACT_ROWS)
             )
         ]
+        # Every event of the contact; a conversion of a campaign only where one is attributed (the
+        # campaign's event, within its window, last touch): held out by a control group, or not.
         conversions = [
             {
                 "occurred_at": iso(c.occurred_at),
@@ -219,9 +227,11 @@ def contact_page(engine: Engine, contact_id: int) -> dict[str, Any]:
                 "name": c.name,
                 "revenue": c.revenue,
                 "clicked": c.clicked,
+                "held_out": phase == Phase.CONTROL,
             }
-            for c in session.scalars(
-                select(Conversion)
+            for c, phase in session.execute(
+                select(Conversion, col(Message.phase))
+                .outerjoin(Message, col(Message.id) == col(Conversion.message_id))
                 .where(col(Conversion.contact_id) == contact_id)
                 .order_by(col(Conversion.id).desc())
                 .limit(CONTACT_ROWS)

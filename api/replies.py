@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import cast
 
 from litestar import Controller, get
 from litestar.params import Parameter
@@ -11,10 +11,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from api.paging import page
+from api.params import choice, one_of
 from api.schemas.rows import ReplyPage, ReplyRow
 from core.campaigns.definition import get_campaign, iso, variants_of
 from core.db import session_scope
 from core.models import Contact, Message, Reply
+
+KEYWORDS = ("include", "exclude", "only")
 
 
 class ReplyController(Controller):
@@ -27,14 +30,15 @@ class ReplyController(Controller):
         engine: Engine,
         campaign_id: int,
         phone: str | None = None,
-        keywords: Literal["include", "exclude", "only"] = "include",
+        keywords: str = choice(KEYWORDS, default="include", description="include (default) | exclude | only"),
         cursor: str | None = None,
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> ReplyPage:
         """Replies attributed to the campaign (its contacts' latest message within 7 days), oldest first:
         who (contact, phone, opted out or not), to which message and variant, what they wrote, and the
         keyword (STOP, START, HELP, …) when the reply was one. `keywords=exclude` leaves keywords out,
-        `only` shows nothing else."""
+        `only` shows nothing else (another value: 400)."""
+        one_of("keywords", keywords, KEYWORDS)
         with session_scope(engine) as session:
             get_campaign(session, campaign_id)
             names = {v.id: v.name for v in variants_of(session, campaign_id)}

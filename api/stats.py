@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import cast
 
 from litestar import Controller, get
+from litestar.params import Parameter
 from sqlalchemy.engine import Engine
 
 from api.dependencies import Registry
+from api.params import choice, one_of
 from api.schemas.stats import ClickTiming, DeviceStats, ErrorStats, Funnel, LinkStats, StatsSummary, Trend, VariantStats
 from core.campaigns.definition import get_campaign
 from core.db import session_scope
 from core.stats import breakdowns, summary
+from core.stats import variants as variant_stats
+
+BOTS = ("exclude", "include")
+BOTS_PARAM = choice(BOTS, default="exclude", description="exclude (default) | include: bot clicks in the counts")
 
 
 class StatsController(Controller):
@@ -24,9 +30,12 @@ class StatsController(Controller):
         engine: Engine,
         registry: Registry,
         campaign_id: int,
-        bots: Literal["exclude", "include"] = "exclude",
+        bots: str = BOTS_PARAM,
     ) -> StatsSummary:
-        """Sent, delivered, failed, clicks (bot-filtered by default, raw beside), CTR, replies, conversions."""
+        """Sent, delivered, failed, clicks (bot-filtered by default, raw beside), CTR, replies, opt-outs
+        (STOP replies and carrier opt-outs), conversions (converting contacts), conversion events and
+        revenue; the control group never counts."""
+        one_of("bots", bots, BOTS)
         with session_scope(engine, read_only=True) as session:
             campaign = get_campaign(session, campaign_id)
             return cast(
@@ -36,19 +45,33 @@ class StatsController(Controller):
                     campaign_id,
                     reports_delivery=registry.reports_delivery(campaign.provider),
                     include_bots=bots == "include",
+                    unsubscribed_codes=registry.unsubscribed_error_codes(campaign.provider),
                 ),
             )
 
     @get("/variants", operation_id="campaignVariantStats", sync_to_thread=True)
-    def variants(self, engine: Engine, registry: Registry, campaign_id: int) -> VariantStats:
-        """Each variant side by side with its chance to win on the campaign's metric; "all variants"
-        counts a contact once even if it received several."""
+    def variants(
+        self,
+        engine: Engine,
+        registry: Registry,
+        campaign_id: int,
+        phase: str = choice(
+            variant_stats.PHASES,
+            default="all",
+            description="test | remainder | all (default): the messages the count fields count",
+        ),
+    ) -> VariantStats:
+        """Each variant side by side (the counts of `phase`: test | remainder | all), the control group
+        with each variant's uplift over it, "all variants" (a contact once, never the control), the
+        sample-ratio check and the winner with why. Chance to win, expected loss, interval and p-value
+        describe the evidence the decision used (an A/B campaign's test cohort) whatever `phase`."""
+        one_of("phase", phase, variant_stats.PHASES)
         with session_scope(engine, read_only=True) as session:
             campaign = get_campaign(session, campaign_id)
             return cast(
                 VariantStats,
-                breakdowns.variants(
-                    session, campaign_id, reports_delivery=registry.reports_delivery(campaign.provider)
+                variant_stats.variants(
+                    session, campaign_id, reports_delivery=registry.reports_delivery(campaign.provider), phase=phase
                 ),
             )
 
@@ -60,8 +83,9 @@ class StatsController(Controller):
             return cast(LinkStats, breakdowns.links(session, campaign_id))
 
     @get("/devices", operation_id="campaignDeviceStats", sync_to_thread=True)
-    def devices(self, engine: Engine, campaign_id: int, bots: Literal["exclude", "include"] = "exclude") -> DeviceStats:
+    def devices(self, engine: Engine, campaign_id: int, bots: str = BOTS_PARAM) -> DeviceStats:
         """Clicks by operating system and by device type (mobile, tablet, desktop, other)."""
+        one_of("bots", bots, BOTS)
         with session_scope(engine, read_only=True) as session:
             get_campaign(session, campaign_id)
             return cast(DeviceStats, breakdowns.devices(session, campaign_id, include_bots=bots == "include"))
@@ -79,18 +103,33 @@ class StatsController(Controller):
             )
 
     @get("/trend", operation_id="campaignTrend", sync_to_thread=True)
-    def trend(self, engine: Engine, campaign_id: int, interval: str = "day", tz: str = "UTC") -> Trend:
-        """Sent, delivered, clicks, replies and conversions per day, week or month (in `tz`)."""
+    def trend(
+        self,
+        engine: Engine,
+        campaign_id: int,
+        interval: str = choice(breakdowns.TREND_INTERVALS, default="day", description="hour | day | week | month"),
+        tz: str = Parameter(default="UTC", description="the IANA time zone the buckets start in (default UTC)"),
+    ) -> Trend:
+        """Sent, delivered, clicks, replies, conversions (converting contacts), conversion events and
+        revenue per hour, day, week or month (in `tz`); the control group never counts."""
+        one_of("interval", interval, breakdowns.TREND_INTERVALS)
         with session_scope(engine, read_only=True) as session:
             get_campaign(session, campaign_id)
             return cast(Trend, breakdowns.trend(session, campaign_id, interval=interval, tz=tz))
 
     @get("/funnel", operation_id="campaignFunnel", sync_to_thread=True)
-    def funnel(self, engine: Engine, campaign_id: int) -> Funnel:
-        """Contacts sent → delivered → clicked → converted; direct vs influenced conversions."""
+    def funnel(
+        self,
+        engine: Engine,
+        campaign_id: int,
+        variant: str | None = Parameter(default=None, description="one variant's funnel (its name); default all"),
+    ) -> Funnel:
+        """Contacts sent → delivered → clicked → converted (of one variant with `?variant=`; never the
+        control group); direct vs influenced converting contacts, conversion events and revenue. An
+        unknown variant is a 400 naming the campaign's variants."""
         with session_scope(engine, read_only=True) as session:
             get_campaign(session, campaign_id)
-            return cast(Funnel, breakdowns.funnel(session, campaign_id))
+            return cast(Funnel, breakdowns.funnel(session, campaign_id, variant=variant or None))
 
     @get("/errors", operation_id="campaignErrorStats", sync_to_thread=True)
     def errors(self, engine: Engine, campaign_id: int) -> ErrorStats:

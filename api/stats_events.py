@@ -48,7 +48,12 @@ def read_summary(engine: Engine, registry: PluginRegistry, campaign_id: int) -> 
         campaign = get_campaign(session, campaign_id)
         return cast(
             StatsSummary,
-            summary.summary(session, campaign_id, reports_delivery=registry.reports_delivery(campaign.provider)),
+            summary.summary(
+                session,
+                campaign_id,
+                reports_delivery=registry.reports_delivery(campaign.provider),
+                unsubscribed_codes=registry.unsubscribed_error_codes(campaign.provider),
+            ),
         )
 
 

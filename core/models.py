@@ -80,6 +80,7 @@ class Link(SQLModel, table=True):
 class Message(SQLModel, table=True):
     __table_args__ = (
         Index("ix_message_campaign_status", "campaign_id", "status"),
+        Index("ix_message_campaign_phase", "campaign_id", "phase"),  # retry and control rows
         Index("ix_message_provider_id", "provider", "provider_message_id"),
     )
     id: int | None = Field(default=None, primary_key=True)

@@ -1,38 +1,379 @@
-"""A/B statistics: posteriors by Monte Carlo, and /stats/variants over HTTP."""
+"""A/B statistics (core/stats/ab.py) and the decision policy (core/stats/winner.py) on hand-built
+counts, each figure against an answer the test computes another way (numerical integration,
+a large seeded Monte Carlo, raw per-recipient data, scipy's contingency tests); GrowthBook's engine
+(gbstats) on the same counts; and /stats/variants over HTTP."""
 
 from __future__ import annotations
 
-import httpx
+import math
 
-from core.stats.ab import Arm, compare, pick_winner
+import httpx
+import numpy as np
+import pytest
+from gbstats.bayesian.tests import EffectBayesianABTest, EffectBayesianConfig
+from gbstats.frequentist.tests import FrequentistConfig, SequentialConfig, SequentialTwoSidedTTest, TwoSidedTTest
+from gbstats.models.statistics import ProportionStatistic, SampleMeanStatistic
+from gbstats.utils import check_srm
+from scipy import integrate, special, stats
+
+from core.stats import ab, winner
+from core.stats.evidence import ArmCounts
 from tests.live import LiveService, wait_for
 
 PHONE_BROWSER = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
+DRAWS = 2_000_000  # Monte Carlo references: the standard error of a probability is at most 0.00035
 
 
-def test_a_clearly_better_variant_wins() -> None:
-    a, b = compare([Arm("A", 30, 1000), Arm("B", 60, 1000)])
-    assert b.chance_to_win > 0.99 and a.chance_to_win < 0.01
-    assert abs(a.chance_to_win + b.chance_to_win - 1) < 1e-3  # each is rounded to 4 places
-    assert b.expected_loss < a.expected_loss
-    assert a.interval[0] < 0.03 < a.interval[1] and b.interval[0] < 0.06 < b.interval[1]
-    assert pick_winner([a, b]) == b
+def clicks(variant: str, delivered: int, clickers: int, *, recipients: int | None = None) -> ArmCounts:
+    n = recipients if recipients is not None else delivered
+    return ArmCounts(variant, False, recipients=n, sent=n, delivered=delivered, basis=delivered, unique_clicks=clickers)
 
 
-def test_equal_variants_split_the_chance_and_nobody_wins() -> None:
-    a, b = compare([Arm("A", 50, 1000), Arm("B", 50, 1000)])
-    assert 0.45 < a.chance_to_win < 0.55 and 0.45 < b.chance_to_win < 0.55
-    assert pick_winner([a, b]) is None
+def buyers(variant: str, recipients: int, converters: int, *, control: bool = False) -> ArmCounts:
+    return ArmCounts(variant, control, recipients=recipients, basis=recipients, converters=converters)
+
+
+def spenders(variant: str, revenue: np.ndarray) -> ArmCounts:
+    """An arm from per-recipient revenue (0 for non-converters)."""
+    paying = revenue[revenue > 0]
+    return ArmCounts(
+        variant,
+        False,
+        recipients=len(revenue),
+        basis=len(revenue),
+        converters=len(paying),
+        conversion_events=len(paying),
+        revenue=float(revenue.sum()),
+        revenue_sq=float((paying**2).sum()),
+    )
+
+
+def beta_of(arm: ArmCounts) -> tuple[int, int]:
+    return 1 + arm.unique_clicks, 1 + arm.basis - arm.unique_clicks
+
+
+# -- proportions: chance to win, expected loss, interval ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ((1000, 30), (1000, 60)),
+        ((1000, 50), (1000, 50)),
+        ((40, 5), (41, 9)),
+        ((5000, 510), (4800, 530)),
+        ((10, 0), (12, 1)),
+    ],
+)
+def test_two_arms_chance_and_loss_are_exact(a: tuple[int, int], b: tuple[int, int]) -> None:
+    arm_a, arm_b = clicks("A", *a), clicks("B", *b)
+    fa, fb = stats.beta(*beta_of(arm_a)), stats.beta(*beta_of(arm_b))
+    got_a, got_b = ab.compare([arm_a, arm_b], "ctr")
+    # P(B > A) = ∫ f_B(x) F_A(x) dx by adaptive quadrature (not the closed form the code uses).
+    p_b = integrate.quad(lambda x: fb.pdf(x) * fa.cdf(x), 0, 1, points=[fa.mean(), fb.mean()], limit=200)[0]
+    assert got_b.chance_to_win == pytest.approx(p_b, abs=1e-6)
+    assert got_a.chance_to_win == pytest.approx(1 - p_b, abs=1e-6)
+    # Expected loss E[max − arm] by Monte Carlo.
+    rng = np.random.default_rng(7)
+    xa, xb = rng.beta(*beta_of(arm_a), DRAWS), rng.beta(*beta_of(arm_b), DRAWS)
+    top = np.maximum(xa, xb)
+    for got, draws in ((got_a, xa), (got_b, xb)):
+        loss = top - draws
+        assert got.expected_loss == pytest.approx(loss.mean(), abs=5 * loss.std() / math.sqrt(DRAWS) + 1e-9)
+    # The observed rate and the 95 % equal-tailed credible interval, checked with the incomplete beta.
+    for got, arm in ((got_a, arm_a), (got_b, arm_b)):
+        assert got.rate == arm.unique_clicks / arm.basis
+        assert got.interval is not None
+        low, high = got.interval
+        assert special.betainc(*beta_of(arm), low) == pytest.approx(0.025, abs=1e-9)
+        assert special.betainc(*beta_of(arm), high) == pytest.approx(0.975, abs=1e-9)
+
+
+def test_three_arms_match_a_large_monte_carlo() -> None:
+    arms = [clicks("A", 1000, 30), clicks("B", 1000, 40), clicks("C", 800, 35)]
+    got = ab.compare(arms, "ctr")
+    rng = np.random.default_rng(11)
+    draws = np.stack([rng.beta(*beta_of(a), DRAWS) for a in arms])
+    best, top = draws.argmax(axis=0), draws.max(axis=0)
+    for k, figures in enumerate(got):
+        share = (best == k).mean()
+        assert figures.chance_to_win == pytest.approx(share, abs=5 * math.sqrt(share * (1 - share) / DRAWS) + 1e-6)
+        loss = top - draws[k]
+        assert figures.expected_loss == pytest.approx(loss.mean(), abs=5 * loss.std() / math.sqrt(DRAWS))
+    assert sum(f.chance_to_win or 0 for f in got) == pytest.approx(1, abs=1e-9)
+
+
+def test_conversions_are_over_recipients_and_unique_clicks_like_ctr() -> None:
+    a = ArmCounts("A", False, recipients=1000, delivered=900, basis=900, unique_clicks=90, converters=20)
+    b = ArmCounts("B", False, recipients=1000, delivered=950, basis=950, unique_clicks=80, converters=35)
+    conv_a, conv_b = ab.compare([a, b], "conversions")
+    assert (conv_a.rate, conv_b.rate) == (0.02, 0.035)
+    fa, fb = stats.beta(21, 981), stats.beta(36, 966)
+    assert conv_b.chance_to_win == pytest.approx(integrate.quad(lambda x: fb.pdf(x) * fa.cdf(x), 0, 1)[0], abs=1e-6)
+    assert ab.compare([a, b], "unique_clicks") == ab.compare([a, b], "ctr")
+    assert ab.compare([a, b], "ctr")[0].rate == 0.1
+
+
+def test_nothing_compared_means_null_figures() -> None:
+    (only,) = ab.compare([clicks("A", 100, 10)], "ctr")
+    assert only.rate == 0.1 and (only.chance_to_win, only.expected_loss, only.interval, only.p_value) == (None,) * 4
+    # The control arm never competes; an arm with nothing delivered yet is left out.
+    control = buyers("control", 300, 6, control=True)
+    a, c, empty = ab.compare([clicks("A", 100, 10), control, clicks("B", 0, 0)], "ctr")
+    assert a.chance_to_win is None and c.rate is None and empty.rate is None
+    _, c_conv = ab.compare([clicks("A", 100, 10), control], "conversions")
+    assert c_conv.rate == 0.02 and c_conv.chance_to_win is None
+    with pytest.raises(ValueError, match="metric"):
+        ab.compare([clicks("A", 1, 1), clicks("B", 1, 1)], "opens")
 
 
 def test_the_answer_is_the_same_on_every_read() -> None:
-    arms = [Arm("A", 5, 40), Arm("B", 9, 41), Arm("C", 7, 39)]
-    assert compare(arms, seed=3) == compare(arms, seed=3)
+    arms = [clicks("A", 40, 5), clicks("B", 41, 9), clicks("C", 39, 7)]
+    assert ab.compare(arms, "ctr") == ab.compare(arms, "ctr")
 
 
-def test_revenue_scales_the_rate_by_value() -> None:
-    cheap, dear = compare([Arm("A", 100, 1000, value=10.0), Arm("B", 100, 1000, value=50.0)])
-    assert dear.chance_to_win > 0.99 and dear.mean == 5 * cheap.mean
+# -- frequentist p-values ------------------------------------------------------------------------
+
+
+def _chi2_p(a: ArmCounts, b: ArmCounts) -> float:
+    """The two-proportion z-test is the uncorrected chi-squared test of the 2×2 table."""
+    table = [[a.unique_clicks, a.basis - a.unique_clicks], [b.unique_clicks, b.basis - b.unique_clicks]]
+    return float(stats.chi2_contingency(table, correction=False)[1])
+
+
+def test_p_value_two_arms_is_the_two_proportion_test() -> None:
+    a, b = clicks("A", 1000, 30), clicks("B", 1000, 52)
+    got_a, got_b = ab.compare([a, b], "ctr")
+    assert got_a.p_value == got_b.p_value == pytest.approx(_chi2_p(a, b), rel=1e-9)
+
+
+def test_p_values_of_three_arms_are_holm_adjusted_against_the_leader() -> None:
+    a, b, c, d = clicks("A", 2000, 100), clicks("B", 2000, 130), clicks("C", 2000, 160), clicks("D", 2000, 150)
+    got = {s.variant: s.p_value for s in ab.compare([a, b, c, d], "ctr")}
+    raw = {"A": _chi2_p(c, a), "B": _chi2_p(c, b), "D": _chi2_p(c, d)}  # C leads
+    ordered = sorted(raw, key=raw.get)  # type: ignore[arg-type]
+    # Holm by hand: the k-th smallest times (m − k + 1), made monotone.
+    assert got[ordered[0]] == pytest.approx(3 * raw[ordered[0]])
+    assert got[ordered[1]] == pytest.approx(max(3 * raw[ordered[0]], 2 * raw[ordered[1]]))
+    assert got[ordered[2]] == pytest.approx(min(1.0, max(got[ordered[1]] or 0, raw[ordered[2]])))
+    assert got["C"] == max(got[v] or 0 for v in "ABD")
+
+
+# -- revenue per recipient -----------------------------------------------------------------------
+
+
+def _revenue(rng: np.random.Generator, n: int, buyers: int, median: float) -> np.ndarray:
+    values = np.zeros(n)
+    values[:buyers] = np.round(rng.lognormal(math.log(median), 0.8, buyers), 2)
+    return values
+
+
+def test_revenue_per_recipient_is_a_normal_mean_from_the_sums() -> None:
+    rng = np.random.default_rng(3)
+    raw_a, raw_b = _revenue(rng, 1500, 45, 40.0), _revenue(rng, 1400, 60, 42.0)
+    a, b = spenders("A", raw_a), spenders("B", raw_b)
+    got_a, got_b = ab.compare([a, b], "revenue")
+    se_a, se_b = raw_a.std(ddof=1) / math.sqrt(len(raw_a)), raw_b.std(ddof=1) / math.sqrt(len(raw_b))
+    assert got_a.rate == pytest.approx(raw_a.mean()) and got_b.rate == pytest.approx(raw_b.mean())
+    assert got_a.interval == pytest.approx((raw_a.mean() - 1.959964 * se_a, raw_a.mean() + 1.959964 * se_a))
+    diff, se = raw_b.mean() - raw_a.mean(), math.hypot(se_a, se_b)
+    assert got_b.chance_to_win == pytest.approx(stats.norm.cdf(diff / se), abs=1e-9)
+    rng2 = np.random.default_rng(5)
+    xa, xb = rng2.normal(raw_a.mean(), se_a, DRAWS), rng2.normal(raw_b.mean(), se_b, DRAWS)
+    assert got_a.expected_loss == pytest.approx(np.maximum(xb - xa, 0).mean(), rel=0.01)
+    assert got_b.p_value == pytest.approx(stats.ttest_ind(raw_a, raw_b, equal_var=False).pvalue, rel=1e-6)
+
+
+def test_revenue_without_any_purchase_is_a_tie() -> None:
+    a, b = ab.compare([spenders("A", np.zeros(500)), spenders("B", np.zeros(500))], "revenue")
+    assert a.rate == b.rate == 0 and a.chance_to_win == pytest.approx(0.5) and a.p_value == 1.0
+
+
+# -- uplift over the control ---------------------------------------------------------------------
+
+
+def test_uplift_over_the_control() -> None:
+    treatment, control = buyers("B", 2000, 80), buyers("control", 500, 12, control=True)
+    u = ab.uplift(treatment, control)
+    assert u.absolute == pytest.approx(0.04 - 0.024) and u.relative == pytest.approx(0.016 / 0.024)
+    ft, fc = stats.beta(81, 1921), stats.beta(13, 489)
+    assert u.chance_better == pytest.approx(integrate.quad(lambda x: ft.pdf(x) * fc.cdf(x), 0, 1)[0], abs=1e-6)
+    rng = np.random.default_rng(13)
+    difference = rng.beta(81, 1921, DRAWS) - rng.beta(13, 489, DRAWS)
+    assert u.interval == pytest.approx(tuple(np.quantile(difference, [0.025, 0.975])), abs=3e-4)
+
+
+def test_uplift_relative_is_null_over_a_control_that_never_converted() -> None:
+    u = ab.uplift(buyers("B", 200, 4), buyers("control", 50, 0, control=True))
+    assert u.absolute == 0.02 and u.relative is None and u.interval is not None and u.chance_better is not None
+    assert ab.uplift(buyers("B", 200, 4), buyers("control", 0, 0, control=True)) == ab.Uplift(None, None, None, None)
+
+
+# -- the sample-ratio check ------------------------------------------------------------------------
+
+
+def test_srm_is_the_chi_squared_goodness_of_fit() -> None:
+    observed, weights = [5000, 4800, 2600], [2.0, 2.0, 1.0]
+    expected = [sum(observed) * w / 5 for w in weights]
+    statistic = sum((o - e) ** 2 / e for o, e in zip(observed, expected, strict=True))
+    check = ab.srm(observed, weights)
+    assert check.p_value == pytest.approx(stats.chi2.sf(statistic, 2), rel=1e-9) and check.ok
+    assert not ab.srm([5200, 4800], [1, 1]).ok  # p ≈ 6e-5
+    assert ab.srm([5100, 4900], [1, 1]).ok  # p ≈ 0.046: unlucky, not broken
+    assert ab.srm([0, 0], [1, 1]) == ab.SRM(1.0, True) and ab.srm([10, 3], [1, 0]).ok is False
+
+
+# -- the sequential test ---------------------------------------------------------------------------
+
+
+def test_always_valid_p_is_the_normal_mixture_likelihood_ratio() -> None:
+    a, b = clicks("A", 4000, 400), clicks("B", 4000, 470)
+    pooled = 870 / 8000
+    v = pooled * (1 - pooled) * (2 / 4000)
+    theta, tau2 = 470 / 4000 - 400 / 4000, (ab.KAPPA * pooled) ** 2
+    # Λ = ∫ N(θ̂; δ, V) N(δ; 0, τ²) dδ / N(θ̂; 0, V), integrated numerically.
+    mixture = integrate.quad(
+        lambda d: stats.norm.pdf(theta, d, math.sqrt(v)) * stats.norm.pdf(d, 0, math.sqrt(tau2)),
+        -1,
+        1,
+        points=[0, theta],
+    )[0]
+    assert ab.sequential_p(a, b, "ctr") == pytest.approx(stats.norm.pdf(theta, 0, math.sqrt(v)) / mixture, rel=1e-6)
+    assert ab.sequential_p(a, a, "ctr") == 1.0 and ab.sequential_p(clicks("A", 10, 0), clicks("B", 10, 0), "ctr") == 1.0
+    # It is far more demanding than the fixed-horizon test on the same counts.
+    assert (ab.compare([a, b], "ctr")[0].p_value or 1) < 0.02 < ab.sequential_p(a, b, "ctr")
+
+
+# -- GrowthBook's engine on the same counts ---------------------------------------------------------
+
+PROPORTIONS = [(5000, 500, 5000, 560), (8000, 800, 7900, 870), (20000, 400, 20000, 460), (3000, 300, 3100, 360)]
+
+
+@pytest.mark.parametrize("na, sa, nb, sb", PROPORTIONS)
+def test_proportions_agree_with_gbstats(na: int, sa: int, nb: int, sb: int) -> None:
+    """gbstats approximates each rate by a normal (flat prior); ours are exact Beta posteriors: at
+    thousands per arm they agree within 0.001 on the chance to win, 3 % on the expected loss
+    (relative), 0.001 on the p-value (its Welch t-test against our pooled z-test), and 1 % on the
+    always-valid p-value (the same mixture, tuned alike; its variance unpooled, ours pooled)."""
+    a, b = clicks("A", na, sa), clicks("B", nb, sb)
+    got_a, got_b = ab.compare([a, b], "ctr")
+    stat_a, stat_b = ProportionStatistic(n=na, sum=sa), ProportionStatistic(n=nb, sum=sb)
+    bayes = EffectBayesianABTest(stat_a, stat_b, EffectBayesianConfig(difference_type="absolute")).compute_result()
+    assert got_b.chance_to_win == pytest.approx(bayes.chance_to_win, abs=1e-3)
+    assert got_a.expected_loss == pytest.approx(bayes.risk[0], rel=0.03)
+    assert got_b.expected_loss == pytest.approx(bayes.risk[1], rel=0.03)
+    frequentist = TwoSidedTTest(stat_a, stat_b, FrequentistConfig(difference_type="absolute")).compute_result()
+    assert got_b.p_value == pytest.approx(frequentist.p_value, abs=1e-3)
+    # GrowthBook's mixture parameter ρ² = r / N where our r = τ² / V: the same test, tuned alike.
+    diff, variance, level = ab.proportion_evidence(sa, na, sb, nb)
+    rho2 = float((ab.KAPPA * level) ** 2 / variance) / (na + nb)
+    tuning = (-2 * math.log(0.05) + math.log(-2 * math.log(0.05) + 1)) / rho2
+    config = SequentialConfig(difference_type="absolute", sequential_tuning_parameter=tuning)
+    sequential = SequentialTwoSidedTTest(stat_a, stat_b, config).compute_result()
+    assert ab.sequential_p(a, b, "ctr") == pytest.approx(sequential.p_value, rel=0.01)
+
+
+def test_uplift_agrees_with_gbstats() -> None:
+    """gbstats takes each rate as a normal with no prior; ours are the exact Beta posteriors with a
+    uniform prior, which a control of a few hundred converters still feels (a Beta is skewed at
+    small rates): within 0.01 on the chance to be better and 0.0005 on the interval's bounds."""
+    treatment, control = buyers("B", 20000, 800), buyers("control", 5000, 170, control=True)
+    u = ab.uplift(treatment, control)
+    stat_c, stat_t = ProportionStatistic(n=5000, sum=170), ProportionStatistic(n=20000, sum=800)
+    bayes = EffectBayesianABTest(stat_c, stat_t, EffectBayesianConfig(difference_type="absolute")).compute_result()
+    assert u.absolute == pytest.approx(bayes.expected, abs=1e-12)
+    assert u.chance_better == pytest.approx(bayes.chance_to_win, abs=0.01)
+    assert u.interval == pytest.approx(tuple(bayes.ci), abs=5e-4)
+
+
+def test_revenue_agrees_with_gbstats() -> None:
+    """Both are normal approximations of the mean per recipient: they agree to rounding."""
+    rng = np.random.default_rng(17)
+    raw_a, raw_b = _revenue(rng, 3000, 90, 40.0), _revenue(rng, 3000, 120, 45.0)
+    a, b = spenders("A", raw_a), spenders("B", raw_b)
+    got_a, got_b = ab.compare([a, b], "revenue")
+    stat_a = SampleMeanStatistic(n=a.recipients, sum=a.revenue, sum_squares=a.revenue_sq)
+    stat_b = SampleMeanStatistic(n=b.recipients, sum=b.revenue, sum_squares=b.revenue_sq)
+    bayes = EffectBayesianABTest(stat_a, stat_b, EffectBayesianConfig(difference_type="absolute")).compute_result()
+    assert got_b.chance_to_win == pytest.approx(bayes.chance_to_win, abs=1e-9)
+    assert (got_a.expected_loss, got_b.expected_loss) == pytest.approx(tuple(bayes.risk), rel=1e-6)
+    frequentist = TwoSidedTTest(stat_a, stat_b, FrequentistConfig(difference_type="absolute")).compute_result()
+    assert got_b.p_value == pytest.approx(frequentist.p_value, rel=1e-6)
+
+
+def test_srm_agrees_with_gbstats() -> None:
+    cases: list[tuple[list[int], list[float]]] = [
+        ([5000, 4800], [1.0, 1.0]),
+        ([5000, 4800, 2600], [0.4, 0.4, 0.2]),
+        ([90, 130], [1.0, 1.0]),
+    ]
+    for observed, weights in cases:
+        assert ab.srm(observed, weights).p_value == pytest.approx(check_srm(observed, weights), rel=1e-9)
+
+
+# -- the decision policy ---------------------------------------------------------------------------
+
+TEST = {"metric": "ctr", "min_sample": 100, "fallback": "hold"}
+EVEN = {"A": 1.0, "B": 1.0, "C": 1.0}
+
+
+def test_a_clear_winner_is_decided_early() -> None:
+    d = winner.decide([clicks("A", 2000, 200), clicks("B", 2000, 300)], TEST, weights=EVEN, at_deadline=False)
+    assert d.decided and d.variant == "B" and d.method == "bayesian" and not d.hold
+    assert "chance to be best on ctr" in d.reason and "always-valid p" in d.reason
+
+
+def test_what_a_fixed_95_percent_rule_would_have_declared_waits_and_then_falls_back() -> None:
+    arms = [clicks("A", 1000, 100), clicks("B", 1000, 125)]
+    assert (ab.compare(arms, "ctr")[1].chance_to_win or 0) > 0.95
+    assert not winner.decide(arms, TEST, weights=EVEN, at_deadline=False).decided
+    d = winner.decide(arms, TEST, weights=EVEN, at_deadline=True)
+    assert d.decided and d.hold and d.variant is None and d.method == "fallback"
+    assert d.reason.startswith("the wait ended with no decisive variant (B leads") and d.reason.endswith("held")
+    named = winner.decide(arms, {**TEST, "fallback": "send_variant:A"}, weights=EVEN, at_deadline=True)
+    assert named.variant == "A" and named.method == "fallback"
+
+
+def test_a_coin_flip_is_never_declared() -> None:
+    arms = [clicks("A", 5000, 500), clicks("B", 5000, 503)]
+    d = winner.decide(arms, {**TEST, "fallback": "send_all_variants"}, weights=EVEN, at_deadline=True)
+    assert d.decided and d.variant is None and not d.hold and "sending all variants" in d.reason
+
+
+def test_min_sample_is_required() -> None:
+    arms = [clicks("A", 90, 0), clicks("B", 95, 60)]
+    assert not winner.decide(arms, TEST, weights=EVEN, at_deadline=False).decided
+    d = winner.decide(arms, TEST, weights=EVEN, at_deadline=True, measured="sent")
+    assert d.hold and "fewer than 100 sent test messages for A, B" in d.reason
+
+
+def test_a_sample_ratio_mismatch_blocks_the_decision() -> None:
+    arms = [clicks("A", 2000, 200, recipients=2500), clicks("B", 2400, 400, recipients=2500)]
+    waiting = winner.decide(arms, TEST, weights=EVEN, at_deadline=False)
+    assert not waiting.decided and "sample ratio mismatch" in waiting.reason
+    d = winner.decide(arms, TEST, weights=EVEN, at_deadline=True)
+    assert d.hold and d.method == "fallback" and d.reason.startswith("sample ratio mismatch: delivered test messages")
+    # The same counts under weights 1:1.2 are no mismatch: B wins.
+    assert winner.decide(arms, TEST, weights={"A": 1, "B": 1.2}, at_deadline=False).variant == "B"
+
+
+def test_three_variants_need_the_leader_ahead_of_each_other() -> None:
+    ahead_of_one = [clicks("A", 3000, 300), clicks("B", 3000, 390), clicks("C", 3000, 385)]
+    d = winner.decide(ahead_of_one, TEST, weights=EVEN, at_deadline=True)
+    assert d.method == "fallback" and "p ≤ 0.025" in d.reason
+    ahead_of_all = [clicks("A", 3000, 300), clicks("B", 3000, 420), clicks("C", 3000, 310)]
+    assert winner.decide(ahead_of_all, TEST, weights=EVEN, at_deadline=False).variant == "B"
+
+
+def test_the_control_group_takes_no_part_in_the_decision() -> None:
+    control = buyers("control", 400, 1, control=True)
+    arms = [clicks("A", 2000, 200), control, clicks("B", 2000, 300)]
+    assert winner.decide(arms, TEST, weights={"A": 1, "B": 1}, at_deadline=False).variant == "B"
+    d = winner.decide([clicks("A", 2000, 200), control], TEST, weights={"A": 1}, at_deadline=True)
+    assert d.hold and "fewer than two variants" in d.reason
+
+
+# -- over HTTP --------------------------------------------------------------------------------------
 
 
 def test_variant_stats_side_by_side(live: LiveService) -> None:
@@ -60,6 +401,7 @@ def test_variant_stats_side_by_side(live: LiveService) -> None:
     assert (rows["A"]["recipients"], rows["B"]["recipients"]) == (10, 10)
     assert (rows["A"]["unique_clicks"], rows["B"]["unique_clicks"]) == (0, 6)
     assert rows["B"]["ctr"] == 0.6 and rows["A"]["ctr"] == 0.0
-    assert rows["B"]["chance_to_win"] > 0.99
+    # Beta(7, 5) against Beta(1, 11).
+    assert rows["B"]["chance_to_win"] == pytest.approx(ab.beta_beats(1, 11, 7, 5), abs=1e-4)
     assert rows["A"]["interval"][0] >= 0 and rows["B"]["interval"][1] <= 1
     assert body["all_variants"]["recipients"] == 20 and body["all_variants"]["unique_clicks"] == 6

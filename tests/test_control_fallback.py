@@ -42,8 +42,9 @@ def test_pause_and_cancel_with_no_worker_up(database_url: str, temporal_address:
     worker = None
     try:
         live.post("/api/contacts", [{"phone": f"+1202555{8000 + i:04d}"} for i in range(20)])
-        paused_id = live.post("/api/campaigns", {"name": "P", "variants": [{"name": "A", "body": "Hi"}]}).json()["id"]
-        cancelled_id = live.post("/api/campaigns", {"name": "C", "variants": [{"name": "A", "body": "Yo"}]}).json()["id"]
+        create = "/api/campaigns"
+        paused_id = live.post(create, {"name": "P", "variants": [{"name": "A", "body": "Hi"}]}).json()["id"]
+        cancelled_id = live.post(create, {"name": "C", "variants": [{"name": "A", "body": "Yo"}]}).json()["id"]
         for cid in (paused_id, cancelled_id):
             assert live.post(f"/api/campaigns/{cid}/launch").status_code == 202
         began = time.monotonic()

@@ -346,3 +346,94 @@ def test_campaign_page_shows_messages_awaiting_a_report_and_a_held_campaigns_pic
     finally:
         context.close()
         live.stop()
+
+
+def _points(x: float) -> str:
+    shown = f"{abs(x) * 100:.1f}"
+    return ("−" if x < 0 and shown != "0.0" else "+") + shown
+
+
+def _uplift_words(uplift: dict[str, Any] | None) -> str:
+    """The dashboard's uplift, e.g. "+2.1 pts (−0.4 to +4.6), 91 % chance better"."""
+    if not uplift or uplift["absolute"] is None:
+        return "—"
+    text = f"{_points(uplift['absolute'])} pts"
+    if uplift["interval"] and None not in uplift["interval"]:
+        text += f" ({_points(uplift['interval'][0])} to {_points(uplift['interval'][1])})"
+    if uplift["chance_better"] is not None:
+        text += f", {uplift['chance_better'] * 100:.0f} % chance better"
+    return text
+
+
+def test_campaign_page_shows_the_control_row_each_uplift_and_why_the_test_decided(
+    database_url: str, temporal_address: str, tmp_path: Path, browser: Browser
+) -> None:
+    """An A/B campaign with a control group, through the real workflow: the test cannot decide (the
+    sample is out of reach), the fallback sends every variant; purchases of a held-out contact and of
+    a variant's contact. The variants table shows the API's control row and uplifts, and the
+    decision in plain words with its reason."""
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path / "var",
+        plugin_config={"plugins": {"fake": {"delivery_ratio": 1.0, "callback_delay_seconds": [0.01, 0.02]}}},
+    )
+    live.start()
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        phones = [f"+1202555{8100 + i:04d}" for i in range(10)]
+        assert live.post("/api/contacts", [{"phone": p} for p in phones]).status_code == 200
+        cid = live.post(
+            "/api/campaigns",
+            {
+                "name": "Uplift",
+                "control_percent": 20,
+                "ab_test": {"test_percent": 50, "wait_seconds": 1, "min_sample": 1000, "fallback": "send_all_variants"},
+                "variants": [
+                    {"name": "A", "body": "A https://shop.example/a", "weight": 50},
+                    {"name": "B", "body": "B https://shop.example/b", "weight": 50},
+                ],
+                "conversion": {"event": "purchase", "window_hours": 24},
+            },
+        ).json()["id"]
+        assert live.post(f"/api/campaigns/{cid}/launch").status_code == 202
+        wait_for(
+            lambda: (s := live.stats(cid))["delivered"] == 8 and s["status"] == "completed",
+            timeout=60,
+            what="the campaign completed, 8 delivered",
+        )
+        held = live.messages(cid, phase="control")
+        assert len(held) == 2
+        buyer = next(m for m in live.messages(cid) if m["variant"] == "A" and m["status"] == "delivered")
+        for phone in (held[0]["phone"], buyer["phone"]):
+            assert live.post("/api/events", {"phone": phone, "name": "purchase", "revenue": 10}).status_code == 201
+        body = live.get(f"/api/campaigns/{cid}/stats/variants").json()
+        rows = {row["variant"]: row for row in body["variants"]}
+        control = next(row for row in body["variants"] if row["is_control"])
+        assert (control["recipients"], control["conversions"]) == (2, 1)  # the held-out purchase is the control's
+        assert body["winner"]["method"] == "fallback" and body["winner"]["variant"] is None
+
+        page = context.new_page()
+        page.goto(f"{live.url}/campaigns/{cid}")
+        table = page.locator("#variants")
+        shown = table.locator(f'tr[data-variant="{control["variant"]}"]')
+        assert "control" in shown.locator("td").first.inner_text()
+        assert shown.locator('[data-col="recipients"]').inner_text() == "2"
+        assert shown.locator('[data-col="held-out"]').inner_text() == "held out: nothing sent"
+        assert shown.locator('[data-col="conversion_rate"]').inner_text() == pct(control["conversion_rate"]) == "50.0%"
+        assert shown.locator('[data-col="chance"]').inner_text().strip() == "—"
+        for name in ("A", "B"):
+            row = table.locator(f'tr[data-variant="{name}"]')
+            assert row.locator('[data-col="recipients"]').inner_text() == count(rows[name]["recipients"])
+            assert row.locator('[data-col="conversion_rate"]').inner_text() == pct(rows[name]["conversion_rate"])
+            assert row.locator('[data-col="uplift"]').inner_text().strip() == _uplift_words(rows[name]["uplift"])
+        assert rows["A"]["uplift"]["absolute"] is not None
+        assert " pts" in table.locator('tr[data-variant="A"] [data-col="uplift"]').inner_text()
+        decision = page.locator("#decision")
+        assert decision.get_attribute("data-method") == "fallback"
+        assert "No clear winner" in decision.inner_text() and "every variant by weight" in decision.inner_text()
+        assert decision.locator('[data-col="reason"]').inner_text() == f"Why: {body['winner']['reason'].rstrip('.')}."
+        table.screenshot(path=str(tmp_path / "uplift.png"))
+    finally:
+        context.close()
+        live.stop()

@@ -97,7 +97,8 @@ def test_breakdowns_conversions_and_export(live: LiveService) -> None:
     assert unknown.status_code == 422 and "+12025559999" in unknown.json()["detail"]
 
     stats = live.stats(cid)
-    assert (stats["conversions"], stats["revenue"]) == (2, 42.5)
+    # Two converting contacts, two purchase events: the signup and the late purchase count nowhere.
+    assert (stats["conversions"], stats["conversion_events"], stats["revenue"]) == (2, 2, 42.5)
     funnel = live.get(f"/api/campaigns/{cid}/stats/funnel").json()
     assert [(s["name"], s["contacts"]) for s in funnel["steps"]] == [
         ("sent", 4),
@@ -105,7 +106,7 @@ def test_breakdowns_conversions_and_export(live: LiveService) -> None:
         ("clicked", 3),
         ("converted", 2),
     ]
-    assert (funnel["direct"], funnel["influenced"], funnel["revenue"]) == (1, 1, 42.5)
+    assert (funnel["direct"], funnel["influenced"], funnel["conversion_events"], funnel["revenue"]) == (1, 1, 2, 42.5)
 
     trend = live.get(f"/api/campaigns/{cid}/stats/trend", params={"interval": "day"}).json()
     assert trend["interval"] == "day" and len(trend["buckets"]) == 1
@@ -117,7 +118,11 @@ def test_breakdowns_conversions_and_export(live: LiveService) -> None:
         3,
         2,
     )
-    assert live.get(f"/api/campaigns/{cid}/stats/trend", params={"interval": "hour"}).status_code == 400
+    assert (bucket["conversion_events"], bucket["revenue"]) == (2, 42.5)
+    hourly = live.get(f"/api/campaigns/{cid}/stats/trend", params={"interval": "hour"})
+    assert hourly.status_code == 200 and hourly.json()["interval"] == "hour"
+    assert sum(b["sent"] for b in hourly.json()["buckets"]) == 4
+    assert live.get(f"/api/campaigns/{cid}/stats/trend", params={"interval": "fortnight"}).status_code == 400
     assert live.get(f"/api/campaigns/{cid}/stats/trend", params={"tz": "Nowhere/City"}).status_code == 400
 
     clicks = live.get(f"/api/campaigns/{cid}/clicks").json()["items"]
@@ -134,6 +139,7 @@ def test_breakdowns_conversions_and_export(live: LiveService) -> None:
     assert len(rows) == 4
     first = next(r for r in rows if r["phone"] == "'" + PHONES[0])  # a leading + is quoted
     assert (first["clicks"], first["bot_clicks"], first["conversions"], first["revenue"]) == ("3", "0", "1", "30.0")
+    assert first["conversion_events"] == "1"
     assert first["status"] == "delivered" and first["variant"] == "A"
 
 

@@ -18,7 +18,8 @@ from sqlmodel import Session
 from core.campaigns.idempotency import idempotency_key
 from core.db import make_engine, session_scope
 from core.models import Campaign, Click, Contact, Conversion, Link, Message, Variant
-from core.stats import breakdowns, summary
+from core.stats import breakdowns, evidence, summary
+from core.stats import variants as variant_stats
 from core.stats.counting import campaigns_with_retries, has_retries
 from core.statuses import MessageStatus, Phase
 from tests.live import LiveService, wait_for
@@ -243,13 +244,13 @@ def test_rounds_of_retries_never_exceed_the_audience(database_url: str) -> None:
             ("2026-03-03", 2, 1),
         ]
         assert sum(b["sent"] for b in trend) == s["sent"] and sum(b["delivered"] for b in trend) == s["delivered"]
-        variants = breakdowns.variants(session, cid)
+        variants = variant_stats.variants(session, cid)
         row = variants["variants"][0]
         assert (row["recipients"], row["sent"], row["delivered"]) == (5, 3, 2)
         assert (variants["all_variants"]["recipients"], variants["all_variants"]["delivered"]) == (5, 2)
         # Asked for the retry phase alone: each retried contact once, by its latest round.
-        retry_only = breakdowns.variants(session, cid, phase=Phase.RETRY)["variants"][0]
-        assert (retry_only["recipients"], retry_only["sent"], retry_only["delivered"]) == (3, 2, 1)
+        retry_only = evidence.arms(session, cid, phase=Phase.RETRY)[0]
+        assert (retry_only.recipients, retry_only.sent, retry_only.delivered) == (3, 2, 1)
 
 
 def test_campaign_recipients_is_the_audience_even_when_more_rows_exist(database_url: str) -> None:
@@ -300,7 +301,7 @@ def test_clicks_and_conversions_of_an_earlier_attempt_still_count(database_url: 
         assert (s["recipients"], s["delivered"], s["attempts"]) == (2, 2, 3)
         assert (s["clicks"]["total"], s["clicks"]["unique"], s["ctr"]) == (2, 1, 0.5)
         assert (s["conversions"], s["revenue"]) == (1, 9.0)
-        row = breakdowns.variants(session, cid)["variants"][0]
+        row = variant_stats.variants(session, cid)["variants"][0]
         assert (row["recipients"], row["delivered"], row["unique_clicks"], row["conversions"]) == (2, 2, 1, 1)
         funnel = {step["name"]: step["contacts"] for step in breakdowns.funnel(session, cid)["steps"]}
         assert funnel == {"sent": 2, "delivered": 2, "clicked": 1, "converted": 1}

@@ -98,6 +98,8 @@ class CampaignActivities:
             transient=outcome.transient,
             stopped=outcome.stopped,
         )
+        if outcome.sent:  # the campaign sends: its held-out contacts are touched now too
+            audience.stamp_control_touch(self.engine, data.campaign_id, data.first_message_id, data.last_message_id)
         if outcome.transient:
             # Accepted ones are recorded; the retry skips them and tries the rest again.
             raise ApplicationError(

@@ -90,7 +90,9 @@ class ReplyPage(TypedDict):
 
 
 class ConversionRow(TypedDict):
-    """A stored conversion and the campaign message it is attributed to (null: none within the window)."""
+    """A stored event and the campaign message it is attributed to: `direct` (clicked first),
+    `influenced`, `control` (a held-out contact of the campaign's control group), or null (no touch
+    within the window, or not the event the campaign counts: stored, counted nowhere)."""
 
     id: int
     contact_id: int
@@ -100,7 +102,7 @@ class ConversionRow(TypedDict):
     occurred_at: Timestamp
     campaign_id: int | None
     message_id: int | None
-    attribution: Literal["direct", "influenced"] | None
+    attribution: Literal["direct", "influenced", "control"] | None
 
 
 class RejectedRow(TypedDict):

@@ -1,6 +1,6 @@
 """The numbers of a campaign (API.md "Stats summary" and the other stats routes)."""
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 from api.schemas.campaigns import Winner
 from api.schemas.fields import CampaignStatusName, Timestamp
@@ -21,7 +21,11 @@ class StatsSummary(TypedDict):
 
     A retried contact counts once, by its latest attempt (`recipients` never exceeds the audience;
     a failure that a retry delivered is no longer a failure); `attempts` counts every message
-    handed to the provider, retries included."""
+    handed to the provider, retries included. The control group never counts. `conversions` =
+    distinct converting contacts (only the campaign's `conversion.event`, default `purchase`),
+    `conversion_events` = those events, `revenue` = their sum. `opt_outs` = distinct contacts who
+    opted out after the campaign's message: a STOP reply, or the carrier refusing the message
+    because the recipient unsubscribed (e.g. Twilio 21610)."""
 
     campaign_id: int
     status: CampaignStatusName
@@ -40,6 +44,7 @@ class StatsSummary(TypedDict):
     reply_rate: float
     opt_outs: int
     conversions: int
+    conversion_events: int
     revenue: float
     bots: Literal["included", "excluded"]
     updated_at: Timestamp
@@ -109,7 +114,9 @@ class ClickTiming(TypedDict):
 
 
 class TrendBucket(TypedDict):
-    """One day, week or month (starting at `start`, in the asked time zone) of the campaign's activity."""
+    """One hour, day, week or month (starting at `start`, in the asked time zone) of the campaign's
+    activity: `unique_clicks` and `conversions` are distinct contacts within the bucket,
+    `conversion_events` the events and `revenue` their sum (the events add up to the summary's)."""
 
     start: str
     sent: int
@@ -118,12 +125,14 @@ class TrendBucket(TypedDict):
     unique_clicks: int
     replies: int
     conversions: int
+    conversion_events: int
+    revenue: float
 
 
 class Trend(TypedDict):
     """The campaign's activity per bucket, oldest first; buckets without activity are left out."""
 
-    interval: Literal["day", "week", "month"]
+    interval: Literal["hour", "day", "week", "month"]
     tz: str
     buckets: list[TrendBucket]
 
@@ -136,16 +145,24 @@ class FunnelStep(TypedDict):
 
 
 class Funnel(TypedDict):
-    """Contacts sent → delivered → clicked → converted; conversions direct (clicked first) or influenced."""
+    """Contacts sent → delivered → clicked → converted (of `variant`, null: every variant; never the
+    control group); converting contacts direct (clicked first) or influenced, their
+    `conversion_events` and `revenue`."""
 
+    variant: str | None
     steps: list[FunnelStep]
     direct: int
     influenced: int
+    conversion_events: int
     revenue: float
 
 
 class VariantCounts(TypedDict):
-    """Distinct contacts reached, clicking and converting, with the rates over delivered (else sent)."""
+    """Distinct contacts reached, clicking and converting (each contact once, by its latest message).
+
+    `ctr` = unique human clickers / delivered (else / sent, when the provider reports no delivery);
+    `conversions` = converting contacts (only the campaign's `conversion.event`), `conversion_events`
+    their events, `revenue` their sum; `conversion_rate` = conversions / recipients."""
 
     recipients: int
     sent: int
@@ -153,24 +170,58 @@ class VariantCounts(TypedDict):
     unique_clicks: int
     ctr: float
     conversions: int
+    conversion_events: int
     conversion_rate: float
     revenue: float
 
 
+class Uplift(TypedDict):
+    """A variant's conversion rate over the control group's, as fractions (0.05 = 5 points / 5 %):
+    `absolute` = rate − control rate, `relative` = absolute / control rate (null when the control
+    converted nobody), a 95 % `interval` of `absolute`, and the chance the variant is better."""
+
+    absolute: float | None
+    relative: float | None
+    interval: list[float] | None
+    chance_better: float | None
+
+
 class VariantStatsRow(VariantCounts):
-    """One variant's counts with its chance to be best on the campaign's metric (null: nothing compared)."""
+    """One variant's counts (of the asked phase) with the statistics of the decision's evidence (the
+    test cohort of an A/B campaign, whatever the phase): its chance to be best on the campaign's
+    metric, the expected loss of choosing it, a 95 % interval of its rate and a p-value (null where
+    nothing is compared). The control row (`is_control`) holds the held-out contacts: recipients and
+    conversions, nothing sent, no statistics; with a control, every other row has its `uplift`
+    (null while either side has no recipients)."""
 
     variant: str
     is_control: bool
     chance_to_win: float | None
     expected_loss: float | None
     interval: list[float] | None
+    p_value: float | None
+    uplift: NotRequired[Uplift | None]
+
+
+class SampleRatio(TypedDict):
+    """The sample-ratio check: the observed split of the decision's evidence against the weights
+    (chi-squared); `ok` false when p < 0.001. p_value null when there is nothing to check."""
+
+    p_value: float | None
+    ok: bool
 
 
 class VariantStats(TypedDict):
-    """Each variant side by side, "all variants" with every contact once, and the winner if chosen."""
+    """Each variant side by side, the control group, "all variants" with every contact once (never
+    the control), the sample-ratio check and the winner if chosen, with why.
+
+    `phase`: the messages the count fields count (test | remainder | all); `evidence`: what the
+    statistics and `srm` describe (`test`: the test cohort of an A/B campaign; `all`: the audience)."""
 
     metric: Literal["ctr", "unique_clicks", "conversions", "revenue"]
+    phase: Literal["test", "remainder", "all"]
+    evidence: Literal["test", "all"]
     variants: list[VariantStatsRow]
     all_variants: VariantCounts
     winner: Winner | None
+    srm: SampleRatio

@@ -9,6 +9,9 @@ retried activity plans exactly the same thing. Then, in this order:
   winner (or the fallback) later, rendered by `prepare_phase`;
 - without a test, everyone left is split by weight into phase `all`.
 Rows are keyed by (campaign, phase, contact): running a snapshot again creates only what is missing.
+A held-out row is a touch at the time the campaign sent its other messages (API.md `/stats/variants`):
+`stamp_control_touch` records the campaign's first send on its control rows (`attempted_at`; they are
+never attempted otherwise), which last-touch attribution reads (core/stats/conversions.py).
 Bodies are rendered by `core.campaigns.bodies`; retry-failed rounds are `core.campaigns.retry`.
 """
 
@@ -19,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
@@ -225,5 +228,30 @@ def hold_phase(engine: Engine, campaign_id: int, phase: str, reason: str) -> int
                 col(Message.status) == MessageStatus.QUEUED,
             )
             .values(status=MessageStatus.CANCELLED, error_text=reason, status_changed_at=utcnow())
+        )
+        return int(result.rowcount or 0)
+
+
+def stamp_control_touch(engine: Engine, campaign_id: int, first_message_id: int, last_message_id: int) -> int:
+    """After a batch of the campaign was handed over: stamp its control rows with the campaign's first
+    send (the earliest `sent_at` of the batch) as `attempted_at`, their touch time, unless they carry
+    one already. One probe of the (campaign_id, phase) index per batch; the update runs once per campaign
+    (all its control rows in one statement, so one stamped row means all are). Returns rows stamped."""
+    control = (col(Message.campaign_id) == campaign_id, col(Message.phase) == Phase.CONTROL)
+    with session_scope(engine) as session:
+        probe = session.execute(select(col(Message.attempted_at)).where(*control).limit(1)).first()
+        if probe is None or probe[0] is not None:  # no control group, or stamped already
+            return 0
+        first_sent = session.scalar(
+            select(func.min(col(Message.sent_at))).where(
+                col(Message.id) >= first_message_id,
+                col(Message.id) <= last_message_id,
+                col(Message.campaign_id) == campaign_id,
+            )
+        )
+        if first_sent is None:  # nothing of the batch was accepted: not sent yet
+            return 0
+        result = session.exec(
+            update(Message).where(*control, col(Message.attempted_at).is_(None)).values(attempted_at=first_sent)
         )
         return int(result.rowcount or 0)

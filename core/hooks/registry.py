@@ -122,6 +122,10 @@ class PluginRegistry:
         """The provider's error codes that another attempt cannot fix (none for an unknown provider)."""
         return abilities.permanent_error_codes(self.providers.get(provider_name))
 
+    def unsubscribed_error_codes(self, provider_name: str) -> frozenset[str]:
+        """The provider's error codes meaning "the recipient unsubscribed" (none for an unknown one)."""
+        return abilities.unsubscribed_error_codes(self.providers.get(provider_name))
+
     def listens(self, hook_name: str) -> bool:
         """Does any plugin implement the hook `on_*`? (Its payloads are built only then.)"""
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())

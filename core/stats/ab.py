@@ -1,74 +1,308 @@
-"""A/B statistics: Beta-Binomial posteriors compared by Monte Carlo.
+"""A/B statistics on `core.stats.evidence.ArmCounts`: exact Bayesian figures, a fixed-horizon
+frequentist p-value beside them, an always-valid sequential test for the stopping rule, the uplift
+over a control group and the sample-ratio check. Pure: no database (docs/ab-testing.md).
 
-Each variant's rate (CTR or conversion rate) gets a Beta(1 + successes, 1 + failures) posterior
-(a uniform prior). From joint draws we read, per variant, the chance to be best, the expected
-loss of choosing it (how much rate we give up on average if another one is really better), and
-a 95 % credible interval. For the `revenue` metric the rate is scaled by the variant's average
-revenue per conversion (a point estimate, stated as such). Draws use a fixed seed so the same
-numbers give the same answer on every read.
+Metrics and their denominators:
+- `ctr`, `unique_clicks`: unique clickers / basis (delivered, else sent): a Beta(1 + s, 1 + n - s)
+  posterior (uniform prior);
+- `conversions`: converting contacts / recipients (API.md's `conversion_rate`): the same Beta;
+- `revenue`: revenue per recipient (non-converters are 0): a normal posterior N(mean, s²/n) whose
+  variance comes from `revenue_sq` (the central limit theorem over recipients, flat prior).
+
+Exact where a closed form exists: two Beta arms' chance to win and expected loss (Evan Miller's
+sum), two normal arms' (the normal CDF), every interval (the posterior's quantile function); with
+three or more arms the chances and losses are one-dimensional integrals, computed by quadrature.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
+from typing import Any
 
-DRAWS = 20_000
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import integrate, optimize, special, stats
+
+from core.stats.evidence import ArmCounts
+
+METRICS = ("ctr", "unique_clicks", "conversions", "revenue")
+CREDIBLE = 0.95  # the mass of every interval
+KAPPA = 0.3  # the sequential test's mixing spread: relative lifts of about ±30 % (docs/ab-testing.md)
+SRM_P = 0.001  # a split less likely than this under the weights is a sample-ratio mismatch
 
 
 @dataclass(frozen=True)
-class Arm:
-    name: str
-    successes: int
-    trials: int
-    value: float = 1.0  # what one success is worth (1 for rates; average revenue for revenue)
+class ArmStats:
+    variant: str
+    rate: float | None  # the observed rate (revenue: per recipient); None without a denominator
+    chance_to_win: float | None  # posterior probability of being the best arm
+    expected_loss: float | None  # E[best arm's rate - this arm's rate], in the rate's unit
+    interval: tuple[float, float] | None  # 95 % credible interval of the arm's rate
+    p_value: float | None  # two-sided, against the leader (the leader: the runner-up), Holm-adjusted
 
 
 @dataclass(frozen=True)
-class Posterior:
-    name: str
-    mean: float
-    chance_to_win: float
-    expected_loss: float
-    interval: tuple[float, float]
+class Uplift:
+    absolute: float | None  # treatment's conversion rate minus the control's (0.05 = 5 points)
+    relative: float | None  # absolute / control's rate; None when the control's rate is 0
+    interval: tuple[float, float] | None  # 95 % credible interval of `absolute`
+    chance_better: float | None  # P(treatment's rate > control's)
 
 
-def compare(arms: list[Arm], *, draws: int = DRAWS, seed: int = 0) -> list[Posterior]:
-    if not arms:
-        return []
-    rng = random.Random(seed)
-    samples = [[0.0] * draws for _ in arms]
-    for i, arm in enumerate(arms):
-        alpha = 1 + max(0, arm.successes)
-        beta = 1 + max(0, arm.trials - arm.successes)
-        column = samples[i]
-        for d in range(draws):
-            column[d] = rng.betavariate(alpha, beta) * arm.value
-    wins = [0] * len(arms)
-    loss = [0.0] * len(arms)
-    for d in range(draws):
-        values = [column[d] for column in samples]
-        best = max(values)
-        wins[values.index(best)] += 1
-        for i, v in enumerate(values):
-            loss[i] += best - v
+@dataclass(frozen=True)
+class SRM:
+    p_value: float
+    ok: bool
+
+
+# -- posteriors -------------------------------------------------------------------------------
+
+
+def is_proportion(metric: str) -> bool:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    return metric != "revenue"
+
+
+def successes_trials(arm: ArmCounts, metric: str) -> tuple[int, int]:
+    """The numerator and denominator of a proportion metric."""
+    if metric in ("ctr", "unique_clicks"):
+        return arm.unique_clicks, arm.basis
+    return arm.converters, arm.recipients
+
+
+def revenue_moments(arm: ArmCounts) -> tuple[int, float, float]:
+    """(recipients, mean revenue per recipient, sample variance of revenue per recipient)."""
+    n = arm.recipients
+    if n <= 0:
+        return 0, 0.0, 0.0
+    mean = arm.revenue / n
+    variance = max(0.0, (arm.revenue_sq - arm.revenue * mean) / (n - 1)) if n > 1 else 0.0
+    return n, mean, variance
+
+
+def _denominator(arm: ArmCounts, metric: str) -> int:
+    return successes_trials(arm, metric)[1] if is_proportion(metric) else arm.recipients
+
+
+def rate(arm: ArmCounts, metric: str) -> float | None:
+    if is_proportion(metric):
+        s, n = successes_trials(arm, metric)
+        return s / n if n > 0 else None
+    n, mean, _ = revenue_moments(arm)
+    return mean if n > 0 else None
+
+
+def posterior(arm: ArmCounts, metric: str) -> Any:
+    """The arm's posterior as a frozen scipy distribution."""
+    if is_proportion(metric):
+        s, n = successes_trials(arm, metric)
+        return stats.beta(1 + s, 1 + max(0, n - s))
+    n, mean, variance = revenue_moments(arm)
+    # A point mass (no revenue yet) is a very narrow normal, so every formula below holds.
+    return stats.norm(mean, max(np.sqrt(variance / n), 1e-12 * max(1.0, abs(mean))))
+
+
+# -- chance to win and expected loss ----------------------------------------------------------
+
+
+def beta_beats(a: float, b: float, c: float, d: float) -> float:
+    """P(Y > X) for X ~ Beta(a, b), Y ~ Beta(c, d), exact when a and c are whole numbers:
+    Σ_{i<c} B(a+i, b+d) / ((d+i) B(1+i, d) B(a, b)), summed over the shorter of the two sides."""
+    if c > a:
+        return 1.0 - beta_beats(c, d, a, b)
+    i = np.arange(int(round(c)), dtype=float)
+    terms = special.betaln(a + i, b + d) - np.log(d + i) - special.betaln(1 + i, d) - special.betaln(a, b)
+    return float(min(1.0, max(0.0, np.exp(special.logsumexp(terms)))))
+
+
+def _two_betas(x: Any, y: Any) -> tuple[list[float], list[float]]:
+    (a, b), (c, d) = x.args, y.args
+    p_y = beta_beats(a, b, c, d)
+    mx, my = a / (a + b), c / (c + d)
+    # E[(Y - X)+] = E[Y 1{Y>X}] - E[X 1{Y>X}]; y·Beta(c, d) density = E[Y]·Beta(c + 1, d) density.
+    loss_x = my * beta_beats(a, b, c + 1, d) - mx * beta_beats(a + 1, b, c, d)
+    loss_y = loss_x - (my - mx)  # E[(X - Y)+] = E[(Y - X)+] - E[Y - X]
+    return [1.0 - p_y, p_y], [max(0.0, loss_x), max(0.0, loss_y)]
+
+
+def _two_normals(x: Any, y: Any) -> tuple[list[float], list[float]]:
+    m = float(y.mean() - x.mean())
+    s = float(np.hypot(x.std(), y.std()))
+    p_y = float(stats.norm.sf(-m / s))
+    loss_x = s * float(stats.norm.pdf(m / s)) + m * p_y  # E[(Y - X)+] for Y - X ~ N(m, s²)
+    return [1.0 - p_y, p_y], [max(0.0, loss_x), max(0.0, loss_x - m)]
+
+
+def _grid(dists: list[Any], points: int = 641) -> NDArray[np.float64]:
+    """Abscissae dense where each distribution has mass: ±8 standard deviations of each, 1/40 of
+    one apart (the trapezoid rule's error on such smooth integrands is far below 1e-6)."""
+    z = np.linspace(-8.0, 8.0, points)
+    parts = []
+    for d in dists:
+        low, high = d.support()
+        parts.append(np.clip(d.mean() + d.std() * z, low, high))
+    return np.unique(np.concatenate(parts))
+
+
+def best_of(dists: list[Any]) -> tuple[list[float], list[float]]:
+    """Each arm's chance to be the largest and expected loss E[max - arm] (independent arms).
+    Two Betas or two normals: closed forms. Otherwise quadrature of P(k best) = ∫ f_k Π_{j≠k} F_j
+    and E[max] = Σ_k ∫ x f_k Π_{j≠k} F_j on a grid resolving every arm (trapezoid rule)."""
+    if len(dists) == 2 and all(d.dist.name == "beta" for d in dists):
+        return _two_betas(*dists)
+    if len(dists) == 2 and all(d.dist.name == "norm" for d in dists):
+        return _two_normals(*dists)
+    x = _grid(dists)
+    pdf = np.array([d.pdf(x) for d in dists])
+    cdf = np.array([d.cdf(x) for d in dists])
+    chances, tops = [], []
+    for k in range(len(dists)):
+        integrand = pdf[k] * np.prod(np.delete(cdf, k, axis=0), axis=0)
+        chances.append(float(integrate.trapezoid(integrand, x)))
+        tops.append(float(integrate.trapezoid(x * integrand, x)))
+    total = sum(chances)
+    e_max = sum(tops) / total
+    return [c / total for c in chances], [max(0.0, e_max - float(d.mean())) for d in dists]
+
+
+# -- frequentist tests ------------------------------------------------------------------------
+
+
+def z_test(a: ArmCounts, b: ArmCounts, metric: str) -> float:
+    """Two-sided fixed-horizon p-value of "a and b have the same rate": the pooled two-proportion
+    z-test, or Welch's t-test on revenue per recipient."""
+    if is_proportion(metric):
+        (sa, na), (sb, nb) = successes_trials(a, metric), successes_trials(b, metric)
+        pooled = (sa + sb) / (na + nb)
+        se = np.sqrt(pooled * (1 - pooled) * (1 / na + 1 / nb))
+        return float(2 * stats.norm.sf(abs(sb / nb - sa / na) / se)) if se > 0 else 1.0
+    (na, ma, va), (nb, mb, vb) = revenue_moments(a), revenue_moments(b)
+    if va + vb <= 0 or na < 2 or nb < 2:
+        return 1.0
+    result = stats.ttest_ind_from_stats(ma, np.sqrt(va), na, mb, np.sqrt(vb), nb, equal_var=False)
+    return float(result.pvalue)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment (family-wise error), in the order given."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def always_valid_p(
+    diff: ArrayLike, variance: ArrayLike, level: ArrayLike, kappa: float | None = None
+) -> NDArray[np.float64]:
+    """The mixture sequential probability ratio test's always-valid p-value, 1 / Λ (at most 1), for
+    an observed difference with that variance under equality (Johari et al., "Always valid
+    inference", 2017/2022): Λ = √(V / (V + τ²)) · exp(τ² d² / (2 V (V + τ²))), the likelihood ratio
+    of a N(0, τ²) mixture of effects against none. τ = kappa · level: the mixture is over relative
+    lifts, so τ²/V grows with the number of events whether units or their late clicks arrive.
+    Vectorised: arrays of differences give arrays of p-values; no variance gives 1. `kappa`
+    defaults to KAPPA (read at each call, so bench/ab_simulation.py --kappa can try others)."""
+    kappa = KAPPA if kappa is None else kappa
+    d, v, level = (np.asarray(x, dtype=float) for x in (diff, variance, level))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(v > 0, (kappa * level) ** 2 / v, 0.0)
+        log_lambda = -0.5 * np.log1p(r) + np.where(v > 0, d * d / v, 0.0) * r / (2 * (1 + r))
+    return np.asarray(np.minimum(1.0, np.exp(-log_lambda)), dtype=float)
+
+
+def proportion_evidence(
+    sa: ArrayLike, na: ArrayLike, sb: ArrayLike, nb: ArrayLike
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """(difference b − a, its pooled variance under equality, the pooled rate), vectorised."""
+    sa, na, sb, nb = (np.asarray(x, dtype=float) for x in (sa, na, sb, nb))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pooled = np.where(na + nb > 0, (sa + sb) / (na + nb), 0.0)
+        ok = (na > 0) & (nb > 0)
+        diff = np.where(ok, sb / np.where(ok, nb, 1) - sa / np.where(ok, na, 1), 0.0)
+        variance = np.where(ok, pooled * (1 - pooled) * (1 / np.where(ok, na, 1) + 1 / np.where(ok, nb, 1)), 0.0)
+    return diff, variance, pooled
+
+
+def sequential_p(a: ArmCounts, b: ArmCounts, metric: str, kappa: float | None = None) -> float:
+    """The always-valid p-value of "a and b have the same rate" on `metric` (docs/ab-testing.md)."""
+    if is_proportion(metric):
+        (sa, na), (sb, nb) = successes_trials(a, metric), successes_trials(b, metric)
+        return float(always_valid_p(*proportion_evidence(sa, na, sb, nb), kappa))
+    (na, ma, va), (nb, mb, vb) = revenue_moments(a), revenue_moments(b)
+    if na == 0 or nb == 0:
+        return 1.0
+    return float(always_valid_p(mb - ma, va / na + vb / nb, (a.revenue + b.revenue) / (na + nb), kappa))
+
+
+# -- the public figures -----------------------------------------------------------------------
+
+
+def compare(arms: list[ArmCounts], metric: str) -> list[ArmStats]:
+    """Every arm's figures on `metric`, in the order given. Only non-control arms with a
+    denominator compete; fewer than two: every comparative figure is None (nothing is compared).
+    The control arm's `rate` is its conversion rate (or revenue per recipient); it sends nothing,
+    so it has no click rate."""
+    competing = [a for a in arms if not a.is_control and _denominator(a, metric) > 0]
+    figures: dict[str, ArmStats] = {}
+    if len(competing) >= 2:
+        dists = [posterior(a, metric) for a in competing]
+        chances, losses = best_of(dists)
+        rates = [rate(a, metric) or 0.0 for a in competing]
+        leader = max(range(len(competing)), key=lambda i: rates[i])
+        others = [i for i in range(len(competing)) if i != leader]
+        adjusted = holm([z_test(competing[leader], competing[i], metric) for i in others])
+        p_values = dict(zip(others, adjusted, strict=True))
+        p_values[leader] = max(adjusted)
+        for i, (arm, d) in enumerate(zip(competing, dists, strict=True)):
+            low, high = (float(q) for q in d.ppf([(1 - CREDIBLE) / 2, (1 + CREDIBLE) / 2]))
+            figures[arm.variant] = ArmStats(arm.variant, rates[i], chances[i], losses[i], (low, high), p_values[i])
     out = []
-    for i, arm in enumerate(arms):
-        ordered = sorted(samples[i])
-        low, high = ordered[int(0.025 * (draws - 1))], ordered[int(0.975 * (draws - 1))]
-        out.append(
-            Posterior(
-                name=arm.name,
-                mean=(1 + arm.successes) / (2 + arm.trials) * arm.value,
-                chance_to_win=round(wins[i] / draws, 4),
-                expected_loss=round(loss[i] / draws, 6),
-                interval=(round(low, 6), round(high, 6)),
-            )
-        )
+    for arm in arms:
+        if arm.variant in figures and not arm.is_control:
+            out.append(figures[arm.variant])
+        else:
+            clicks = arm.is_control and metric in ("ctr", "unique_clicks")
+            out.append(ArmStats(arm.variant, None if clicks else rate(arm, metric), None, None, None, None))
     return out
 
 
-def pick_winner(posteriors: list[Posterior], *, threshold: float = 0.95) -> Posterior | None:
-    """The variant whose chance to win reaches `threshold`, if any."""
-    best = max(posteriors, key=lambda p: p.chance_to_win, default=None)
-    return best if best is not None and best.chance_to_win >= threshold else None
+def uplift(treatment: ArmCounts, control: ArmCounts) -> Uplift:
+    """The treatment's conversion rate over the control's, both converters / recipients; the
+    interval and chance from the two Beta posteriors (the interval by inverting the exact CDF of
+    their difference, P(X_t − X_c ≤ d) = ∫ f_c(y) F_t(y + d) dy)."""
+    if treatment.recipients <= 0 or control.recipients <= 0:
+        return Uplift(None, None, None, None)
+    rt, rc = treatment.converters / treatment.recipients, control.converters / control.recipients
+    t, c = posterior(treatment, "conversions"), posterior(control, "conversions")
+    (at, bt), (ac, bc) = t.args, c.args
+    y = _grid([c])
+    weights = c.pdf(y)
+    mass = integrate.trapezoid(weights, y)
+
+    def cdf(d: float) -> float:
+        return float(integrate.trapezoid(weights * t.cdf(y + d), y) / mass)
+
+    def quantile(q: float) -> float:
+        return float(optimize.brentq(lambda d: cdf(d) - q, -1.0, 1.0, xtol=1e-10))
+
+    low, high = quantile((1 - CREDIBLE) / 2), quantile((1 + CREDIBLE) / 2)
+    return Uplift(rt - rc, (rt - rc) / rc if rc > 0 else None, (low, high), beta_beats(ac, bc, at, bt))
+
+
+def srm(observed: list[int], weights: list[float]) -> SRM:
+    """Chi-squared goodness of fit of the observed split against the weights; `ok` unless
+    p < 0.001. An arm of weight 0 that has units is a mismatch; nothing observed is no evidence."""
+    total = sum(observed)
+    pairs = [(o, w) for o, w in zip(observed, weights, strict=True) if w > 0 or o > 0]
+    if total <= 0 or len(pairs) < 2:
+        return SRM(1.0, True)
+    if any(w <= 0 for _, w in pairs):
+        return SRM(0.0, False)
+    weight_sum = sum(w for _, w in pairs)
+    expected = [total * w / weight_sum for _, w in pairs]
+    p = float(stats.chisquare([o for o, _ in pairs], f_exp=expected).pvalue)
+    return SRM(p, p >= SRM_P)

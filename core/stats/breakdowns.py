@@ -1,6 +1,8 @@
 """Breakdowns of a campaign beside the summary: links, devices, click timing, trend, funnel.
 
-Clicks flagged as bots are left out unless asked for; test sends never count. A retried contact
+Clicks flagged as bots are left out unless asked for; test sends and the control group's held-out
+rows never count (a held-out contact's conversion belongs to the control, shown by /stats/variants
+only); conversions mean what they mean on the summary. A retried contact
 counts once, by its latest message (core/stats/counting.py); clicks and conversions count whichever
 attempt they came from (a contact once where contacts are counted). Time buckets are
 computed in Python from the timestamps so SQLite and PostgreSQL give the same answer (the
@@ -10,7 +12,7 @@ trend of a million-recipient campaign reads two million timestamps: a few second
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -20,7 +22,7 @@ from sqlmodel import Session, col
 from core.errors import BadParameter
 from core.models import Click, Conversion, Link, Message, Reply, Variant, counted_messages
 from core.stats.counting import counted
-from core.statuses import MessageStatus, Phase
+from core.statuses import MessageStatus
 
 # Upper bounds (seconds) of the click-timing histogram; None is "later".
 TIMING_BUCKETS: list[tuple[str, int | None]] = [
@@ -133,25 +135,55 @@ def click_timing(session: Session, campaign_id: int, *, reports_delivery: bool =
     }
 
 
+TREND_INTERVALS = ("hour", "day", "week", "month")
+
+
 def _bucket_start(moment: datetime, interval: str, tz: ZoneInfo) -> datetime:
+    """The start of the bucket holding `moment`, as a UTC instant (so the two 01:00 hours of a
+    night the clocks go back stay two buckets); shown in `tz` by the caller."""
     local = moment.astimezone(tz)
+    if interval == "hour":
+        return local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
     day = local.replace(hour=0, minute=0, second=0, microsecond=0)
     if interval == "week":
         day -= timedelta(days=day.weekday())
     elif interval == "month":
         day = day.replace(day=1)
-    return day
+    return day.replace(fold=0).astimezone(UTC)  # local midnight; its offset is the zone's at that time
+
+
+def _conversions_of(campaign_id: int) -> Any:
+    """The join from conversions to the campaign's counted messages (never the control group's
+    held-out rows, never test sends): what every conversion count reads."""
+    return and_(
+        col(Message.id) == col(Conversion.message_id),
+        col(Conversion.campaign_id) == campaign_id,
+        counted_messages(),
+    )
 
 
 def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str = "UTC") -> dict[str, Any]:
-    if interval not in ("day", "week", "month"):
-        raise ReportError(f"interval must be day, week or month, got {interval!r}")
+    """Activity per hour, day, week or month in `tz`. Per bucket: messages sent and delivered, human
+    clicks and distinct clickers, replies (keywords excepted), `conversions` = distinct converting
+    contacts, `conversion_events` = events and `revenue` their sum (a contact converting on two days
+    is a conversion of each day; the events add up to the summary's `conversion_events`)."""
+    if interval not in TREND_INTERVALS:
+        raise ReportError(f"interval must be one of {', '.join(TREND_INTERVALS)}; got {interval!r}")
     try:
         zone = ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise ReportError(f"tz {tz!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
     buckets: dict[datetime, dict[str, Any]] = defaultdict(
-        lambda: {"sent": 0, "delivered": 0, "clicks": 0, "unique_clicks": set(), "replies": 0, "conversions": 0}
+        lambda: {
+            "sent": 0,
+            "delivered": 0,
+            "clicks": 0,
+            "unique_clicks": set(),
+            "replies": 0,
+            "conversions": set(),
+            "conversion_events": 0,
+            "revenue": 0.0,
+        }
     )
     for sent_at, delivered_at in session.execute(
         select(col(Message.sent_at), col(Message.delivered_at)).where(counted(session, campaign_id).latest)
@@ -172,169 +204,79 @@ def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str 
         select(col(Reply.received_at)).where(col(Reply.campaign_id) == campaign_id, col(Reply.keyword).is_(None))
     ):
         buckets[_bucket_start(received_at, interval, zone)]["replies"] += 1
-    for (occurred_at,) in session.execute(
-        select(col(Conversion.occurred_at)).where(col(Conversion.campaign_id) == campaign_id)
+    for occurred_at, contact_id, revenue in session.execute(
+        select(col(Conversion.occurred_at), col(Conversion.contact_id), col(Conversion.revenue))
+        .select_from(Conversion)
+        .join(Message, _conversions_of(campaign_id))
     ):
-        buckets[_bucket_start(occurred_at, interval, zone)]["conversions"] += 1
+        bucket = buckets[_bucket_start(occurred_at, interval, zone)]
+        bucket["conversions"].add(contact_id)
+        bucket["conversion_events"] += 1
+        bucket["revenue"] += float(revenue or 0)
     return {
         "interval": interval,
         "tz": tz,
         "buckets": [
-            {"start": start.isoformat(), **{k: (len(v) if k == "unique_clicks" else v) for k, v in b.items()}}
+            {
+                "start": start.astimezone(zone).isoformat(),
+                **{k: (len(v) if isinstance(v, set) else round(v, 6) if k == "revenue" else v) for k, v in b.items()},
+            }
             for start, b in sorted(buckets.items())
         ],
     }
 
 
-def funnel(session: Session, campaign_id: int) -> dict[str, Any]:
-    """Contacts at each step; conversions split into direct (clicked first) and influenced."""
+def variant_id_of(session: Session, campaign_id: int, name: str) -> int:
+    """The id of the campaign's (sent, not held-out) variant named `name`; a ReportError naming the
+    campaign's variants otherwise."""
+    sendable = {
+        v.name: v.id or 0
+        for v in session.scalars(
+            select(Variant).where(col(Variant.campaign_id) == campaign_id, col(Variant.is_control).is_(False))
+        )
+    }
+    if name not in sendable:
+        raise ReportError(f"variant must be one of {', '.join(sorted(sendable))}; got {name!r}")
+    return sendable[name]
+
+
+def funnel(session: Session, campaign_id: int, *, variant: str | None = None) -> dict[str, Any]:
+    """Contacts at each step (of one variant, if given; never the control group); conversions split
+    into direct (clicked first) and influenced, with `conversion_events` and `revenue` beside."""
+    of_variant: tuple[Any, ...] = ()
+    if variant is not None:
+        of_variant = (col(Message.variant_id) == variant_id_of(session, campaign_id, variant),)
     # One message per contact (its latest): a sum is a count of contacts.
     sent, delivered = session.execute(
         select(
             func.sum(case((col(Message.sent_at).is_not(None), 1), else_=0)),
             func.sum(case((col(Message.status) == MessageStatus.DELIVERED, 1), else_=0)),
-        ).where(counted(session, campaign_id).latest)
+        ).where(counted(session, campaign_id).latest, *of_variant)
     ).one()
     clicked = session.scalar(
         select(func.count(distinct(col(Click.contact_id))))
         .join(Message, col(Message.id) == col(Click.message_id))
-        .where(_clicks(campaign_id, include_bots=False))
+        .where(_clicks(campaign_id, include_bots=False), *of_variant)
     )
-    direct, influenced, converted, revenue = session.execute(
+    direct, influenced, converted, events, revenue = session.execute(
         select(
             func.count(distinct(case((col(Conversion.clicked).is_(True), col(Conversion.contact_id)), else_=None))),
             func.count(distinct(case((col(Conversion.clicked).is_(False), col(Conversion.contact_id)), else_=None))),
             func.count(distinct(col(Conversion.contact_id))),
+            func.count(),
             func.coalesce(func.sum(col(Conversion.revenue)), 0),
-        ).where(col(Conversion.campaign_id) == campaign_id)
+        )
+        .select_from(Conversion)
+        .join(Message, _conversions_of(campaign_id))
+        .where(*of_variant)
     ).one()
     steps = [("sent", sent), ("delivered", delivered), ("clicked", clicked), ("converted", converted)]
     return {
+        "variant": variant,
         "steps": [{"name": name, "contacts": int(n or 0)} for name, n in steps],
         "direct": int(direct or 0),
         # A contact with a direct conversion is not counted again as influenced.
         "influenced": int(converted or 0) - int(direct or 0) if influenced else 0,
+        "conversion_events": int(events or 0),
         "revenue": float(revenue or 0),
     }
-
-
-def variants(
-    session: Session, campaign_id: int, *, reports_delivery: bool = True, phase: str | None = None
-) -> dict[str, Any]:
-    """The summary per variant, "all variants" with each contact once, and who is winning.
-    `phase="test"` reads the A/B test cohort alone (what the winner is picked on): its own
-    messages, as the test sent them (a later retry of one is a `retry` row, not counted there)."""
-    from core.campaigns.definition import get_campaign
-    from core.stats.ab import Arm, compare
-
-    campaign = get_campaign(session, campaign_id)
-    metric = (campaign.ab_test or {}).get("metric", "ctr")
-    rows_of = counted(session, campaign_id, phase=phase)
-    variant_id = col(Message.variant_id)
-    # Each contact's latest message (a retry row keeps the variant of the message it retries), so
-    # a count of messages is a count of contacts; one grouped query for every variant.
-    messages = {
-        vid: (int(n or 0), int(sent or 0), int(delivered or 0))
-        for vid, n, sent, delivered in session.execute(
-            select(
-                variant_id,
-                func.count(),
-                func.sum(case((col(Message.sent_at).is_not(None), 1), else_=0)),
-                func.sum(case((col(Message.status) == MessageStatus.DELIVERED, 1), else_=0)),
-            )
-            .where(rows_of.latest, variant_id.is_not(None))
-            .group_by(variant_id)
-        )
-    }
-
-    # Clicks and conversions: of whichever attempt they came from, each contact once.
-    def clickers(grouped: bool) -> Any:
-        return (
-            select(*([variant_id] if grouped else []), func.count(distinct(col(Click.contact_id))))
-            .join(Message, col(Message.id) == col(Click.message_id))
-            .where(_clicks(campaign_id, include_bots=False), rows_of.every, variant_id.is_not(None))
-        )
-
-    def conversions(grouped: bool) -> Any:
-        return (
-            select(
-                *([variant_id] if grouped else []),
-                func.count(distinct(col(Conversion.contact_id))),
-                func.coalesce(func.sum(col(Conversion.revenue)), 0),
-            )
-            .join(Message, col(Message.id) == col(Conversion.message_id))
-            .where(col(Conversion.campaign_id) == campaign_id, rows_of.every, variant_id.is_not(None))
-        )
-
-    clicked = {vid: int(n or 0) for vid, n in session.execute(clickers(True).group_by(variant_id))}
-    converted = {
-        vid: (int(n or 0), float(revenue or 0))
-        for vid, n, revenue in session.execute(conversions(True).group_by(variant_id))
-    }
-
-    def counts(
-        recipients: int, sent: int, delivered: int, clickers: int, conversions: int, revenue: float
-    ) -> dict[str, Any]:
-        basis = delivered if reports_delivery else sent
-        return {
-            "recipients": recipients,
-            "sent": sent,
-            "delivered": delivered,
-            "unique_clicks": clickers,
-            "ctr": round(clickers / basis, 6) if basis else 0.0,
-            "conversions": conversions,
-            "conversion_rate": round(conversions / basis, 6) if basis else 0.0,
-            "revenue": revenue,
-            "_basis": basis,
-        }
-
-    def variant_counts(vid: int | None) -> dict[str, Any]:
-        return counts(*messages.get(vid, (0, 0, 0)), clicked.get(vid, 0), *converted.get(vid, (0, 0.0)))
-
-    rows = []
-    for variant in session.scalars(
-        select(Variant).where(col(Variant.campaign_id) == campaign_id).order_by(col(Variant.id))
-    ):
-        row = {
-            "variant": variant.name,
-            "is_control": variant.is_control,
-            **variant_counts(variant.id),
-        }
-        if variant.is_control:  # held out: nothing sent, the group's size is what there is to show
-            row["recipients"] = int(
-                session.scalar(
-                    select(func.count()).where(
-                        col(Message.campaign_id) == campaign_id,
-                        col(Message.variant_id) == variant.id,
-                        col(Message.phase) == Phase.CONTROL,
-                    )
-                )
-                or 0
-            )
-        rows.append(row)
-    arms = []
-    for row in [r for r in rows if not r["is_control"]]:
-        if metric in ("ctr", "unique_clicks"):
-            arms.append(Arm(row["variant"], row["unique_clicks"], row["_basis"]))
-        else:
-            value = row["revenue"] / row["conversions"] if metric == "revenue" and row["conversions"] else 1.0
-            arms.append(Arm(row["variant"], row["conversions"], row["_basis"], value))
-    posteriors = {p.name: p for p in compare([a for a in arms if a.trials > 0], seed=campaign_id)}
-    for row in rows:
-        p = posteriors.get(row["variant"])
-        row["chance_to_win"] = p.chance_to_win if p else None
-        row["expected_loss"] = p.expected_loss if p else None
-        row["interval"] = list(p.interval) if p else None
-        row.pop("_basis")
-    all_clicked = session.execute(clickers(False)).scalar()
-    all_converted, all_revenue = session.execute(conversions(False)).one()
-    all_variants = counts(
-        sum(n for n, _, _ in messages.values()),
-        sum(sent for _, sent, _ in messages.values()),
-        sum(delivered for _, _, delivered in messages.values()),
-        int(all_clicked or 0),
-        int(all_converted or 0),
-        float(all_revenue or 0),
-    )
-    all_variants.pop("_basis")
-    return {"metric": metric, "variants": rows, "all_variants": all_variants, "winner": campaign.winner}

@@ -11,10 +11,9 @@ later message for a contact (a retry row is always created after the message it 
 has the higher id); then a message counts unless a later retry row of its contact replaces it:
 an anti-join driven by the campaign's retry rows, set-based, never a loop in Python.
 
-Whether a campaign has retry rows at all is one probe of the unique index on the idempotency key
-(a retry row's key is `c{campaign}-retry{round}-{contact}`, core/campaigns/idempotency.py, whose
-formats never change), and the same index finds its retry rows: a campaign without retries costs
-what it did before (no anti-join), one with them a pass over its messages plus its retry rows.
+Whether a campaign has retry rows at all is one probe of the index on (campaign_id, phase), and
+the same index finds its retry rows: a campaign without retries costs what it did before (no
+anti-join), one with them a pass over its messages plus its retry rows.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, and_, case, cast, exists, literal, or_, select
+from sqlalchemy import and_, case, exists, or_, select
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import Select
@@ -33,24 +32,12 @@ from core.models import Campaign, Message, counted_messages
 from core.statuses import UNCOUNTED_PHASES, Phase
 
 
-def _retry_key_bounds(prefix: ColumnElement[str] | str) -> tuple[ColumnElement[str] | str, ColumnElement[str] | str]:
-    """[low, high) of the idempotency keys that begin `c{campaign}-retry`: `c7-retry` ≤ key < `c7-retrz`."""
-    return prefix + "y", prefix + "z"
-
-
 def has_retries(session: Session, campaign_id: int) -> bool:
-    """Does the campaign hold retry-failed rows? One index seek on the idempotency key."""
-    low, high = _retry_key_bounds(f"c{campaign_id}-retr")
-    key = col(Message.idempotency_key)
+    """Does the campaign hold retry-failed rows? One seek of the (campaign_id, phase) index."""
     return (
         session.scalar(
             select(col(Message.id))
-            .where(
-                key >= low,
-                key < high,
-                col(Message.campaign_id) == campaign_id,
-                col(Message.phase) == Phase.RETRY,
-            )
+            .where(col(Message.campaign_id) == campaign_id, col(Message.phase) == Phase.RETRY)
             .limit(1)
         )
         is not None
@@ -61,14 +48,11 @@ def campaigns_with_retries(session: Session, campaign_ids: Collection[int]) -> s
     """Which of these campaigns hold retry-failed rows: one query, one index seek per campaign."""
     if not campaign_ids:
         return set()
-    prefix = literal("c") + cast(col(Campaign.id), String) + literal("-retr")
-    low, high = _retry_key_bounds(prefix)
-    key = col(Message.idempotency_key)
     # A correlated scalar subquery with LIMIT 1 (not EXISTS, which PostgreSQL may turn into a
-    # semi-join over every retry row of the table): a probe of the key's index per campaign.
+    # semi-join over every retry row of the table): a probe of the index per campaign.
     probe = (
         select(col(Message.id))
-        .where(key >= low, key < high, col(Message.campaign_id) == col(Campaign.id), col(Message.phase) == Phase.RETRY)
+        .where(col(Message.campaign_id) == col(Campaign.id), col(Message.phase) == Phase.RETRY)
         .limit(1)
         .scalar_subquery()
     )
@@ -77,11 +61,9 @@ def campaigns_with_retries(session: Session, campaign_ids: Collection[int]) -> s
 
 def _retry_rows(campaign_id: int) -> tuple[Any, ColumnElement[bool]]:
     """An alias of the message table and the clause that picks the campaign's retry rows from it
-    through the idempotency key's index (a range of keys: as many rows read as there are retries)."""
+    through the (campaign_id, phase) index: as many rows read as there are retries."""
     retry = aliased(Message, name="later_retry")
-    low, high = _retry_key_bounds(f"c{campaign_id}-retr")
-    key = col(retry.idempotency_key)
-    return retry, and_(key >= low, key < high, col(retry.campaign_id) == campaign_id, col(retry.phase) == Phase.RETRY)
+    return retry, and_(col(retry.campaign_id) == campaign_id, col(retry.phase) == Phase.RETRY)
 
 
 def superseded(campaign_id: int) -> ColumnElement[bool]:

@@ -4,13 +4,23 @@ Test sends (phase `test_send`) and held-out controls never count; a retried cont
 by its latest message (core/stats/counting.py), and `attempts` counts every message handed to the
 provider. Clicks flagged as bots are left out of the default numbers and shown beside them
 (`bots_total`, `raw_*`).
+
+Conversions are the events attributed to the campaign's counted messages (core/stats/conversions.py
+attributes only the campaign's `conversion.event`; a held-out contact's event belongs to a control
+row and so never counts here): `conversions` = distinct converting contacts, `conversion_events` =
+events, `revenue` = their sum. `opt_outs` = distinct contacts who opted out after a message of the
+campaign, either way: a STOP (or synonym) reply attributed to the campaign, or the carrier refusing
+the campaign's message because the recipient unsubscribed (the provider's `unsubscribed_error_codes`,
+e.g. Twilio 21610, at send or in a delivery report: the message row keeps the code, whether or not
+the contact opted in again since).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import and_, case, distinct, func, select
+from sqlalchemy import and_, case, distinct, func, select, union
 from sqlmodel import Session, col
 
 from core.campaigns.definition import get_campaign, iso
@@ -24,9 +34,55 @@ def _rate(numerator: int, denominator: int) -> float:
     return round(numerator / denominator, 6) if denominator else 0.0
 
 
+def conversion_counts(session: Session, campaign_id: int, *where: Any) -> tuple[int, int, float]:
+    """(converting contacts, conversion events, revenue) of the campaign's counted messages (of
+    whichever attempt; never the control group's or test sends'), under extra `where` clauses on
+    Message or Conversion (a variant, say)."""
+    row = session.execute(
+        select(
+            func.count(distinct(col(Conversion.contact_id))),
+            func.count(),
+            func.coalesce(func.sum(col(Conversion.revenue)), 0),
+        )
+        .select_from(Conversion)
+        .join(Message, and_(col(Message.id) == col(Conversion.message_id), counted_messages()))
+        .where(col(Conversion.campaign_id) == campaign_id, *where)
+    ).one()
+    return int(row[0] or 0), int(row[1] or 0), float(row[2] or 0)
+
+
+def opt_out_count(session: Session, campaign_id: int, unsubscribed_codes: Collection[str] = ()) -> int:
+    """Distinct contacts who opted out after a message of the campaign: by a STOP reply attributed to
+    it, or by the carrier refusing one of its messages with an unsubscribed code."""
+    stopped = (
+        col(Reply.campaign_id) == campaign_id,
+        col(Reply.keyword).in_(OPT_OUT_KEYWORDS),
+        col(Reply.contact_id).is_not(None),
+    )
+    if not unsubscribed_codes:
+        return int(session.scalar(select(func.count(distinct(col(Reply.contact_id)))).where(*stopped)) or 0)
+    stops = select(col(Reply.contact_id)).where(*stopped)
+    refused = select(col(Message.contact_id)).where(
+        col(Message.campaign_id) == campaign_id,
+        col(Message.status).in_(FAILED_MESSAGE_STATUSES),  # the index on (campaign_id, status)
+        col(Message.error_code).in_(sorted(unsubscribed_codes)),
+        counted_messages(),
+        col(Message.contact_id).is_not(None),
+    )
+    either = union(stops, refused).subquery()  # UNION: each contact once
+    return int(session.scalar(select(func.count()).select_from(either)) or 0)
+
+
 def summary(
-    session: Session, campaign_id: int, *, reports_delivery: bool = True, include_bots: bool = False
+    session: Session,
+    campaign_id: int,
+    *,
+    reports_delivery: bool = True,
+    include_bots: bool = False,
+    unsubscribed_codes: Collection[str] = (),
 ) -> dict[str, Any]:
+    """The campaign's numbers (API.md "Stats summary"). `unsubscribed_codes`: the error codes by which
+    the campaign's provider says the recipient unsubscribed (they count in `opt_outs`)."""
     campaign = get_campaign(session, campaign_id)
     rows = counted(session, campaign_id)
     status = col(Message.status)
@@ -66,15 +122,11 @@ def summary(
         select(
             func.count(distinct(case((keyword.is_(None), col(Reply.contact_id)), else_=None))),
             func.sum(case((keyword.is_(None), 1), else_=0)),
-            func.count(distinct(case((keyword.in_(OPT_OUT_KEYWORDS), col(Reply.contact_id)), else_=None))),
         ).where(col(Reply.campaign_id) == campaign_id)
     ).one()
-    repliers, replies, opt_outs = (int(v or 0) for v in r)
-    conv = session.execute(
-        select(
-            func.count(distinct(col(Conversion.contact_id))), func.coalesce(func.sum(col(Conversion.revenue)), 0)
-        ).where(col(Conversion.campaign_id) == campaign_id)
-    ).one()
+    repliers, replies = (int(v or 0) for v in r)
+    opt_outs = opt_out_count(session, campaign_id, unsubscribed_codes)
+    converters, conversion_events, revenue = conversion_counts(session, campaign_id)
     basis_name = "delivered" if reports_delivery else "sent"
     basis = delivered if reports_delivery else sent
     unique = raw_unique if include_bots else human_unique
@@ -101,8 +153,9 @@ def summary(
         "replies": replies,
         "reply_rate": _rate(repliers, basis),
         "opt_outs": opt_outs,
-        "conversions": int(conv[0] or 0),
-        "revenue": float(conv[1] or 0),
+        "conversions": converters,
+        "conversion_events": conversion_events,
+        "revenue": revenue,
         "bots": "included" if include_bots else "excluded",
         "updated_at": iso(utcnow()),
     }

@@ -1,5 +1,17 @@
-"""Picking the A/B winner from the test cohort: statistics first, the fallback policy when the
-test could not tell (too few delivered messages by the end of the wait)."""
+"""Picking the A/B winner from the test cohort (docs/ab-testing.md).
+
+`evaluate` runs every `ab_poll_seconds` during the wait and once more at the deadline; the policy
+itself is the pure function `decide`, which the simulations (tests/test_ab_simulation.py,
+bench/ab_simulation.py) call on the counts of each look. A variant wins early only when all of:
+- every variant has `min_sample` delivered (else sent) test messages;
+- the split of those messages matches the weights (no sample-ratio mismatch, p ≥ 0.001);
+- the always-valid sequential test (mSPRT) rejects equality of the leader with every other
+  variant at ALPHA / (variants − 1) (Bonferroni), which holds however often the test is looked at;
+- the leader's posterior chance to be best is at least DECISIVE;
+- its expected loss is at most MAX_LOSS of its own rate.
+Otherwise the wait goes on; at the deadline the fallback decides (send all variants, a named
+variant, or hold): a leader short of decisive is never declared the winner.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +20,15 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from core.campaigns.definition import get_campaign
+from core.campaigns.definition import get_campaign, variants_of
 from core.db import session_scope
-from core.stats import breakdowns
+from core.stats import ab, evidence
+from core.stats.evidence import ArmCounts
 from core.statuses import Phase
 
-DECISIVE = 0.95  # the chance to be best that ends a test early
+ALPHA = 0.05  # the sequential test's false-positive budget over the whole wait, however many looks
+DECISIVE = 0.95  # the posterior chance to be best a winner needs
+MAX_LOSS = 0.005  # the expected loss a winner may carry, as a fraction of its own rate (0.5 %)
 
 
 @dataclass
@@ -34,41 +49,113 @@ class Decision:
         }
 
 
-def evaluate(engine: Engine, campaign_id: int, *, reports_delivery: bool, at_deadline: bool) -> Decision:
-    with session_scope(engine, read_only=True) as session:
-        campaign = get_campaign(session, campaign_id)
-        test = campaign.ab_test or {}
-        body = breakdowns.variants(session, campaign_id, reports_delivery=reports_delivery, phase=Phase.TEST)
-    metric, min_sample = test.get("metric", "ctr"), int(test.get("min_sample", 100))
-    measured = "delivered" if reports_delivery else "sent"
-    rows = [r for r in body["variants"] if not r["is_control"]]
-    short = [r["variant"] for r in rows if r[measured] < min_sample]
-    best = max(rows, key=lambda r: r["chance_to_win"] or 0, default=None)
-    if best is not None and not short and (best["chance_to_win"] or 0) >= DECISIVE:
+@dataclass(frozen=True)
+class Verdict:
+    """The evidence on the leader: what `decide` weighs, and what its reason says."""
+
+    leader: str
+    chance_to_win: float
+    expected_loss: float
+    relative_loss: float  # expected_loss / the leader's rate (inf when the rate is 0)
+    sequential_p: float  # the largest always-valid p-value of the leader against another variant
+    alpha: float  # what sequential_p must not exceed: ALPHA / (variants − 1)
+
+    @property
+    def decisive(self) -> bool:
+        return self.sequential_p <= self.alpha and self.chance_to_win >= DECISIVE and self.relative_loss <= MAX_LOSS
+
+
+def assess(arms: list[ArmCounts], metric: str) -> Verdict | None:
+    """The leader (highest chance to be best) among the non-control arms that have a denominator,
+    and its evidence; None with fewer than two such arms."""
+    competing = [a for a in arms if not a.is_control and (ab.rate(a, metric) is not None)]
+    if len(competing) < 2:
+        return None
+    chances, losses = ab.best_of([ab.posterior(a, metric) for a in competing])
+    i = max(range(len(competing)), key=lambda k: chances[k])
+    leader, others = competing[i], competing[:i] + competing[i + 1 :]
+    rate = ab.rate(leader, metric) or 0.0
+    return Verdict(
+        leader=leader.variant,
+        chance_to_win=chances[i],
+        expected_loss=losses[i],
+        relative_loss=losses[i] / rate if rate > 0 else float("inf"),
+        sequential_p=max(ab.sequential_p(leader, other, metric) for other in others),
+        alpha=ALPHA / len(others),
+    )
+
+
+def decide(
+    arms: list[ArmCounts],
+    test: dict[str, Any],
+    *,
+    weights: dict[str, float],
+    at_deadline: bool,
+    measured: str = "delivered",
+) -> Decision:
+    """The policy on one look at the test cohort's counts. `test`: the campaign's `ab_test`
+    (metric, min_sample, fallback); `weights`: each variant's weight; `measured`: what `basis`
+    counts (delivered, or sent when the provider reports no delivery)."""
+    metric, min_sample = str(test.get("metric", "ctr")), int(test.get("min_sample", 100))
+    competing = [a for a in arms if not a.is_control]
+    split = ab.srm([a.basis for a in competing], [float(weights.get(a.variant, 0.0)) for a in competing])
+    short = [a.variant for a in competing if a.basis < min_sample]
+    verdict = assess(competing, metric) if len(competing) >= 2 and not short else None
+    if len(competing) < 2:
+        why = "fewer than two variants to compare"
+    elif not split.ok:
+        observed = ", ".join(f"{a.variant} {a.basis}" for a in competing)
+        why = (
+            f"sample ratio mismatch: {measured} test messages split {observed} against weights "
+            f"{', '.join(f'{weights.get(a.variant, 0.0):g}' for a in competing)} (chi-squared p = "
+            f"{split.p_value:.2g} < {ab.SRM_P}), so no winner is picked automatically"
+        )
+    elif short:
+        why = f"fewer than {min_sample} {measured} test messages for {', '.join(short)}"
+    elif verdict is None:
+        why = "no variant could be measured"
+    elif verdict.decisive:
         return Decision(
             True,
-            best["variant"],
+            verdict.leader,
             method="bayesian",
-            reason=f"{best['variant']} has a {best['chance_to_win']:.1%} chance to be best on {metric} "
-            f"(expected loss {best['expected_loss']:.4f}, {min_sample}+ {measured} per variant)",
+            reason=(
+                f"{verdict.leader} has a {verdict.chance_to_win:.1%} chance to be best on {metric} "
+                f"(expected loss {verdict.expected_loss:.4g}, {verdict.relative_loss:.2%} of its rate; "
+                f"always-valid p = {verdict.sequential_p:.2g} ≤ {verdict.alpha:.3g}; "
+                f"{min_sample}+ {measured} per variant)"
+            ),
         )
-    if not at_deadline:
-        return Decision(False)
-    # The wait is over and nothing is decisive: the fallback decides. A leader short of
-    # DECISIVE is a coin flip and is never declared the winner.
-    fallback = str(test.get("fallback", "send_all_variants"))
-    if short:
-        why = f"fewer than {min_sample} {measured} test messages for {', '.join(short)}"
-    elif best is None:
-        why = "no variant could be measured"
     else:
         why = (
-            f"the wait ended with no decisive variant ({best['variant']} leads with a "
-            f"{(best['chance_to_win'] or 0):.1%} chance to be best on {metric}, {DECISIVE:.0%} needed)"
+            f"{'the wait ended with ' if at_deadline else ''}no decisive variant ({verdict.leader} leads "
+            f"with a {verdict.chance_to_win:.1%} chance to be best on {metric}, always-valid p = "
+            f"{verdict.sequential_p:.2g}; a winner needs p ≤ {verdict.alpha:.3g}, a {DECISIVE:.0%} chance "
+            f"and an expected loss ≤ {MAX_LOSS:.1%} of its rate)"
         )
+    if not at_deadline:
+        return Decision(False, reason=why)
+    # The wait is over and nothing is decisive: the fallback decides, never the leader.
+    fallback = str(test.get("fallback", "send_all_variants"))
     if fallback == "hold":
         return Decision(True, None, hold=True, method="fallback", reason=f"{why}: the remainder is held")
     if fallback.startswith("send_variant:"):
         name = fallback.split(":", 1)[1]
         return Decision(True, name, method="fallback", reason=f"{why}: sending {name} as configured")
     return Decision(True, None, method="fallback", reason=f"{why}: sending all variants by weight")
+
+
+def evaluate(engine: Engine, campaign_id: int, *, reports_delivery: bool, at_deadline: bool) -> Decision:
+    """One look at a waiting test (the activity `evaluate_test`): the test cohort's counts, the
+    variants' weights, the policy."""
+    with session_scope(engine, read_only=True) as session:
+        campaign = get_campaign(session, campaign_id)
+        weights = {v.name: float(v.weight) for v in variants_of(session, campaign_id) if not v.is_control}
+        arms = evidence.arms(session, campaign_id, phase=Phase.TEST, reports_delivery=reports_delivery)
+    return decide(
+        arms,
+        campaign.ab_test or {},
+        weights=weights,
+        at_deadline=at_deadline,
+        measured="delivered" if reports_delivery else "sent",
+    )

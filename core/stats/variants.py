@@ -1,0 +1,121 @@
+"""/stats/variants: each variant side by side, "all variants" (a contact once), the control group
+with each variant's uplift over it, the sample-ratio check, and the winner with why (API.md
+"Shapes shared by the routes").
+
+The counts come from `core.stats.evidence` for the messages `?phase` asks for (`all` by default).
+The statistics (`chance_to_win`, `expected_loss`, `interval`, `p_value`) always describe the
+evidence the decision used, whatever `?phase`: the test cohort of an A/B campaign, the whole
+audience otherwise; they are null where nothing is compared (one variant). The uplift compares
+the row as shown with the whole control group (held out from the whole audience before the test
+split, so it is a fair baseline for the test cohort, the remainder and both together), so
+`uplift.absolute` is the row's `conversion_rate` minus the control's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session
+
+from core.campaigns.definition import get_campaign, variants_of
+from core.errors import BadParameter
+from core.models import Campaign
+from core.stats import ab, evidence
+from core.stats.evidence import ArmCounts
+from core.statuses import Phase
+
+PHASES = ("test", "remainder", "all")
+
+
+class PhaseError(BadParameter):
+    """`?phase` names no phase the route counts."""
+
+
+def _rate(part: int, whole: int) -> float:
+    return round(part / whole, 6) if whole else 0.0
+
+
+def counts(arm: ArmCounts) -> dict[str, Any]:
+    """The count fields of a row: `ctr` over delivered (else sent), `conversion_rate` over recipients."""
+    return {
+        "recipients": arm.recipients,
+        "sent": arm.sent,
+        "delivered": arm.delivered,
+        "unique_clicks": arm.unique_clicks,
+        "ctr": 0.0 if arm.is_control else _rate(arm.unique_clicks, arm.basis),
+        "conversions": arm.converters,
+        "conversion_events": arm.conversion_events,
+        "conversion_rate": _rate(arm.converters, arm.recipients),
+        "revenue": arm.revenue,
+    }
+
+
+def _uplift(treatment: ArmCounts, control: ArmCounts) -> dict[str, Any] | None:
+    if not treatment.recipients or not control.recipients:
+        return None  # nothing to compare yet
+    u = ab.uplift(treatment, control)
+    return {
+        "absolute": u.absolute,
+        "relative": u.relative,
+        "interval": list(u.interval) if u.interval is not None else None,
+        "chance_better": u.chance_better,
+    }
+
+
+def variants(
+    session: Session, campaign_id: int, *, reports_delivery: bool = True, phase: str | None = None
+) -> dict[str, Any]:
+    """The body of GET /api/campaigns/{id}/stats/variants (`phase`: test | remainder | all)."""
+    phase = phase or "all"
+    if phase not in PHASES:
+        raise PhaseError(
+            f"phase must be one of {', '.join(PHASES)}; got {phase!r}",
+            extra={"parameter": "phase", "allowed": list(PHASES)},
+        )
+    campaign = get_campaign(session, campaign_id)
+    metric = str((campaign.ab_test or {}).get("metric", "ctr"))
+    shown = evidence.arms(session, campaign_id, phase=phase, reports_delivery=reports_delivery)
+    basis = str(Phase.TEST) if campaign.ab_test else "all"
+    decided_on = (
+        shown if basis == phase else evidence.arms(session, campaign_id, phase=basis, reports_delivery=reports_delivery)
+    )
+    compared = [a for a in decided_on if not a.is_control]
+    figures = {s.variant: s for s in ab.compare(compared, metric)} if compared else {}
+    control = next((a for a in shown if a.is_control), None)
+
+    rows = []
+    for arm in shown:
+        row: dict[str, Any] = {"variant": arm.variant, "is_control": arm.is_control, **counts(arm)}
+        s = None if arm.is_control else figures.get(arm.variant)
+        row["chance_to_win"] = s.chance_to_win if s else None
+        row["expected_loss"] = s.expected_loss if s else None
+        row["interval"] = list(s.interval) if s and s.interval is not None else None
+        row["p_value"] = s.p_value if s else None
+        if control is not None and not arm.is_control:
+            row["uplift"] = _uplift(arm, control)
+        rows.append(row)
+
+    return {
+        "metric": metric,
+        "phase": phase,
+        "evidence": basis,
+        "variants": rows,
+        "all_variants": counts(evidence.overall(session, campaign_id, phase=phase, reports_delivery=reports_delivery)),
+        "winner": campaign.winner,
+        "srm": _srm(session, campaign, compared),
+    }
+
+
+def _srm(session: Session, campaign: Campaign, compared: list[ArmCounts]) -> dict[str, Any]:
+    """The observed split of `compared` (the decision's evidence) against the variants' weights.
+    Nothing to check (p_value null, ok) with fewer than two variants, before anything is placed, or
+    when contacts are placed by an attribute rather than by weight (`variant_by_attribute` without
+    an A/B test; with one, the test cohort is still split by weight). The split observed is of the
+    delivered (else sent) messages, as the decision checks it (core/stats/ab.py `decide`): the
+    recipients are split by weight exactly, by construction, so only what reached them can drift."""
+    observed = [a.basis for a in compared]
+    if len(compared) < 2 or sum(observed) == 0 or (campaign.variant_by_attribute and not campaign.ab_test):
+        return {"p_value": None, "ok": True}
+    weights = {v.name: float(v.weight) for v in variants_of(session, campaign.id or 0)}
+    check = ab.srm(observed, [weights.get(a.variant, 0.0) for a in compared])
+    return {"p_value": check.p_value, "ok": check.ok}
