@@ -41,6 +41,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
 from xml.sax.saxutils import escape
@@ -94,6 +95,16 @@ EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 PERMANENT_ERROR_CODES = frozenset({"21211", "21610", "21614", "30005", "30006"})
 # The recipient replied STOP to this sender at Twilio: the contact is opted out here too.
 UNSUBSCRIBED_ERROR_CODES = frozenset({"21610"})
+# find_sent: a listed message created this long before the attempt's own time may still be its.
+FIND_SENT_SKEW = timedelta(minutes=1)
+
+
+def _created_at(item: dict[str, Any]) -> datetime | None:
+    """A listed message's `date_created` (RFC 2822, as Twilio writes it), or None."""
+    try:
+        return parsedate_to_datetime(str(item["date_created"]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 # -- signatures ---------------------------------------------------------------------------------
@@ -253,15 +264,23 @@ class TwilioProvider:
         return SendResult(message.message_id, False, error_code=code, error_text=text, transient=transient)
 
     def find_sent(self, messages: list[OutgoingMessage]) -> dict[int, str]:
-        """Messages Twilio already has: listed by To and DateSent (since yesterday), matched by body."""
+        """Messages Twilio already has: listed by To (newest first), matched by sender and body,
+        created since the earlier attempt handed them over (a minute of clock skew allowed; a day
+        when that time is unknown). Not by `DateSent`: Twilio sets it only once it has sent the
+        message, and a message still queued at Twilio is exactly the one not to send again."""
         if not self.configured:
             return {}
-        since = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
         found: dict[int, str] = {}
         claimed: set[str] = set()
         for message in messages:
-            # Pages of 100; a recipient gets few messages a day.
-            for item in self.rest.list_messages({"To": message.to, "DateSent>": since, "PageSize": 100}):
+            attempted = message.attempted_at
+            if attempted is not None and attempted.tzinfo is None:
+                attempted = attempted.replace(tzinfo=UTC)
+            since = (attempted - FIND_SENT_SKEW) if attempted else datetime.now(UTC) - timedelta(days=1)
+            for item in self.rest.list_messages({"To": message.to, "PageSize": 50}, max_pages=4):
+                created = _created_at(item)
+                if created is not None and created < since:
+                    break  # newest first: the rest is older still
                 sid = str(item.get("sid"))
                 mine = (
                     item.get("from") == self.from_number

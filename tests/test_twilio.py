@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -249,17 +250,28 @@ def test_an_answer_lost_in_transit_is_looked_up_not_sent_again(standin: TwilioSt
     assert len(standin.sent_to(PHONES[3])) == 1
 
 
-def test_find_sent_lists_by_to_and_date_sent_and_matches_the_body(standin: TwilioStandIn) -> None:
+def test_find_sent_matches_to_and_body_of_messages_created_since_the_attempt(standin: TwilioStandIn) -> None:
     provider = _provider(standin.url)
     try:
+        before = datetime.now(UTC) - timedelta(minutes=5)
         sid = provider.send_batch([_out(1, PHONES[0], "Body one")])[0].provider_message_id
         provider.send_batch([_out(2, PHONES[1], "Body two")])
+        # Listed by To, not by DateSent: a message still queued at Twilio (no date_sent) is found.
+        assert all(m["date_sent"] is None for m in standin.messages)
         found = provider.find_sent(
             [_out(1, PHONES[0], "Body one"), _out(5, PHONES[0], "Never sent"), _out(6, PHONES[2], "Body two")]
         )
+        assert found == {1: sid}
+        again = OutgoingMessage(9, PHONES[0], "Body one", "key-9", CALLBACK, attempted_at=before)
+        assert provider.find_sent([again]) == {9: sid}
+        # An attempt made after that message was created (a retry of it, same phone and body)
+        # is not that message: not found, so it is sent.
+        later = OutgoingMessage(
+            9, PHONES[0], "Body one", "key-9", CALLBACK, attempted_at=datetime.now(UTC) + timedelta(minutes=5)
+        )
+        assert provider.find_sent([later]) == {}
     finally:
         provider.close()
-    assert found == {1: sid}
 
 
 # -- the whole way through the service ----------------------------------------------------------------

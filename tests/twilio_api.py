@@ -11,8 +11,9 @@ sid it never issued; and every accepted message's status callbacks (`sent`, then
 are POSTed form-encoded to its StatusCallback, signed with X-Twilio-Signature by the official
 `twilio` package's RequestValidator — unless `callbacks=False` (a gateway whose reports get
 lost: only the resource tells). `fetch_failures` is a list of HTTP statuses (429, 503, …) the
-next resource GETs answer with, one each, Retry-After 0. Simplification: a message is `sent`
-(has date_sent) as soon as it is accepted, and its final status is known at once.
+next resource GETs answer with, one each, Retry-After 0. Simplification: a message's final status
+is known at once; like Twilio's, a listed message has no `date_sent` while queued (so a lookup
+filtered by `DateSent` misses it), and `DateSent>` filters by the time it was accepted.
 """
 
 from __future__ import annotations
@@ -266,7 +267,7 @@ class TwilioStandIn:
                     "error_message": None,
                     "date_created": format_datetime(now),
                     "date_updated": format_datetime(now),
-                    "date_sent": format_datetime(now),
+                    "date_sent": None,  # as at Twilio while the message is queued: set once it is sent
                     "uri": f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{{sid}}.json",
                     "_date_sent": now.isoformat(),
                     "_date_final": format_datetime(now + timedelta(seconds=1)),

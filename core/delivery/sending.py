@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from core.campaigns.definition import get_campaign
 from core.db import session_scope
@@ -95,7 +95,7 @@ def send_batch(
         # An earlier attempt's outcome is unknown (marked `sending`, never answered): ask the
         # provider first. What it has is sent; the rest was not, and is queued again like any.
         unknown = [message for message, _, _ in rows if message.status == MessageStatus.SENDING]
-        found = _find_sent(provider, unknown, registry.context.settings.public_url) if unknown else {}
+        found = _find_sent(session, provider, unknown, registry.context.settings.public_url) if unknown else {}
         now = utcnow()
         to_send: list[Message] = []
         for message, opted_out_at, timezone in rows:
@@ -211,12 +211,28 @@ def _mark_sending(engine: Engine, messages: list[Message], campaign_id: int | No
         return set(session.scalars(statement.values(**values).returning(col(Message.id))))
 
 
-def _find_sent(provider: Provider, messages: list[Message], public_url: str) -> dict[int, str]:
+def _find_sent(session: Session, provider: Provider, messages: list[Message], public_url: str) -> dict[int, str]:
+    """The provider's ids of messages an earlier attempt handed over (outcome unknown). An id that
+    already belongs to another message (say, the failed message a retry row retries, same phone,
+    same body) is not this one's."""
     if not abilities.can_find_sent(provider):
         return {}
     callback_url = f"{public_url}/webhooks/{provider.name}/status"
-    outgoing = [OutgoingMessage(m.id or 0, m.phone, m.body, m.idempotency_key, callback_url) for m in messages]
-    return abilities.find_sent(provider, outgoing)
+    outgoing = [
+        OutgoingMessage(m.id or 0, m.phone, m.body, m.idempotency_key, callback_url, attempted_at=m.attempted_at)
+        for m in messages
+    ]
+    found = abilities.find_sent(provider, outgoing)
+    if not found:
+        return {}
+    taken = set(
+        session.scalars(
+            select(col(Message.provider_message_id)).where(
+                col(Message.provider) == provider.name, col(Message.provider_message_id).in_(list(found.values()))
+            )
+        )
+    )
+    return {message_id: sid for message_id, sid in found.items() if sid not in taken}
 
 
 def record_results(engine: Engine, provider_name: str, results: list[SendResult], outcome: BatchOutcome) -> None:

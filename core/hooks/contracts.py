@@ -35,6 +35,9 @@ class OutgoingMessage:
     body: str
     idempotency_key: str  # stable across retries: send it where the gateway takes one
     status_callback_url: str  # the public URL of /webhooks/<provider>/status
+    # find_sent only: when an earlier attempt handed it over (None: unknown); a gateway's
+    # message created before this is not that attempt's.
+    attempted_at: datetime | None = None
 
 
 @dataclass(frozen=True)
