@@ -105,6 +105,7 @@ def create_app(
         engine,
         on_stored=on_stored if registry.listens("on_click") else None,
         filters=registry.bot_filters,
+        together=registry.together_filters,
     )
     redirect_app = RedirectApp(code_cache, click_writer, settings.trusted_proxies, registry.shortener.is_code)
 

@@ -1,4 +1,4 @@
-"""Per-contact rows of a campaign: its clicks, and the CSV export of every message."""
+"""Per-contact rows of a campaign: its clicks (and their re-scoring), and the CSV export of every message."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any, cast
 
-from litestar import Controller, Response, get
+from litestar import Controller, Response, get, post
 from litestar.params import Parameter
 from litestar.response import Stream
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
+from api.dependencies import Registry
 from api.paging import page
 from api.params import choice, one_of
 from api.rows import click_dict
@@ -22,6 +23,7 @@ from api.schemas.rows import ClickPage, ClickRow
 from core.campaigns.definition import get_campaign, iso, variants_of
 from core.db import session_scope
 from core.models import Click, Contact, Conversion, Link, Message, Reply
+from core.tracking.rescore import RescoreResult, rescore_campaign
 
 EXPORT_CHUNK = 1000
 CLICK_BOTS = ("include", "exclude", "only")
@@ -194,6 +196,14 @@ class ClickController(Controller):
                 return cast(ClickRow, click_dict(click, phone_of(click), urls.get(click.link_id)))
 
             return page(session, query, col(Click.id), cursor, limit, shape)
+
+    @post("/rescore", operation_id="rescoreClicks", sync_to_thread=True, status_code=200)
+    def rescore(self, engine: Engine, registry: Registry, campaign_id: int) -> RescoreResult:
+        """Judge every stored click of the campaign again with the bot filters configured now (each
+        click alone, then together in time order), a few thousand at a time, and write the verdicts
+        that changed; every count follows. Answers `clicks` judged, `changed`, and `bots` and
+        `humans` now. 404 for an unknown campaign."""
+        return rescore_campaign(engine, campaign_id, registry.bot_filters, registry.together_filters)
 
     @get(
         "/export.csv",

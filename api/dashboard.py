@@ -114,6 +114,30 @@ def _decision(winner: Any) -> str:
     return "No clear winner: the test could not tell, so the rest of the audience got every variant by weight."
 
 
+# A bot verdict's reasons in words (docs/bots.md); an unknown one (a plugin's) shows as it is.
+REASON_WORDS = {
+    "head_request": "HEAD request (a link checker's probe)",
+    "no_user_agent": "no user agent",
+    "bot_user_agent": "a crawler's or an HTTP library's user agent",
+    "too_fast": "clicked too soon after delivery for a person",
+    "bot_network": "from a scanner's or crawler's network",
+    "prefetch": "a prefetch or preview header",
+    "burst": "burst: several recipients' links within a second from one network",
+    "all_links": "several links of one message within seconds",
+}
+
+
+def _reason(code: Any) -> str:
+    """`bot_user_agent:google_messages` → "user agent of google messages", `burst` → its words."""
+    code = str(code)
+    if code in REASON_WORDS:
+        return REASON_WORDS[code]
+    kind, _, name = code.partition(":")
+    if kind == "bot_user_agent" and name:
+        return f"user agent of {name.replace('_', ' ')}"
+    return code
+
+
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     environment = Environment(
         loader=FileSystemLoader(HERE / "templates"),
@@ -122,7 +146,9 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(count=_count, pct=_pct, money=_money, when=_when, uplift=_uplift, decision=_decision)
+    environment.filters.update(
+        count=_count, pct=_pct, money=_money, when=_when, uplift=_uplift, decision=_decision, reason=_reason
+    )
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
 
 

@@ -28,6 +28,7 @@ from core.stats.counting import latest_of_campaigns
 from core.statuses import MessageStatus, Phase
 
 MESSAGE_LOG_ROWS = 100
+BOT_ROWS = 50  # the campaign page's latest bot verdicts
 CONTACT_ROWS = 200
 TREND_SERIES = (("sent", "Sent"), ("delivered", "Delivered"), ("clicks", "Clicks"))
 
@@ -147,7 +148,28 @@ def campaign_page(engine: Engine, registry: PluginRegistry, campaign_id: int) ->
         timing = breakdowns.click_timing(session, campaign_id, reports_delivery=delivery)
         devices = breakdowns.devices(session, campaign_id)
         links = breakdowns.links(session, campaign_id)["links"]
+        urls = {row["link_id"]: row["url"] for row in links}
+        bots = [
+            {
+                "clicked_at": iso(c.clicked_at),
+                "contact_id": c.contact_id,
+                "phone": phone,
+                "url": urls.get(c.link_id),
+                "ip": c.ip,
+                "user_agent": c.user_agent,
+                "bot_score": c.bot_score,
+                "bot_reasons": list(c.bot_reasons or []),
+            }
+            for c, phone in session.execute(
+                select(Click, col(Message.phone))
+                .join(Message, col(Message.id) == col(Click.message_id))
+                .where(col(Click.campaign_id) == campaign_id, col(Click.is_bot).is_(True))
+                .order_by(col(Click.id).desc())
+                .limit(BOT_ROWS)
+            )
+        ]
         return {
+            "bot_clicks": bots,
             "campaign": campaign_dict(session, campaign),
             "summary": summary.summary(
                 session,

@@ -29,6 +29,9 @@ _NOT_FOUND_HEADERS = [
     (b"content-type", b"text/html; charset=utf-8"),
     (b"content-length", str(len(NOT_FOUND_PAGE)).encode()),
 ]
+# Headers by which a browser or an app says it fetches ahead of a person (a prefetch, a preview):
+# the click record keeps the first one's value for the bot filters (plugins/botfilters.py).
+PURPOSE_HEADERS = frozenset((b"purpose", b"sec-purpose", b"x-moz", b"x-purpose"))
 # Characters a URL may carry as they are (RFC 3986 reserved and unreserved, and `%` of escapes).
 _URL_SAFE = "!#$%&'()*+,-./:;=?@[]_~"
 
@@ -93,7 +96,7 @@ class RedirectApp:
             await send({"type": "http.response.start", "status": 404, "headers": _NOT_FOUND_HEADERS})
             await send({"type": "http.response.body", "body": NOT_FOUND_PAGE})
             return
-        agent = referer = forwarded = None
+        agent = referer = forwarded = purpose = None
         for name, value in scope["headers"]:  # names are lower case in ASGI
             if name == b"user-agent":
                 agent = value.decode("latin-1")
@@ -101,9 +104,11 @@ class RedirectApp:
                 referer = value.decode("latin-1")
             elif name == b"x-forwarded-for":  # several headers are one list, in order
                 forwarded = value.decode("latin-1") if forwarded is None else f"{forwarded},{value.decode('latin-1')}"
+            elif name in PURPOSE_HEADERS and purpose is None:
+                purpose = value.decode("latin-1")
         client = scope.get("client")
         ip = client_ip(client[0] if client else None, forwarded, self.trusted_proxies)
-        record = ClickRecord(entry[1], datetime.now(UTC), ip, agent, referer, method == "HEAD")
+        record = ClickRecord(entry[1], datetime.now(UTC), ip, agent, referer, method == "HEAD", purpose=purpose)
         if not self.writer.offer(record):
             await self.writer.put(record)
         await send(

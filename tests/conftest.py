@@ -111,6 +111,15 @@ def database_url(empty_database_url: str) -> str:
 
 
 @pytest.fixture
+def scaled_database_url(tmp_path: Path, postgres_databases: PostgresDatabases | None) -> str:
+    """One database for the long tests of the scaled-out shape: PostgreSQL when the tests have
+    it (several processes writing at once is what it is for), else SQLite. Migrated."""
+    url = postgres_databases.create() if postgres_databases is not None else f"sqlite:///{tmp_path / 'textpulse.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
 def live(database_url: str, temporal_address: str, tmp_path: Path) -> Iterator[LiveService]:
     """The whole service (API + worker) on a free port, its fake provider fast and seeded."""
     service = LiveService(database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path / "var")

@@ -20,7 +20,14 @@ from core.stats.summary import summary
 from core.tracking.bots import judge_clicks
 from core.tracking.clicks import ClickRecord
 from core.tracking.codes import CodeTarget, resolve_codes
-from plugins.botfilters import NetworkFilter, TimingFilter, UserAgentFilter
+from plugins.botfilters import (
+    NETWORKS_FILE,
+    NetworkFilter,
+    PrefetchFilter,
+    TimingFilter,
+    UserAgentFilter,
+    read_networks,
+)
 from tests.test_code_cache import seed, wait_for
 
 IPHONE = (
@@ -47,10 +54,19 @@ def click(
         (IPHONE, None),
         (INSTAGRAM, None),  # an in-app browser is a person
         ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36", None),
-        ("facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)", "bot_user_agent"),
-        ("WhatsApp/2.23.20.0 A", "bot_user_agent"),  # the preview WhatsApp draws
+        ("facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)", "bot_user_agent:facebook"),
+        ("facebookexternalhit/1.1 Facebot Twitterbot/1.0", "bot_user_agent:imessage"),
+        ("WhatsApp/2.23.20.0 A", "bot_user_agent:whatsapp"),  # the preview WhatsApp draws
+        ("WhatsApp/2", "bot_user_agent:signal"),  # Signal's previews borrow WhatsApp's name
+        (
+            "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/138.0.0.0 Mobile "
+            "Safari/537.36 GoogleMessages/20.1",
+            "bot_user_agent:google_messages",
+        ),
+        ("Mozilla/5.0 (Linux; Android 10; CUBOT X30) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36", None),
+        ("Java-http-client/21.0.2", "bot_user_agent"),  # no browser's: not "Mozilla/..."
         ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", "bot_user_agent"),
-        ("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", "bot_user_agent"),
+        ("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)", "bot_user_agent:slack"),
         ("curl/8.5.0", "bot_user_agent"),
         ("python-httpx/0.28.1", "bot_user_agent"),
         ("", "no_user_agent"),
@@ -96,6 +112,70 @@ def test_networks() -> None:
         NetworkFilter(["10.0.0.0/33"])
 
 
+def test_the_shipped_networks_file_and_ipv4_mapped_addresses() -> None:
+    networks = NetworkFilter(read_networks(NETWORKS_FILE))
+    assert networks.judge(click(ip="40.107.235.9")) == (1.0, "bot_network")  # Microsoft EOP (Safe Links)
+    assert networks.judge(click(ip="::ffff:66.249.66.1")) == (1.0, "bot_network")  # Googlebot, as IPv6
+    assert networks.judge(click(ip="2a01:111:f403:c90a::1")) == (1.0, "bot_network")
+    assert networks.judge(click(ip="104.28.52.17")) == (0.0, None)  # iCloud Private Relay: people
+
+
+def test_networks_file_setting(tmp_path: Path) -> None:
+    own = tmp_path / "networks.txt"
+    own.write_text("# ours\n192.0.2.0/24  # a scanner\n\n", encoding="utf-8")
+    settings = Settings.from_env({"TEXTPULSE_DATA_DIR": str(tmp_path)})
+    config = {"plugins": {"botfilters": {"networks_file": str(own), "networks": ["2001:db8::/32"]}}}
+    registry = load_plugins(settings, config=config)
+    [networks] = [f for f in registry.bot_filters if f.name == "ip_range"]
+    registry.close()
+    assert networks.judge(click(ip="192.0.2.9")) == (1.0, "bot_network")
+    assert networks.judge(click(ip="2001:db8::1")) == (1.0, "bot_network")
+    assert networks.judge(click(ip="40.107.235.9")) == (0.0, None)  # the shipped file is replaced
+    with pytest.raises(ValueError, match="networks_file"):
+        load_plugins(settings, config={"plugins": {"botfilters": {"networks_file": str(tmp_path / "none.txt")}}})
+
+
+@pytest.mark.parametrize(
+    "purpose,reason",
+    [("prefetch", "prefetch"), ("prefetch;prerender", "prefetch"), ("preview", "prefetch"), (None, None), ("", None)],
+)
+def test_prefetch_headers(purpose: str | None, reason: str | None) -> None:
+    assert PrefetchFilter().judge(click(purpose=purpose)) == ((1.0, reason) if reason else (0.0, None))
+
+
+def test_the_redirect_records_the_purpose_header(tmp_path: Path) -> None:
+    import asyncio
+
+    from api.redirect import RedirectApp
+
+    class Cache:
+        def lookup(self, code: str) -> Any:
+            return (b"https://shop.example/", TARGET)
+
+    class Writer:
+        records: list[ClickRecord] = []
+
+        def offer(self, record: ClickRecord) -> bool:
+            self.records.append(record)
+            return True
+
+    async def send(message: Any) -> None:
+        return None
+
+    writer = Writer()
+    app = RedirectApp(Cache(), writer, (), lambda code: True)  # type: ignore[arg-type]
+    for headers in ([(b"sec-purpose", b"prefetch")], [(b"x-moz", b"prefetch")], [(b"accept", b"*/*")]):
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/Abcdefgh",
+            "headers": headers,
+            "client": ("198.51.100.7", 1),
+        }
+        asyncio.run(app(scope, None, send))
+    assert [r.purpose for r in writer.records] == ["prefetch", "prefetch", None]
+
+
 def test_a_failing_filter_is_skipped_and_the_others_judge(tmp_path: Path) -> None:
     class Broken:
         name = "broken"
@@ -118,7 +198,7 @@ def test_verdicts_reach_the_click_rows_and_the_human_counts(database_url: str, t
     settings = Settings.from_env({"TEXTPULSE_DATABASE_URL": database_url, "TEXTPULSE_DATA_DIR": str(tmp_path)})
     config = {"plugins": {"botfilters": {"min_seconds": 30, "extra_user_agents": ["acme-scan"]}}}
     registry = load_plugins(settings, config=config)
-    assert [f.name for f in registry.bot_filters] == ["user_agent", "timing"]
+    assert [f.name for f in registry.bot_filters] == ["user_agent", "timing", "ip_range", "prefetch"]
     with TestClient(app=create_app(settings, registry=registry)) as client:
         for code, agent in ((fresh, IPHONE), (old, IPHONE), (by_curl, "curl/8.5.0"), (scanned, "ACME-Scan/1.0")):
             assert client.get(f"/r/{code}", headers={"user-agent": agent}, follow_redirects=False).status_code == 302

@@ -437,3 +437,34 @@ def test_campaign_page_shows_the_control_row_each_uplift_and_why_the_test_decide
     finally:
         context.close()
         live.stop()
+
+
+def test_bot_verdicts_show_their_reasons_in_words(live: LiveService, browser: Browser) -> None:
+    """The campaign page lists the latest bot clicks with why, in words (the code as the title);
+    the contact page says why for each of its bot clicks."""
+    cid, _ = _finished_campaign(live)
+    message = next(m for m in live.messages(cid) if m["status"] == "delivered")
+    link = _link(message)
+    with httpx.Client(follow_redirects=False) as client:
+        assert client.get(link, headers={"user-agent": "curl/8.5.0"}).status_code == 302
+        assert client.head(link, headers={"user-agent": IPHONE}).status_code == 302
+    wait_for(lambda: live.stats(cid)["clicks"]["bots_total"] == 2, what="two bot clicks stored")
+    listed = live.get(f"/api/campaigns/{cid}/clicks", params={"bots": "only"}).json()["items"]
+    reasons = sorted(r for c in listed for r in c["bot_reasons"])
+    assert "head_request" in reasons and any(r.startswith("bot_user_agent") for r in reasons)
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"{live.url}/campaigns/{cid}")
+        rows = page.locator("#bot-clicks tbody tr")
+        assert rows.count() == 2
+        words = page.locator("#bot-clicks").inner_text()
+        assert "HEAD request (a link checker's probe)" in words
+        assert page.locator('#bot-clicks [data-reason="head_request"]').get_attribute("title") == "head_request"
+        assert "curl/8.5.0" in words
+        page.goto(f"{live.url}/contacts/{message['contact_id']}")
+        verdicts = page.locator('#clicks [data-col="verdict"]').all_inner_texts()
+        assert len(verdicts) == 2 and all(v.startswith("bot") for v in verdicts)
+        assert any("HEAD request" in v for v in verdicts)
+    finally:
+        context.close()

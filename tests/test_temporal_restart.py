@@ -13,7 +13,7 @@ from textpulse.devserver import DevServer
 N = 300
 
 
-def test_a_campaign_completes_across_a_temporal_restart(database_url: str, tmp_path: Path) -> None:
+def test_a_campaign_completes_across_a_temporal_restart(scaled_database_url: str, tmp_path: Path) -> None:
     port = free_port()
 
     def server() -> DevServer:
@@ -22,7 +22,7 @@ def test_a_campaign_completes_across_a_temporal_restart(database_url: str, tmp_p
     temporal = server()
     temporal.start()
     live = LiveService(
-        database_url=database_url,
+        database_url=scaled_database_url,
         temporal_address=temporal.address,
         data_dir=tmp_path / "var",
         env={"TEXTPULSE_BATCH_SIZE": "50", "TEXTPULSE_HEARTBEAT_TIMEOUT_SECONDS": "5"},

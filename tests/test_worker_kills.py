@@ -46,12 +46,12 @@ def _worker(live: LiveService, standin: TwilioStandIn, log: Path) -> subprocess.
 
 
 def test_three_sigkills_during_a_twilio_campaign_text_nobody_twice(
-    database_url: str, temporal_address: str, tmp_path: Path
+    scaled_database_url: str, temporal_address: str, tmp_path: Path
 ) -> None:
     workers: list[subprocess.Popen[bytes]] = []
     with TwilioStandIn() as standin:
         live = LiveService(
-            database_url=database_url,
+            database_url=scaled_database_url,
             temporal_address=temporal_address,
             data_dir=tmp_path / "var",
             run_worker=False,

@@ -21,6 +21,8 @@ from core.hooks.contracts import (
     FetchesStatus,
     FindsSent,
     InboundMessage,
+    JudgedClick,
+    JudgesTogether,
     MessageStatusChanged,
     NamesPermanentErrors,
     NamesUnsubscribedErrors,
@@ -69,6 +71,8 @@ __all__ = [
     "is_wellformed_code",
     "BotFilter",
     "NeedsMessageTimes",
+    "JudgesTogether",
+    "JudgedClick",
     "ClickToJudge",
     "ClickTarget",
     # the payloads of the on_* hooks

@@ -1,4 +1,4 @@
-"""`textpulse`: up | api | worker | migrate.
+"""`textpulse`: up | api | worker | migrate | rescore.
 
 Every command ends with `os._exit(status)` after flushing: a process that used temporalio can
 abort at interpreter exit (temporalio/sdk-python#300) and must not turn success into a crash.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -56,6 +57,30 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return _serve(settings, run_api=False, run_worker=True, embedded_temporal=False)
 
 
+def cmd_rescore(settings: Settings, args: argparse.Namespace) -> int:
+    """Judge every stored click of a campaign again with the bot filters configured now; prints
+    `{"clicks", "changed", "bots", "humans"}`."""
+    from core.campaigns.definition import CampaignNotFound
+    from core.db import make_engine
+    from core.hooks.registry import load_plugins
+    from core.tracking.rescore import rescore_campaign
+
+    registry = load_plugins(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        result = rescore_campaign(
+            engine, args.campaign, registry.bot_filters, registry.together_filters, chunk=args.chunk
+        )
+    except CampaignNotFound as exc:
+        print(f"textpulse rescore: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+        registry.close()
+    print(json.dumps(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textpulse", description="Self-hosted SMS campaign engine.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations (or go back: `migrate base`)")
     migrate.add_argument("revision", nargs="?", default="head")
     migrate.set_defaults(func=cmd_migrate)
+    rescore = sub.add_parser("rescore", help="judge a campaign's stored clicks again with the current bot filters")
+    rescore.add_argument("--campaign", type=int, required=True, help="the campaign's id")
+    rescore.add_argument("--chunk", type=int, default=5000, help="clicks read and judged at a time (5000)")
+    rescore.set_defaults(func=cmd_rescore)
     return parser
 
 

@@ -1,9 +1,10 @@
 """What a plugin can do beyond its required members: the one place that asks.
 
 A provider may or may not look up lost sends, report delivery, name error codes, close, fetch
-statuses or check its settings; a bot filter may want message times. Each ability is a protocol
-of `core.hooks.contracts`; these functions answer for any object (None too: a campaign may name
-a provider that is no longer enabled), with the default Textpulse assumes when it is absent.
+statuses or check its settings; a bot filter may want message times, or judge clicks together.
+Each ability is a protocol of `core.hooks.contracts`; these functions answer for any object
+(None too: a campaign may name a provider that is no longer enabled), with the default
+Textpulse assumes when it is absent.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from core.hooks.contracts import (
     Closes,
     FetchesStatus,
     FindsSent,
+    JudgesTogether,
     NamesPermanentErrors,
     NamesUnsubscribedErrors,
     NeedsMessageTimes,
@@ -83,3 +85,13 @@ def config_problems(provider: object | None) -> list[str]:
 def needs_message_times(bot_filter: object) -> bool:
     """Does this bot filter read when the click's text was sent and delivered?"""
     return isinstance(bot_filter, NeedsMessageTimes) and bool(bot_filter.needs_message_times)
+
+
+def judges_together(bot_filter: object) -> bool:
+    """Does this bot filter judge clicks together (`judge_together`, over a window of earlier clicks)?"""
+    return isinstance(bot_filter, JudgesTogether) and callable(getattr(bot_filter, "judge_together", None))
+
+
+def judges_each(bot_filter: object) -> bool:
+    """Does this bot filter judge each click alone (`judge`)?"""
+    return callable(getattr(bot_filter, "judge", None))

@@ -241,6 +241,8 @@ class ClickToJudge(Protocol):
     def sent_at(self) -> datetime | None: ...  # filled in for filters that need message times
     @property
     def delivered_at(self) -> datetime | None: ...
+    @property
+    def purpose(self) -> str | None: ...  # a `Purpose` / `Sec-Purpose` / `X-Moz` / `X-Purpose` header
 
 
 @runtime_checkable
@@ -259,6 +261,30 @@ class NeedsMessageTimes(Protocol):
     """A bot filter that reads `click.sent_at` / `click.delivered_at` (they cost a lookup)."""
 
     needs_message_times: bool
+
+
+class JudgedClick(ClickToJudge, Protocol):
+    """A click as a `JudgesTogether` filter sees it: judged already by the per-click filters."""
+
+    @property
+    def reasons(self) -> tuple[str, ...]: ...  # every reason given so far (none: a person's, so far)
+
+
+@runtime_checkable
+class JudgesTogether(Protocol):
+    """A bot filter whose verdicts need more than one click (a burst from one network, every link of
+    a message): the click writer gives it each batch with the clicks stored in the last `window`
+    seconds, and re-judges those too (their rows are updated when it adds a reason)."""
+
+    name: str
+    window: float  # seconds of earlier clicks it needs to see (`recent`)
+
+    def judge_together(
+        self, clicks: Sequence[JudgedClick], recent: Sequence[JudgedClick]
+    ) -> list[tuple[float, str | None]]:
+        """One (score, reason | None) per click of `recent` then one per click of `clicks`, both
+        oldest first; a reason is added to that click's, a None takes none away."""
+        ...
 
 
 # -- the payloads of the on_* hooks ----------------------------------------------------------

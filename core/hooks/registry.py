@@ -26,7 +26,7 @@ from typing import Any
 import pluggy
 
 from core.hooks import abilities, hookspecs
-from core.hooks.contracts import BotFilter, Provider, Shortener, is_wellformed_code
+from core.hooks.contracts import BotFilter, JudgesTogether, Provider, Shortener, is_wellformed_code
 from core.settings import Settings
 
 # Built-in plugins register exactly like third-party ones; the key is the name to disable.
@@ -35,6 +35,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "twilio": "plugins.twilio",
     "shortener": "plugins.shortener",
     "botfilters": "plugins.botfilters",
+    "bot_behaviour": "plugins.bot_behaviour",
 }
 
 
@@ -105,7 +106,8 @@ class PluginRegistry:
     context: PluginContext
     providers: dict[str, Provider]
     shortener: Shortener
-    bot_filters: list[BotFilter]
+    bot_filters: list[BotFilter]  # those that judge each click alone (`judge`)
+    together_filters: list[JudgesTogether] = field(default_factory=list)  # those that judge clicks together
 
     def provider(self, name: str) -> Provider:
         try:
@@ -186,12 +188,27 @@ def load_plugins(settings: Settings, *, config: dict[str, Any] | None = None) ->
     if not isinstance(shortener, Shortener):
         shortener = WellformedCodes(shortener)
     bot_filters: list[BotFilter] = []
+    together_filters: list[JudgesTogether] = []
 
-    def register_bot_filter(bot_filter: BotFilter) -> None:
+    def register_bot_filter(bot_filter: Any) -> None:
         # Refused here, once, rather than failing every batch of clicks in the writer.
-        if not isinstance(getattr(bot_filter, "name", None), str) or not callable(getattr(bot_filter, "judge", None)):
-            raise PluginError(f"a bot filter needs a `name` (str) and a `judge(click)` method: {bot_filter!r}")
-        bot_filters.append(bot_filter)
+        each, together = abilities.judges_each(bot_filter), abilities.judges_together(bot_filter)
+        if not isinstance(getattr(bot_filter, "name", None), str) or not (each or together):
+            raise PluginError(
+                "a bot filter needs a `name` (str) and a `judge(click)` method, or `judge_together(clicks, recent)`"
+                f" and a `window`: {bot_filter!r}"
+            )
+        if each:
+            bot_filters.append(bot_filter)
+        if together:
+            together_filters.append(bot_filter)
 
     pm.hook.register_bot_filters(register=register_bot_filter, config=context)
-    return PluginRegistry(pm=pm, context=context, providers=providers, shortener=shortener, bot_filters=bot_filters)
+    return PluginRegistry(
+        pm=pm,
+        context=context,
+        providers=providers,
+        shortener=shortener,
+        bot_filters=bot_filters,
+        together_filters=together_filters,
+    )

@@ -4,6 +4,11 @@ Every bot filter (plugins/botfilters.py and the `register_bot_filters` hook) jud
 of a batch as it is stored; a click with a reason is a bot's, kept and flagged. Filters that ask
 for them (`needs_message_times`) get when the click's text was sent and delivered, read for the
 whole batch at once.
+
+Filters that judge clicks together (`JudgesTogether`: a burst from one network, every link of a
+message) see the batch with the clicks of the last few seconds before it (`judge_together`);
+what they add to an earlier, stored click is written over its row by the caller (the click
+writer, or a re-score: core/tracking/rescore.py).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from sqlmodel import col
 
 from core.db import is_sqlite
 from core.hooks.abilities import needs_message_times
-from core.hooks.contracts import BotFilter
+from core.hooks.contracts import BotFilter, JudgesTogether
 from core.log import get_logger
 from core.models import Message
 from core.tracking.clicks import ClickRecord
@@ -64,6 +69,47 @@ def judge_clicks(
         if found is not None:
             record.reasons = tuple(found)
         record.bot_score = score
+
+
+def together_window(filters: Sequence[JudgesTogether]) -> timedelta:
+    """How far back the together-filters look: the longest `window` of them."""
+    return timedelta(seconds=max((float(f.window) for f in filters), default=0.0))
+
+
+def judge_together(
+    filters: Sequence[JudgesTogether], clicks: Sequence[ClickRecord], recent: Sequence[ClickRecord]
+) -> list[ClickRecord]:
+    """Let each together-filter judge `clicks` (judged alone already) with the `recent` clicks
+    before them (those of its own `window` before the first of `clicks`); add the reasons it gives,
+    to recent clicks too. Returns the clicks, of both, whose verdict changed. A filter that fails,
+    or answers the wrong number of verdicts, is skipped (logged)."""
+    if not filters or not clicks:
+        return []
+    changed: dict[int, ClickRecord] = {}
+    start = min(record.clicked_at for record in clicks)
+    for bot_filter in filters:
+        cutoff = start - timedelta(seconds=float(bot_filter.window))
+        seen = [record for record in recent if record.clicked_at >= cutoff]
+        try:
+            verdicts = bot_filter.judge_together(clicks, seen)
+        except Exception as exc:
+            log.warning("bot filter failed", filter=bot_filter.name, error=str(exc))
+            continue
+        if len(verdicts) != len(seen) + len(clicks):
+            log.warning(
+                "bot filter answered the wrong number of verdicts",
+                filter=bot_filter.name,
+                verdicts=len(verdicts),
+                clicks=len(seen) + len(clicks),
+            )
+            continue
+        for record, (score, reason) in zip((*seen, *clicks), verdicts, strict=True):
+            if not reason or reason in record.reasons:
+                continue
+            record.reasons = (*record.reasons, reason)
+            record.bot_score = max(record.bot_score, float(score))
+            changed[id(record)] = record
+    return list(changed.values())
 
 
 def _fill_message_times(engine: Engine, records: Sequence[ClickRecord], *, sqlite_connection: Any = None) -> None:

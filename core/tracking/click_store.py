@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.engine import Dialect, Engine
 
 from core.db import is_sqlite, session_scope
@@ -23,6 +23,10 @@ from core.tracking.bots import judge_clicks
 from core.tracking.clicks import ClickRecord
 from core.tracking.clients import parse_user_agent
 from core.tracking.sqlite import sqlite_driver, sqlite_timestamp
+
+_UPDATE_VERDICT_SQLITE = (
+    "UPDATE click SET is_bot = ?, bot_score = ?, bot_reasons = ? WHERE message_id = ? AND code = ? AND clicked_at = ?"
+)
 
 # The click table's columns in the order the insert and COPY paths write them.
 CLICK_COLUMNS = (
@@ -117,7 +121,12 @@ def click_rows(records: Sequence[ClickRecord]) -> list[dict[str, Any]]:
 
 
 def store_clicks(
-    engine: Engine, records: Sequence[ClickRecord], filters: Sequence[BotFilter] = (), *, sqlite_connection: Any = None
+    engine: Engine,
+    records: Sequence[ClickRecord],
+    filters: Sequence[BotFilter] = (),
+    *,
+    sqlite_connection: Any = None,
+    judged: bool = False,
 ) -> int:
     """Judge a batch of clicks (`judge_clicks`) and insert them in one transaction; returns how
     many were written.
@@ -134,7 +143,8 @@ def store_clicks(
     """
     if not records:
         return 0
-    judge_clicks(engine, records, filters, sqlite_connection=sqlite_connection)
+    if not judged:  # the click writer judges first when together-filters judge the batch too
+        judge_clicks(engine, records, filters, sqlite_connection=sqlite_connection)
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         return _copy_clicks(engine, records)
     statement = _click_insert(engine.dialect)
@@ -224,4 +234,61 @@ def _copy_clicks(engine: Engine, records: Sequence[ClickRecord]) -> int:
                         *verdict(record),
                     )
                 )
+    return len(records)
+
+
+def update_verdicts(engine: Engine, records: Sequence[ClickRecord], *, sqlite_connection: Any = None) -> int:
+    """Write the verdicts of clicks stored already (re-judged since: a burst showed after them)
+    over their rows, found by message, code and time (the writer knows no row ids; a code's
+    clicks at one microsecond are one click, or a machine's). One transaction; returns how many
+    clicks were given."""
+    if not records:
+        return 0
+    if is_sqlite(engine):
+        params = [
+            (
+                1 if record.reasons else 0,
+                record.bot_score,
+                json.dumps(list(record.reasons)),
+                record.target.message_id,
+                record.target.code,
+                sqlite_timestamp(record.clicked_at),
+            )
+            for record in records
+        ]
+        with sqlite_driver(engine, sqlite_connection) as driver:
+            driver.execute("BEGIN IMMEDIATE")
+            try:
+                driver.executemany(_UPDATE_VERDICT_SQLITE, params)
+                driver.execute("COMMIT")
+            except BaseException:
+                if driver.in_transaction:
+                    driver.execute("ROLLBACK")
+                raise
+        return len(records)
+    table: Table = Click.__table__  # type: ignore[attr-defined]  # set by SQLModel, not in its stubs
+    statement = (
+        update(table)
+        .where(
+            table.c.message_id == bindparam("m"),
+            table.c.code == bindparam("c"),
+            table.c.clicked_at == bindparam("t"),
+        )
+        .values(is_bot=bindparam("b"), bot_score=bindparam("s"), bot_reasons=bindparam("r"))
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            statement,
+            [
+                {
+                    "m": record.target.message_id,
+                    "c": record.target.code,
+                    "t": record.clicked_at,
+                    "b": bool(record.reasons),
+                    "s": record.bot_score,
+                    "r": list(record.reasons),
+                }
+                for record in records
+            ],
+        )
     return len(records)

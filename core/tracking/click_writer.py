@@ -3,24 +3,43 @@
 A click costs the redirect one append to a bounded in-process queue; a background task writes
 what gathered every few milliseconds, and everything left on close: no click is lost on SIGTERM
 (uvicorn finishes the requests in flight, then the app's lifespan closes the writer).
+
+Together-filters (`JudgesTogether`: bursts, every link of a message) judge the clicks of a batch
+with those of the last few seconds, which the writer keeps in memory (`window`, at most
+WINDOW_CAPACITY clicks), and may re-judge those: their rows are updated. So that this costs the
+redirects (whose event loop shares the GIL with the writer's thread) next to nothing, they judge
+at most every `together_every` seconds (longer when a round took long: ROUND_SHARE): a batch
+written in between is stored with the verdicts of the per-click filters and judged together
+with a later batch, or on its own when none comes — its verdict may come a moment later than
+its row, and its `on_click` listeners were told the first one (docs/bots.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import islice
 from typing import Any
 
 import anyio.to_thread
 from sqlalchemy.engine import Engine
 
 from core.db import is_sqlite
-from core.hooks.contracts import BotFilter
+from core.hooks.contracts import BotFilter, JudgesTogether
 from core.log import get_logger
-from core.tracking.click_store import click_rows, store_clicks
+from core.tracking.bots import judge_clicks, judge_together, together_window
+from core.tracking.click_store import click_rows, store_clicks, update_verdicts
 from core.tracking.clicks import ClickRecord
 
 log = get_logger("textpulse.redirect")
+
+# The clicks kept for the together-filters' window, at most (a few seconds of a heavy load).
+WINDOW_CAPACITY = 100_000
+# A round of the together-filters waits at least this many times its predecessor's duration: at
+# most about a tenth of one core goes to judging together, however heavy the load.
+ROUND_SHARE = 10
 
 
 class ClickWriter:
@@ -38,6 +57,8 @@ class ClickWriter:
         *,
         on_stored: Callable[[list[dict[str, Any]]], Any] | None = None,
         filters: Sequence[BotFilter] = (),
+        together: Sequence[JudgesTogether] = (),
+        together_every: float = 0.25,
         interval: float = 0.005,
         batch: int = 5000,
         capacity: int = 50_000,
@@ -45,6 +66,14 @@ class ClickWriter:
         self.engine = engine
         self.on_stored = on_stored
         self.filters = tuple(filters)  # bot filters, applied as clicks are stored
+        self.together = tuple(together)  # bot filters that judge clicks together, over `window`
+        self.together_every = together_every
+        self.rejudged = 0  # stored clicks whose verdict a later round changed
+        self.window: deque[ClickRecord] = deque()  # the last clicks stored, for the together-filters
+        self._unjudged = 0  # how many of the window's newest are not judged together yet
+        self._dirty: dict[int, ClickRecord] = {}  # stored clicks re-judged, their rows not rewritten yet
+        self._next_round = 0.0  # time.monotonic() from which the next round may run
+        self._span = together_window(self.together)
         self.interval = interval
         self.batch = batch
         self.capacity = capacity
@@ -88,9 +117,18 @@ class ClickWriter:
         while True:
             if not self._pending:
                 if self._closing:
+                    if self._unjudged:
+                        await self._settle()
                     return
-                self._wake = loop.create_future()
-                await self._wake
+                self._wake = wake = loop.create_future()
+                if self._unjudged:  # stored clicks await their round: run it when no batch comes
+                    delay = max(self._next_round - time.monotonic(), 0.0)
+                    done, _ = await asyncio.wait({wake}, timeout=delay)
+                    self._wake = None
+                    if not done:
+                        await self._settle()
+                    continue
+                await wake
                 self._wake = None
             if not self._closing and len(self._pending) < self.batch:
                 await asyncio.sleep(self.interval)  # let a batch gather
@@ -122,6 +160,64 @@ class ClickWriter:
             except Exception as exc:  # a plugin's failure does not stop the writer
                 log.warning("on_click hook failed", error=str(exc))
 
+    async def _settle(self) -> None:
+        """Judge the clicks stored but not judged together yet, with no new batch."""
+        try:
+            await anyio.to_thread.run_sync(self._store, [])
+        except Exception as exc:  # their rows keep the per-click verdicts
+            log.warning("judging clicks together failed", error=str(exc), clicks=self._unjudged)
+            self._unjudged = 0
+
+    def _judge_and_store(self, records: list[ClickRecord], connection: Any) -> int:
+        """Judge the batch alone; then, when a round is due (or the writer closes), together with the
+        clicks stored before it; store it; write the verdicts that changed of clicks stored before."""
+        if not self.together:
+            return store_clicks(self.engine, records, self.filters, sqlite_connection=connection)
+        if records:
+            judge_clicks(self.engine, records, self.filters, sqlite_connection=connection)
+        started = time.monotonic()
+        ran = self._closing or started >= self._next_round
+        if ran:
+            window = self.window
+            waiting = list(islice(window, len(window) - self._unjudged, None))
+            clicks = waiting + records
+            if clicks:
+                cutoff = min(click.clicked_at for click in clicks) - self._span
+                before: list[ClickRecord] = []
+                for click in islice(reversed(window), self._unjudged, None):  # newest first
+                    if click.clicked_at < cutoff:
+                        break
+                    before.append(click)
+                before.reverse()
+                fresh = {id(record) for record in records}
+                for click in judge_together(self.together, clicks, before):
+                    if id(click) not in fresh:  # stored already: its row is rewritten
+                        self._dirty[id(click)] = click
+            self._unjudged = 0
+            self._next_round = time.monotonic() + max(self.together_every, ROUND_SHARE * (time.monotonic() - started))
+        written = store_clicks(self.engine, records, sqlite_connection=connection, judged=True) if records else 0
+        if self._dirty:  # kept until written: a failed write is tried again with the next batch
+            changed = list(self._dirty.values())
+            update_verdicts(self.engine, changed, sqlite_connection=connection)
+            self._dirty.clear()
+            self.rejudged += len(changed)
+        if records:
+            self.window.extend(records)
+            if not ran:
+                self._unjudged += len(records)
+            self._prune(records[-1].clicked_at)
+        return written
+
+    def _prune(self, newest: Any) -> None:
+        """Forget the clicks no round needs any more: older than the window before the newest, once
+        every click is judged together (until then, the waiting ones' window is kept), and beyond
+        WINDOW_CAPACITY the oldest judged ones."""
+        window, cutoff = self.window, newest - self._span * 2
+        while len(window) > self._unjudged and (
+            len(window) > WINDOW_CAPACITY or (not self._unjudged and window[0].clicked_at < cutoff)
+        ):
+            window.popleft()
+
     def _store(self, records: list[ClickRecord]) -> int:
         """In a worker thread, one batch at a time. SQLite: on a connection of the writer's own,
         whose page cache stays warm with the click table's last pages from batch to batch.
@@ -132,14 +228,14 @@ class ClickWriter:
         click whose parent had gone would fail, and be retried, forever.) It is detached from the
         pool, so no other unit of work gets a connection without the check."""
         if not self.inline:
-            return store_clicks(self.engine, records, self.filters)
+            return self._judge_and_store(records, None)
         if self._connection is None:
             connection: Any = self.engine.raw_connection()
             connection.detach()  # closed, not pooled, when the writer is done with it
             connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
             self._connection = connection
         try:
-            return store_clicks(self.engine, records, self.filters, sqlite_connection=self._connection)
+            return self._judge_and_store(records, self._connection)
         except Exception:
             connection, self._connection = self._connection, None
             connection.close()  # a fresh connection for the retry (detached: close really closes)

@@ -28,3 +28,5 @@ class ClickRecord:
     # When its text was sent and delivered: filled in for bot filters that ask for them.
     sent_at: datetime | None = None
     delivered_at: datetime | None = None
+    # What a `Purpose`, `Sec-Purpose`, `X-Moz` or `X-Purpose` header said (a prefetch, a preview).
+    purpose: str | None = None

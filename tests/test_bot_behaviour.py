@@ -1,0 +1,388 @@
+"""Behaviour filters (plugins/bot_behaviour.py): bursts and every link of a message, judged by the
+click writer over a window of earlier clicks (which it re-judges), a person's click after a
+preview kept human, and re-scoring a campaign from the CLI and the API (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import select
+from sqlmodel import col
+
+from api.app import create_app
+from core.db import make_engine, session_scope
+from core.hooks.contracts import JudgesTogether
+from core.hooks.registry import PluginRegistry, load_plugins
+from core.models import Campaign, Click, Contact, Link, Message, ShortCode, Variant
+from core.settings import Settings
+from core.stats.summary import summary
+from core.tracking.bots import judge_together
+from core.tracking.click_writer import ClickWriter
+from core.tracking.clicks import ClickRecord
+from core.tracking.codes import CodeTarget, resolve_codes
+from core.tracking.rescore import rescore_campaign
+from plugins.bot_behaviour import AllLinksFilter, BurstFilter, network_of
+
+ROOT = Path(__file__).resolve().parent.parent
+SEQUENCES = ROOT / "tests" / "data" / "bots" / "sequences.jsonl"
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 Version/17.2 Mobile/15E148 "
+    "Safari/604.1"
+)
+AGENTS = {
+    "iphone": IPHONE,
+    "android": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36",
+    "chrome-desktop": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/121.0 Safari/537.36",
+    "whatsapp": "WhatsApp/2.23.20.0 A",
+    "preview": "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120 Mobile Safari/537.36 "
+    "facebookexternalhit/1.1",
+}
+_phones = count(7000)
+
+
+def seed_links(database_url: str, recipients: int, links: int = 1) -> tuple[int, list[list[str]]]:
+    """A campaign sent an hour ago to `recipients` contacts, `links` tracked links per message:
+    its id and the codes, per message."""
+    engine = make_engine(database_url)
+    sent = datetime.now(UTC) - timedelta(hours=1)
+    codes: list[list[str]] = []
+    with session_scope(engine) as session:
+        campaign = Campaign(name="behaviour", status="completed", tracking={"shorten_links": True})
+        session.add(campaign)
+        session.flush()
+        variant = Variant(campaign_id=campaign.id or 0, name="A", body="Go")
+        session.add(variant)
+        session.flush()
+        made = []
+        for position in range(links):
+            link = Link(
+                campaign_id=campaign.id or 0,
+                variant_id=variant.id or 0,
+                position=position,
+                destination=f"https://shop.example/{position}",
+            )
+            session.add(link)
+            made.append(link)
+        session.flush()
+        for _ in range(recipients):
+            contact = Contact(phone=f"+1202555{next(_phones):04d}")
+            session.add(contact)
+            session.flush()
+            message = Message(
+                campaign_id=campaign.id or 0,
+                contact_id=contact.id or 0,
+                variant_id=variant.id,
+                phone=contact.phone,
+                body="Go",
+                status="delivered",
+                sent_at=sent,
+                delivered_at=sent,
+                provider="fake",
+                idempotency_key=f"behaviour-{contact.id}",
+            )
+            session.add(message)
+            session.flush()
+            mine = []
+            for link in made:
+                code = f"Bh{message.id:06d}{link.position:02d}"
+                session.add(ShortCode(code=code, message_id=message.id or 0, link_id=link.id or 0, destination="x"))
+                mine.append(code)
+            codes.append(mine)
+        campaign_id = campaign.id or 0
+    engine.dispose()
+    return campaign_id, codes
+
+
+def registry_for(database_url: str, tmp_path: Path, config: dict[str, Any] | None = None) -> PluginRegistry:
+    settings = Settings.from_env({"TEXTPULSE_DATABASE_URL": database_url, "TEXTPULSE_DATA_DIR": str(tmp_path)})
+    return load_plugins(settings, config=config or {})
+
+
+def rows(database_url: str, campaign_id: int) -> list[tuple[str, bool, list[str]]]:
+    engine = make_engine(database_url)
+    with session_scope(engine, read_only=True) as session:
+        found = [
+            (c.code, c.is_bot, list(c.bot_reasons))
+            for c in session.scalars(select(Click).where(col(Click.campaign_id) == campaign_id).order_by(col(Click.id)))
+        ]
+    engine.dispose()
+    return found
+
+
+def human_clicks(database_url: str, campaign_id: int) -> tuple[int, int, int]:
+    """(human clicks, unique human clickers, bot clicks) as the stats count them."""
+    engine = make_engine(database_url)
+    with session_scope(engine, read_only=True) as session:
+        clicks = summary(session, campaign_id)["clicks"]
+    engine.dispose()
+    return clicks["total"], clicks["unique"], clicks["bots_total"]
+
+
+def write(database_url: str, registry: PluginRegistry, batches: list[list[ClickRecord]], **options: Any) -> ClickWriter:
+    """Each batch through a click writer, one after the other (the writer's own rounds in between)."""
+    engine = make_engine(database_url)
+    writer = ClickWriter(engine, filters=registry.bot_filters, together=registry.together_filters, **options)
+
+    async def run() -> None:
+        writer.start()
+        for batch in batches:
+            before = writer.written
+            for record in batch:
+                await writer.put(record)
+            while writer.written < before + len(batch):
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # a round for the last batch, when none came after it
+        await writer.close()
+
+    asyncio.run(run())
+    engine.dispose()
+    return writer
+
+
+def records(
+    database_url: str, codes: list[str], ips: list[str], agents: list[str], at: list[datetime]
+) -> list[ClickRecord]:
+    engine = make_engine(database_url)
+    targets = resolve_codes(engine, codes)
+    engine.dispose()
+    return [
+        ClickRecord(targets[code], when, ip, agent, None)
+        for code, ip, agent, when in zip(codes, ips, agents, at, strict=True)
+    ]
+
+
+def test_the_behaviour_filters_are_built_in_and_configurable(tmp_path: Path) -> None:
+    registry = registry_for(f"sqlite:///{tmp_path}/unused.db", tmp_path)
+    assert [f.name for f in registry.together_filters] == ["burst", "all_links"]
+    assert "burst" not in [f.name for f in registry.bot_filters]  # they judge together only
+    off = registry_for(
+        f"sqlite:///{tmp_path}/unused.db",
+        tmp_path,
+        {"plugins": {"bot_behaviour": {"burst_recipients": 0, "all_links_seconds": 0}}},
+    )
+    assert off.together_filters == []
+    with pytest.raises(ValueError, match="burst_recipients"):
+        registry_for(f"sqlite:///{tmp_path}/x.db", tmp_path, {"plugins": {"bot_behaviour": {"burst_recipients": 1}}})
+
+
+def test_networks() -> None:
+    assert network_of("203.0.113.77") == "203.0.113.0/24"
+    assert network_of("2001:db8:aa:1::1") == "2001:db8:aa::/48"
+    assert network_of("::ffff:203.0.113.9") == "203.0.113.0/24"
+    assert network_of("127.0.0.1") is None and network_of("10.1.2.3") is None and network_of("fd00::1") is None
+    assert network_of("10.1.2.3", False) == "10.1.2.0/24"
+    assert network_of("testclient") is None and network_of(None) is None
+
+
+def test_a_burst_of_phone_browser_clicks_becomes_bots_and_the_earlier_ones_are_re_judged(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Five recipients' links within a second from one /24, with an ordinary iPhone's user agent:
+    the first two are stored as people's; when the other three show the burst, all five are bots',
+    and the human counts drop back to nothing."""
+    campaign_id, codes = seed_links(database_url, 5)
+    now = datetime.now(UTC)
+    clicks = records(
+        database_url,
+        [c[0] for c in codes],
+        [f"203.0.113.{10 + n}" for n in range(5)],
+        [IPHONE] * 5,
+        [now + timedelta(seconds=0.2 * n) for n in range(5)],
+    )
+    registry = registry_for(database_url, tmp_path)
+    engine = make_engine(database_url)
+    writer = ClickWriter(engine, filters=registry.bot_filters, together=registry.together_filters)
+    counted: list[tuple[int, int, int]] = []
+
+    async def run() -> None:
+        writer.start()
+        for record in clicks[:2]:
+            await writer.put(record)
+        while writer.written < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.4)  # the first two judged together too: no burst yet
+        counted.append(human_clicks(database_url, campaign_id))
+        for record in clicks[2:]:
+            await writer.put(record)
+        while writer.written < 5:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.4)
+        counted.append(human_clicks(database_url, campaign_id))
+        await writer.close()
+
+    asyncio.run(run())
+    engine.dispose()
+    assert counted == [(2, 2, 0), (0, 0, 5)]
+    assert [(bot, reasons) for _, bot, reasons in rows(database_url, campaign_id)] == [(True, ["burst"])] * 5
+    assert writer.rejudged >= 2  # the first two clicks' rows were rewritten
+
+
+def test_four_recipients_or_a_local_address_are_no_burst(database_url: str, tmp_path: Path) -> None:
+    campaign_id, codes = seed_links(database_url, 9)
+    now = datetime.now(UTC)
+    clicks = records(
+        database_url,
+        [c[0] for c in codes],
+        ["203.0.113.10"] * 4 + ["10.0.0.2"] * 5,  # four people behind one NAT; an untrusted proxy
+        [IPHONE] * 9,
+        [now + timedelta(seconds=0.1 * n) for n in range(9)],
+    )
+    write(database_url, registry_for(database_url, tmp_path), [clicks])
+    assert [bot for _, bot, _ in rows(database_url, campaign_id)] == [False] * 9
+
+
+def test_every_link_of_a_message_within_seconds_is_a_scanner(database_url: str, tmp_path: Path) -> None:
+    campaign_id, codes = seed_links(database_url, 2, links=3)
+    now = datetime.now(UTC)
+    scanner = records(database_url, codes[0], ["192.0.2.50"] * 3, [AGENTS["chrome-desktop"]] * 3,
+                      [now, now + timedelta(seconds=0.5), now + timedelta(seconds=1)])  # fmt: skip
+    person = records(database_url, [codes[1][0], codes[1][2]], ["198.51.100.9"] * 2, [IPHONE] * 2,
+                     [now, now + timedelta(seconds=12)])  # fmt: skip
+    write(database_url, registry_for(database_url, tmp_path), [scanner[:1] + person[:1], scanner[1:], person[1:]])
+    verdicts = {code: (bot, reasons) for code, bot, reasons in rows(database_url, campaign_id)}
+    assert [verdicts[code] for code in codes[0]] == [(True, ["all_links"])] * 3
+    assert verdicts[codes[1][0]] == verdicts[codes[1][2]] == (False, [])
+    assert human_clicks(database_url, campaign_id) == (2, 1, 3)
+
+
+def test_a_person_clicking_after_a_preview_is_one_human_unique_click(database_url: str, tmp_path: Path) -> None:
+    """A chat app previews both links of each text (its user agent flags it), then the people tap
+    one each from the same carrier /24, within a second of one another: the previews are bots',
+    every person's click is theirs."""
+    campaign_id, codes = seed_links(database_url, 5, links=2)
+    now = datetime.now(UTC)
+    previews = records(
+        database_url,
+        [code for mine in codes for code in mine],
+        [f"198.51.100.{80 + n // 2}" for n in range(10)],
+        [AGENTS["whatsapp"]] * 10,
+        [now + timedelta(seconds=0.05 * n) for n in range(10)],
+    )
+    people = records(
+        database_url,
+        [mine[0] for mine in codes],
+        [f"198.51.100.{80 + n}" for n in range(5)],
+        [IPHONE] * 5,
+        [now + timedelta(seconds=3 + 0.2 * n) for n in range(5)],
+    )
+    write(database_url, registry_for(database_url, tmp_path), [previews, people])
+    found = rows(database_url, campaign_id)
+    assert all(bot and any(r.startswith("bot_user_agent") for r in reasons) for _, bot, reasons in found[:10])
+    assert [(bot, reasons) for _, bot, reasons in found[10:]] == [(False, [])] * 5
+    assert human_clicks(database_url, campaign_id) == (5, 5, 10)
+
+
+def _sequence_clicks(sequence: dict[str, Any], now: datetime) -> list[ClickRecord]:
+    clicks = []
+    for n, c in enumerate(sequence["clicks"]):
+        target = CodeTarget(f"Seq{n:05d}", "https://shop.example/", c["message"], c["link"], c["recipient"], 1, now)
+        record = ClickRecord(target, now + timedelta(seconds=c["t"]), c["ip"], AGENTS[c["ua"]], None)
+        record.reasons = tuple(c.get("reasons", ()))  # what the per-click filters said
+        record.bot_score = 1.0 if record.reasons else 0.0
+        clicks.append(record)
+    return clicks
+
+
+SEQUENCE_CASES = [json.loads(line) for line in SEQUENCES.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("sequence", SEQUENCE_CASES, ids=lambda s: s["id"])
+@pytest.mark.parametrize("batch", [1, 3, 100], ids=lambda b: f"batches-of-{b}")
+def test_the_together_filters_judge_the_labelled_sequences(sequence: dict[str, Any], batch: int) -> None:
+    """Each sequence of tests/data/bots/sequences.jsonl (a source note each), fed in batches of
+    `batch` clicks with the window of earlier ones, as the click writer does."""
+    assert sequence["source"].strip()
+    clicks = _sequence_clicks(sequence, datetime(2026, 11, 23, 12, 0, tzinfo=UTC))
+    filters: list[JudgesTogether] = [BurstFilter(), AllLinksFilter()]
+    for start in range(0, len(clicks), batch):
+        judge_together(filters, clicks[start : start + batch], clicks[:start])
+    assert [bool(c.reasons) for c in clicks] == [c["bot"] for c in sequence["clicks"]], [c.reasons for c in clicks]
+
+
+def _stored_people(database_url: str, tmp_path: Path) -> tuple[int, list[list[str]]]:
+    """A campaign whose 3 clicks from 192.0.2.0/24 were stored as people's."""
+    campaign_id, codes = seed_links(database_url, 3)
+    now = datetime.now(UTC)
+    clicks = records(database_url, [c[0] for c in codes], ["192.0.2.7"] * 3, [IPHONE] * 3,
+                     [now + timedelta(seconds=5 * n) for n in range(3)])  # fmt: skip
+    write(database_url, registry_for(database_url, tmp_path), [clicks])
+    assert human_clicks(database_url, campaign_id) == (3, 3, 0)
+    return campaign_id, codes
+
+
+def test_rescore_over_the_api_after_a_network_was_added(database_url: str, tmp_path: Path) -> None:
+    campaign_id, _ = _stored_people(database_url, tmp_path)
+    settings = Settings.from_env({"TEXTPULSE_DATABASE_URL": database_url, "TEXTPULSE_DATA_DIR": str(tmp_path)})
+    registry = load_plugins(settings, config={"plugins": {"botfilters": {"networks": ["192.0.2.0/24"]}}})
+    with TestClient(app=create_app(settings, registry=registry)) as client:
+        answer = client.post(f"/api/campaigns/{campaign_id}/rescore")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"clicks": 3, "changed": 3, "bots": 3, "humans": 0}
+        assert human_clicks(database_url, campaign_id) == (0, 0, 3)
+        assert client.get(f"/api/campaigns/{campaign_id}/stats").json()["clicks"]["total"] == 0
+        listed = client.get(f"/api/campaigns/{campaign_id}/clicks").json()["items"]
+        assert [(c["is_bot"], c["bot_reasons"]) for c in listed] == [(True, ["bot_network"])] * 3
+        again = client.post(f"/api/campaigns/{campaign_id}/rescore").json()
+        assert again == {"clicks": 3, "changed": 0, "bots": 3, "humans": 0}
+        missing = client.post("/api/campaigns/999999/rescore")
+        assert missing.status_code == 404 and "999999" in missing.json()["detail"]
+    registry.close()
+
+
+def test_rescore_from_the_cli_in_small_chunks(database_url: str, tmp_path: Path) -> None:
+    """`textpulse rescore` with a network added by environment, two clicks per chunk (so the
+    chunks meet inside a burst), then back to the defaults: the verdicts follow the settings."""
+    campaign_id, _ = _stored_people(database_url, tmp_path)
+    env = {
+        **os.environ,
+        "TEXTPULSE_DATABASE_URL": database_url,
+        "TEXTPULSE_DATA_DIR": str(tmp_path),
+        "TEXTPULSE_CONFIG": str(tmp_path / "none.toml"),
+    }
+
+    def rescore(campaign: int, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "textpulse.cli", "rescore", "--campaign", str(campaign), "--chunk", "2"],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+
+    done = rescore(campaign_id, TEXTPULSE_BOTFILTERS_NETWORKS="192.0.2.0/24")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"clicks": 3, "changed": 3, "bots": 3, "humans": 0}
+    assert human_clicks(database_url, campaign_id) == (0, 0, 3)
+    back = rescore(campaign_id)
+    assert json.loads(back.stdout.strip().splitlines()[-1]) == {"clicks": 3, "changed": 3, "bots": 0, "humans": 3}
+    missing = rescore(999999)
+    assert missing.returncode == 1 and "999999" in missing.stderr
+
+
+def test_rescore_finds_a_burst_across_chunks(database_url: str, tmp_path: Path) -> None:
+    """Clicks stored as people's by a writer without the behaviour filters, re-scored two at a time:
+    the burst spans three chunks and every click of it is found."""
+    campaign_id, codes = seed_links(database_url, 6)
+    now = datetime.now(UTC)
+    clicks = records(database_url, [c[0] for c in codes], ["203.0.113.5"] * 6, [IPHONE] * 6,
+                     [now + timedelta(seconds=0.15 * n) for n in range(6)])  # fmt: skip
+    off = {"plugins": {"disabled": ["bot_behaviour"]}}
+    write(database_url, registry_for(database_url, tmp_path, off), [clicks])
+    assert human_clicks(database_url, campaign_id) == (6, 6, 0)
+    registry = registry_for(database_url, tmp_path)
+    engine = make_engine(database_url)
+    result = rescore_campaign(engine, campaign_id, registry.bot_filters, registry.together_filters, chunk=2)
+    engine.dispose()
+    assert result == {"clicks": 6, "changed": 6, "bots": 6, "humans": 0}
+    assert [reasons for _, _, reasons in rows(database_url, campaign_id)] == [["burst"]] * 6
