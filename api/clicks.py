@@ -23,6 +23,8 @@ from api.schemas.rows import ClickPage, ClickRow
 from core.campaigns.definition import get_campaign, iso, variants_of
 from core.db import session_scope
 from core.models import Click, Contact, Conversion, Link, Message, Reply
+from core.stats.counting import has_retries, superseded
+from core.statuses import UNCOUNTED_PHASES
 from core.tracking.rescore import RescoreResult, rescore_campaign
 
 EXPORT_CHUNK = 1000
@@ -48,6 +50,7 @@ EXPORT_COLUMNS = [
     "conversions",
     "revenue",
     "conversion_events",
+    "counted",
 ]
 
 
@@ -63,7 +66,11 @@ def export_rows(engine: Any, campaign_id: int) -> Iterator[str]:
     control group's held-out rows too, their `phase` says so). Its conversions mean what they mean
     everywhere (API.md "Definitions"), for the one contact of the row: `conversions` 1 when the
     contact converted through this message (an event the campaign counts, attributed to it), else 0;
-    `conversion_events` the events; `revenue` their sum."""
+    `conversion_events` the events; `revenue` their sum. `counted` is 1 when the row counts in the
+    campaign's numbers (the latest counted message of its contact: not a held-out control row, not
+    a test send, not an attempt a later retry replaced), else 0: summing a column over `counted`
+    rows gives a contact once (a contact's conversions may come through an earlier attempt, so
+    `conversions` summed over every non-control row can count a contact twice)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(EXPORT_COLUMNS)
@@ -84,6 +91,14 @@ def export_rows(engine: Any, campaign_id: int) -> Iterator[str]:
             if not rows:
                 return
             ids = [m.id for m, _ in rows if m.id is not None]
+            replaced: set[int] = set()
+            if has_retries(session, campaign_id):  # the attempts a later retry row of their contact replaced
+                replaced = {
+                    i or 0
+                    for i in session.scalars(
+                        select(col(Message.id)).where(col(Message.id).in_(ids), superseded(campaign_id))
+                    )
+                }
             clicks: dict[int, list[Any]] = defaultdict(lambda: [0, 0, None])
             for message_id, is_bot, n, first in session.execute(
                 select(col(Click.message_id), col(Click.is_bot), func.count(), func.min(col(Click.clicked_at)))
@@ -142,6 +157,7 @@ def export_rows(engine: Any, campaign_id: int) -> Iterator[str]:
                             1 if events else 0,  # the row's contact converted through this message
                             revenue,
                             events,
+                            1 if message.phase not in UNCOUNTED_PHASES and message.id not in replaced else 0,
                         ]
                     ]
                 )

@@ -98,16 +98,19 @@ def _uplift(value: Any) -> str:
     return text
 
 
-def _decision(winner: Any) -> str:
-    """What the A/B decision did, in plain words (its reason is shown beside)."""
+def _decision(winner: Any, status: Any = None) -> str:
+    """What the A/B decision did, in plain words (its reason is shown beside). Held: the winner's
+    `hold` (stored by record_winner since issue 15), or for a winner stored before without it, the
+    campaign's status `held` (`status`, the campaign's, when the template passes it)."""
     if not winner:
         return ""
     variant, method = winner.get("variant"), winner.get("method")
+    held = bool(winner.get("hold")) or (status == "held" and not variant and method not in ("manual", "bayesian"))
     if method == "manual":
         return f"{variant} was picked by hand and sent to the rest of the audience."
     if method == "bayesian":
         return f"{variant} won: the test showed it is the best variant, so the rest of the audience got it."
-    if winner.get("hold"):
+    if held:
         return "No winner: the test could not tell the variants apart, so the rest of the audience is held."
     if variant:
         return f"No clear winner: the test could not tell, so the rest of the audience got {variant} as configured."

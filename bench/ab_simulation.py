@@ -18,6 +18,7 @@ most ALPHA / (variants − 1), computed vectorised with the same function `decid
 order, until it decides: a look where that test fails cannot decide anything but the fallback.
 
     .venv/bin/python bench/ab_simulation.py [--runs 20000] [--seed 1] [--kappa 0.3] [--only "lift"]
+        [--maturity SECONDS]
 """
 
 from __future__ import annotations
@@ -76,6 +77,15 @@ def _cumulative(
     return np.cumsum(counts.reshape(cells, bins), axis=1)[:, :looks]
 
 
+def _starts(rng: np.random.Generator, units: np.ndarray, shift: float, at_looks: np.ndarray, cells: int) -> np.ndarray:
+    """Per cell, how many of its `units` (not individually timed) have started at least `shift`
+    seconds before each look: a multinomial over the looks with the probability of each interval
+    (from a large sample of start times)."""
+    last = len(at_looks) - 1
+    shares = np.bincount(_look_of(_delivery_times(rng, 400_000) + shift, at_looks), minlength=last + 2) / 400_000
+    return np.cumsum(rng.multinomial(units, shares), axis=1)[:, : last + 1].reshape(cells, -1)
+
+
 def simulate(
     rates: list[float],
     n: int,
@@ -86,26 +96,45 @@ def simulate(
     min_sample: int = 100,
     wait: float = WAIT,
     poll: float = POLL,
+    delays: list[float] | None = None,
+    maturity: float | None = None,
+    as_of: bool = False,
 ) -> Outcome:
     """`runs` tests of len(rates) variants (A, B, ...) of `n` recipients each, equal weights,
-    looked at every `poll` seconds from the start of the wait to its end (`wait`)."""
+    looked at every `poll` seconds from the start of the wait to its end (`wait`).
+
+    `delays`: each variant's median click (conversion) delay, default CLICK_MEDIAN
+    (CONVERSION_MEDIAN). The policy sees what production's `winner.evaluate` gives it: the matured
+    counts over the window `winner.maturity` computes from the test settings (`maturity`: the
+    campaign's `maturity_seconds`; conversions default to a 72 h window); `as_of=True` instead
+    counts every event up to the look (the former rule, for comparison)."""
     rng = np.random.default_rng(seed)
     at_looks = np.arange(0.0, wait + poll / 2, poll)
     last = len(at_looks) - 1
     names = [chr(ord("A") + i) for i in range(len(rates))]
     arms, cells = len(rates), runs * len(rates)
-    # Deliveries: how many, and when (the probability of each look's interval, from a large sample).
-    delivered_final = rng.binomial(n, DELIVERY_RATIO, size=cells)
-    shares = np.bincount(_look_of(_delivery_times(rng, 400_000), at_looks), minlength=last + 2) / 400_000
-    delivered = np.cumsum(rng.multinomial(delivered_final, shares), axis=1)[:, : last + 1]
-    # Events (clicks or conversions): who, when, and what they are worth.
-    base = delivered_final if metric in ("ctr", "unique_clicks") else np.full(cells, n)
+    clicks = metric in ("ctr", "unique_clicks")
+    test: dict[str, object] = {"metric": metric, "min_sample": min_sample, "fallback": "send_all_variants"}
+    test |= {"wait_seconds": wait} | ({"maturity_seconds": maturity} if maturity is not None else {})
+    horizon = winner.maturity(test, 72 * 3600.0)
+    shift = 0.0 if as_of else horizon
+    # Units: the delivered recipients (clicks) or every recipient (conversions), each with a start
+    # time (its delivery; the model times conversions from delivery too). Those with an event are
+    # timed one by one, the others counted by a multinomial over the looks: the same start-time
+    # law, so a look's units and events come from one population.
+    units_final = rng.binomial(n, DELIVERY_RATIO, size=cells) if clicks else np.full(cells, n)
     p = np.tile(np.asarray(rates, dtype=float), runs)
-    events = rng.binomial(base, p)
+    events = rng.binomial(units_final, p)
     cell = np.repeat(np.arange(cells), events)
-    median = CLICK_MEDIAN if metric in ("ctr", "unique_clicks") else CONVERSION_MEDIAN
-    at = _delivery_times(rng, cell.size) + rng.lognormal(np.log(median), DELAY_SIGMA, cell.size)
-    look = _look_of(at, at_looks)
+    medians = np.asarray(delays or [CLICK_MEDIAN if clicks else CONVERSION_MEDIAN] * arms, dtype=float)
+    start = _delivery_times(rng, cell.size)
+    delay = rng.lognormal(np.log(medians[cell % arms]), DELAY_SIGMA, cell.size)
+    if as_of:
+        look = _look_of(start + delay, at_looks)
+    else:  # counted once matured, if it happened within the window
+        look = np.where(delay <= horizon, _look_of(start + horizon, at_looks), last + 1)
+    units = _starts(rng, units_final - events, shift, at_looks, cells)
+    units += _cumulative(cell, _look_of(start + shift, at_looks), cells, last + 1)
     count = _cumulative(cell, look, cells, last + 1)
     if metric == "revenue":
         value = rng.lognormal(np.log(REVENUE_MEDIAN), REVENUE_SIGMA, cell.size)
@@ -113,15 +142,13 @@ def simulate(
         revenue_sq = _cumulative(cell, look, cells, last + 1, value**2)
     else:
         revenue = revenue_sq = np.zeros_like(count, dtype=float)
-    delivered = np.minimum(delivered.reshape(runs, arms, -1), n)
-    count = count.reshape(runs, arms, -1)
-    if metric in ("ctr", "unique_clicks"):
-        count = np.minimum(count, delivered)
+    units, count = units.reshape(runs, arms, -1), count.reshape(runs, arms, -1)
     revenue, revenue_sq = revenue.reshape(runs, arms, -1), revenue_sq.reshape(runs, arms, -1)
+    # The former rule took conversions over every recipient from the start.
+    trials = np.full_like(units, n) if as_of and not clicks else units
 
-    candidate = candidates(delivered, count, revenue, revenue_sq, n, metric, min_sample)
+    candidate = candidates(units, trials, count, revenue, revenue_sq, metric, min_sample)
     out = Outcome(runs)
-    test = {"metric": metric, "min_sample": min_sample, "fallback": "send_all_variants"}
     weights = dict.fromkeys(names, 1.0)
     for run in np.flatnonzero(candidate.any(axis=1)):
         for k in np.flatnonzero(candidate[run]):
@@ -129,13 +156,13 @@ def simulate(
                 ArmCounts(
                     variant=names[a],
                     is_control=False,
-                    recipients=n,
-                    sent=n,
-                    delivered=int(delivered[run, a, k]),
-                    basis=int(delivered[run, a, k]),
-                    unique_clicks=int(count[run, a, k]) if metric in ("ctr", "unique_clicks") else 0,
-                    converters=int(count[run, a, k]) if metric in ("conversions", "revenue") else 0,
-                    conversion_events=int(count[run, a, k]) if metric in ("conversions", "revenue") else 0,
+                    recipients=n if clicks else int(trials[run, a, k]),
+                    sent=int(units[run, a, k]),
+                    delivered=int(units[run, a, k]),
+                    basis=int(units[run, a, k]),
+                    unique_clicks=int(count[run, a, k]) if clicks else 0,
+                    converters=0 if clicks else int(count[run, a, k]),
+                    conversion_events=0 if clicks else int(count[run, a, k]),
                     revenue=float(revenue[run, a, k]),
                     revenue_sq=float(revenue_sq[run, a, k]),
                 )
@@ -152,56 +179,95 @@ def simulate(
 
 
 def candidates(
-    delivered: np.ndarray,
+    basis: np.ndarray,
+    trials: np.ndarray,
     count: np.ndarray,
     revenue: np.ndarray,
     revenue_sq: np.ndarray,
-    n: int,
     metric: str,
     min_sample: int,
 ) -> np.ndarray:
-    """(runs × looks) True where `decide` could declare a winner: min_sample met and some variant's
-    always-valid p-value against every other at most ALPHA / (variants − 1)."""
-    arms = delivered.shape[1]
+    """(runs × looks) True where `decide` could declare a winner: every variant's `basis` at least
+    min_sample and some variant's always-valid p-value against every other at most
+    ALPHA / (variants − 1). Arrays are (runs × variants × looks); `trials` is the metric's
+    denominator (delivered for clicks, recipients for conversions and revenue)."""
+    arms = basis.shape[1]
     level = winner.ALPHA / (arms - 1)
-    best = np.ones(delivered.shape[::2])
+    best = np.ones(basis.shape[::2])
+    trials = trials.astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = np.maximum(trials, 1.0)
+        mean = revenue / n
+        var = np.where(trials > 1, np.maximum(0.0, (revenue_sq - revenue * mean) / np.maximum(trials - 1, 1.0)), 0.0)
     for k in range(arms):
         worst = np.zeros_like(best)
         for j in range(arms):
             if j == k:
                 continue
             if metric == "revenue":
-                mean_k, mean_j = revenue[:, k] / n, revenue[:, j] / n
-                var_k = np.maximum(0.0, (revenue_sq[:, k] - revenue[:, k] * mean_k) / (n - 1))
-                var_j = np.maximum(0.0, (revenue_sq[:, j] - revenue[:, j] * mean_j) / (n - 1))
-                diff, variance, pooled = mean_k - mean_j, (var_k + var_j) / n, (revenue[:, k] + revenue[:, j]) / (2 * n)
+                ok = (trials[:, k] > 0) & (trials[:, j] > 0)
+                diff = mean[:, k] - mean[:, j]
+                variance = np.where(ok, var[:, k] / n[:, k] + var[:, j] / n[:, j], 0.0)
+                pooled = (revenue[:, k] + revenue[:, j]) / np.maximum(trials[:, k] + trials[:, j], 1.0)
             else:
-                trials_k = delivered[:, k] if metric in ("ctr", "unique_clicks") else np.full_like(delivered[:, k], n)
-                trials_j = delivered[:, j] if metric in ("ctr", "unique_clicks") else np.full_like(delivered[:, j], n)
-                diff, variance, pooled = ab.proportion_evidence(count[:, j], trials_j, count[:, k], trials_k)
+                diff, variance, pooled = ab.proportion_evidence(count[:, j], trials[:, j], count[:, k], trials[:, k])
             worst = np.maximum(worst, ab.always_valid_p(diff, variance, pooled))
         best = np.minimum(best, worst)
-    enough = (delivered >= min_sample).all(axis=1)
+    enough = (basis >= min_sample).all(axis=1)
     return np.asarray((best <= level) & enough)
 
 
-# (title, true rates, recipients per variant, metric, seconds between looks)
-SCENARIOS: list[tuple[str, list[float], int, str, float]] = [
-    ("A/A, 2 variants, CTR 10 %", [0.10, 0.10], 8000, "ctr", POLL),
-    ("A/A, 2 variants, CTR 10 %, looked at every 10 s", [0.10, 0.10], 8000, "ctr", 10.0),
-    ("A/A, 2 variants, CTR 10 %, small test", [0.10, 0.10], 500, "ctr", POLL),
-    ("A/A, 2 variants, CTR 40 %", [0.40, 0.40], 8000, "ctr", POLL),
-    ("A/A, 3 variants, CTR 10 %", [0.10, 0.10, 0.10], 8000, "ctr", POLL),
-    ("A/A, 2 variants, conversions 3 %", [0.03, 0.03], 8000, "conversions", POLL),
-    ("A/A, 2 variants, revenue (3 % convert)", [0.03, 0.03], 8000, "revenue", POLL),
-    ("lift 20 %, CTR 10 % → 12 %", [0.10, 0.12], 2000, "ctr", POLL),
-    ("lift 20 %, CTR 10 % → 12 %", [0.10, 0.12], 5000, "ctr", POLL),
-    ("lift 20 %, CTR 10 % → 12 % (the documented size)", [0.10, 0.12], 8000, "ctr", POLL),
-    ("lift 20 %, CTR 10 % → 12 %", [0.10, 0.12], 12000, "ctr", POLL),
-    ("lift 20 %, 3 variants, CTR 10, 10, 12 %", [0.10, 0.10, 0.12], 8000, "ctr", POLL),
-    ("lift 100 %, CTR 10 % → 20 %, small test", [0.10, 0.20], 300, "ctr", POLL),
-    ("lift 20 %, conversions 3 % → 3.6 %", [0.03, 0.036], 8000, "conversions", POLL),
-    ("lift 20 %, revenue (3 % → 3.6 % convert)", [0.03, 0.036], 8000, "revenue", POLL),
+@dataclass(frozen=True)
+class Scenario:
+    title: str
+    rates: list[float]
+    n: int  # recipients per variant
+    metric: str = "ctr"
+    poll: float = POLL
+    delays: list[float] | None = None  # median delay per variant
+    maturity: float | None = None  # the campaign's `maturity_seconds`
+    as_of: bool = False  # the former rule: counts as of the look
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario("A/A, 2 variants, CTR 10 %", [0.10, 0.10], 8000),
+    Scenario("A/A, 2 variants, CTR 10 %, looked at every 10 s", [0.10, 0.10], 8000, poll=10.0),
+    Scenario("A/A, 2 variants, CTR 10 %, small test", [0.10, 0.10], 500),
+    Scenario("A/A, 2 variants, CTR 40 %", [0.40, 0.40], 8000),
+    Scenario("A/A, 3 variants, CTR 10 %", [0.10, 0.10, 0.10], 8000),
+    Scenario("A/A, CTR 10 %, B's clicks slower (median 400 s vs 300 s)", [0.10, 0.10], 8000, delays=[300, 400]),
+    Scenario("the same, counted as of the look (the former rule)", [0.10, 0.10], 8000, delays=[300, 400], as_of=True),
+    Scenario("A/A, CTR 10 %, B's clicks slower (600 s vs 300 s)", [0.10, 0.10], 8000, delays=[300, 600]),
+    Scenario("A/A, CTR 10 %, B's clicks slower (900 s vs 300 s)", [0.10, 0.10], 8000, delays=[300, 900]),
+    Scenario(
+        "A/A, CTR 10 %, B's clicks slower (900 s vs 300 s), maturity 7,200 s",
+        [0.10, 0.10],
+        8000,
+        delays=[300, 900],
+        maturity=7200,
+    ),
+    # B's eventual CTR raised so that its clicks within 1,800 s equal A's: equal on the outcome decided.
+    Scenario(
+        "A/A on clicks within 30 min, B slower (900 s vs 300 s)",
+        [0.10, 0.10 * 0.8840 / 0.6782],
+        8000,
+        delays=[300, 900],
+    ),
+    Scenario("A/A, 2 variants, conversions 3 % (default: the 72 h window)", [0.03, 0.03], 8000, "conversions"),
+    Scenario("A/A, 2 variants, conversions 3 %, maturity 3,600 s", [0.03, 0.03], 8000, "conversions", maturity=3600),
+    Scenario("A/A, 2 variants, revenue (3 % convert), maturity 3,600 s", [0.03, 0.03], 8000, "revenue", maturity=3600),
+    Scenario("lift 20 %, CTR 10 % → 12 %", [0.10, 0.12], 2000),
+    Scenario("lift 20 %, CTR 10 % → 12 %", [0.10, 0.12], 5000),
+    Scenario("lift 20 %, CTR 10 % → 12 % (the documented size)", [0.10, 0.12], 8000),
+    Scenario("lift 20 %, CTR 10 % → 12 %", [0.10, 0.12], 12000),
+    Scenario("lift 20 %, CTR 10 % → 12 %, B's clicks 1.33× slower", [0.10, 0.12], 8000, delays=[300, 400]),
+    Scenario("the same, counted as of the look (the former rule)", [0.10, 0.12], 8000, delays=[300, 400], as_of=True),
+    Scenario("lift 20 %, 3 variants, CTR 10, 10, 12 %", [0.10, 0.10, 0.12], 8000),
+    Scenario("lift 100 %, CTR 10 % → 20 %, small test", [0.10, 0.20], 300),
+    Scenario("lift 20 %, conversions 3 % → 3.6 %, maturity 3,600 s", [0.03, 0.036], 8000, "conversions", maturity=3600),
+    Scenario(
+        "lift 20 %, revenue (3 % → 3.6 % convert), maturity 3,600 s", [0.03, 0.036], 8000, "revenue", maturity=3600
+    ),
 ]
 
 
@@ -211,6 +277,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--kappa", type=float, default=ab.KAPPA, help="the sequential test's mixing spread")
     parser.add_argument("--only", default="", help="run the scenarios whose title contains this")
+    parser.add_argument("--maturity", type=float, default=None, help="maturity_seconds for the scenarios that set none")
     args = parser.parse_args()
     ab.KAPPA = args.kappa
     print(
@@ -220,18 +287,28 @@ def main() -> None:
         "| scenario | recipients per variant | metric | runs | winner declared (± s.e.) | right winner | median time |"
     )
     print("|---|---|---|---|---|---|---|")
-    for i, (title, rates, n, metric, poll) in enumerate(SCENARIOS):
-        if args.only not in title:
+    for i, sc in enumerate(SCENARIOS):
+        if args.only not in sc.title:
             continue
         started = time.perf_counter()
-        runs = args.runs if poll >= POLL else max(1, args.runs // 4)  # six times the looks: a quarter of the runs
-        out = simulate(rates, n, runs=runs, seed=args.seed + i, metric=metric, poll=poll)
-        best = max(range(len(rates)), key=lambda k: rates[k])
-        right = f"{out.share(chr(ord('A') + best)):.2%}" if len(set(rates)) > 1 else "—"
+        runs = args.runs if sc.poll >= POLL else max(1, args.runs // 4)  # six times the looks: a quarter of the runs
+        out = simulate(
+            sc.rates,
+            sc.n,
+            runs=runs,
+            seed=args.seed + i,
+            metric=sc.metric,
+            poll=sc.poll,
+            delays=sc.delays,
+            maturity=sc.maturity if sc.maturity is not None else args.maturity,
+            as_of=sc.as_of,
+        )
+        best = max(range(len(sc.rates)), key=lambda k: sc.rates[k])
+        right = f"{out.share(chr(ord('A') + best)):.2%}" if len(set(sc.rates)) > 1 else "—"
         when = f"{np.median(out.decided_at):.0f} s" if out.decided_at else "—"
         print(
-            f"| {title} | {n:,} | {metric} | {runs:,} | {out.share():.2%} ± {out.error():.2%} | {right} | {when} |"
-            f" <!-- {time.perf_counter() - started:.1f} s, {out.decide_calls} decide calls -->",
+            f"| {sc.title} | {sc.n:,} | {sc.metric} | {runs:,} | {out.share():.2%} ± {out.error():.2%} | {right} |"
+            f" {when} | <!-- {time.perf_counter() - started:.1f} s, {out.decide_calls} decide calls -->",
             flush=True,
         )
 

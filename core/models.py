@@ -101,7 +101,10 @@ class Message(SQLModel, table=True):
     error_code: str | None = Field(default=None, max_length=40)
     error_text: str | None = None
     attempts: int = 0
-    attempted_at: datetime | None = None
+    attempted_at: datetime | None = None  # last handed to the provider (never for a held-out row)
+    # A held-out control row's touch: when its campaign sent the batch it stands beside
+    # (core/campaigns/audience.py `stamp_control_touch`); null for every other row.
+    touched_at: datetime | None = None
     queued_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = Field(default=None, index=True)  # the redirect preloads codes just sent
     delivered_at: datetime | None = None

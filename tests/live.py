@@ -68,6 +68,11 @@ class LiveService:
         # Tests click a second after the send, which the timing bot filter would call too fast
         # for a person; tests/test_bot_filters.py turns it on.
         plugins = {"botfilters": {"min_seconds": 0}, **config.get("plugins", {})}
+        # Likewise one test "person" clicks two links of a text within a second, which the
+        # behaviour filters call a scanner (tests/test_bot_behaviour.py tests them); off unless
+        # a test configures them.
+        if "disabled" not in plugins and "bot_behaviour" not in plugins:
+            plugins["disabled"] = ["bot_behaviour"]
         self.plugin_config = {**config, "plugins": plugins}
         self.run_worker = run_worker
         self.url = self.settings.public_url

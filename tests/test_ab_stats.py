@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from gbstats.bayesian.tests import EffectBayesianABTest, EffectBayesianConfig
-from gbstats.frequentist.tests import FrequentistConfig, SequentialConfig, SequentialTwoSidedTTest, TwoSidedTTest
+from gbstats.frequentist.tests import FrequentistConfig, TwoSidedTTest
 from gbstats.models.statistics import ProportionStatistic, SampleMeanStatistic
 from gbstats.utils import check_srm
 from scipy import integrate, special, stats
@@ -127,11 +127,6 @@ def test_nothing_compared_means_null_figures() -> None:
         ab.compare([clicks("A", 1, 1), clicks("B", 1, 1)], "opens")
 
 
-def test_the_answer_is_the_same_on_every_read() -> None:
-    arms = [clicks("A", 40, 5), clicks("B", 41, 9), clicks("C", 39, 7)]
-    assert ab.compare(arms, "ctr") == ab.compare(arms, "ctr")
-
-
 # -- frequentist p-values ------------------------------------------------------------------------
 
 
@@ -147,16 +142,92 @@ def test_p_value_two_arms_is_the_two_proportion_test() -> None:
     assert got_a.p_value == got_b.p_value == pytest.approx(_chi2_p(a, b), rel=1e-9)
 
 
-def test_p_values_of_three_arms_are_holm_adjusted_against_the_leader() -> None:
-    a, b, c, d = clicks("A", 2000, 100), clicks("B", 2000, 130), clicks("C", 2000, 160), clicks("D", 2000, 150)
-    got = {s.variant: s.p_value for s in ab.compare([a, b, c, d], "ctr")}
-    raw = {"A": _chi2_p(c, a), "B": _chi2_p(c, b), "D": _chi2_p(c, d)}  # C leads
-    ordered = sorted(raw, key=raw.get)  # type: ignore[arg-type]
-    # Holm by hand: the k-th smallest times (m − k + 1), made monotone.
-    assert got[ordered[0]] == pytest.approx(3 * raw[ordered[0]])
-    assert got[ordered[1]] == pytest.approx(max(3 * raw[ordered[0]], 2 * raw[ordered[1]]))
-    assert got[ordered[2]] == pytest.approx(min(1.0, max(got[ordered[1]] or 0, raw[ordered[2]])))
+def _holm_by_hand(raw: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    """Holm: the k-th smallest of m p-values times (m − k + 1), made monotone, at most 1."""
+    ordered = sorted(raw, key=raw.__getitem__)
+    out, running = {}, 0.0
+    for k, pair in enumerate(ordered):
+        running = max(running, min(1.0, (len(raw) - k) * raw[pair]))
+        out[pair] = running
+    return out
+
+
+def test_p_values_are_holm_adjusted_over_every_pair() -> None:
+    arms = {"A": clicks("A", 2000, 100), "B": clicks("B", 2000, 130), "C": clicks("C", 2000, 160)}
+    arms["D"] = clicks("D", 2000, 150)
+    got = {s.variant: s.p_value for s in ab.compare(list(arms.values()), "ctr")}
+    names = sorted(arms)
+    raw = {(x, y): _chi2_p(arms[x], arms[y]) for i, x in enumerate(names) for y in names[i + 1 :]}
+    adjusted = _holm_by_hand(raw)  # 6 pairs, not the leader's 3
+    for v in "ABD":  # C leads: each other arm reports its adjusted pair with C
+        assert got[v] == pytest.approx(adjusted[tuple(sorted((v, "C")))])  # type: ignore[index]
     assert got["C"] == max(got[v] or 0 for v in "ABD")
+
+
+def _z_p(s: np.ndarray, n: int, i: int, j: int) -> np.ndarray:
+    pooled = (s[:, i] + s[:, j]) / (2 * n)
+    se = np.sqrt(pooled * (1 - pooled) * 2 / n)
+    return np.asarray(2 * stats.norm.sf(np.abs(s[:, i] - s[:, j]) / n / se))
+
+
+def _holm_rows(p: np.ndarray) -> np.ndarray:
+    """Holm's adjustment of each row of p (runs × m), vectorised."""
+    m = p.shape[1]
+    order = np.argsort(p, axis=1)
+    steps = np.minimum(1.0, np.maximum.accumulate(np.take_along_axis(p, order, 1) * (m - np.arange(m)), axis=1))
+    out = np.empty_like(p)
+    np.put_along_axis(out, order, steps, axis=1)
+    return out
+
+
+@pytest.mark.parametrize("k", [3, 4, 5])
+def test_reported_p_values_hold_the_family_wise_error_under_a_global_null(k: int) -> None:
+    """k identical arms (n 5,000, p 0.10), 6,000 seeded runs: some reported p-value ≤ 0.05 in at
+    most 5 % of runs (with a margin of three standard errors). The same computation vectorised,
+    checked against `ab.compare` on the first runs (equal n: the chance leader is the rate leader).
+    Adjusting over the leader's k − 1 comparisons only (the former rule) fails this test."""
+    runs, n = 6000, 5000
+    rng = np.random.default_rng(100 + k)
+    s = rng.binomial(n, 0.10, size=(runs, k))
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    adjusted = _holm_rows(np.stack([_z_p(s, n, i, j) for i, j in pairs], axis=1))
+    lead = s.argmax(axis=1)
+    index = np.full((k, k), -1)  # index[a, b]: the column of pair {a, b}
+    for c, (i, j) in enumerate(pairs):
+        index[i, j] = index[j, i] = c
+    rows = np.arange(runs)[:, None]
+    others = index[np.arange(k)[None, :], lead[:, None]]  # per run and arm, its pair with the leader
+    reported = np.where(others >= 0, adjusted[rows, np.maximum(others, 0)], np.inf)
+    for r in range(15):
+        got = [f.p_value for f in ab.compare([clicks(chr(65 + a), n, int(s[r, a])) for a in range(k)], "ctr")]
+        rest = [a for a in range(k) if a != lead[r]]
+        assert [got[a] for a in rest] == pytest.approx([reported[r, a] for a in rest], rel=1e-9)
+    fwer = (reported <= 0.05).any(axis=1).mean()
+    assert fwer <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / runs), fwer
+    # The former rule, Holm over the k − 1 comparisons with the observed leader, exceeds 5 %.
+    raw = np.stack([_z_p(s, n, i, j) for i, j in pairs], axis=1)
+    versus_leader = np.sort(raw[rows, np.maximum(others, 0)] + np.where(others >= 0, 0, np.inf), axis=1)[:, : k - 1]
+    assert (_holm_rows(versus_leader) <= 0.05).any(axis=1).mean() > 0.05
+
+
+def test_the_leader_is_the_chance_leader_in_the_figures_and_the_decision() -> None:
+    """A: 2 of 2 (the highest observed rate, a very wide posterior) against two large arms: the
+    chance to win leads elsewhere, and the p-values and the decision take that leader."""
+    arms = [clicks("A", 2, 2), clicks("B", 10000, 9000), clicks("C", 10000, 8900)]
+    got = ab.compare(arms, "ctr")
+    chances = [f.chance_to_win or 0 for f in got]
+    lead = int(np.argmax(chances))
+    assert lead != 0 and got[0].rate == 1.0  # the rate leader is not the chance leader
+    verdict = winner.assess(arms, "ctr")
+    assert verdict is not None and verdict.leader == got[lead].variant
+    raw = {(x.variant, y.variant): _chi2_p(x, y) for i, x in enumerate(arms) for y in arms[i + 1 :]}
+    adjusted = _holm_by_hand(raw)
+    for i, f in enumerate(got):
+        if i != lead:
+            pair = tuple(sorted((f.variant, got[lead].variant)))
+            assert f.p_value == pytest.approx(adjusted[pair])  # type: ignore[index]
+    # Ties in the chance (identical arms) go to the higher observed rate, then the first.
+    assert ab.leader([0.5, 0.5], [0.1, 0.2]) == 1 and ab.leader([0.5, 0.5], [0.1, 0.1]) == 0
 
 
 # -- revenue per recipient -----------------------------------------------------------------------
@@ -253,8 +324,10 @@ PROPORTIONS = [(5000, 500, 5000, 560), (8000, 800, 7900, 870), (20000, 400, 2000
 def test_proportions_agree_with_gbstats(na: int, sa: int, nb: int, sb: int) -> None:
     """gbstats approximates each rate by a normal (flat prior); ours are exact Beta posteriors: at
     thousands per arm they agree within 0.001 on the chance to win, 3 % on the expected loss
-    (relative), 0.001 on the p-value (its Welch t-test against our pooled z-test), and 1 % on the
-    always-valid p-value (the same mixture, tuned alike; its variance unpooled, ours pooled)."""
+    (relative), 0.001 on the p-value (its Welch t-test against our pooled z-test). The always-valid
+    p-value is not compared: gbstats tunes its mixture to a sample size (ρ² N), ours to the rate
+    (τ = κ p̄), so matching them needs gbstats' parameter derived from ours, which checks nothing;
+    test_always_valid_p_is_the_normal_mixture_likelihood_ratio integrates the mixture instead."""
     a, b = clicks("A", na, sa), clicks("B", nb, sb)
     got_a, got_b = ab.compare([a, b], "ctr")
     stat_a, stat_b = ProportionStatistic(n=na, sum=sa), ProportionStatistic(n=nb, sum=sb)
@@ -264,13 +337,6 @@ def test_proportions_agree_with_gbstats(na: int, sa: int, nb: int, sb: int) -> N
     assert got_b.expected_loss == pytest.approx(bayes.risk[1], rel=0.03)
     frequentist = TwoSidedTTest(stat_a, stat_b, FrequentistConfig(difference_type="absolute")).compute_result()
     assert got_b.p_value == pytest.approx(frequentist.p_value, abs=1e-3)
-    # GrowthBook's mixture parameter ρ² = r / N where our r = τ² / V: the same test, tuned alike.
-    diff, variance, level = ab.proportion_evidence(sa, na, sb, nb)
-    rho2 = float((ab.KAPPA * level) ** 2 / variance) / (na + nb)
-    tuning = (-2 * math.log(0.05) + math.log(-2 * math.log(0.05) + 1)) / rho2
-    config = SequentialConfig(difference_type="absolute", sequential_tuning_parameter=tuning)
-    sequential = SequentialTwoSidedTTest(stat_a, stat_b, config).compute_result()
-    assert ab.sequential_p(a, b, "ctr") == pytest.approx(sequential.p_value, rel=0.01)
 
 
 def test_uplift_agrees_with_gbstats() -> None:

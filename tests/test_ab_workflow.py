@@ -61,7 +61,14 @@ def test_a_clear_winner_ends_the_wait_early_and_gets_the_remainder(ab_live: Live
     cid = _campaign(
         live,
         200,
-        {"test_percent": 50, "wait_seconds": 600, "metric": "ctr", "min_sample": 20, "fallback": "send_all_variants"},
+        {
+            "test_percent": 50,
+            "wait_seconds": 600,
+            "metric": "ctr",
+            "min_sample": 20,
+            "fallback": "send_all_variants",
+            "maturity_seconds": 15,  # the clicks below come within seconds of delivery
+        },
     )
     wait_for(lambda: _campaign_json(live, cid)["status"] == "waiting", what="the test waiting")
     test = [m for m in live.messages(cid, phase="test")]

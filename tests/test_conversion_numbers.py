@@ -81,6 +81,7 @@ def _sent(
     status: MessageStatus = MessageStatus.DELIVERED,
     error_code: str | None = None,
     phase: Phase = Phase.ALL,
+    before_0006: bool = False,
 ) -> Message:
     accepted = not (status == MessageStatus.FAILED and error_code is not None and error_code.startswith("21"))
     message = Message(
@@ -101,12 +102,25 @@ def _sent(
         failed_at=at + timedelta(seconds=5) if status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED) else None,
         queued_at=at - timedelta(minutes=1),
     )
-    session.add(message)
-    session.flush()
+    return _store(session, message, before_0006=before_0006)
+
+
+def _store(session: Session, message: Message, *, before_0006: bool = False) -> Message:
+    """Add the row; `before_0006`: into a schema migrated only up to 0005 (no `touched_at` yet)."""
+    if not before_0006:
+        session.add(message)
+        session.flush()
+        return message
+    table = Message.__table__  # type: ignore[attr-defined]
+    values = {c.name: getattr(message, c.name) for c in table.columns if c.name not in ("id", "touched_at")}
+    result: Any = session.execute(table.insert().values(values))
+    message.id = result.inserted_primary_key[0]
     return message
 
 
-def _held_out(session: Session, campaign: Campaign, contact_id: int, queued: datetime) -> Message:
+def _held_out(
+    session: Session, campaign: Campaign, contact_id: int, queued: datetime, *, before_0006: bool = False
+) -> Message:
     """A control row as core/campaigns/audience.py `snapshot` makes it: cancelled, never sent."""
     message = Message(
         campaign_id=campaign.id or 0,
@@ -121,9 +135,7 @@ def _held_out(session: Session, campaign: Campaign, contact_id: int, queued: dat
         error_text="held out: control group",
         queued_at=queued,
     )
-    session.add(message)
-    session.flush()
-    return message
+    return _store(session, message, before_0006=before_0006)
 
 
 def _click(session: Session, message: Message, at: datetime, *, bot: bool = False) -> None:
@@ -318,7 +330,7 @@ def test_last_touch_across_campaigns_and_a_held_out_contact(database_url: str) -
         control_row = _held_out(session, held, c, queued=T0 + hour)
         h_msg = _sent(session, held, hv["A"], other, T0 + 2 * hour)  # the campaign's first send
         unsent = _sent(session, held, hv["A"], _contacts(session, 1)[0], T0 + 2 * hour, status=MessageStatus.QUEUED)
-        unsent.sent_at = None
+        unsent.sent_at = unsent.attempted_at = None  # queued, never handed over
         session.add(unsent)
         eid, hid, lid = earlier.id or 0, held.id or 0, later.id or 0
         control_id, h_id, e_id, unsent_id = control_row.id or 0, h_msg.id or 0, e_msg.id or 0, unsent.id or 0
@@ -332,7 +344,8 @@ def test_last_touch_across_campaigns_and_a_held_out_contact(database_url: str) -
     assert stamp_control_touch(engine, hid, h_id, h_id) == 0
     with session_scope(engine) as session:
         stamped = session.get(Message, control_id)
-        assert stamped is not None and stamped.attempted_at == T0 + 2 * hour and stamped.sent_at is None
+        assert stamped is not None and stamped.touched_at == T0 + 2 * hour
+        assert stamped.sent_at is None and stamped.attempted_at is None  # never handed to the provider
         # The later campaign's message to the same contact.
         later_campaign = session.get(Campaign, lid)
         assert later_campaign is not None
@@ -589,7 +602,7 @@ def test_a_campaign_with_a_control_group_touches_its_held_out_contacts(live: Liv
         sent = [m for m in rows if m.phase == Phase.ALL]
         assert len(control) == len(sent) == 2
         first_send = min(m.sent_at for m in sent if m.sent_at)
-        assert all(m.attempted_at == first_send and m.sent_at is None for m in control)
+        assert all(m.touched_at == first_send and m.sent_at is None and m.attempted_at is None for m in control)
         held_out_phone = control[0].phone
         control_id = control[0].id
     answer = live.post("/api/events", {"phone": held_out_phone, "name": "purchase", "revenue": 9}).json()
@@ -614,10 +627,10 @@ def test_the_migration_stamps_control_rows_and_unattributes_other_events(empty_d
         campaign, v = _campaign(session, "Before issue 15", control_percent=50)
         named, nv = _campaign(session, "Named", conversion={"event": "signup", "window_hours": 24})
         cid, nid = campaign.id or 0, named.id or 0
-        control_id = _held_out(session, campaign, c, queued=T0).id
-        first = _sent(session, campaign, v["A"], other, T0 + timedelta(minutes=3))
-        _sent(session, campaign, v["A"], _contacts(session, 1)[0], T0 + timedelta(minutes=9))
-        signed = _sent(session, named, nv["A"], signer, T0)
+        control_id = _held_out(session, campaign, c, queued=T0, before_0006=True).id
+        first = _sent(session, campaign, v["A"], other, T0 + timedelta(minutes=3), before_0006=True)
+        _sent(session, campaign, v["A"], _contacts(session, 1)[0], T0 + timedelta(minutes=9), before_0006=True)
+        signed = _sent(session, named, nv["A"], signer, T0, before_0006=True)
         # What the old attribution stored: any name counted for the last touch.
         for contact, camp, message, name in (
             (other, cid, first.id, "purchase"),
@@ -629,7 +642,8 @@ def test_the_migration_stamps_control_rows_and_unattributes_other_events(empty_d
     upgrade(empty_database_url)
     with session_scope(engine, read_only=True) as session:
         row = session.get(Message, control_id)
-        assert row is not None and row.attempted_at == T0 + timedelta(minutes=3)  # the campaign's first send
+        # The campaign's first send, stamped by 0004 as attempted_at, moved to touched_at by 0006.
+        assert row is not None and row.touched_at == T0 + timedelta(minutes=3) and row.attempted_at is None
         stored = session.scalars(select(Conversion)).all()
         kept = sorted((x.name, x.campaign_id or 0, x.message_id is not None, x.clicked) for x in stored)
         assert kept == [
@@ -640,3 +654,87 @@ def test_the_migration_stamps_control_rows_and_unattributes_other_events(empty_d
         ]
         assert summary.summary(session, cid)["conversion_events"] == 1
     engine.dispose()
+
+
+# -- review of issue 15: control rows touched batch by batch; the export's `counted` -------------
+def test_control_rows_are_touched_beside_each_batch(database_url: str) -> None:
+    """Rows are made in contact order whatever their phase, so control rows sit between the others:
+    each batch stamps those after the previous batch up to its own last row (the last batch: the
+    rest too) with its send time; a test batch of an A/B campaign only its `test_percent` share (by
+    id modulo 1000), the remainder's batches the others."""
+    engine = make_engine(database_url)
+    hour = timedelta(hours=1)
+    with session_scope(engine) as session:
+        people = _contacts(session, 7)
+        campaign, v = _campaign(session, "Rate limited", control_percent=40)
+        order = ["control", "all", "all", "control", "all", "failed", "control"]
+        rows = []
+        for person, kind in zip(people, order, strict=True):
+            if kind == "control":
+                rows.append(_held_out(session, campaign, person, queued=T0))
+            else:
+                status = MessageStatus.FAILED if kind == "failed" else MessageStatus.DELIVERED
+                at = T0 + (hour if len(rows) < 3 else 3 * hour)
+                rows.append(
+                    _sent(
+                        session,
+                        campaign,
+                        v["A"],
+                        person,
+                        at,
+                        status=status,
+                        error_code="21211" if kind == "failed" else None,  # refused at send
+                    )
+                )
+        cid = campaign.id or 0
+        ids = [r.id or 0 for r in rows]
+    # Batch 1 = rows 1–2 (sent at T0 + 1 h), batch 2 = rows 4–5 (T0 + 3 h; row 5 refused at send).
+    assert stamp_control_touch(engine, cid, ids[1], ids[2]) == 1  # row 0
+    assert stamp_control_touch(engine, cid, ids[1], ids[2]) == 0
+    assert stamp_control_touch(engine, cid, ids[4], ids[5]) == 2  # row 3, and row 6 after the last batch
+    with session_scope(engine, read_only=True) as session:
+        touched = {
+            m.id: (m.touched_at, m.attempted_at)
+            for m in session.scalars(select(Message).where(col(Message.campaign_id) == cid))
+        }
+    assert [touched[ids[i]] for i in (0, 3, 6)] == [(T0 + hour, None), (T0 + 3 * hour, None), (T0 + 3 * hour, None)]
+    assert all(touched[ids[i]][0] is None for i in (1, 2, 4, 5))  # only control rows carry a touch
+
+    # An A/B campaign: the test's batch takes the test share of the control rows beside it.
+    with session_scope(engine) as session:
+        people = _contacts(session, 12)
+        ab, av = _campaign(session, "A/B", control_percent=50)
+        ab.ab_test = {"test_percent": 50, "wait_seconds": 60, "metric": "ctr", "min_sample": 1, "fallback": "hold"}
+        session.add(ab)
+        control = [_held_out(session, ab, p, queued=T0) for p in people[:8]]
+        test = _sent(session, ab, av["A"], people[8], T0, phase=Phase.TEST)
+        _sent(session, ab, av["A"], people[9], T0, phase=Phase.TEST)
+        rest = _sent(session, ab, av["A"], people[10], T0 + 2 * hour, phase=Phase.REMAINDER)
+        _sent(session, ab, av["A"], people[11], T0 + 2 * hour, phase=Phase.REMAINDER)
+        abid, test_id, rest_id = ab.id or 0, test.id or 0, rest.id or 0
+        control_ids = [m.id or 0 for m in control]
+    share = [i for i in control_ids if i % 1000 < 500]
+    assert stamp_control_touch(engine, abid, test_id, test_id + 1) == len(share)
+    assert stamp_control_touch(engine, abid, rest_id, rest_id + 1) == len(control_ids) - len(share)
+    with session_scope(engine, read_only=True) as session:
+        for message in session.scalars(select(Message).where(col(Message.id).in_(control_ids))):
+            assert message.touched_at == (T0 if (message.id or 0) % 1000 < 500 else T0 + 2 * hour)
+
+
+def test_the_export_says_which_rows_count(database_url: str) -> None:
+    engine = make_engine(database_url)
+    with session_scope(engine) as session:
+        first, retried, held = _contacts(session, 3)
+        campaign, v = _campaign(session, "Export", control_percent=30)
+        plain = _sent(session, campaign, v["A"], first, T0)
+        failed = _sent(session, campaign, v["A"], retried, T0, status=MessageStatus.FAILED)
+        retry = _sent(session, campaign, v["A"], retried, T0 + timedelta(hours=1), phase=Phase.TEST)
+        retry.phase = Phase.RETRY  # (a key of its own: the helper makes no retry-round keys)
+        session.add(retry)
+        session.flush()
+        control = _held_out(session, campaign, held, queued=T0)
+        test_send = _sent(session, campaign, v["A"], first, T0, phase=Phase.TEST_SEND)
+        cid = campaign.id or 0
+        want = {plain.id: "1", failed.id: "0", retry.id: "1", control.id: "0", test_send.id: "0"}
+    rows = _export(engine, cid)
+    assert {int(r["message_id"]): r["counted"] for r in rows} == want

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -80,3 +81,69 @@ def test_cli_migrate_creates_the_schema(tmp_path: Path) -> None:
         env={**env, "TEXTPULSE_HTTP_PORT": "eighty"},
     )
     assert bad.returncode == 2 and "TEXTPULSE_HTTP_PORT must be a whole number" in bad.stderr
+
+
+def test_0006_moves_the_control_touch_to_touched_at_and_back(empty_database_url: str) -> None:
+    """0006 adds message.touched_at, moves the touch 0004 stamped on control rows (attempted_at)
+    there and clears attempted_at on them; its downgrade puts it back and drops the column."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    touched = datetime(2026, 3, 2, 9, 3, tzinfo=UTC)
+    attempted = datetime(2026, 3, 2, 9, 1, tzinfo=UTC)
+    upgrade(empty_database_url, "0005")
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO campaign (name, status, provider, audience, control_percent, tracking, recipients,"
+                    " created_at) VALUES ('c', 'completed', 'fake', '{}', 50, '{}', 1, :now)"
+                ),
+                {"now": attempted},
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO contact (phone, attributes, created_at, updated_at)"
+                    " VALUES ('+1', '{}', :now, :now), ('+2', '{}', :now, :now)"
+                ),
+                {"now": attempted},
+            )
+            for contact, phase, at in ((1, "control", touched), (2, "all", attempted)):
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO message (campaign_id, contact_id, phase, phone, body, characters, encoding,"
+                        " segments, status, provider, idempotency_key, attempts, attempted_at,"
+                        " queued_at, status_changed_at)"
+                        " VALUES (1, :contact, :phase, '+1', '', 0, 'GSM-7', 1, 'sent', 'fake', :key, 0, :at, :at, :at)"
+                    ),
+                    {"contact": contact, "phase": phase, "key": f"k{contact}", "at": at},
+                )
+
+        def rows() -> dict[str, tuple[Any, ...]]:
+            columns = {c["name"] for c in inspect(engine).get_columns("message")}
+            picked = "phase, attempted_at" + (", touched_at" if "touched_at" in columns else "")
+            with engine.connect() as connection:
+                found = connection.execute(sa.text(f"SELECT {picked} FROM message")).all()
+            return {row[0]: tuple(_utc(v) for v in row[1:]) for row in found}
+
+        upgrade(empty_database_url)
+        assert rows() == {"control": (None, touched), "all": (attempted, None)}
+        downgrade(empty_database_url, "0005")
+        assert rows() == {"control": (touched,), "all": (attempted,)}
+        upgrade(empty_database_url)
+        assert rows() == {"control": (None, touched), "all": (attempted, None)}
+    finally:
+        engine.dispose()
+
+
+def _utc(value: Any) -> Any:
+    """A timestamp as read by raw SQL: a string on SQLite, an aware datetime on PostgreSQL."""
+    from datetime import UTC, datetime
+
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value

@@ -297,6 +297,21 @@ def expected(built: Built, phase: str | None, *, reports_delivery: bool = True) 
     return arms
 
 
+def itt_expected(built: Built, phase: str | None) -> dict[str, float]:
+    """Each arm's conversion rate on an intention-to-treat basis, by hand: every contact of the arm
+    (its counted messages of the phase; the control group whole) converts when it has an event of
+    the campaign's name within 72 h after its touch, whatever the event is attributed to. Every row
+    here was sent or queued at NOW and every event happened an hour later: all inside the window."""
+    arms: dict[str, set[int]] = defaultdict(set)
+    for m in built.messages:
+        if m["phase"] == "control":
+            arms["control"].add(m["contact"])
+        elif m["phase"] != "test_send" and (phase is None or m["phase"] == phase) and m["variant"]:
+            arms[m["variant"]].add(m["contact"])
+    buyers = {c["contact"] for c in built.conversions if c["name"] == built.event}
+    return {name: round(len(people & buyers) / len(people), 6) for name, people in arms.items()}
+
+
 def _row_counts(arm: ArmCounts) -> dict[str, Any]:
     """What the route shows of an arm: `ctr` over delivered, `conversion_rate` over recipients."""
     return {
@@ -306,7 +321,7 @@ def _row_counts(arm: ArmCounts) -> dict[str, Any]:
         "sent": arm.sent,
         "delivered": arm.delivered,
         "unique_clicks": arm.unique_clicks,
-        "ctr": round(arm.unique_clicks / arm.delivered, 6) if arm.delivered and not arm.is_control else 0.0,
+        "ctr": None if arm.is_control else round(arm.unique_clicks / arm.delivered, 6) if arm.delivered else 0.0,
         "conversions": arm.converters,
         "conversion_events": arm.conversion_events,
         "conversion_rate": round(arm.converters / arm.recipients, 6) if arm.recipients else 0.0,
@@ -402,15 +417,19 @@ def test_the_route_counts_the_phase_asked_and_states_the_test_cohorts_statistics
     assert control["conversion_rate"] == 0.5
     assert (control["sent"], control["delivered"], control["unique_clicks"]) == (0, 0, 0)
     assert all(control[k] is None for k in stats_keys) and "uplift" not in control
-    # Every other row's uplift over the control, in every phase, on the row as shown.
+    assert control["ctr"] is None  # sent nothing: no click-through rate at all
+    # Every other row's uplift over the control, in every phase, on the row's contacts, counted on an
+    # intention-to-treat basis: every contact of the row with a purchase in its window, whoever the
+    # purchase is attributed to (contact 19's unattributed purchase counts for B).
     for asked, body in bodies.items():
         ctl = next(r for r in body["variants"] if r["is_control"])
         assert ctl == control  # the control group is always the whole group
+        itt = itt_expected(built, None if asked in (None, "all") else asked)
         for row in (r for r in body["variants"] if not r["is_control"]):
             uplift = row["uplift"]
             assert set(uplift) == {"absolute", "relative", "interval", "chance_better"}
-            assert abs(uplift["absolute"] - (row["conversion_rate"] - ctl["conversion_rate"])) < 1e-5, asked
-            assert abs(uplift["relative"] - uplift["absolute"] / ctl["conversion_rate"]) < 1e-4, asked
+            assert abs(uplift["absolute"] - (itt[row["variant"]] - itt["control"])) < 1e-5, asked
+            assert abs(uplift["relative"] - uplift["absolute"] / itt["control"]) < 1e-4, asked
             low, high = uplift["interval"]
             assert low <= uplift["absolute"] <= high and 0 <= uplift["chance_better"] <= 1
 
@@ -484,3 +503,209 @@ def test_without_an_ab_test_the_statistics_describe_the_whole_audience(
         absolute = rows[name]["uplift"]["absolute"]
         assert abs(absolute - (rows[name]["conversion_rate"] - rows["Hold"]["conversion_rate"])) < 1e-5
     assert body["srm"]["p_value"] is not None and body["srm"]["ok"] is True
+
+
+# -- review of issue 15: the uplift on an intention-to-treat basis, figures, the dashboard -------
+def test_the_uplift_counts_every_contact_of_each_side_within_its_window(
+    database_url: str, client: TestClient[Any]
+) -> None:
+    """Treated contacts whose message failed or was never sent stay in the denominator, and their
+    purchases (attributed elsewhere or to nothing) count, as do purchases a later campaign took by
+    last touch; only purchases inside [touch, touch + window] count, on both sides."""
+    hour = timedelta(hours=1)
+    window = 24.0
+    engine = make_engine(database_url)
+    with session_scope(engine) as session:
+        campaign, variants, contacts = _campaign(
+            session,
+            variants=[("A", 1, False)],
+            contacts=16,
+            control_percent=40,
+            conversion={"event": "purchase", "window_hours": window},
+        )
+        later, later_variants, _ = _campaign(session, variants=[("L", 1, False)], contacts=0)
+        cid, a = campaign.id or 0, variants[0].id or 0
+        # (contact index, phase, status, sent_at, attempted_at, queued_at, touched_at)
+        plan: list[tuple[int, Phase, MessageStatus, Any, Any, Any, Any]] = [
+            (0, Phase.ALL, S.DELIVERED, NOW, NOW, NOW - hour, None),
+            (1, Phase.ALL, S.DELIVERED, NOW + 2 * hour, NOW + 2 * hour, NOW - hour, None),  # rate-limited, later
+            (2, Phase.ALL, S.DELIVERED, NOW, NOW, NOW - hour, None),
+            (3, Phase.ALL, S.FAILED, None, NOW, NOW - hour, None),  # refused at send
+            (4, Phase.ALL, S.CANCELLED, None, None, NOW - hour, None),  # the campaign was cancelled
+            (5, Phase.ALL, S.DELIVERED, NOW, NOW, NOW - hour, None),
+            (6, Phase.ALL, S.DELIVERED, NOW, NOW, NOW - hour, None),
+            (7, Phase.ALL, S.DELIVERED, NOW, NOW, NOW - hour, None),
+            (8, Phase.ALL, S.FAILED, None, NOW, NOW - hour, None),
+            (9, Phase.ALL, S.DELIVERED, NOW, NOW, NOW - hour, None),
+            (10, Phase.CONTROL, S.CANCELLED, None, None, NOW - hour, NOW),
+            (11, Phase.CONTROL, S.CANCELLED, None, None, NOW - hour, NOW + 2 * hour),
+            (12, Phase.CONTROL, S.CANCELLED, None, None, NOW - hour, NOW),
+            (13, Phase.CONTROL, S.CANCELLED, None, None, NOW - hour, None),  # its batch never sent
+            (14, Phase.CONTROL, S.CANCELLED, None, None, NOW - hour, NOW),
+            (15, Phase.CONTROL, S.CANCELLED, None, None, NOW - hour, NOW),
+        ]
+        ids: dict[int, int] = {}
+        for i, phase, status, sent, attempted, queued, touched in plan:
+            held = phase == Phase.CONTROL
+            message = Message(
+                campaign_id=cid,
+                contact_id=contacts[i],
+                variant_id=None if held else a,
+                phase=phase,
+                phone=f"+1{contacts[i]:010d}",
+                body="" if held else "Hi",
+                status=status,
+                provider="fake",
+                idempotency_key=idempotency_key(cid, phase, contacts[i]),
+                attempts=1 if attempted else 0,
+                attempted_at=attempted,
+                sent_at=sent,
+                delivered_at=sent + timedelta(seconds=5) if sent else None,
+                queued_at=queued,
+                touched_at=touched,
+            )
+            session.add(message)
+            session.flush()
+            ids[i] = message.id or 0
+        touch = {i: touched or sent or attempted or queued for i, _, _, sent, attempted, queued, touched in plan}
+        other = Message(
+            campaign_id=later.id or 0,
+            contact_id=contacts[6],
+            variant_id=later_variants[0].id,
+            phone="+1",
+            body="Later",
+            status=S.DELIVERED,
+            provider="fake",
+            idempotency_key=f"later-{contacts[6]}",
+            sent_at=NOW + 3 * hour,
+        )
+        session.add(other)
+        session.flush()
+        # (contact index, name, when, attributed to: this campaign's row | the later campaign | nothing)
+        events = [
+            (0, "purchase", NOW + hour, "mine"),
+            (0, "purchase", NOW + 5 * hour, "mine"),  # a second purchase: one converter
+            (1, "purchase", NOW + 3 * hour, "mine"),
+            (2, "purchase", NOW + 30 * hour, None),  # outside the window
+            (3, "purchase", NOW + hour, None),  # a failed message's contact still bought
+            (4, "purchase", NOW - 2 * hour, None),  # before its touch (queued at NOW − 1 h)
+            (5, "signup", NOW + hour, None),  # not the campaign's event
+            (6, "purchase", NOW + 4 * hour, "later"),  # the later campaign took it by last touch
+            (9, "purchase", NOW + window * hour, "mine"),  # on the window's last instant
+            (10, "purchase", NOW + hour, "mine"),
+            (11, "purchase", NOW + hour, None),  # before its touch (NOW + 2 h)
+            (13, "purchase", NOW + 2 * hour, None),  # touched at its snapshot
+            (14, "purchase", NOW + 25 * hour, None),  # outside the window
+        ]
+        for i, name, when, owner in events:
+            counted = name == "purchase" and owner is not None
+            session.add(
+                Conversion(
+                    contact_id=contacts[i],
+                    campaign_id=(cid if owner == "mine" else later.id) if counted else None,
+                    message_id=(ids[i] if owner == "mine" else other.id) if counted else None,
+                    name=name,
+                    revenue=10,
+                    occurred_at=when,
+                )
+            )
+
+    # The right answer, counted here: each side's contacts with a purchase in [touch, touch + 24 h].
+    def rate(side: list[int]) -> float:
+        bought = {
+            i
+            for i, name, when, _ in events
+            if i in side and name == "purchase" and touch[i] <= when <= touch[i] + timedelta(hours=window)
+        }
+        return len(bought) / len(side)
+
+    treated, held_out = list(range(10)), list(range(10, 16))
+    assert (rate(treated), rate(held_out)) == (0.5, 2 / 6)  # 0, 1, 3, 6, 9 and 10, 13
+    body = client.get(f"/api/campaigns/{cid}/stats/variants").json()
+    rows = {r["variant"]: r for r in body["variants"]}
+    uplift = rows["A"]["uplift"]
+    assert abs(uplift["absolute"] - (rate(treated) - rate(held_out))) < 1e-9
+    assert abs(uplift["relative"] - (rate(treated) - rate(held_out)) / rate(held_out)) < 1e-9
+    # The control row shows those counts; the variant row keeps this campaign's attributed conversions.
+    assert (rows["control"]["recipients"], rows["control"]["conversions"]) == (6, 2)
+    assert rows["control"]["conversion_rate"] == round(2 / 6, 6) and rows["control"]["ctr"] is None
+    assert (rows["A"]["recipients"], rows["A"]["conversions"]) == (10, 3)  # 0, 1, 9 attributed to A
+    with session_scope(engine, read_only=True) as session:
+        itt = evidence.intention_to_treat(session, cid)
+    assert (itt["A"].recipients, itt["A"].converters, itt["A"].conversion_events) == (10, 5, 6)
+    assert (itt["control"].converters, itt["control"].revenue) == (2, 20.0)
+
+
+def test_variants_placed_by_attribute_are_not_compared(database_url: str, client: TestClient[Any]) -> None:
+    """Contacts placed by an attribute are no random split: no chance to win, interval or p-value;
+    the test cohort of an A/B campaign is split by weight whatever the attribute, and keeps them."""
+    engine = make_engine(database_url)
+    cids = {}
+    for with_test in (False, True):
+        with session_scope(engine) as session:
+            campaign, variants, contacts = _campaign(
+                session,
+                variants=[("en", 1, False), ("de", 1, False)],
+                contacts=8,
+                variant_by_attribute="language",
+                ab_test={**AB_TEST, "metric": "ctr"} if with_test else None,
+            )
+            b = Builder(session, campaign, variants, contacts)
+            phase = Phase.TEST if with_test else Phase.ALL
+            for i in range(8):
+                message = b.message(i, phase, "en" if i < 4 else "de", S.DELIVERED)
+                if i in (0, 1, 4):
+                    b.click(message)
+            cids[with_test] = b.built.campaign_id
+    stats_keys = ("chance_to_win", "expected_loss", "interval", "p_value")
+    by_attribute = client.get(f"/api/campaigns/{cids[False]}/stats/variants").json()
+    assert all(row[k] is None for row in by_attribute["variants"] for k in stats_keys)
+    assert [row["unique_clicks"] for row in by_attribute["variants"]] == [2, 1]  # the counts stay
+    tested = client.get(f"/api/campaigns/{cids[True]}/stats/variants").json()
+    assert all(row[k] is not None for row in tested["variants"] for k in ("chance_to_win", "interval"))
+
+
+def test_the_dashboard_says_held_and_shows_revenue_intervals_as_money(
+    database_url: str, client: TestClient[Any]
+) -> None:
+    from api.dashboard import _decision
+
+    engine = make_engine(database_url)
+    with session_scope(engine) as session:
+        campaign, variants, contacts = _campaign(
+            session,
+            variants=[("A", 1, False), ("B", 1, False)],
+            contacts=6,
+            ab_test={**AB_TEST, "metric": "revenue"},
+        )
+        b = Builder(session, campaign, variants, contacts)
+        for i in range(6):
+            message = b.message(i, Phase.TEST, "A" if i < 3 else "B", S.DELIVERED)
+            b.convert(message, "purchase", 12.5 * (i + 1))
+        cid = b.built.campaign_id
+    held = "the rest of the audience is held"
+    # record_winner stores `hold` with the decision; the page reads it.
+    from workflows.activities import CampaignActivities
+    from workflows.inputs import DecisionResult, WinnerInput
+
+    decision = DecisionResult(decided=True, variant=None, hold=True, method="fallback", reason="no winner in time")
+    no_plugins: Any = None  # record_winner uses no plugin
+    CampaignActivities(engine, no_plugins).record_winner(WinnerInput(campaign_id=cid, decision=decision))
+    with session_scope(engine) as session:
+        stored = session.get(Campaign, cid)
+        assert stored is not None and stored.winner is not None and stored.winner["hold"] is True
+        stored.status = "held"
+        session.add(stored)
+    page = client.get(f"/campaigns/{cid}").text
+    assert held in page and "every variant by weight" not in page
+    # A winner stored before `hold` was: inferred from the campaign's status.
+    old = {"variant": None, "metric": "ctr", "method": "fallback", "reason": "r"}
+    assert held in _decision(old, "held") and "by weight" in _decision(old, "completed")
+    assert "by weight" in _decision({**old, "hold": False}, "running")
+
+    # metric revenue: the intervals are revenue per recipient, shown as money, not percentages.
+    body = client.get(f"/api/campaigns/{cid}/stats/variants").json()
+    interval = next(r["interval"] for r in body["variants"] if r["variant"] == "A")
+    assert interval is not None and interval[1] > 1  # money, not a fraction
+    cell = page.split('data-variant="A"', 1)[1].split('data-col="interval">', 1)[1].split("</td>", 1)[0]
+    assert "%" not in cell and f"{interval[0]:,.2f}" in cell and f"{interval[1]:,.2f}" in cell

@@ -98,7 +98,7 @@ class CampaignActivities:
             transient=outcome.transient,
             stopped=outcome.stopped,
         )
-        if outcome.sent:  # the campaign sends: its held-out contacts are touched now too
+        if outcome.sent or outcome.failed:  # handed over: the held-out contacts beside it are touched now too
             audience.stamp_control_touch(self.engine, data.campaign_id, data.first_message_id, data.last_message_id)
         if outcome.transient:
             # Accepted ones are recorded; the retry skips them and tries the rest again.
@@ -140,7 +140,13 @@ class CampaignActivities:
         with session_scope(self.engine) as session:
             campaign = definition.get_campaign(session, data.campaign_id)
             metric = (campaign.ab_test or {}).get("metric", "ctr")
-            campaign.winner = {"variant": d.variant, "metric": metric, "method": d.method, "reason": d.reason}
+            campaign.winner = {
+                "variant": d.variant,
+                "metric": metric,
+                "method": d.method,
+                "reason": d.reason,
+                "hold": bool(d.hold),  # the dashboard says the remainder is held (not sent by weight)
+            }
             session.add(campaign)
 
     @activity.defn(name="prepare_remainder")

@@ -160,15 +160,19 @@ class Funnel(TypedDict):
 class VariantCounts(TypedDict):
     """Distinct contacts reached, clicking and converting (each contact once, by its latest message).
 
-    `ctr` = unique human clickers / delivered (else / sent, when the provider reports no delivery);
-    `conversions` = converting contacts (only the campaign's `conversion.event`), `conversion_events`
-    their events, `revenue` their sum; `conversion_rate` = conversions / recipients."""
+    `ctr` = unique human clickers / delivered (else / sent, when the provider reports no delivery;
+    null on the control row, which is sent nothing); `conversions` = converting contacts (only the
+    campaign's `conversion.event`), `conversion_events` their events, `revenue` their sum;
+    `conversion_rate` = conversions / recipients. A variant row's conversions are attributed (last
+    touch: this campaign's conversions); the control row's are counted on an intention-to-treat
+    basis: held-out contacts with the event within the window from their touch, whoever it is
+    attributed to."""
 
     recipients: int
     sent: int
     delivered: int
     unique_clicks: int
-    ctr: float
+    ctr: float | None
     conversions: int
     conversion_events: int
     conversion_rate: float
@@ -178,7 +182,14 @@ class VariantCounts(TypedDict):
 class Uplift(TypedDict):
     """A variant's conversion rate over the control group's, as fractions (0.05 = 5 points / 5 %):
     `absolute` = rate − control rate, `relative` = absolute / control rate (null when the control
-    converted nobody), a 95 % `interval` of `absolute`, and the chance the variant is better."""
+    converted nobody), a 95 % `interval` of `absolute`, and the chance the variant is better.
+
+    Both rates are on an intention-to-treat basis, not last-touch attribution: every contact of the
+    row (sent, failed, cancelled or never sent) and of the control group counts, converting when it
+    had an event named by `conversion.event` within `window_hours` of its touch (its send, else its
+    attempt, else its snapshot; a held-out contact: when the campaign sent the batch beside it),
+    whichever campaign the event is attributed to. So the variant's rate here may differ from its
+    row's `conversion_rate` (attributed)."""
 
     absolute: float | None
     relative: float | None

@@ -10,8 +10,11 @@ retried activity plans exactly the same thing. Then, in this order:
 - without a test, everyone left is split by weight into phase `all`.
 Rows are keyed by (campaign, phase, contact): running a snapshot again creates only what is missing.
 A held-out row is a touch at the time the campaign sent its other messages (API.md `/stats/variants`):
-`stamp_control_touch` records the campaign's first send on its control rows (`attempted_at`; they are
-never attempted otherwise), which last-touch attribution reads (core/stats/conversions.py).
+rows are created in contact id order whatever their phase, so control rows are interleaved with the
+others, and `stamp_control_touch` stamps (`touched_at`) the control rows beside each batch as it is
+handed over; last-touch attribution (core/stats/conversions.py) and the control group's windows
+(core/stats/evidence.py `intention_to_treat`) read it. So the control group's touch times follow the
+sending of the campaign (a rate limit over hours, the wait of an A/B test) like the treated rows'.
 Bodies are rendered by `core.campaigns.bodies`; retry-failed rounds are `core.campaigns.retry`.
 """
 
@@ -232,26 +235,47 @@ def hold_phase(engine: Engine, campaign_id: int, phase: str, reason: str) -> int
         return int(result.rowcount or 0)
 
 
+STAMPED_PHASES = (Phase.ALL, Phase.TEST, Phase.REMAINDER)  # a first attempt: a retry round is no touch
+
+
 def stamp_control_touch(engine: Engine, campaign_id: int, first_message_id: int, last_message_id: int) -> int:
-    """After a batch of the campaign was handed over: stamp its control rows with the campaign's first
-    send (the earliest `sent_at` of the batch) as `attempted_at`, their touch time, unless they carry
-    one already. One probe of the (campaign_id, phase) index per batch; the update runs once per campaign
-    (all its control rows in one statement, so one stamped row means all are). Returns rows stamped."""
-    control = (col(Message.campaign_id) == campaign_id, col(Message.phase) == Phase.CONTROL)
+    """After a batch of the campaign was handed over: stamp the control rows beside it with the
+    batch's send time (its earliest `sent_at`, else its earliest `attempted_at` when the provider
+    refused all of it) as their `touched_at`, unless they carry one already. Returns rows stamped.
+
+    The control rows beside a batch of phase P are those whose ids lie after the previous row of P
+    (the last row of the previous batch) up to the batch's last id, and beyond it for the last batch
+    of P: consecutive batches share the control rows out between them, none left over. For the test
+    phase of an A/B campaign, only `test_percent` of them (by id modulo 1000, a fixed spread over
+    the audience's order), since the test cohort is that share of the audience: the others are
+    stamped beside the remainder, whose batches come after the wait. So the control group's touch
+    times have the distribution of the treated rows'. A batch of retry rows stamps nothing.
+    A handful of index seeks and one update bounded by the batch's id range per batch."""
+    of_campaign = col(Message.campaign_id) == campaign_id
     with session_scope(engine) as session:
-        probe = session.execute(select(col(Message.attempted_at)).where(*control).limit(1)).first()
-        if probe is None or probe[0] is not None:  # no control group, or stamped already
+        phase = session.scalar(select(col(Message.phase)).where(col(Message.id) == first_message_id, of_campaign))
+        if phase not in STAMPED_PHASES:
             return 0
-        first_sent = session.scalar(
-            select(func.min(col(Message.sent_at))).where(
-                col(Message.id) >= first_message_id,
-                col(Message.id) <= last_message_id,
-                col(Message.campaign_id) == campaign_id,
-            )
-        )
-        if first_sent is None:  # nothing of the batch was accepted: not sent yet
+        in_phase = (of_campaign, col(Message.phase) == phase)
+        batch = (*in_phase, col(Message.id) >= first_message_id, col(Message.id) <= last_message_id)
+        sent, attempted = session.execute(
+            select(func.min(col(Message.sent_at)), func.min(col(Message.attempted_at))).where(*batch)
+        ).one()
+        when = sent or attempted
+        if when is None:  # nothing of the batch was handed over: not sent yet
             return 0
-        result = session.exec(
-            update(Message).where(*control, col(Message.attempted_at).is_(None)).values(attempted_at=first_sent)
+        previous = session.scalar(
+            select(func.max(col(Message.id))).where(*in_phase, col(Message.id) < first_message_id)
         )
+        more = session.scalar(select(col(Message.id)).where(*in_phase, col(Message.id) > last_message_id).limit(1))
+        beside: list[Any] = [of_campaign, col(Message.phase) == Phase.CONTROL, col(Message.touched_at).is_(None)]
+        if previous is not None:
+            beside.append(col(Message.id) > previous)
+        if more is not None:
+            beside.append(col(Message.id) <= last_message_id)
+        if phase == Phase.TEST:
+            campaign = get_campaign(session, campaign_id)
+            share = float((campaign.ab_test or {}).get("test_percent", 20)) / 100
+            beside.append(col(Message.id) % 1000 < round(share * 1000))
+        result = session.exec(update(Message).where(*beside).values(touched_at=when))
         return int(result.rowcount or 0)

@@ -41,6 +41,9 @@ class AbTestIn(Strict):
     metric: Literal["ctr", "unique_clicks", "conversions", "revenue"] = "ctr"
     min_sample: int = Field(default=100, ge=0)
     fallback: str = "send_all_variants"
+    # The decision's outcome window (docs/ab-testing.md "Matured outcomes"); None: 1,800 s for
+    # clicks, the conversion window for conversions and revenue.
+    maturity_seconds: float | None = Field(default=None, gt=0)
 
     @field_validator("fallback")
     @classmethod

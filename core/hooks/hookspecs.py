@@ -58,7 +58,9 @@ def make_shortener(config: PluginContext) -> Shortener | None:
 
 @hookspec
 def register_bot_filters(register: Callable[[BotFilter], None], config: PluginContext) -> None:
-    """Hand over bot filters (`textpulse.BotFilter`: `name` and `judge(click) -> (score, reason | None)`)."""
+    """Hand over bot filters: `textpulse.BotFilter` (`name` and `judge(click) -> (score, reason | None)`,
+    one click at a time) and/or `textpulse.JudgesTogether` (`judge_together(clicks, recent)`: verdicts
+    that need several clicks, such as bursts, reached by the click writer a moment later)."""
 
 
 @hookspec

@@ -38,7 +38,7 @@ class ArmStats:
     chance_to_win: float | None  # posterior probability of being the best arm
     expected_loss: float | None  # E[best arm's rate - this arm's rate], in the rate's unit
     interval: tuple[float, float] | None  # 95 % credible interval of the arm's rate
-    p_value: float | None  # two-sided, against the leader (the leader: the runner-up), Holm-adjusted
+    p_value: float | None  # two-sided, against the leader (the leader: its largest), Holm over all pairs
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,13 @@ def best_of(dists: list[Any]) -> tuple[list[float], list[float]]:
     return [c / total for c in chances], [max(0.0, e_max - float(d.mean())) for d in dists]
 
 
+def leader(chances: list[float], rates: list[float]) -> int:
+    """The index of the leading arm: the highest chance to win, ties broken by the observed rate
+    (then the first). `compare` (the p-values' reference) and `winner.assess` (the decision) both
+    use it, so the figures and the decision name the same leader."""
+    return max(range(len(chances)), key=lambda i: (chances[i], rates[i], -i))
+
+
 # -- frequentist tests ------------------------------------------------------------------------
 
 
@@ -252,11 +259,13 @@ def compare(arms: list[ArmCounts], metric: str) -> list[ArmStats]:
         dists = [posterior(a, metric) for a in competing]
         chances, losses = best_of(dists)
         rates = [rate(a, metric) or 0.0 for a in competing]
-        leader = max(range(len(competing)), key=lambda i: rates[i])
-        others = [i for i in range(len(competing)) if i != leader]
-        adjusted = holm([z_test(competing[leader], competing[i], metric) for i in others])
-        p_values = dict(zip(others, adjusted, strict=True))
-        p_values[leader] = max(adjusted)
+        lead = leader(chances, rates)
+        # Holm over every pair (not only the leader's k − 1: the leader is picked from the data, so
+        # its comparisons are not a fixed family); each arm reports its pair with the leader.
+        pairs = [(i, j) for i in range(len(competing)) for j in range(i + 1, len(competing))]
+        adjusted = dict(zip(pairs, holm([z_test(competing[i], competing[j], metric) for i, j in pairs]), strict=True))
+        p_values = {i: adjusted[(min(i, lead), max(i, lead))] for i in range(len(competing)) if i != lead}
+        p_values[lead] = max(p_values.values())
         for i, (arm, d) in enumerate(zip(competing, dists, strict=True)):
             low, high = (float(q) for q in d.ppf([(1 - CREDIBLE) / 2, (1 + CREDIBLE) / 2]))
             figures[arm.variant] = ArmStats(arm.variant, rates[i], chances[i], losses[i], (low, high), p_values[i])

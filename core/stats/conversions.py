@@ -9,13 +9,15 @@ does not fall through to an earlier campaign either, since the latest touch is t
 what the contact does next.
 
 A touch is a message sent to the contact (test sends excepted) at its `sent_at`, or a held-out row
-of a control group (phase `control`, never sent) at the time its campaign sent its other messages:
-the campaign's first send, stamped on its control rows as their `attempted_at` when sending starts
-(core/campaigns/audience.py `stamp_control_touch`). So a held-out contact's conversion counts for
-that campaign's control group (`message_id` is the control row; attribution `control`), not for
-an earlier campaign; a later message of another campaign still wins. A conversion of a sent message
-is "direct" when the contact clicked a link of that message (a human click) before converting,
-else "influenced".
+of a control group (phase `control`, never sent) at the time its campaign sent the batch beside it,
+stamped on the control row as its `touched_at` as the batches go (core/campaigns/audience.py
+`stamp_control_touch`; migration 0006 moved the older stamps there from `attempted_at`). So a
+held-out contact's conversion is attributed to that campaign's control group (`message_id` is the
+control row; attribution `control`), not to an earlier campaign; a later message of another
+campaign still wins. (The contact page shows this attribution; the control group's numbers and
+every uplift on /stats/variants do not read it: core/stats/evidence.py `intention_to_treat`.) A
+conversion of a sent message is "direct" when the contact clicked a link of that message (a human
+click) before converting, else "influenced".
 
 The touch is found by one query on the contact's messages (the index on `message.contact_id`).
 """
@@ -56,9 +58,9 @@ def conversion_window(campaign: Campaign) -> timedelta:
 
 
 def touched_at() -> Any:
-    """When a message touched its contact: its send, or for a held-out control row the stamp of its
-    campaign's first send (null until the campaign sends; null for a message never sent)."""
-    return case((col(Message.phase) == Phase.CONTROL, col(Message.attempted_at)), else_=col(Message.sent_at))
+    """When a message touched its contact: its send, or for a held-out control row its `touched_at`
+    (null until the campaign sends the batch beside it; null for a message never sent)."""
+    return case((col(Message.phase) == Phase.CONTROL, col(Message.touched_at)), else_=col(Message.sent_at))
 
 
 def _contact(session: Session, data: dict[str, Any]) -> Contact:

@@ -11,7 +11,23 @@ Definitions (API.md "Definitions", `/stats/variants`):
   so revenue per recipient has a mean and a variance over `recipients` (non-converters are 0);
 - the control arm (`is_control`) holds the held-out contacts: `recipients` and the conversion
   fields are set; nothing is sent, so `sent`, `delivered`, `unique_clicks` are 0 and `basis` is
-  `recipients`.
+  `recipients`. Its conversion fields are counted on an intention-to-treat basis, not through
+  attribution (`intention_to_treat`), like the variants' side of every uplift.
+
+Intention to treat (`intention_to_treat`): last-touch attribution gives a treated contact's purchase
+to whichever campaign touched it last, and a contact whose message failed, was cancelled or never
+sent is touched by nothing of this campaign, so comparing attributed conversions with the control's
+is biased (failures, a cancel after the first batch, later campaigns aimed at engaged contacts all
+take treated conversions away). So the comparison with the control counts, per arm, every contact
+of the arm (sent or not) and whether it had an event named by the campaign's `conversion.event`
+within [its touch, touch + `window_hours`], whoever the event is attributed to:
+- a treated contact's touch is its first counted message's `sent_at`, else (refused by the provider)
+  its `attempted_at` (when the batch holding it was handed over), else (never handed over: cancelled,
+  paused for good, held, over the frequency cap) its `queued_at` (the audience snapshot);
+- a held-out contact's touch is its `touched_at` (stamped beside each batch as the campaign sends,
+  core/campaigns/audience.py `stamp_control_touch`, so it follows the same sending schedule), else
+  its `queued_at` (the snapshot: the campaign never sent the batch beside it, like the treated rows
+  that fall back to their `queued_at`).
 """
 
 from __future__ import annotations
@@ -19,13 +35,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, distinct, func, select
+from sqlalchemy import and_, case, distinct, func, literal, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
 from core.campaigns.definition import get_campaign, variants_of
 from core.models import Campaign, Click, Conversion, Message, Variant
-from core.stats.conversions import conversion_event
+from core.stats.conversions import conversion_event, conversion_window
 from core.stats.counting import Counted, counted
 from core.statuses import MessageStatus, Phase
 
@@ -128,6 +144,120 @@ def _conversions(
     return out
 
 
+def _within(session: Session, later: Any, earlier: Any, seconds: float) -> ColumnElement[bool]:
+    """0 ≤ `later` − `earlier` ≤ `seconds`, in the dialect's own date arithmetic (SQLite: julian
+    days, with a millisecond's tolerance for their floating point; PostgreSQL: epochs)."""
+    if session.get_bind().dialect.name == "sqlite":
+        apart = (func.julianday(later) - func.julianday(earlier)) * 86400.0
+        return and_(apart >= -0.001, apart <= seconds + 0.001)
+    apart = func.extract("epoch", later) - func.extract("epoch", earlier)
+    return and_(apart >= 0, apart <= seconds)
+
+
+def _windowed(session: Session, touches: Any, event: str, seconds: float) -> dict[Any, tuple[int, _Conversions]]:
+    """Per arm of `touches` (a subquery of arm, contact_id, touch; one row per contact of an arm):
+    (contacts, the conversions of the events named `event` within `seconds` after each contact's
+    touch, a contact's events summed first)."""
+    recipients = {
+        arm: int(n or 0)
+        for arm, n in session.execute(select(touches.c.arm, func.count()).group_by(touches.c.arm)).all()
+    }
+    hits = (
+        select(
+            touches.c.arm.label("arm"),
+            touches.c.contact_id.label("contact_id"),
+            func.count().label("events"),
+            func.coalesce(func.sum(col(Conversion.revenue)), 0.0).label("revenue"),
+        )
+        .select_from(touches)
+        .join(
+            Conversion,
+            and_(
+                col(Conversion.contact_id) == touches.c.contact_id,
+                col(Conversion.name) == event,
+                _within(session, col(Conversion.occurred_at), touches.c.touch, seconds),
+            ),
+        )
+        .group_by(touches.c.arm, touches.c.contact_id)
+        .subquery()
+    )
+    converted = {
+        arm: _Conversions(int(n or 0), int(events or 0), float(revenue or 0), float(revenue_sq or 0))
+        for arm, n, events, revenue, revenue_sq in session.execute(
+            select(
+                hits.c.arm,
+                func.count(),
+                func.sum(hits.c.events),
+                func.sum(hits.c.revenue),
+                func.sum(hits.c.revenue * hits.c.revenue),
+            ).group_by(hits.c.arm)
+        ).all()
+    }
+    return {arm: (n, converted.get(arm, _Conversions())) for arm, n in recipients.items()}
+
+
+def _itt_arm(name: str, is_control: bool, recipients: int, c: _Conversions) -> ArmCounts:
+    return ArmCounts(
+        variant=name,
+        is_control=is_control,
+        recipients=recipients,
+        basis=recipients,
+        converters=c.converters,
+        conversion_events=c.events,
+        revenue=c.revenue,
+        revenue_sq=c.revenue_sq,
+    )
+
+
+def _itt_control(session: Session, campaign: Campaign, variants: list[Variant]) -> ArmCounts:
+    """The control arm on an intention-to-treat basis: every held-out contact, touched at its
+    `touched_at` (else its `queued_at`)."""
+    campaign_id = campaign.id or 0
+    touches = (
+        select(
+            literal(0).label("arm"),
+            col(Message.contact_id).label("contact_id"),
+            func.min(func.coalesce(col(Message.touched_at), col(Message.queued_at))).label("touch"),
+        )
+        .where(_held_out(campaign_id), col(Message.contact_id).is_not(None))
+        .group_by(col(Message.contact_id))
+        .subquery()
+    )
+    found = _windowed(session, touches, conversion_event(campaign), conversion_window(campaign).total_seconds())
+    recipients, c = found.get(0, (0, _Conversions()))
+    return _itt_arm(_control_name(variants), True, recipients, c)
+
+
+def intention_to_treat(session: Session, campaign_id: int, *, phase: str | None = None) -> dict[str, ArmCounts]:
+    """Every arm's recipients and conversions on an intention-to-treat basis (module docstring), by
+    variant name, the control arm too when the campaign holds contacts out: what every uplift
+    compares. A variant's contacts are those of its counted messages of `phase` (as `arms` counts
+    them: the same `recipients`), each touched at its first such message; the control arm is the
+    whole held-out group, as in `arms`. Attribution plays no part: an event counts for the arm
+    whichever campaign it is attributed to. Three queries per side, set-based."""
+    campaign = get_campaign(session, campaign_id)
+    variants = variants_of(session, campaign_id)
+    rows_of = _where(session, campaign_id, phase)
+    variant_id = col(Message.variant_id)
+    touch = func.coalesce(col(Message.sent_at), col(Message.attempted_at), col(Message.queued_at))
+    touches = (
+        select(variant_id.label("arm"), col(Message.contact_id).label("contact_id"), func.min(touch).label("touch"))
+        .where(rows_of.every, variant_id.is_not(None), col(Message.contact_id).is_not(None))
+        .group_by(variant_id, col(Message.contact_id))
+        .subquery()
+    )
+    found = _windowed(session, touches, conversion_event(campaign), conversion_window(campaign).total_seconds())
+    out: dict[str, ArmCounts] = {}
+    for variant in variants:
+        if not variant.is_control:
+            recipients, c = found.get(variant.id, (0, _Conversions()))
+            out[variant.name] = _itt_arm(variant.name, False, recipients, c)
+    if has_control(session, campaign, variants):
+        control = _itt_control(session, campaign, variants)
+        out[control.variant] = control
+    return out
+
+
 def arms(
     session: Session, campaign_id: int, *, phase: str | None = None, reports_delivery: bool = True
 ) -> list[ArmCounts]:
@@ -190,23 +320,8 @@ def arms(
 
     out: list[ArmCounts] = []
     control: ArmCounts | None = None
-    if has_control(session, campaign, variants):
-        held = int(
-            session.scalar(select(func.count(distinct(col(Message.contact_id)))).where(_held_out(campaign_id))) or 0
-        )
-        c = _conversions(session, campaign_id, _held_out(campaign_id), event, by_variant=False).get(
-            None, _Conversions()
-        )
-        control = ArmCounts(
-            variant=_control_name(variants),
-            is_control=True,
-            recipients=held,
-            basis=held,
-            converters=c.converters,
-            conversion_events=c.events,
-            revenue=c.revenue,
-            revenue_sq=c.revenue_sq,
-        )
+    if has_control(session, campaign, variants):  # on an intention-to-treat basis (module docstring)
+        control = _itt_control(session, campaign, variants)
     for variant in variants:
         if not variant.is_control:
             out.append(arm(variant))
@@ -252,3 +367,128 @@ def overall(
         revenue=c.revenue,
         revenue_sq=c.revenue_sq,
     )
+
+
+# -- matured evidence: what the A/B decision compares (docs/ab-testing.md, "Matured outcomes") --
+
+from datetime import datetime, timedelta  # noqa: E402  (kept with the function that needs it)
+
+
+def _seconds_between(session: Session, later: Any, earlier: Any) -> ColumnElement[Any]:
+    """`later - earlier` in seconds, in the dialect's own date arithmetic (SQLite: julian days)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+    return func.extract("epoch", later) - func.extract("epoch", earlier)
+
+
+def matured_arms(
+    session: Session, campaign_id: int, *, horizon_seconds: float, now: datetime, reports_delivery: bool = True
+) -> list[ArmCounts]:
+    """The test cohort's evidence with every outcome's window fully elapsed, one ArmCounts per
+    non-control variant (variant id order): only messages whose start is at least `horizon_seconds`
+    before `now` count, and only what happened within `horizon_seconds` of that start.
+
+    - `basis` (and `delivered`, `sent`): test messages delivered (else sent) at least H ago;
+    - `unique_clicks`: distinct contacts with a human click within H of their message's delivery
+      (else send), among those messages;
+    - `recipients`: test messages sent (or failed unsent) at least H ago; `converters`,
+      `conversion_events`, `revenue`, `revenue_sq`: the conversions attributed to them that
+      occurred within H of the send.
+
+    Every counted unit's outcome is final (nothing that happens later can change it), so the
+    counts only accumulate units and each arm's rate is "within H" whatever the speed of its
+    clicks or purchases: the sequential test's guarantee holds for it. `arms()` (counts as of
+    now) is what /stats/variants shows. Four queries, set-based, over the test phase."""
+    variants = [v for v in variants_of(session, campaign_id) if not v.is_control]
+    campaign = get_campaign(session, campaign_id)
+    rows_of = _where(session, campaign_id, Phase.TEST)
+    variant_id = col(Message.variant_id)
+    cutoff = now - timedelta(seconds=horizon_seconds)
+    was_sent = col(Message.sent_at).is_not(None)
+    sent_by = and_(was_sent, col(Message.sent_at) <= cutoff)
+    delivered_at = func.coalesce(col(Message.delivered_at), col(Message.sent_at))
+    delivered_by = and_(col(Message.status) == MessageStatus.DELIVERED, delivered_at <= cutoff)
+    started = func.coalesce(col(Message.sent_at), col(Message.failed_at), col(Message.status_changed_at))
+    unit = delivered_by if reports_delivery else sent_by
+    unit_start = delivered_at if reports_delivery else col(Message.sent_at)
+    messages = {
+        vid: (int(n or 0), int(sent or 0), int(delivered or 0))
+        for vid, n, sent, delivered in session.execute(
+            select(
+                variant_id,
+                func.sum(case((started <= cutoff, 1), else_=0)),
+                func.sum(case((sent_by, 1), else_=0)),
+                func.sum(case((delivered_by, 1), else_=0)),
+            )
+            .where(rows_of.latest, variant_id.is_not(None))
+            .group_by(variant_id)
+        ).all()
+    }
+    clickers = {
+        vid: int(n or 0)
+        for vid, n in session.execute(
+            select(variant_id, func.count(distinct(col(Message.contact_id))))
+            .select_from(Click)
+            .join(Message, col(Message.id) == col(Click.message_id))
+            .where(
+                _human_clicks(campaign_id),
+                rows_of.every,
+                variant_id.is_not(None),
+                unit,
+                _seconds_between(session, col(Click.clicked_at), unit_start) <= horizon_seconds,
+            )
+            .group_by(variant_id)
+        ).all()
+    }
+    per_contact = (
+        select(
+            variant_id.label("arm"),
+            col(Conversion.contact_id).label("contact_id"),
+            func.count().label("events"),
+            func.coalesce(func.sum(col(Conversion.revenue)), 0.0).label("revenue"),
+        )
+        .select_from(Conversion)
+        .join(Message, col(Message.id) == col(Conversion.message_id))
+        .where(
+            col(Conversion.campaign_id) == campaign_id,
+            col(Conversion.name) == conversion_event(campaign),
+            rows_of.every,
+            variant_id.is_not(None),
+            sent_by,
+            _seconds_between(session, col(Conversion.occurred_at), col(Message.sent_at)) <= horizon_seconds,
+        )
+        .group_by(variant_id, col(Conversion.contact_id))
+        .subquery()
+    )
+    converted = {
+        arm: (int(n or 0), int(events or 0), float(revenue or 0), float(revenue_sq or 0))
+        for arm, n, events, revenue, revenue_sq in session.execute(
+            select(
+                per_contact.c.arm,
+                func.count(),
+                func.sum(per_contact.c.events),
+                func.sum(per_contact.c.revenue),
+                func.sum(per_contact.c.revenue * per_contact.c.revenue),
+            ).group_by(per_contact.c.arm)
+        ).all()
+    }
+    out = []
+    for variant in variants:
+        recipients, sent, delivered = messages.get(variant.id, (0, 0, 0))
+        converters, events, revenue, revenue_sq = converted.get(variant.id, (0, 0, 0.0, 0.0))
+        out.append(
+            ArmCounts(
+                variant=variant.name,
+                is_control=False,
+                recipients=recipients,
+                sent=sent,
+                delivered=delivered,
+                basis=delivered if reports_delivery else sent,
+                unique_clicks=clickers.get(variant.id, 0),
+                converters=converters,
+                conversion_events=events,
+                revenue=revenue,
+                revenue_sq=revenue_sq,
+            )
+        )
+    return out

@@ -5,10 +5,20 @@ with each variant's uplift over it, the sample-ratio check, and the winner with 
 The counts come from `core.stats.evidence` for the messages `?phase` asks for (`all` by default).
 The statistics (`chance_to_win`, `expected_loss`, `interval`, `p_value`) always describe the
 evidence the decision used, whatever `?phase`: the test cohort of an A/B campaign, the whole
-audience otherwise; they are null where nothing is compared (one variant). The uplift compares
-the row as shown with the whole control group (held out from the whole audience before the test
-split, so it is a fair baseline for the test cohort, the remainder and both together), so
-`uplift.absolute` is the row's `conversion_rate` minus the control's.
+audience otherwise; they are null where nothing is compared (one variant) and where contacts were
+not placed at random (`variant_by_attribute` without an A/B test: the groups differ by the
+attribute, so a chance to win would compare audiences, not messages; with an A/B test the test
+cohort is split by weight, at random, and keeps its figures).
+
+The uplift compares the row's contacts (of the phase shown) with the whole control group (held out
+from the whole audience before the test split, so it is a fair baseline for the test cohort, the
+remainder and both together) on an intention-to-treat basis (core/stats/evidence.py
+`intention_to_treat`): every contact of each side, sent or not, and whether it had an event named by
+the campaign's `conversion.event` within its window from its touch, whoever the event is
+attributed to. The control row's `conversions`, `conversion_events`, `conversion_rate` and `revenue`
+are those counts too; a variant row's own `conversions` and `conversion_rate` stay the attributed
+ones (this campaign's conversions, as the summary counts them), so `uplift.absolute` is not always
+the row's `conversion_rate` minus the control's. The control row's `ctr` is null (nothing sent).
 """
 
 from __future__ import annotations
@@ -36,13 +46,14 @@ def _rate(part: int, whole: int) -> float:
 
 
 def counts(arm: ArmCounts) -> dict[str, Any]:
-    """The count fields of a row: `ctr` over delivered (else sent), `conversion_rate` over recipients."""
+    """The count fields of a row: `ctr` over delivered (else sent; null for the control row, sent
+    nothing), `conversion_rate` over recipients."""
     return {
         "recipients": arm.recipients,
         "sent": arm.sent,
         "delivered": arm.delivered,
         "unique_clicks": arm.unique_clicks,
-        "ctr": 0.0 if arm.is_control else _rate(arm.unique_clicks, arm.basis),
+        "ctr": None if arm.is_control else _rate(arm.unique_clicks, arm.basis),
         "conversions": arm.converters,
         "conversion_events": arm.conversion_events,
         "conversion_rate": _rate(arm.converters, arm.recipients),
@@ -80,8 +91,10 @@ def variants(
         shown if basis == phase else evidence.arms(session, campaign_id, phase=basis, reports_delivery=reports_delivery)
     )
     compared = [a for a in decided_on if not a.is_control]
-    figures = {s.variant: s for s in ab.compare(compared, metric)} if compared else {}
+    randomised = not (campaign.variant_by_attribute and not campaign.ab_test)
+    figures = {s.variant: s for s in ab.compare(compared, metric)} if compared and randomised else {}
     control = next((a for a in shown if a.is_control), None)
+    itt = evidence.intention_to_treat(session, campaign_id, phase=phase) if control is not None else {}
 
     rows = []
     for arm in shown:
@@ -92,7 +105,7 @@ def variants(
         row["interval"] = list(s.interval) if s and s.interval is not None else None
         row["p_value"] = s.p_value if s else None
         if control is not None and not arm.is_control:
-            row["uplift"] = _uplift(arm, control)
+            row["uplift"] = _uplift(itt.get(arm.variant, arm), itt.get(control.variant, control))
         rows.append(row)
 
     return {

@@ -16,6 +16,7 @@ variant, or hold): a leader short of decisive is never declared the winner.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -23,12 +24,36 @@ from sqlalchemy.engine import Engine
 from core.campaigns.definition import get_campaign, variants_of
 from core.db import session_scope
 from core.stats import ab, evidence
+from core.stats.conversions import conversion_window
 from core.stats.evidence import ArmCounts
-from core.statuses import Phase
 
 ALPHA = 0.05  # the sequential test's false-positive budget over the whole wait, however many looks
 DECISIVE = 0.95  # the posterior chance to be best a winner needs
 MAX_LOSS = 0.005  # the expected loss a winner may carry, as a fraction of its own rate (0.5 %)
+MATURITY_SECONDS = 1800.0  # clicks: the default outcome window H, "clicked within 30 min of delivery"
+CLICK_METRICS = ("ctr", "unique_clicks")
+
+
+def maturity(test: dict[str, Any], conversion_window_seconds: float) -> float:
+    """The outcome window H the decision compares (docs/ab-testing.md, "Matured outcomes"): a test
+    message counts once H has elapsed since its delivery (else send), with what it did within H.
+    Clicks: `maturity_seconds` (default 1,800 s), capped by `wait_seconds` so that the deadline's
+    look has (nearly) the whole cohort matured. Conversions and revenue: `maturity_seconds` if set
+    (capped by the wait and the conversion window), else the conversion window itself (72 h by
+    default), longer than any usual wait, so that no early decision is taken on a partial count."""
+    wait = float(test.get("wait_seconds", 7200))
+    given = test.get("maturity_seconds")
+    if str(test.get("metric", "ctr")) in CLICK_METRICS:
+        return min(float(given) if given is not None else MATURITY_SECONDS, wait)
+    if given is None:
+        return conversion_window_seconds
+    return min(float(given), wait, conversion_window_seconds)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} s"
+    return f"{seconds / 60:g} min" if seconds < 7200 else f"{seconds / 3600:g} h"
 
 
 @dataclass
@@ -66,13 +91,13 @@ class Verdict:
 
 
 def assess(arms: list[ArmCounts], metric: str) -> Verdict | None:
-    """The leader (highest chance to be best) among the non-control arms that have a denominator,
-    and its evidence; None with fewer than two such arms."""
+    """The leader (highest chance to be best, ties by the observed rate: `ab.leader`) among the
+    non-control arms that have a denominator, and its evidence; None with fewer than two such arms."""
     competing = [a for a in arms if not a.is_control and (ab.rate(a, metric) is not None)]
     if len(competing) < 2:
         return None
     chances, losses = ab.best_of([ab.posterior(a, metric) for a in competing])
-    i = max(range(len(competing)), key=lambda k: chances[k])
+    i = ab.leader(chances, [ab.rate(a, metric) or 0.0 for a in competing])
     leader, others = competing[i], competing[:i] + competing[i + 1 :]
     rate = ab.rate(leader, metric) or 0.0
     return Verdict(
@@ -92,11 +117,15 @@ def decide(
     weights: dict[str, float],
     at_deadline: bool,
     measured: str = "delivered",
+    horizon: float | None = None,
 ) -> Decision:
     """The policy on one look at the test cohort's counts. `test`: the campaign's `ab_test`
     (metric, min_sample, fallback); `weights`: each variant's weight; `measured`: what `basis`
-    counts (delivered, or sent when the provider reports no delivery)."""
+    counts (delivered, or sent when the provider reports no delivery); `horizon`: the outcome
+    window of matured counts (`evidence.matured_arms`), named in the reasons."""
     metric, min_sample = str(test.get("metric", "ctr")), int(test.get("min_sample", 100))
+    units = f"{measured} test messages" + (f" at least {_duration(horizon)} old" if horizon is not None else "")
+    within = f", outcomes within {_duration(horizon)}" if horizon is not None else ""
     competing = [a for a in arms if not a.is_control]
     split = ab.srm([a.basis for a in competing], [float(weights.get(a.variant, 0.0)) for a in competing])
     short = [a.variant for a in competing if a.basis < min_sample]
@@ -106,12 +135,12 @@ def decide(
     elif not split.ok:
         observed = ", ".join(f"{a.variant} {a.basis}" for a in competing)
         why = (
-            f"sample ratio mismatch: {measured} test messages split {observed} against weights "
+            f"sample ratio mismatch: {units} split {observed} against weights "
             f"{', '.join(f'{weights.get(a.variant, 0.0):g}' for a in competing)} (chi-squared p = "
             f"{split.p_value:.2g} < {ab.SRM_P}), so no winner is picked automatically"
         )
     elif short:
-        why = f"fewer than {min_sample} {measured} test messages for {', '.join(short)}"
+        why = f"fewer than {min_sample} {units} for {', '.join(short)}"
     elif verdict is None:
         why = "no variant could be measured"
     elif verdict.decisive:
@@ -123,13 +152,13 @@ def decide(
                 f"{verdict.leader} has a {verdict.chance_to_win:.1%} chance to be best on {metric} "
                 f"(expected loss {verdict.expected_loss:.4g}, {verdict.relative_loss:.2%} of its rate; "
                 f"always-valid p = {verdict.sequential_p:.2g} ≤ {verdict.alpha:.3g}; "
-                f"{min_sample}+ {measured} per variant)"
+                f"{min_sample}+ {measured} per variant{within})"
             ),
         )
     else:
         why = (
             f"{'the wait ended with ' if at_deadline else ''}no decisive variant ({verdict.leader} leads "
-            f"with a {verdict.chance_to_win:.1%} chance to be best on {metric}, always-valid p = "
+            f"with a {verdict.chance_to_win:.1%} chance to be best on {metric}{within}, always-valid p = "
             f"{verdict.sequential_p:.2g}; a winner needs p ≤ {verdict.alpha:.3g}, a {DECISIVE:.0%} chance "
             f"and an expected loss ≤ {MAX_LOSS:.1%} of its rate)"
         )
@@ -145,17 +174,30 @@ def decide(
     return Decision(True, None, method="fallback", reason=f"{why}: sending all variants by weight")
 
 
-def evaluate(engine: Engine, campaign_id: int, *, reports_delivery: bool, at_deadline: bool) -> Decision:
-    """One look at a waiting test (the activity `evaluate_test`): the test cohort's counts, the
-    variants' weights, the policy."""
+def evaluate(
+    engine: Engine, campaign_id: int, *, reports_delivery: bool, at_deadline: bool, now: datetime | None = None
+) -> Decision:
+    """One look at a waiting test (the activity `evaluate_test`): the test cohort's matured counts
+    (`evidence.matured_arms` over the window `maturity`), the variants' weights, the policy. The
+    deadline's look is one more look at the same matured evidence (never the raw counts so far):
+    not decisive there, the fallback decides."""
     with session_scope(engine, read_only=True) as session:
         campaign = get_campaign(session, campaign_id)
+        test = campaign.ab_test or {}
+        horizon = maturity(test, conversion_window(campaign).total_seconds())
         weights = {v.name: float(v.weight) for v in variants_of(session, campaign_id) if not v.is_control}
-        arms = evidence.arms(session, campaign_id, phase=Phase.TEST, reports_delivery=reports_delivery)
+        arms = evidence.matured_arms(
+            session,
+            campaign_id,
+            horizon_seconds=horizon,
+            now=now or datetime.now(UTC),
+            reports_delivery=reports_delivery,
+        )
     return decide(
         arms,
-        campaign.ab_test or {},
+        test,
         weights=weights,
         at_deadline=at_deadline,
         measured="delivered" if reports_delivery else "sent",
+        horizon=horizon,
     )
