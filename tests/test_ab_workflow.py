@@ -91,6 +91,19 @@ def test_a_clear_winner_ends_the_wait_early_and_gets_the_remainder(ab_live: Live
     assert len(live.fake.ledger()) == 200
     variants = live.get(f"/api/campaigns/{cid}/stats/variants").json()
     assert variants["winner"]["variant"] == "B"
+    # The table shows the statistics the decision was made on, and they stay put: later clicks on
+    # A's test messages move the counts, not the decision's figures.
+    kept = campaign["winner"]["evidence"]
+    assert variants["decided_on"] == {"as_of": kept["as_of"], "horizon_seconds": kept["horizon_seconds"]}
+    chances = {row["variant"]: row["chance_to_win"] for row in variants["variants"]}
+    assert chances == {name: row["chance_to_win"] for name, row in kept["variants"].items()}
+    assert chances["B"] >= 0.95
+    for m in [m for m in test if m["variant"] == "A"][:25]:
+        httpx.get(m["body"].split()[-1], headers={"user-agent": PHONE_BROWSER})
+    wait_for(lambda: live.stats(cid)["clicks"]["unique"] >= 50, what="the later clicks stored")
+    later = live.get(f"/api/campaigns/{cid}/stats/variants").json()
+    assert {row["variant"]: row["chance_to_win"] for row in later["variants"]} == chances
+    assert {row["variant"]: row["unique_clicks"] for row in later["variants"]} == {"A": 25, "B": 25}
 
 
 def test_too_small_a_sample_falls_back_to_all_variants(ab_live: LiveService) -> None:

@@ -132,7 +132,9 @@ class CampaignActivities:
             at_deadline=data.at_deadline,
         )
         log.info("A/B test evaluated", decided=d.decided, variant=d.variant, hold=d.hold, method=d.method)
-        return DecisionResult(decided=d.decided, variant=d.variant, hold=d.hold, method=d.method, reason=d.reason)
+        return DecisionResult(
+            decided=d.decided, variant=d.variant, hold=d.hold, method=d.method, reason=d.reason, evidence=d.evidence
+        )
 
     @activity.defn(name="record_winner")
     def record_winner(self, data: WinnerInput) -> None:
@@ -147,6 +149,8 @@ class CampaignActivities:
                 "reason": d.reason,
                 "hold": bool(d.hold),  # the dashboard says the remainder is held (not sent by weight)
             }
+            if d.evidence is not None:  # /stats/variants shows what was decided on
+                campaign.winner["evidence"] = d.evidence
             session.add(campaign)
 
     @activity.defn(name="prepare_remainder")

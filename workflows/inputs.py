@@ -5,6 +5,7 @@ core.statuses, which is too): the workflow sandbox imports this module."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.statuses import Phase
 
@@ -104,6 +105,8 @@ class DecisionResult:
     hold: bool = False
     method: str = ""
     reason: str = ""
+    # What the statistics said when they decided (core.stats.winner.evidence_of); None by hand.
+    evidence: dict[str, Any] | None = None
 
 
 @dataclass

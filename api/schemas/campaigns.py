@@ -36,6 +36,8 @@ class Winner(TypedDict):
     metric: str
     method: Literal["bayesian", "fallback", "manual"]
     reason: str
+    hold: NotRequired[bool]  # the remainder is held until a variant is picked
+    evidence: NotRequired[dict[str, Any]]  # the statistics' figures when they decided (`/stats/variants`)
 
 
 class AudienceSettings(TypedDict):

@@ -214,6 +214,15 @@ class VariantStatsRow(VariantCounts):
     uplift: NotRequired[Uplift | None]
 
 
+class DecidedOn(TypedDict):
+    """When the statistics named the winner, and the maturity window they counted clicks in (a
+    click counted when it came within that many seconds of delivery, among messages delivered at
+    least that long before); the rows' statistics are those of that moment."""
+
+    as_of: str
+    horizon_seconds: float | None
+
+
 class SampleRatio(TypedDict):
     """The sample-ratio check: the observed split of the decision's evidence against the weights
     (chi-squared); `ok` false when p < 0.001. p_value null when there is nothing to check."""
@@ -232,6 +241,7 @@ class VariantStats(TypedDict):
     metric: Literal["ctr", "unique_clicks", "conversions", "revenue"]
     phase: Literal["test", "remainder", "all"]
     evidence: Literal["test", "all"]
+    decided_on: DecidedOn | None
     variants: list[VariantStatsRow]
     all_variants: VariantCounts
     winner: Winner | None

@@ -23,6 +23,7 @@ the row's `conversion_rate` minus the control's. The control row's `ctr` is null
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import Session
@@ -61,6 +62,16 @@ def counts(arm: ArmCounts) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Figures:
+    """A variant's statistics as the winner's stored evidence has them."""
+
+    chance_to_win: float | None
+    expected_loss: float | None
+    interval: list[float] | None
+    p_value: float | None
+
+
 def _uplift(treatment: ArmCounts, control: ArmCounts) -> dict[str, Any] | None:
     if not treatment.recipients or not control.recipients:
         return None  # nothing to compare yet
@@ -92,7 +103,15 @@ def variants(
     )
     compared = [a for a in decided_on if not a.is_control]
     randomised = not (campaign.variant_by_attribute and not campaign.ab_test)
-    figures = {s.variant: s for s in ab.compare(compared, metric)} if compared and randomised else {}
+    figures: dict[str, _Figures] = {}
+    decided = (campaign.winner or {}).get("evidence")
+    if decided and randomised:  # the statistics as they were when they named the winner
+        for name, kept in decided["variants"].items():
+            figures[name] = _Figures(kept["chance_to_win"], kept["expected_loss"], kept["interval"], kept["p_value"])
+    elif compared and randomised:
+        for f in ab.compare(compared, metric):
+            interval = list(f.interval) if f.interval is not None else None
+            figures[f.variant] = _Figures(f.chance_to_win, f.expected_loss, interval, f.p_value)
     control = next((a for a in shown if a.is_control), None)
     itt = evidence.intention_to_treat(session, campaign_id, phase=phase) if control is not None else {}
 
@@ -102,7 +121,7 @@ def variants(
         s = None if arm.is_control else figures.get(arm.variant)
         row["chance_to_win"] = s.chance_to_win if s else None
         row["expected_loss"] = s.expected_loss if s else None
-        row["interval"] = list(s.interval) if s and s.interval is not None else None
+        row["interval"] = s.interval if s else None
         row["p_value"] = s.p_value if s else None
         if control is not None and not arm.is_control:
             row["uplift"] = _uplift(itt.get(arm.variant, arm), itt.get(control.variant, control))
@@ -112,6 +131,11 @@ def variants(
         "metric": metric,
         "phase": phase,
         "evidence": basis,
+        # Set once the statistics named a winner: when, and over which maturity window; the rows'
+        # chance_to_win, expected_loss, interval and p_value are then those of that moment.
+        "decided_on": {"as_of": decided["as_of"], "horizon_seconds": decided["horizon_seconds"]}
+        if decided and randomised
+        else None,
         "variants": rows,
         "all_variants": counts(evidence.overall(session, campaign_id, phase=phase, reports_delivery=reports_delivery)),
         "winner": campaign.winner,

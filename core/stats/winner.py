@@ -15,7 +15,7 @@ variant, or hold): a leader short of decisive is never declared the winner.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +63,9 @@ class Decision:
     hold: bool = False
     method: str = ""  # bayesian | fallback | manual
     reason: str = ""
+    # The figures the decision was made on (see `evidence_of`), kept with the winner so that
+    # /stats/variants shows what was decided on, not numbers that moved on since.
+    evidence: dict[str, Any] | None = None
 
     def as_winner(self, metric: str) -> dict[str, Any]:
         return {
@@ -72,6 +75,27 @@ class Decision:
             "reason": self.reason,
             "hold": self.hold,
         }
+
+
+def evidence_of(arms: list[ArmCounts], metric: str, *, as_of: datetime, horizon: float | None) -> dict[str, Any]:
+    """The decision's evidence as stored with the winner: when, over which maturity window, and per
+    variant its matured counts and the statistics (chance to win, expected loss, interval, p-value)."""
+    compared = [a for a in arms if not a.is_control]
+    figures = {f.variant: f for f in ab.compare(compared, metric)} if compared else {}
+    rows = {}
+    for arm in compared:
+        f = figures.get(arm.variant)
+        rows[arm.variant] = {
+            "basis": arm.basis,
+            "unique_clicks": arm.unique_clicks,
+            "converters": arm.converters,
+            "revenue": arm.revenue,
+            "chance_to_win": f.chance_to_win if f else None,
+            "expected_loss": f.expected_loss if f else None,
+            "interval": list(f.interval) if f and f.interval is not None else None,
+            "p_value": f.p_value if f else None,
+        }
+    return {"as_of": as_of.isoformat(), "horizon_seconds": horizon, "variants": rows}
 
 
 @dataclass(frozen=True)
@@ -181,6 +205,7 @@ def evaluate(
     (`evidence.matured_arms` over the window `maturity`), the variants' weights, the policy. The
     deadline's look is one more look at the same matured evidence (never the raw counts so far):
     not decisive there, the fallback decides."""
+    now = now or datetime.now(UTC)
     with session_scope(engine, read_only=True) as session:
         campaign = get_campaign(session, campaign_id)
         test = campaign.ab_test or {}
@@ -190,10 +215,10 @@ def evaluate(
             session,
             campaign_id,
             horizon_seconds=horizon,
-            now=now or datetime.now(UTC),
+            now=now,
             reports_delivery=reports_delivery,
         )
-    return decide(
+    decision = decide(
         arms,
         test,
         weights=weights,
@@ -201,3 +226,7 @@ def evaluate(
         measured="delivered" if reports_delivery else "sent",
         horizon=horizon,
     )
+    if not decision.decided:
+        return decision
+    metric = str(test.get("metric", "ctr"))
+    return replace(decision, evidence=evidence_of(arms, metric, as_of=now, horizon=horizon))
