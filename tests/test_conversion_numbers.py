@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from api.clicks import export_rows
-from core.campaigns.audience import stamp_control_touch
+from core.campaigns.audience import KNUTH, stamp_control_touch
 from core.campaigns.idempotency import idempotency_key
 from core.db import make_engine, session_scope
 from core.errors import BadParameter
@@ -661,7 +661,7 @@ def test_control_rows_are_touched_beside_each_batch(database_url: str) -> None:
     """Rows are made in contact order whatever their phase, so control rows sit between the others:
     each batch stamps those after the previous batch up to its own last row (the last batch: the
     rest too) with its send time; a test batch of an A/B campaign only its `test_percent` share (by
-    id modulo 1000), the remainder's batches the others."""
+    a hash of the id), the remainder's batches the others."""
     engine = make_engine(database_url)
     hour = timedelta(hours=1)
     with session_scope(engine) as session:
@@ -713,12 +713,13 @@ def test_control_rows_are_touched_beside_each_batch(database_url: str) -> None:
         _sent(session, ab, av["A"], people[11], T0 + 2 * hour, phase=Phase.REMAINDER)
         abid, test_id, rest_id = ab.id or 0, test.id or 0, rest.id or 0
         control_ids = [m.id or 0 for m in control]
-    share = [i for i in control_ids if i % 1000 < 500]
+    share = [i for i in control_ids if (i * KNUTH) % 4294967296 % 1000 < 500]
+    assert 0 < len(share) < len(control_ids)  # the share splits even these few consecutive ids
     assert stamp_control_touch(engine, abid, test_id, test_id + 1) == len(share)
     assert stamp_control_touch(engine, abid, rest_id, rest_id + 1) == len(control_ids) - len(share)
     with session_scope(engine, read_only=True) as session:
         for message in session.scalars(select(Message).where(col(Message.id).in_(control_ids))):
-            assert message.touched_at == (T0 if (message.id or 0) % 1000 < 500 else T0 + 2 * hour)
+            assert message.touched_at == (T0 if message.id in share else T0 + 2 * hour)
 
 
 def test_the_export_says_which_rows_count(database_url: str) -> None:

@@ -87,6 +87,7 @@ class CampaignWorkflow:
         self.cancelled = False
         self.forced_winner: str | None = None  # "" = decide now by the policy
         self.forced_reason = ""
+        self.forced_decision: DecisionResult | None = None  # a held campaign's `{}` decided by the statistics
         self._controls = 0  # control moves so far: a batch's stop outcome is stale if this moved
         self._finishing = False  # the final move is under way: no more control
         self._failure: BaseException | None = None  # of a batch in the window
@@ -354,8 +355,10 @@ class CampaignWorkflow:
         if self.cancelled:
             return DecisionResult(decided=True, hold=True)
         variant = self.forced_winner or ""
-        decision = DecisionResult(
-            True, variant=variant, method="manual", reason=self.forced_reason or f"{variant} picked after the hold"
+        # POST /winner {} found a variant decisive by now: the statistics' decision (with its
+        # evidence); a variant named by hand: a manual one.
+        decision = self.forced_decision or DecisionResult(
+            True, variant=variant, method="manual", reason=f"{variant} picked after the hold"
         )
         await self._record(decision)
         return decision
@@ -484,7 +487,7 @@ class CampaignWorkflow:
                     f"campaign {self.campaign_id} is held: still no variant is decisive; name the variant to send",
                     type="NotDecisive",
                 )
-            variant, self.forced_reason = decision.variant, decision.reason
+            variant, self.forced_reason, self.forced_decision = decision.variant, decision.reason, decision
         self.forced_winner = variant
         return variant
 

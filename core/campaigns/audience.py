@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, cast, func, literal, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
@@ -238,6 +238,9 @@ def hold_phase(engine: Engine, campaign_id: int, phase: str, reason: str) -> int
 STAMPED_PHASES = (Phase.ALL, Phase.TEST, Phase.REMAINDER)  # a first attempt: a retry round is no touch
 
 
+KNUTH = 2654435761  # Knuth's multiplicative hash: id * KNUTH mod 2**32 spreads consecutive ids
+
+
 def stamp_control_touch(engine: Engine, campaign_id: int, first_message_id: int, last_message_id: int) -> int:
     """After a batch of the campaign was handed over: stamp the control rows beside it with the
     batch's send time (its earliest `sent_at`, else its earliest `attempted_at` when the provider
@@ -276,6 +279,9 @@ def stamp_control_touch(engine: Engine, campaign_id: int, first_message_id: int,
         if phase == Phase.TEST:
             campaign = get_campaign(session, campaign_id)
             share = float((campaign.ab_test or {}).get("test_percent", 20)) / 100
-            beside.append(col(Message.id) % 1000 < round(share * 1000))
+            # A share of the control rows by a hash of the id (consecutive ids spread evenly, small
+            # campaigns too): the rest are touched beside the remainder, after the wait.
+            hashed = cast(col(Message.id), BigInteger) * literal(KNUTH, BigInteger) % literal(2**32, BigInteger)
+            beside.append(hashed % 1000 < round(share * 1000))
         result = session.exec(update(Message).where(*beside).values(touched_at=when))
         return int(result.rowcount or 0)

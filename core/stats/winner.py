@@ -37,17 +37,21 @@ CLICK_METRICS = ("ctr", "unique_clicks")
 def maturity(test: dict[str, Any], conversion_window_seconds: float) -> float:
     """The outcome window H the decision compares (docs/ab-testing.md, "Matured outcomes"): a test
     message counts once H has elapsed since its delivery (else send), with what it did within H.
-    Clicks: `maturity_seconds` (default 1,800 s), capped by `wait_seconds` so that the deadline's
-    look has (nearly) the whole cohort matured. Conversions and revenue: `maturity_seconds` if set
-    (capped by the wait and the conversion window), else the conversion window itself (72 h by
+    Clicks: `maturity_seconds` (default 1,800 s), at most half of `wait_seconds`: the wait starts
+    once the last test message is sent, so at the deadline the messages delivered in the first
+    (wait - H) of it have matured. Conversions and revenue: `maturity_seconds` if set (at most half
+    the wait, and the conversion window), else the conversion window itself (72 h by
     default), longer than any usual wait, so that no early decision is taken on a partial count."""
     wait = float(test.get("wait_seconds", 7200))
     given = test.get("maturity_seconds")
+    # The wait starts when the last test message is sent: at the deadline the messages delivered
+    # in its first (wait - H) have matured. Half the wait at most leaves half of it for that.
+    cap = wait / 2
     if str(test.get("metric", "ctr")) in CLICK_METRICS:
-        return min(float(given) if given is not None else MATURITY_SECONDS, wait)
+        return min(float(given) if given is not None else MATURITY_SECONDS, cap)
     if given is None:
         return conversion_window_seconds
-    return min(float(given), wait, conversion_window_seconds)
+    return min(float(given), cap, conversion_window_seconds)
 
 
 def _duration(seconds: float) -> str:
@@ -226,7 +230,7 @@ def evaluate(
         measured="delivered" if reports_delivery else "sent",
         horizon=horizon,
     )
-    if not decision.decided:
+    if not decision.decided or decision.method != "bayesian":  # only the statistics' own pick is kept
         return decision
     metric = str(test.get("metric", "ctr"))
     return replace(decision, evidence=evidence_of(arms, metric, as_of=now, horizon=horizon))
