@@ -28,7 +28,7 @@ from core.campaigns.idempotency import idempotency_key
 from core.db import make_engine, session_scope
 from core.errors import BadParameter
 from core.models import Campaign, Click, Contact, Conversion, Link, Message, Reply, Variant
-from core.stats import breakdowns, summary
+from core.stats import breakdowns, evidence, summary
 from core.stats.conversions import record_conversion
 from core.statuses import MessageStatus, Phase
 from tests.live import LiveService, wait_for
@@ -739,3 +739,50 @@ def test_the_export_says_which_rows_count(database_url: str) -> None:
         want = {plain.id: "1", failed.id: "0", retry.id: "1", control.id: "0", test_send.id: "0"}
     rows = _export(engine, cid)
     assert {int(r["message_id"]): r["counted"] for r in rows} == want
+
+
+def test_matured_evidence_counts_only_outcomes_whose_window_has_elapsed(database_url: str) -> None:
+    """core.stats.evidence.matured_arms, what the A/B decision looks at: a test message counts once
+    H has passed since its delivery (else send), with a human click only if it came within H."""
+    engine = make_engine(database_url)
+    h = timedelta(minutes=30)
+    now = T0 + 2 * h
+    with session_scope(engine) as session:
+        people = _contacts(session, 7)
+        campaign, v = _campaign(session, "Matured", variants=("A", "B"))
+        campaign.ab_test = {"test_percent": 100, "metric": "ctr"}
+        session.add(campaign)
+        # A: delivered 5 s after send. Matured: sent at T0 (click within H), at T0 (click after H),
+        # at T0 + 10 min (no click); not matured: sent at T0 + 80 min (clicked at once).
+        a1 = _sent(session, campaign, v["A"], people[0], T0, phase=Phase.TEST)
+        a2 = _sent(session, campaign, v["A"], people[1], T0, phase=Phase.TEST)
+        _sent(session, campaign, v["A"], people[2], T0 + timedelta(minutes=10), phase=Phase.TEST)
+        a4 = _sent(session, campaign, v["A"], people[3], T0 + timedelta(minutes=80), phase=Phase.TEST)
+        _click(session, a1, T0 + timedelta(minutes=29))
+        _click(session, a2, T0 + timedelta(minutes=31))
+        _click(session, a4, T0 + timedelta(minutes=81))
+        # B: a bot click does not count; a message that failed is no delivered unit (a sent one:
+        # the provider accepted it); one click within H.
+        b1 = _sent(session, campaign, v["B"], people[4], T0, phase=Phase.TEST)
+        b2 = _sent(session, campaign, v["B"], people[5], T0, phase=Phase.TEST)
+        _sent(
+            session, campaign, v["B"], people[6], T0, phase=Phase.TEST, status=MessageStatus.FAILED, error_code="30003"
+        )
+        _click(session, b1, T0 + timedelta(minutes=1), bot=True)
+        _click(session, b2, T0 + timedelta(minutes=2))
+        cid = campaign.id or 0
+    with session_scope(engine, read_only=True) as session:
+        arms = {a.variant: a for a in evidence.matured_arms(session, cid, horizon_seconds=h.total_seconds(), now=now)}
+        by_send = {
+            a.variant: a
+            for a in evidence.matured_arms(
+                session, cid, horizon_seconds=h.total_seconds(), now=now, reports_delivery=False
+            )
+        }
+        # Earlier, nothing has matured yet.
+        early = evidence.matured_arms(session, cid, horizon_seconds=h.total_seconds(), now=T0 + timedelta(minutes=20))
+    assert (arms["A"].basis, arms["A"].unique_clicks) == (3, 1)
+    assert (arms["B"].basis, arms["B"].unique_clicks) == (2, 1)
+    assert (by_send["A"].basis, by_send["A"].unique_clicks) == (3, 1)
+    assert (by_send["B"].basis, by_send["B"].unique_clicks) == (3, 1)  # accepted, then failed: sent
+    assert [a.basis for a in early] == [0, 0]
