@@ -4,7 +4,7 @@ A carrier's or a gateway's link scanner often fetches with an ordinary phone bro
 agent, so no filter that sees one click at a time can tell it from a person. What gives it away
 is how it clicks:
 - `burst`: the links of several different recipients clicked within a second from one address
-  or one network (an IPv4 /24, an IPv6 /48): a machine working through the texts it relays. A
+  or one network (an IPv4 /24, an IPv6 /64): a machine working through the texts it relays. A
   person clicks their own link only.
 - `all_links`: two or more of the links of one message clicked within a few seconds from one
   network: a scanner follows every link of a text; a person reads, picks one, and has to come
@@ -60,7 +60,7 @@ _LOCAL = tuple(
 
 @lru_cache(maxsize=65536)
 def network_of(ip: str | None, skip_local: bool = True) -> str | None:
-    """The /24 (IPv4) or /48 (IPv6) an address is in; None for no address, an unparseable one,
+    """The /24 (IPv4) or /64 (IPv6) an address is in; None for no address, an unparseable one,
     or (`skip_local`) a loopback or private one."""
     try:
         address = ipaddress.ip_address((ip or "").strip())
@@ -70,7 +70,7 @@ def network_of(ip: str | None, skip_local: bool = True) -> str | None:
         address = address.ipv4_mapped
     if address.is_loopback or (skip_local and any(address in n for n in _LOCAL)):
         return None
-    prefix = 24 if address.version == 4 else 48
+    prefix = 24 if address.version == 4 else 64  # a mobile IPv6 /64 is one handset's, a /48 thousands
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
@@ -226,6 +226,10 @@ def _as_bool(value: Any) -> bool:
 @hookimpl
 def register_bot_filters(register: Callable[[Any], None], config: PluginContext) -> None:
     settings = config.plugin_settings("bot_behaviour")
+    # Off unless asked for: at a blast's click rates many people share a carrier's NAT /24, and
+    # the writer's re-judging grows with the click rate (docs/bots.md, "Behaviour and re-scoring").
+    if not _as_bool(settings.get("enabled", False)):
+        return
     skip_local = _as_bool(settings.get("skip_local", True))
     recipients = int(_number(settings, "burst_recipients", 5))
     if recipients > 0:

@@ -105,7 +105,10 @@ def seed_links(database_url: str, recipients: int, links: int = 1) -> tuple[int,
 
 def registry_for(database_url: str, tmp_path: Path, config: dict[str, Any] | None = None) -> PluginRegistry:
     settings = Settings.from_env({"TEXTPULSE_DATABASE_URL": database_url, "TEXTPULSE_DATA_DIR": str(tmp_path)})
-    return load_plugins(settings, config=config or {})
+    config = config or {}
+    plugins = config.setdefault("plugins", {})
+    plugins.setdefault("bot_behaviour", {}).setdefault("enabled", True)  # off by default
+    return load_plugins(settings, config=config)
 
 
 def rows(database_url: str, campaign_id: int) -> list[tuple[str, bool, list[str]]]:
@@ -177,7 +180,7 @@ def test_the_behaviour_filters_are_built_in_and_configurable(tmp_path: Path) -> 
 
 def test_networks() -> None:
     assert network_of("203.0.113.77") == "203.0.113.0/24"
-    assert network_of("2001:db8:aa:1::1") == "2001:db8:aa::/48"
+    assert network_of("2001:db8:aa:1::1") == "2001:db8:aa:1::/64"
     assert network_of("::ffff:203.0.113.9") == "203.0.113.0/24"
     assert network_of("127.0.0.1") is None and network_of("10.1.2.3") is None and network_of("fd00::1") is None
     assert network_of("10.1.2.3", False) == "10.1.2.0/24"
@@ -323,7 +326,10 @@ def _stored_people(database_url: str, tmp_path: Path) -> tuple[int, list[list[st
 def test_rescore_over_the_api_after_a_network_was_added(database_url: str, tmp_path: Path) -> None:
     campaign_id, _ = _stored_people(database_url, tmp_path)
     settings = Settings.from_env({"TEXTPULSE_DATABASE_URL": database_url, "TEXTPULSE_DATA_DIR": str(tmp_path)})
-    registry = load_plugins(settings, config={"plugins": {"botfilters": {"networks": ["192.0.2.0/24"]}}})
+    registry = load_plugins(
+        settings,
+        config={"plugins": {"botfilters": {"networks": ["192.0.2.0/24"]}, "bot_behaviour": {"enabled": True}}},
+    )
     with TestClient(app=create_app(settings, registry=registry)) as client:
         answer = client.post(f"/api/campaigns/{campaign_id}/rescore")
         assert answer.status_code == 200, answer.text

@@ -148,3 +148,13 @@ def test_holdout_part(filters: list[Plain], tmp_path: Path) -> None:
     print("\n" + result.report())
     assert result.precision >= HOLDOUT_PRECISION, result.report()
     assert result.recall >= HOLDOUT_RECALL, result.report()
+
+
+def test_fresh_holdout_part(filters: list[Plain], tmp_path: Path) -> None:
+    """holdout2.jsonl was written by an engineer who had not read the filters, their lists or the
+    other parts, and measured once (docs/bots.md, "A second, fresh holdout"): 0.980 precision,
+    0.893 recall. Guarded at that first measurement; the 0.95 recall aim is not met on it yet."""
+    result = measure("holdout2", filters, tmp_path)
+    print("\n" + result.report())
+    assert result.precision >= 0.97, result.report()
+    assert result.recall >= 0.88, result.report()

@@ -198,9 +198,13 @@ class ClickWriter:
         written = store_clicks(self.engine, records, sqlite_connection=connection, judged=True) if records else 0
         if self._dirty:  # kept until written: a failed write is tried again with the next batch
             changed = list(self._dirty.values())
-            update_verdicts(self.engine, changed, sqlite_connection=connection)
-            self._dirty.clear()
-            self.rejudged += len(changed)
+            try:
+                update_verdicts(self.engine, changed, sqlite_connection=connection)
+            except Exception as exc:  # the batch is stored: never let its insert be tried again
+                log.warning("re-judged verdicts not written yet", clicks=len(changed), error=str(exc))
+            else:
+                self._dirty.clear()
+                self.rejudged += len(changed)
         if records:
             self.window.extend(records)
             if not ran:
