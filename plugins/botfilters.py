@@ -54,6 +54,9 @@ AGENT_KINDS = ("preview", "scanner", "crawler", "library")
 # Every browser's user agent, in-app ones too, starts "Mozilla/5.0" (old Opera and Opera Mini:
 # "Opera/9.80"; UC Browser's lite builds: "UCWEB"): anything else is an app or a library.
 BROWSER_PREFIX = re.compile(r"\s*(?:Mozilla/|Opera/|UCWEB)", re.IGNORECASE)
+# Feature phones' browsers (common where people read texts on them) name the phone first and
+# their Java ME profile after: "Nokia6300/2.0 (07.21) Profile/MIDP-2.0 Configuration/CLDC-1.1".
+FEATURE_PHONE = re.compile(r"\bProfile/MIDP-|\bConfiguration/CLDC-", re.IGNORECASE)
 # A lone "bot" word only (not the phone model "CUBOT X30").
 GENERIC_AGENTS = r"(?:^|[^a-z])bot\b|bot/\d|crawler|spider|scanner|link.?check|preview|fetcher"
 
@@ -119,7 +122,7 @@ class UserAgentFilter:
         stripped = self.exclusions.sub("", agent).strip()
         if stripped and self.crawlers.search(stripped):
             return 1.0, "bot_user_agent"
-        if not BROWSER_PREFIX.match(agent):
+        if not BROWSER_PREFIX.match(agent) and not FEATURE_PHONE.search(agent):
             return 1.0, "bot_user_agent"
         return 0.0, None
 

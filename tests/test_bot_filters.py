@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -239,3 +240,22 @@ def test_a_batch_reads_the_delivery_times_of_its_messages(database_url: str) -> 
     judge_clicks(engine, records, [TimingFilter(2)])
     assert [r.delivered_at for r in records] == [delivered[code] for code in codes * 2] + [delivered[codes[0]]]
     assert [r.reasons for r in records] == [()] * 10 + [("too_fast",)]  # 1.5 s after its delivery
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [
+        "Nokia6300/2.0 (07.21) Profile/MIDP-2.0 Configuration/CLDC-1.1",  # a feature phone's browser
+        "SAMSUNG-GT-E1200/1.0 Profile/MIDP-2.0 Configuration/CLDC-1.1 UP.Browser/6.2.3.3.c.1.101 (GUI) MMP/2.0",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
+        "Safari/537.36 Avast/120.0.23744.200",  # Avast Secure Browser: a person's browser
+    ],
+)
+def test_people_on_feature_phones_and_secure_browsers_are_people(agent: str, tmp_path: Path) -> None:
+    settings = Settings.from_env({"TEXTPULSE_DATA_DIR": str(tmp_path)})
+    registry = load_plugins(settings, config={})
+    try:
+        agents = next(f for f in registry.bot_filters if f.name == "user_agent")
+        assert agents.judge(SimpleNamespace(user_agent=agent)) == (0.0, None)
+    finally:
+        registry.close()
