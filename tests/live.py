@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -133,3 +136,27 @@ class LiveService:
             cursor = body["next"]
             if not cursor:
                 return items
+
+
+def worker_process(live: LiveService, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """A `textpulse worker` process of its own (to SIGKILL, or to start late) on the live service's
+    database, Temporal server and task queue; `env`: more TEXTPULSE_* settings (plugin settings by
+    environment: the process reads no plugins.toml). Its output goes to `log`."""
+    settings = live.settings
+    environment = {
+        **os.environ,
+        "TEXTPULSE_DATA_DIR": str(settings.data_dir),
+        "TEXTPULSE_DATABASE_URL": settings.database_url,
+        "TEXTPULSE_TEMPORAL_ADDRESS": settings.temporal_target,
+        "TEXTPULSE_TASK_QUEUE": settings.task_queue,
+        "TEXTPULSE_PUBLIC_URL": live.url,
+        "TEXTPULSE_CONFIG": str(settings.data_dir / "none.toml"),
+        "TEXTPULSE_LOG_FORMAT": "json",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "textpulse.cli", "worker"],
+        env=environment,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )

@@ -4,30 +4,10 @@ workflow, which takes it on once a worker runs it; the late update is refused, n
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.live import LiveService, wait_for
-
-
-def _worker(live: LiveService, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TEXTPULSE_DATA_DIR": str(live.settings.data_dir),
-        "TEXTPULSE_DATABASE_URL": live.settings.database_url,
-        "TEXTPULSE_TEMPORAL_ADDRESS": live.settings.temporal_target,
-        "TEXTPULSE_TASK_QUEUE": live.settings.task_queue,
-        "TEXTPULSE_PUBLIC_URL": live.url,
-        "TEXTPULSE_CONFIG": str(live.settings.data_dir / "none.toml"),
-        "TEXTPULSE_FAKE_CALLBACK_DELAY_SECONDS": "[0.01, 0.05]",
-        "TEXTPULSE_LOG_FORMAT": "json",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "textpulse.cli", "worker"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
-    )
+from tests.live import LiveService, wait_for, worker_process
 
 
 def test_pause_and_cancel_with_no_worker_up(database_url: str, temporal_address: str, tmp_path: Path) -> None:
@@ -56,7 +36,7 @@ def test_pause_and_cancel_with_no_worker_up(database_url: str, temporal_address:
         # A refused move is still a 409 from the database's status, worker or not.
         assert live.post(f"/api/campaigns/{cancelled_id}/pause").status_code == 409
 
-        worker = _worker(live, tmp_path / "worker.log")
+        worker = worker_process(live, tmp_path / "worker.log", TEXTPULSE_FAKE_CALLBACK_DELAY_SECONDS="[0.01, 0.05]")
         time.sleep(4)  # the worker runs both workflows: the paused one waits, the cancelled one ends
         assert live.fake.ledger() == []
         assert live.get(f"/api/campaigns/{paused_id}").json()["status"] == "paused"

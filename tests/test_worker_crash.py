@@ -3,35 +3,15 @@ no message is left without its final status."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-from tests.live import LiveService, wait_for
+from tests.live import LiveService, wait_for, worker_process
 
 N = 300
-
-
-def _worker(live: LiveService, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TEXTPULSE_DATA_DIR": str(live.settings.data_dir),
-        "TEXTPULSE_DATABASE_URL": live.settings.database_url,
-        "TEXTPULSE_TEMPORAL_ADDRESS": live.settings.temporal_target,
-        "TEXTPULSE_TASK_QUEUE": live.settings.task_queue,
-        "TEXTPULSE_PUBLIC_URL": live.url,
-        "TEXTPULSE_CONFIG": str(live.settings.data_dir / "none.toml"),
-        "TEXTPULSE_FAKE_CALLBACK_DELAY_SECONDS": "[0.01, 0.05]",
-        "TEXTPULSE_FAKE_DELIVERY_RATIO": "1.0",
-        "TEXTPULSE_LOG_FORMAT": "json",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "textpulse.cli", "worker"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
-    )
 
 
 def test_killed_worker_resumes_without_double_sends(database_url: str, temporal_address: str, tmp_path: Path) -> None:
@@ -56,7 +36,20 @@ def test_killed_worker_resumes_without_double_sends(database_url: str, temporal_
         live.post("/api/contacts", [{"phone": f"+1202555{3000 + i:04d}"} for i in range(N)])
         body = {"name": "Crash", "rate_limit_per_second": 60, "variants": [{"name": "A", "body": "Hi"}]}
         cid = live.post("/api/campaigns", body).json()["id"]
-        workers = [_worker(live, tmp_path / "worker1.log"), _worker(live, tmp_path / "worker2.log")]
+        workers = [
+            worker_process(
+                live,
+                tmp_path / "worker1.log",
+                TEXTPULSE_FAKE_CALLBACK_DELAY_SECONDS="[0.01, 0.05]",
+                TEXTPULSE_FAKE_DELIVERY_RATIO="1.0",
+            ),
+            worker_process(
+                live,
+                tmp_path / "worker2.log",
+                TEXTPULSE_FAKE_CALLBACK_DELAY_SECONDS="[0.01, 0.05]",
+                TEXTPULSE_FAKE_DELIVERY_RATIO="1.0",
+            ),
+        ]
         assert live.post(f"/api/campaigns/{cid}/launch").status_code == 202
         wait_for(lambda: live.stats(cid)["sent"] >= 40, timeout=60, what="some batches sent")
         workers[0].send_signal(signal.SIGKILL)

@@ -9,15 +9,13 @@ then the new worker asks Twilio which of its messages went (`find_sent`) before 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-from tests.live import LiveService, wait_for
+from tests.live import LiveService, wait_for, worker_process
 from tests.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, TwilioStandIn
 
 N = 3000
@@ -26,22 +24,13 @@ HEARTBEAT_TIMEOUT = 5
 
 
 def _worker(live: LiveService, standin: TwilioStandIn, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TEXTPULSE_DATA_DIR": str(live.settings.data_dir),
-        "TEXTPULSE_DATABASE_URL": live.settings.database_url,
-        "TEXTPULSE_TEMPORAL_ADDRESS": live.settings.temporal_target,
-        "TEXTPULSE_TASK_QUEUE": live.settings.task_queue,
-        "TEXTPULSE_PUBLIC_URL": live.url,
-        "TEXTPULSE_CONFIG": str(live.settings.data_dir / "none.toml"),
-        "TEXTPULSE_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-        "TEXTPULSE_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "TEXTPULSE_TWILIO_FROM_NUMBER": FROM_NUMBER,
-        "TEXTPULSE_TWILIO_API_BASE": standin.url,
-        "TEXTPULSE_LOG_FORMAT": "json",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "textpulse.cli", "worker"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    return worker_process(
+        live,
+        log,
+        TEXTPULSE_TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        TEXTPULSE_TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        TEXTPULSE_TWILIO_FROM_NUMBER=FROM_NUMBER,
+        TEXTPULSE_TWILIO_API_BASE=standin.url,
     )
 
 
