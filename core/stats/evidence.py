@@ -95,6 +95,21 @@ def _human_clicks(campaign_id: int) -> ColumnElement[bool]:
     return and_(col(Click.campaign_id) == campaign_id, col(Click.is_bot).is_(False))
 
 
+def _clickers_by_variant(session: Session, campaign_id: int, *where: ColumnElement[bool]) -> dict[int | None, int]:
+    """Distinct contacts with a human click, per variant id, over the messages `where` picks."""
+    variant_id = col(Message.variant_id)
+    return {
+        vid: int(n or 0)
+        for vid, n in session.execute(
+            select(variant_id, func.count(distinct(col(Message.contact_id))))
+            .select_from(Click)
+            .join(Message, col(Message.id) == col(Click.message_id))
+            .where(_human_clicks(campaign_id), variant_id.is_not(None), *where)
+            .group_by(variant_id)
+        ).all()
+    }
+
+
 @dataclass(frozen=True)
 class _Conversions:
     converters: int = 0
@@ -289,16 +304,7 @@ def arms(
         ).all()
     }
     # Clicks and conversions: of whichever attempt they came from, each contact once.
-    clickers = {
-        vid: int(n or 0)
-        for vid, n in session.execute(
-            select(variant_id, func.count(distinct(col(Message.contact_id))))
-            .select_from(Click)
-            .join(Message, col(Message.id) == col(Click.message_id))
-            .where(_human_clicks(campaign_id), rows_of.every, variant_id.is_not(None))
-            .group_by(variant_id)
-        ).all()
-    }
+    clickers = _clickers_by_variant(session, campaign_id, rows_of.every)
     converted = _conversions(session, campaign_id, and_(rows_of.every, variant_id.is_not(None)), event, by_variant=True)
 
     def arm(variant: Variant) -> ArmCounts:
@@ -424,22 +430,13 @@ def matured_arms(
             .group_by(variant_id)
         ).all()
     }
-    clickers = {
-        vid: int(n or 0)
-        for vid, n in session.execute(
-            select(variant_id, func.count(distinct(col(Message.contact_id))))
-            .select_from(Click)
-            .join(Message, col(Message.id) == col(Click.message_id))
-            .where(
-                _human_clicks(campaign_id),
-                rows_of.every,
-                variant_id.is_not(None),
-                unit,
-                _seconds_between(session, col(Click.clicked_at), unit_start) <= horizon_seconds,
-            )
-            .group_by(variant_id)
-        ).all()
-    }
+    clickers = _clickers_by_variant(
+        session,
+        campaign_id,
+        rows_of.every,
+        unit,
+        _seconds_between(session, col(Click.clicked_at), unit_start) <= horizon_seconds,
+    )
     per_contact = (
         select(
             variant_id.label("arm"),
