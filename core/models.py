@@ -13,7 +13,7 @@ from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel, col
 
-from core.statuses import UNCOUNTED_PHASES, CampaignStatus, MessageStatus, Phase
+from core.statuses import UNCOUNTED_PHASES, CampaignKind, CampaignStatus, MessageStatus, Phase, RunStatus
 
 
 def utcnow() -> datetime:
@@ -53,6 +53,13 @@ class Campaign(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     launched_at: datetime | None = None
     completed_at: datetime | None = None
+    # What sent it (API.md "Automations"): `campaign` (a marketer's), `follow_up` (of `parent_id`),
+    # `automation` (a step of an automation); `run_id` is the automation run that made it.
+    kind: str = Field(default=CampaignKind.CAMPAIGN, max_length=20, index=True)
+    parent_id: int | None = Field(default=None, foreign_key="campaign.id", index=True)
+    run_id: int | None = Field(default=None, index=True)
+    # `follow_ups` of the campaign body: follow_up runs started when the campaign is launched.
+    follow_ups: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 # One message text of a campaign; a control variant is held out and never sent.
@@ -184,6 +191,32 @@ class Conversion(SQLModel, table=True):
     revenue: float = 0
     occurred_at: datetime = Field(default_factory=utcnow)
     clicked: bool = False
+
+
+# One run of an automation (API.md "Automations"), as the API lists it. A row is made by whoever
+# first knows of the run (the API that started it, the relay that started it on an event, or the
+# run's own first activity), keyed by Temporal's run id, so it is made once.
+class WorkflowRun(SQLModel, table=True):
+    __tablename__ = "workflow_run"
+    __table_args__ = (
+        Index("ix_workflow_run_contact_status", "contact_id", "status"),  # a contact's running automations
+        Index("ix_workflow_run_campaign_status", "campaign_id", "status"),  # runs about a campaign
+        Index("ix_workflow_run_workflow_status", "workflow", "status", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    workflow: str = Field(max_length=100)  # the automation's name
+    workflow_id: str = Field(max_length=200, index=True)  # Temporal's workflow id
+    temporal_run_id: str = Field(max_length=64, unique=True)
+    status: str = Field(default=RunStatus.RUNNING, max_length=20)
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    trigger: str | None = Field(default=None, max_length=30)  # what started it; None: the API or CLI
+    contact_id: int | None = Field(default=None, foreign_key="contact.id")  # the contact it is about
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id")  # the campaign it is about
+    progress: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    campaign_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    error: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    completed_at: datetime | None = None
 
 
 def counted_messages() -> ColumnElement[bool]:

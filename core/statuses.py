@@ -53,6 +53,23 @@ class CampaignStatus(StrEnum):
     FAILED = "failed"
 
 
+class CampaignKind(StrEnum):
+    """What made a campaign row (API.md "Automations")."""
+
+    CAMPAIGN = "campaign"  # a marketer's, through the API, the CLI or the dashboard
+    FOLLOW_UP = "follow_up"  # the built-in follow_up automation's, `parent_id` its parent
+    AUTOMATION = "automation"  # any other automation's
+
+
+class RunStatus(StrEnum):
+    """Where an automation run is (API.md "Automations")."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
 FINAL_CAMPAIGN_STATUSES = frozenset({CampaignStatus.COMPLETED, CampaignStatus.CANCELLED, CampaignStatus.FAILED})
 
 

@@ -27,6 +27,7 @@ TABLES = {
     "status_event",
     "reply",
     "conversion",
+    "workflow_run",
 }
 
 
