@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from temporalio.client import Client
 
 from api import (
+    automations,
     campaigns,
     clicks,
     contacts,
@@ -31,6 +32,7 @@ from api import (
     tracked_links,
     webhooks,
 )
+from api.automation_service import AutomationService
 from api.campaign_service import CampaignService
 from api.dependencies import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
@@ -45,6 +47,7 @@ from core.log import get_logger
 from core.settings import Settings
 from core.tracking.click_writer import ClickWriter
 from core.tracking.code_cache import CodeCache
+from workflows.relay import AutomationRelay
 
 log = get_logger("textpulse.api")
 
@@ -85,6 +88,11 @@ def create_app(
     settings = settings or Settings.from_env()
     engine = engine or make_engine(settings.database_url)
     registry = registry or load_plugins(settings)
+    temporal = TemporalConnection(settings, temporal_client)
+    # First: the writers below build hook payloads only for hooks someone listens to.
+    relay = AutomationRelay.attach(
+        engine, registry, temporal.get, task_queue=settings.task_queue, poll_seconds=settings.automation_poll_seconds
+    )
     code_cache = CodeCache(
         engine,
         settings.redirect_cache_size,
@@ -114,6 +122,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await relay.start()
         click_writer.start()
         code_cache.start()
         status_writer.start()
@@ -129,6 +138,7 @@ def create_app(
             await code_cache.close()
             await click_writer.close()
             log.info("clicks flushed", written=click_writer.written)
+            await relay.close()
 
     api_router = Router(
         path="/api",
@@ -140,6 +150,7 @@ def create_app(
             events.EventController,
             stats_events.StatsEventsController,
             replies.ReplyController,
+            automations.AutomationController,
         ],
         guards=[_api_key_guard(settings.api_key)],
     )
@@ -166,8 +177,10 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.registry = registry
-    app.state.temporal = temporal = TemporalConnection(settings, temporal_client)
-    app.state.campaign_service = CampaignService(engine, settings, registry, temporal)
+    app.state.temporal = temporal
+    app.state.campaign_service = campaign_service = CampaignService(engine, settings, registry, temporal)
+    app.state.automation_service = AutomationService(engine, settings, registry, temporal, campaign_service)
+    app.state.relay = relay
     app.state.click_writer = click_writer
     app.state.code_cache = code_cache
     app.state.status_writer = status_writer

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import anyio.to_thread
@@ -53,6 +53,7 @@ from core.settings import Settings
 from core.statuses import CampaignStatus
 from workflows.campaign import CampaignWorkflow
 from workflows.inputs import CampaignInput
+from workflows.launch import campaign_input
 
 log = get_logger("textpulse.api.campaigns")
 
@@ -73,6 +74,8 @@ class CampaignService:
         self.settings = settings
         self.registry = registry
         self.temporal = temporal
+        # Told of each launched campaign (the automation service starts its `follow_ups`).
+        self.after_launch: Callable[[int], Awaitable[None]] | None = None
 
     # Reads and drafts (synchronous: the routes run them in a worker thread).
 
@@ -99,23 +102,7 @@ class CampaignService:
 
     def workflow_input(self, campaign_id: int) -> tuple[CampaignInput, bool]:
         """The workflow's input from the campaign's settings; and whether it waits for a schedule."""
-        settings = self.settings
-        with session_scope(self.engine, read_only=True) as session:
-            campaign = get_campaign(session, campaign_id)
-        schedule_at = campaign.schedule_at
-        scheduled = schedule_at is not None and schedule_at > datetime.now(UTC)
-        return CampaignInput(
-            campaign_id,
-            batch_size=settings.batch_size,
-            max_concurrent_batches=settings.max_concurrent_batches,
-            send_timeout_seconds=settings.send_timeout_seconds,
-            heartbeat_timeout_seconds=settings.heartbeat_timeout_seconds,
-            status_settle_seconds=float(settings.status_settle_seconds),
-            start_at_epoch=schedule_at.timestamp() if scheduled and schedule_at else None,
-            ab_wait_seconds=float((campaign.ab_test or {}).get("wait_seconds", 7200)),
-            ab_poll_seconds=float(settings.ab_poll_seconds),
-            rate_limit_per_second=campaign.rate_limit_per_second,
-        ), scheduled
+        return campaign_input(self.engine, self.settings, campaign_id)
 
     # Moves that start or signal the workflow.
 
@@ -149,6 +136,8 @@ class CampaignService:
             if isinstance(exc, RPCError):
                 raise Unavailable(f"the workflow service did not start the campaign: {exc.message}") from None
             raise
+        if self.after_launch is not None:
+            await self.after_launch(campaign_id)
         return await anyio.to_thread.run_sync(self.body, campaign_id)
 
     async def _client(self) -> Client:

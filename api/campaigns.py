@@ -24,9 +24,10 @@ from core.campaigns.lifecycle import Move
 from core.campaigns.schemas import CampaignCreate, PreviewIn, TestSendIn, WinnerIn
 from core.db import session_scope
 from core.models import Campaign, Message, Variant
-from core.statuses import CampaignStatus, MessageStatus, Phase
+from core.statuses import CampaignKind, CampaignStatus, MessageStatus, Phase
 
 CAMPAIGN_STATUSES = tuple(s.value for s in CampaignStatus)
+CAMPAIGN_KINDS = tuple(k.value for k in CampaignKind)
 MESSAGE_STATUSES = tuple(s.value for s in MessageStatus)
 PHASES = tuple(p.value for p in Phase)
 
@@ -46,14 +47,22 @@ class CampaignController(Controller):
         self,
         engine: Engine,
         status: str | None = choice(CAMPAIGN_STATUSES, default=None, description="only campaigns in this status"),
+        kind: str | None = choice(CAMPAIGN_KINDS, default=None, description="only campaigns of this kind"),
+        parent_id: int | None = Parameter(default=None, ge=1, description="only follow-ups of this campaign"),
         cursor: str | None = None,
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> CampaignPage:
-        """Campaigns by id, with status and progress; filter `status` (an unknown status is a 400)."""
+        """Campaigns by id, with status and progress; filters `status`, `kind` (campaign, follow_up,
+        automation) and `parent_id` (an unknown status or kind is a 400)."""
         one_of("status", status, CAMPAIGN_STATUSES)
+        one_of("kind", kind, CAMPAIGN_KINDS)
         query = select(Campaign)
         if status:
             query = query.where(col(Campaign.status) == status)
+        if kind:
+            query = query.where(col(Campaign.kind) == kind)
+        if parent_id is not None:
+            query = query.where(col(Campaign.parent_id) == parent_id)
         with session_scope(engine, read_only=True) as session:
             return cast(
                 CampaignPage, page(session, query, col(Campaign.id), cursor, limit, lambda c: campaign_dict(session, c))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from typing import Any, cast
 
 import anyio.to_thread
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
+from api.dependencies import Registry
 from api.paging import page
 from api.rows import click_dict, message_dict
 from api.schemas.contacts import (
@@ -28,7 +30,12 @@ from api.schemas.rows import ClickRow, MessageRow, RejectedRow
 from core.campaigns.definition import iso
 from core.contacts.importing import UpsertResult, upsert_contacts
 from core.db import session_scope
+from core.hooks.contracts import ContactCreated
+from core.hooks.registry import PluginRegistry
+from core.log import get_logger
 from core.models import Click, Contact, Conversion, Message, Reply
+
+log = get_logger("textpulse.api.contacts")
 
 IMPORT_MAX_BODY = 20_000_000
 HISTORY_LIMIT = 200  # messages and clicks shown with one contact, the newest
@@ -85,17 +92,32 @@ def _upserted(result: UpsertResult) -> ContactsUpserted:
     return {"created": result.created, "updated": result.updated, "invalid": cast(list[RejectedRow], result.invalid)}
 
 
+def _announcer(registry: PluginRegistry) -> Callable[[list[ContactCreated]], None] | None:
+    """Tells `on_contact_created` listeners (the automation relay among them) of new contacts."""
+    if not registry.listens("on_contact_created"):
+        return None
+
+    def announce(events: list[ContactCreated]) -> None:
+        for event in events:  # stored already: a failing listener is logged, never a failed request
+            try:
+                registry.pm.hook.on_contact_created(event=event)
+            except Exception:
+                log.exception("on_contact_created listener failed", contact_id=event.contact_id)
+
+    return announce
+
+
 class ContactController(Controller):
     path = "/contacts"
     tags = ["contacts"]
 
     @post("/", operation_id="upsertContacts", sync_to_thread=True, status_code=200)
-    def upsert(self, engine: Engine, data: list[Any]) -> ContactsUpserted:
+    def upsert(self, engine: Engine, registry: Registry, data: list[Any]) -> ContactsUpserted:
         """Upsert contacts by E.164 phone; invalid rows are reported by index, valid rows kept."""
-        return _upserted(upsert_contacts(engine, data))
+        return _upserted(upsert_contacts(engine, data, on_created=_announcer(registry)))
 
     @post("/import", operation_id="importContacts", status_code=200, request_max_body_size=IMPORT_MAX_BODY)
-    async def import_csv(self, engine: Engine, request: Request[Any, Any, Any]) -> ContactsUpserted:
+    async def import_csv(self, engine: Engine, registry: Registry, request: Request[Any, Any, Any]) -> ContactsUpserted:
         """CSV with a header row: phone, name, timezone; other columns become attributes."""
         if not request.headers.get("content-type", "").startswith("text/csv"):
             raise ClientException("send the file as text/csv", status_code=415)
@@ -117,7 +139,8 @@ class ContactController(Controller):
                 fields.pop(key, None)
             row["attributes"] = {k: v for k, v in fields.items() if k and v != ""}
             rows.append(row)
-        return _upserted(await anyio.to_thread.run_sync(upsert_contacts, engine, rows))
+        announce = _announcer(registry)
+        return _upserted(await anyio.to_thread.run_sync(lambda: upsert_contacts(engine, rows, on_created=announce)))
 
     @get("/", operation_id="listContacts", sync_to_thread=True)
     def list_contacts(

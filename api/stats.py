@@ -133,8 +133,8 @@ class StatsController(Controller):
 
     @get("/errors", operation_id="campaignErrorStats", sync_to_thread=True)
     def errors(self, engine: Engine, campaign_id: int) -> ErrorStats:
-        """Failed and undelivered messages per error code, with the provider's text for it; `share` is
-        the code's part of all failed and undelivered messages."""
+        """Failed and undelivered messages, and those held back by the frequency cap (`frequency_cap`),
+        per error code, with the provider's text for it; `share` is the code's part of all of them."""
         with session_scope(engine, read_only=True) as session:
             get_campaign(session, campaign_id)
             return cast(ErrorStats, summary.errors(session, campaign_id))

@@ -89,6 +89,7 @@ class Message(SQLModel, table=True):
         Index("ix_message_campaign_status", "campaign_id", "status"),
         Index("ix_message_campaign_phase", "campaign_id", "phase"),  # retry and control rows
         Index("ix_message_provider_id", "provider", "provider_message_id"),
+        Index("ix_message_contact_attempted", "contact_id", "attempted_at"),  # the frequency cap's count
     )
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id")

@@ -35,6 +35,22 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _frequency_cap(env: dict[str, str]) -> tuple[int, float] | None:
+    """`N/SECONDS`: at most N messages to a contact in any SECONDS (API.md "Frequency cap")."""
+    name = "TEXTPULSE_FREQUENCY_CAP"
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    count_text, slash, seconds_text = raw.partition("/")
+    try:
+        count, seconds = int(count_text), float(seconds_text)
+    except ValueError:
+        count, seconds = 0, 0.0
+    if not slash or count < 1 or not 0 < seconds < float("inf"):  # NaN fails too
+        raise SettingsError(f"{name} must be N/SECONDS (N a whole number >= 1, SECONDS > 0), e.g. 3/86400; got {raw!r}")
+    return count, seconds
+
+
 def _networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     nets = []
     for part in raw.split(","):
@@ -67,6 +83,9 @@ class Settings:
     batch_size: int = 500
     max_concurrent_batches: int = 4
     send_timeout_seconds: int = 300  # one send activity, start to close (the heartbeat timeout is apart)
+    # At most (count, seconds): messages handed to the provider for one contact in any window of
+    # that many seconds, across campaigns and automations (test sends excepted); None: no cap.
+    frequency_cap: tuple[int, float] | None = None
     # A worker silent this long is presumed dead: its batch goes to another worker.
     heartbeat_timeout_seconds: float = 20
     control_timeout_seconds: float = 5  # how long pause/resume/cancel wait for the workflow to answer
@@ -81,6 +100,14 @@ class Settings:
     # After sending, a message still without a delivery report this long (s) is looked up at its
     # provider (the provider's `fetch_status` ability).
     status_settle_seconds: float = 900
+    # A wait of an automation for a campaign's end looks at it this often (s), should the signal
+    # of its end be lost with a process that died.
+    automation_poll_seconds: float = 60
+    # Like `workflow_id_prefix`, for automation runs' workflow ids (`automation-<name>-…`).
+    automation_id_prefix: str = "automation-"
+
+    def automation_id(self, name: str, rest: str) -> str:
+        return f"{self.automation_id_prefix}{name}-{rest}"
 
     def workflow_id(self, campaign_id: int) -> str:
         return f"{self.workflow_id_prefix}{campaign_id}"
@@ -122,6 +149,7 @@ class Settings:
             batch_size=_int(env, "TEXTPULSE_BATCH_SIZE", 500),
             max_concurrent_batches=_int(env, "TEXTPULSE_MAX_CONCURRENT_BATCHES", 4),
             send_timeout_seconds=_int(env, "TEXTPULSE_SEND_TIMEOUT_SECONDS", 300),
+            frequency_cap=_frequency_cap(env),
             heartbeat_timeout_seconds=_float(env, "TEXTPULSE_HEARTBEAT_TIMEOUT_SECONDS", 20),
             control_timeout_seconds=_float(env, "TEXTPULSE_CONTROL_TIMEOUT_SECONDS", 5),
             ab_poll_seconds=_int(env, "TEXTPULSE_AB_POLL_SECONDS", 60),
@@ -130,4 +158,6 @@ class Settings:
             redirect_preload_hours=_float(env, "TEXTPULSE_REDIRECT_PRELOAD_HOURS", 48),
             redirect_refresh_seconds=_float(env, "TEXTPULSE_REDIRECT_REFRESH_SECONDS", 2),
             status_settle_seconds=_float(env, "TEXTPULSE_STATUS_SETTLE_SECONDS", 900),
+            automation_poll_seconds=_float(env, "TEXTPULSE_AUTOMATION_POLL_SECONDS", 60),
+            automation_id_prefix=env.get("TEXTPULSE_AUTOMATION_ID_PREFIX") or "automation-",
         )

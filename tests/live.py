@@ -53,6 +53,7 @@ class LiveService:
         run_worker: bool = True,
     ) -> None:
         port = free_port()
+        tag = secrets.token_hex(4)
         self.settings = Settings.from_env(
             {
                 "TEXTPULSE_DATA_DIR": str(data_dir),
@@ -61,7 +62,10 @@ class LiveService:
                 "TEXTPULSE_HTTP_PORT": str(port),
                 "TEXTPULSE_TASK_QUEUE": f"test-{secrets.token_hex(4)}",
                 # One Temporal server serves every test: keep their workflow ids apart.
-                "TEXTPULSE_WORKFLOW_ID_PREFIX": f"t{secrets.token_hex(4)}-campaign-",
+                "TEXTPULSE_WORKFLOW_ID_PREFIX": f"t{tag}-campaign-",
+                "TEXTPULSE_AUTOMATION_ID_PREFIX": f"t{tag}-automation-",
+                # A wait of an automation for a campaign's end looks again this often (tests: soon).
+                "TEXTPULSE_AUTOMATION_POLL_SECONDS": "2",
                 **(env or {}),
             }
         )

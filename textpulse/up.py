@@ -24,6 +24,7 @@ from core.hooks.registry import PluginRegistry, load_plugins
 from core.log import get_logger
 from core.settings import Settings
 from textpulse.devserver import DevServer
+from workflows.relay import AutomationRelay
 from workflows.worker import build_worker
 
 log = get_logger("textpulse.up")
@@ -68,10 +69,23 @@ class Service:
         self.worker: Any = None
         self._executor: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.relay: AutomationRelay | None = None
+
+    async def _client(self) -> Client:
+        assert self.client is not None
+        return self.client
 
     async def start(self) -> None:
         self.client = await connect_temporal(self.settings)
         if self.run_worker:
+            self.relay = AutomationRelay.attach(
+                self.engine,
+                self.registry,
+                self._client,
+                task_queue=self.settings.task_queue,
+                poll_seconds=self.settings.automation_poll_seconds,
+            )
+            await self.relay.start()
             self.worker, self._executor = build_worker(
                 self.client, self.engine, self.registry, task_queue=self.settings.task_queue
             )
@@ -117,6 +131,8 @@ class Service:
         for task in self._tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
+        if self.relay is not None:
+            await self.relay.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         self.registry.close()

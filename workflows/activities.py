@@ -20,6 +20,7 @@ from core.campaigns.lifecycle import transition
 from core.db import session_scope
 from core.delivery import reconcile, sending
 from core.delivery.status import sweep_campaign
+from core.hooks.contracts import CampaignStatusChanged
 from core.hooks.registry import PluginRegistry
 from core.log import get_logger
 from core.stats import winner
@@ -66,7 +67,21 @@ class CampaignActivities:
         log.info("campaign status", move=data.move, status=status, moved=moved)
         if status == CampaignStatus.CANCELLED:
             sending.cancel_pending(self.engine, data.campaign_id)
+        if moved and self.registry.listens("on_campaign_status"):
+            self._announce(data.campaign_id, status)
         return moved
+
+    def _announce(self, campaign_id: int, status: str) -> None:
+        """Tell `on_campaign_status` listeners (the automation relay among them); never fails the move."""
+        try:
+            with session_scope(self.engine, read_only=True) as session:
+                campaign = definition.get_campaign(session, campaign_id)
+                event = CampaignStatusChanged(
+                    campaign_id, campaign.kind, status, parent_id=campaign.parent_id, run_id=campaign.run_id
+                )
+            self.registry.pm.hook.on_campaign_status(event=event)
+        except Exception:
+            log.exception("on_campaign_status listener failed", campaign_id=campaign_id)
 
     @activity.defn(name="snapshot_audience")
     def snapshot_audience(self, data: SnapshotInput) -> SnapshotResult:
@@ -88,12 +103,15 @@ class CampaignActivities:
             data.last_message_id,
             phase=data.phase,
             heartbeat=activity.heartbeat,
+            # The worker's settings, which its plugin registry carries (textpulse/up.py builds both).
+            frequency_cap=self.registry.context.settings.frequency_cap,
         )
         log.info(
             "batch sent",
             sent=outcome.sent,
             failed=outcome.failed,
             skipped=outcome.skipped,
+            capped=outcome.capped,
             deferred=outcome.deferred,
             transient=outcome.transient,
             stopped=outcome.stopped,

@@ -1,4 +1,5 @@
-"""The Temporal worker: the campaign workflow, its activities, and whatever plugins register."""
+"""The Temporal worker: the campaign workflow, the automations' building blocks (activities), and
+whatever plugins register (their workflows, activities and automations)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 from core.hooks.registry import PluginRegistry
 from core.log import log_context
 from workflows.activities import CampaignActivities
+from workflows.automation_activities import AutomationActivities
 from workflows.campaign import CampaignWorkflow
 
 
@@ -60,12 +62,13 @@ def build_worker(
 ) -> tuple[Worker, ThreadPoolExecutor]:
     """A worker plus the thread pool its synchronous activities run in (shut it down after)."""
     activities = CampaignActivities(engine, registry)
+    automation_activities = AutomationActivities(engine, registry)
     executor = ThreadPoolExecutor(max_workers=max_concurrent_activities, thread_name_prefix="activity")
     worker = Worker(
         client,
         task_queue=task_queue,
         workflows=[CampaignWorkflow, *registry.workflows()],
-        activities=[*activities.all(), *registry.activities()],
+        activities=[*activities.all(), *automation_activities.all(), *registry.activities()],
         activity_executor=executor,
         max_concurrent_activities=max_concurrent_activities,
         interceptors=[ActivityLogContext()],

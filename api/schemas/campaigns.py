@@ -2,7 +2,7 @@
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-from api.schemas.fields import CampaignStatusName, Encoding, OptionalTimestamp, Timestamp
+from api.schemas.fields import CampaignKindName, CampaignStatusName, Encoding, OptionalTimestamp, Timestamp
 from api.schemas.rows import MessageRow
 
 
@@ -46,6 +46,8 @@ class AudienceSettings(TypedDict):
     all: NotRequired[bool]
     contact_ids: NotRequired[list[int]]
     attributes: NotRequired[dict[str, Any]]
+    campaign: NotRequired[int]  # with `engagement`: that campaign's clickers, non-clickers, repliers, …
+    engagement: NotRequired[str]
 
 
 class AbTestSettings(TypedDict):
@@ -102,6 +104,10 @@ class CampaignDetail(TypedDict):
     rate_limit_per_second: float | None
     tracking: TrackingSettings
     conversion: ConversionSettings | None
+    kind: CampaignKindName  # campaign | follow_up | automation
+    parent_id: int | None  # a follow-up's campaign
+    run_id: int | None  # the automation run that made it
+    follow_ups: list[dict[str, Any]]  # follow_up runs started at launch (the follow_up params less campaign_id)
 
 
 class CampaignPage(TypedDict):

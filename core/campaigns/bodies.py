@@ -9,10 +9,10 @@ already stored is astronomically rare; it is looked for and redrawn all the same
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import select, true
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -100,9 +100,15 @@ def _fail(message: Message, code: str, text: str) -> None:
 
 
 def render_pending(
-    engine: Engine, registry: PluginRegistry, campaign_id: int, *, heartbeat: Callable[[], None] = lambda: None
+    engine: Engine,
+    registry: PluginRegistry,
+    campaign_id: int,
+    *,
+    heartbeat: Callable[[], None] = lambda: None,
+    only: Sequence[int] | None = None,
 ) -> int:
-    """Render queued rows that have a variant but no body yet: text, tracked links, segments."""
+    """Render queued rows that have a variant but no body yet: text, tracked links, segments
+    (`only`: just these message ids, e.g. the one text an automation step sends)."""
     shortener = registry.shortener
     public_url = registry.context.settings.public_url
     rendered = 0
@@ -123,6 +129,7 @@ def render_pending(
                     col(Message.status) == MessageStatus.QUEUED,
                     col(Message.body) == "",
                     col(Message.variant_id).is_not(None),
+                    col(Message.id).in_(only) if only is not None else true(),
                 )
                 .order_by(col(Message.id))
                 .limit(CHUNK)

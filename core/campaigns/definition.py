@@ -10,6 +10,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
+from core.campaigns.engagement import audience_condition, check_audience_campaign
 from core.campaigns.lifecycle import Move, transition
 from core.campaigns.schemas import CampaignCreate
 from core.campaigns.templates import BodyTemplateError, compile_body, render_body
@@ -18,7 +19,7 @@ from core.db import session_scope
 from core.delivery.reconcile import awaiting_report
 from core.errors import Conflict, Invalid, NotFound
 from core.models import Campaign, Contact, Message, Variant, counted_messages, utcnow
-from core.statuses import FINAL_CAMPAIGN_STATUSES, UNSENT_MESSAGE_STATUSES
+from core.statuses import FINAL_CAMPAIGN_STATUSES, UNSENT_MESSAGE_STATUSES, CampaignKind
 
 # Audiences are checked in full at creation up to this size, then by a sample.
 RENDER_CHECK_LIMIT = 100_000
@@ -53,6 +54,8 @@ def iter_audience(session: Session, campaign: Campaign, *, chunk: int = 2000) ->
     query = select(Contact).where(col(Contact.opted_out_at).is_(None)).order_by(col(Contact.id))
     if audience.get("contact_ids"):
         query = query.where(col(Contact.id).in_(audience["contact_ids"]))
+    if (engaged := audience_condition(session, audience)) is not None:
+        query = query.where(engaged)
     wanted = audience.get("attributes") or None
     last_id = 0
     while True:
@@ -99,7 +102,17 @@ def check_templates(session: Session, campaign: Campaign, variants: list[Variant
             render_body(template, contact, variant=variant.name)
 
 
-def create_campaign(engine: Engine, data: CampaignCreate, *, providers: set[str]) -> dict[str, Any]:
+def create_campaign(
+    engine: Engine,
+    data: CampaignCreate,
+    *,
+    providers: set[str],
+    kind: str = CampaignKind.CAMPAIGN,
+    parent_id: int | None = None,
+    run_id: int | None = None,
+) -> dict[str, Any]:
+    """A draft campaign; an automation's names its kind, parent and run (API.md "Automations")."""
+    check_audience_campaign(engine, data.audience.campaign)
     if data.provider not in providers:
         raise CampaignInvalid(f"provider {data.provider!r} is not enabled; enabled: {', '.join(sorted(providers))}")
     schedule_at = as_utc(data.schedule_at) if data.schedule_at is not None else None
@@ -117,6 +130,10 @@ def create_campaign(engine: Engine, data: CampaignCreate, *, providers: set[str]
         rate_limit_per_second=data.rate_limit_per_second,
         tracking=data.tracking.model_dump(),
         conversion=data.conversion.model_dump() if data.conversion else None,
+        kind=kind,
+        parent_id=parent_id,
+        run_id=run_id,
+        follow_ups=[f.model_dump(exclude_none=True) for f in data.follow_ups] if data.follow_ups else None,
     )
     variants = [Variant(**v.model_dump()) for v in data.variants]
     # Rendered for the audience before anything is written, in a read-only unit: a big audience
@@ -191,6 +208,10 @@ def campaign_dict(session: Session, campaign: Campaign, variants: list[Variant] 
         "rate_limit_per_second": campaign.rate_limit_per_second,
         "tracking": campaign.tracking,
         "conversion": campaign.conversion,
+        "kind": campaign.kind,
+        "parent_id": campaign.parent_id,
+        "run_id": campaign.run_id,
+        "follow_ups": campaign.follow_ups or [],
     }
 
 

@@ -5,7 +5,8 @@ skipped, and it is handed to the provider with the message (providers with idemp
 use it to refuse a second send). Stored rows carry these exact strings: the formats never change.
 - a snapshot row: `c{campaign}-{phase}-{contact}`;
 - a retry-failed row: `c{campaign}-retry{round}-{contact}` (the round is read back from it);
-- a test send: `c{campaign}-test_send-{contact}-v{variant}-{random}`, each one a new message.
+- a test send: `c{campaign}-test_send-{contact}-v{variant}-{random}`, each one a new message;
+- an automation's text to one contact: `c{campaign}-run{run}-{contact}` (one per run and step campaign).
 """
 
 from __future__ import annotations
@@ -33,3 +34,8 @@ def idempotency_key(
 def retry_round_of(key: str) -> int:
     """The round of a retry message's key (`c7-retry2-15` → 2)."""
     return int(key.split("-")[1][len("retry") :])
+
+
+def automation_key(campaign_id: int, run_id: int, contact_id: int) -> str:
+    """The key of the one text an automation run sends a contact from a step campaign."""
+    return f"c{campaign_id}-run{run_id}-{contact_id}"

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.campaigns.engagement import ENGAGEMENTS, Engagement
+
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
@@ -26,12 +28,26 @@ class AudienceIn(Strict):
     all: bool | None = None
     contact_ids: list[int] | None = None
     attributes: dict[str, Any] | None = None
+    # An engagement audience: recipients of campaign `campaign` who did (not) engage
+    # (core/campaigns/engagement.py); the two come together.
+    campaign: int | None = Field(default=None, gt=0)
+    engagement: Engagement | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> AudienceIn:
-        given = [k for k in ("all", "contact_ids", "attributes") if getattr(self, k) not in (None, False)]
+        if self.campaign is not None and self.engagement is None:
+            raise ValueError(f"audience.engagement is required with audience.campaign: one of {', '.join(ENGAGEMENTS)}")
+        if self.engagement is not None and self.campaign is None:
+            raise ValueError(
+                "audience.campaign (the id of the campaign engaged with) is required with audience.engagement"
+            )
+        kinds = ("all", "contact_ids", "attributes", "campaign")
+        given = [k for k in kinds if getattr(self, k) not in (None, False)]
         if len(given) != 1:
-            raise ValueError("audience needs exactly one of 'all': true, 'contact_ids' or 'attributes'")
+            raise ValueError(
+                "audience needs exactly one of 'all': true, 'contact_ids', 'attributes' or 'campaign' "
+                "(with 'engagement')"
+            )
         return self
 
 
@@ -75,6 +91,19 @@ class ConversionIn(Strict):
     window_hours: float = Field(default=72, gt=0)
 
 
+class FollowUpIn(Strict):
+    """A follow-up of the campaign (the built-in `follow_up` automation's params less
+    `campaign_id`), started when the campaign is launched."""
+
+    after_seconds: float = Field(ge=0)
+    audience: Literal["clicked", "not_clicked", "replied", "not_replied", "converted", "not_converted"] = (
+        "not_clicked"
+    )
+    body: str = Field(min_length=1, max_length=5000)
+    provider: str | None = None
+    name: str | None = Field(default=None, max_length=200)
+
+
 class CampaignCreate(Strict):
     name: str = Field(min_length=1, max_length=200)
     provider: str = "fake"
@@ -88,6 +117,7 @@ class CampaignCreate(Strict):
     rate_limit_per_second: float | None = Field(default=None, gt=0)
     tracking: TrackingIn = Field(default_factory=TrackingIn)
     conversion: ConversionIn | None = None
+    follow_ups: list[FollowUpIn] | None = Field(default=None, max_length=10)
 
     @model_validator(mode="after")
     def _variants(self) -> CampaignCreate:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -12,6 +13,7 @@ from sqlmodel import col
 
 from core.contacts.phones import InvalidContact, normalize_phone
 from core.db import session_scope
+from core.hooks.contracts import ContactCreated
 from core.models import Contact, utcnow
 
 CHUNK = 500
@@ -53,9 +55,13 @@ class UpsertResult:
     invalid: list[dict[str, Any]] = field(default_factory=list)
 
 
-def upsert_contacts(engine: Engine, rows: list[Any]) -> UpsertResult:
-    """Upsert by phone; invalid rows are reported by index and the valid ones kept."""
+def upsert_contacts(
+    engine: Engine, rows: list[Any], *, on_created: Callable[[list[ContactCreated]], None] | None = None
+) -> UpsertResult:
+    """Upsert by phone; invalid rows are reported by index and the valid ones kept. `on_created`
+    is told of the contacts created, after the commit."""
     result = UpsertResult()
+    created: list[Contact] = []
     valid: dict[str, ContactRow] = {}
     for index, raw in enumerate(rows):
         try:
@@ -74,7 +80,9 @@ def upsert_contacts(engine: Engine, rows: list[Any]) -> UpsertResult:
                 row = valid[phone]
                 contact = existing.get(phone)
                 if contact is None:
-                    session.add(Contact(phone=phone, name=row.name, timezone=row.timezone, attributes=row.attributes))
+                    contact = Contact(phone=phone, name=row.name, timezone=row.timezone, attributes=row.attributes)
+                    session.add(contact)
+                    created.append(contact)
                     result.created += 1
                 else:
                     if row.name is not None:
@@ -87,4 +95,7 @@ def upsert_contacts(engine: Engine, rows: list[Any]) -> UpsertResult:
                     session.add(contact)
                     result.updated += 1
             session.flush()
+        events = [ContactCreated(c.id or 0, c.phone, c.created_at, dict(c.attributes or {})) for c in created]
+    if on_created is not None and events:
+        on_created(events)
     return result

@@ -6,6 +6,8 @@ Quiet hours are checked per recipient at send time: a message in its recipient's
 stays queued and the batch reports when it may go. Under a rate limit the batch paces itself.
 The provider is called with a few messages at a time, each call only while the campaign is
 still running: a pause or cancel stops the batch before its next call (`BatchOutcome.stopped`).
+Under a frequency cap, a message that would take its contact past it is cancelled when its call's
+messages are claimed, never handed over (core/delivery/frequency_cap.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sqlmodel import Session, col
 
 from core.campaigns.definition import get_campaign
 from core.db import session_scope
+from core.delivery import frequency_cap as cap_rules
 from core.delivery.quiet_hours import is_quiet, quiet_until
 from core.delivery.replies import opt_out_unsubscribed
 from core.delivery.status import apply_pending_events
@@ -59,6 +62,7 @@ class BatchOutcome:
     deferred: int = 0  # in their recipients' quiet hours: still queued
     resume_at: datetime | None = None  # when the first of those may go
     stopped: str | None = None  # the campaign's status when a pause or cancel stopped the batch
+    capped: int = 0  # over the frequency cap: cancelled, never handed over (counted in skipped too)
 
 
 def send_batch(
@@ -70,8 +74,10 @@ def send_batch(
     *,
     phase: str = Phase.ALL,
     heartbeat: Callable[[], None] = lambda: None,
+    frequency_cap: tuple[int, float] | None = None,
 ) -> BatchOutcome:
-    """Send the still-unsent messages of one batch; record every answer before returning."""
+    """Send the still-unsent messages of one batch; record every answer before returning.
+    `frequency_cap`: (count, seconds), the settings' `frequency_cap` (never applied to test sends)."""
     outcome = BatchOutcome()
     with session_scope(engine) as session:
         campaign = get_campaign(session, campaign_id)
@@ -118,6 +124,7 @@ def send_batch(
             session.add(message)
     heartbeat()
     guard = phase != Phase.TEST_SEND  # a test send goes out whatever the campaign's status
+    cap = frequency_cap if guard else None  # and is never capped
     callback_url = f"{registry.context.settings.public_url}/webhooks/{provider.name}/status"
     pacer = _Pacer(campaign.rate_limit_per_second)
     start = 0
@@ -125,8 +132,12 @@ def send_batch(
         pacer.wait(heartbeat)
         part = to_send[start : start + pacer.chunk()]
         start += len(part)
-        claimed = _mark_sending(engine, part, campaign_id if guard else None)
-        if not claimed:
+        claim = _mark_sending(engine, part, campaign_id if guard else None, cap)
+        outcome.capped += len(claim.capped)
+        outcome.skipped += len(claim.capped)
+        if not claim.sending:
+            if claim.capped:
+                continue  # the whole call was over the cap
             status = _status_of(engine, campaign_id)
             if guard and status != CampaignStatus.RUNNING:
                 # Paused or cancelled meanwhile: nothing more goes to the provider. A paused
@@ -134,7 +145,7 @@ def send_batch(
                 outcome.stopped = status
                 break
             continue  # another attempt of this batch holds these rows
-        part = [m for m in part if m.id in claimed]
+        part = [m for m in part if m.id in claim.sending]
         began = time.monotonic()
         outgoing = [OutgoingMessage(m.id or 0, m.phone, m.body, m.idempotency_key, callback_url) for m in part]
         results = provider.send_batch(outgoing)
@@ -189,26 +200,49 @@ def _status_of(engine: Engine, campaign_id: int) -> str:
         return str(session.scalar(select(col(Campaign.status)).where(col(Campaign.id) == campaign_id)))
 
 
-def _mark_sending(engine: Engine, messages: list[Message], campaign_id: int | None) -> set[int]:
+@dataclass
+class _Claim:
+    sending: set[int]  # marked `sending`: this provider call hands them over
+    capped: set[int]  # over the frequency cap: cancelled instead
+
+
+def _mark_sending(
+    engine: Engine, messages: list[Message], campaign_id: int | None, frequency_cap: tuple[int, float] | None = None
+) -> _Claim:
     """Claim the messages for one provider call: mark them `sending` (recorded before the provider
     is called: if we die meanwhile, the outcome is known to be unknown) and answer the ids claimed.
     Only rows still queued are taken, so two attempts of one batch never both send a message; with
     `campaign_id`, only while that campaign is running: none once it is paused or cancelled,
-    decided by the same statement, so no second query and no gap."""
-    statement = update(Message).where(
-        col(Message.id).in_([m.id for m in messages]),
-        col(Message.status) == MessageStatus.QUEUED,
-        col(Message.provider_message_id).is_(None),
-    )
+    decided by the same statement, so no second query and no gap. With `frequency_cap`, the
+    messages that would take their contact past it are cancelled instead, under the same
+    conditions and in the same transaction (one grouped query more; none without a cap)."""
+    claimable = [col(Message.status) == MessageStatus.QUEUED, col(Message.provider_message_id).is_(None)]
     if campaign_id is not None:
-        statement = statement.where(
+        claimable.append(
             select(col(Campaign.id))
             .where(col(Campaign.id) == campaign_id, col(Campaign.status) == CampaignStatus.RUNNING)
             .exists()
         )
-    values = {"status": MessageStatus.SENDING, "attempted_at": utcnow(), "attempts": col(Message.attempts) + 1}
+    ids = [m.id for m in messages]
+    capped: set[int] = set()
     with session_scope(engine) as session:
-        return set(session.scalars(statement.values(**values).returning(col(Message.id))))
+        session.connection()  # begin (on SQLite: hold the write lock, so the count below is exact)
+        now = utcnow()
+        if frequency_cap is not None and (over := cap_rules.over_cap(session, messages, frequency_cap, now)):
+            cancel = {
+                "status": MessageStatus.CANCELLED,
+                "error_code": cap_rules.ERROR_CODE,
+                "error_text": cap_rules.error_text(frequency_cap),
+                "status_changed_at": now,
+            }
+            statement = update(Message).where(col(Message.id).in_(over), *claimable).values(**cancel)
+            capped = set(session.scalars(statement.returning(col(Message.id))))
+            ids = [i for i in ids if i not in over]
+        if not ids:
+            return _Claim(set(), capped)
+        values = {"status": MessageStatus.SENDING, "attempted_at": now, "attempts": col(Message.attempts) + 1}
+        statement = update(Message).where(col(Message.id).in_(ids), *claimable).values(**values)
+        return _Claim(set(session.scalars(statement.returning(col(Message.id)))), capped)
 
 
 def _find_sent(session: Session, provider: Provider, messages: list[Message], public_url: str) -> dict[int, str]:

@@ -355,3 +355,24 @@ class ConversionRecorded:
     campaign_id: int | None = None
     message_id: int | None = None
     attribution: str | None = None  # "direct" (clicked first), "influenced", or None
+
+
+@dataclass(frozen=True)
+class ContactCreated:
+    """A contact was created (an upsert or an import that found no contact with that phone)."""
+
+    contact_id: int
+    phone: str
+    created_at: datetime
+    attributes: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CampaignStatusChanged:
+    """A campaign's workflow moved it (told by the worker after the move was stored)."""
+
+    campaign_id: int
+    kind: str  # campaign | follow_up | automation
+    new_status: str
+    parent_id: int | None = None
+    run_id: int | None = None  # the automation run that made it

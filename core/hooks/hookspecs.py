@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from core.automations.spec import Automation
     from core.hooks.contracts import (
         BotFilter,
+        CampaignStatusChanged,
         ClickRecorded,
+        ContactCreated,
         ConversionRecorded,
         MessageStatusChanged,
         Provider,
@@ -73,6 +76,17 @@ def register_activities(register: Callable[[Callable[..., Any]], None], config: 
     """Hand over Temporal activity callables (decorated with `@activity.defn`) to run on the Textpulse worker."""
 
 
+@hookspec
+def register_automations(register: Callable[[Automation], None], config: PluginContext) -> None:
+    """Hand over automations (`textpulse.automation.Automation`: a name, a description, a params
+    dataclass, triggers and the workflow class) that the API, the CLI and events start.
+
+    The workflow class is run on the worker (no need to register it with `register_workflows`
+    too); the name is its Temporal workflow type, what `POST /api/workflows/{name}/runs` names.
+    Two automations with one name are an error. docs/workflows.md is the guide.
+    """
+
+
 # -- what a plugin is told -------------------------------------------------------------------
 @hookspec
 def on_message_status(event: MessageStatusChanged) -> None:
@@ -92,3 +106,13 @@ def on_reply(event: ReplyReceived) -> None:
 @hookspec
 def on_conversion(event: ConversionRecorded) -> None:
     """Called after a conversion event was stored and attributed to a campaign (or to none)."""
+
+
+@hookspec
+def on_contact_created(event: ContactCreated) -> None:
+    """Called after a contact was created by an upsert or an import (not for one that was updated)."""
+
+
+@hookspec
+def on_campaign_status(event: CampaignStatusChanged) -> None:
+    """Called on the worker after a campaign's workflow moved it (running, waiting, held, paused, completed, …)."""

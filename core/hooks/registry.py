@@ -14,6 +14,7 @@ A setting may come from the environment as TEXTPULSE_<PLUGIN>_<SETTING>, which w
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -25,6 +26,8 @@ from typing import Any
 
 import pluggy
 
+from core.automations.spec import Automation
+from core.errors import Invalid
 from core.hooks import abilities, hookspecs
 from core.hooks.contracts import BotFilter, JudgesTogether, Provider, Shortener, is_wellformed_code
 from core.settings import Settings
@@ -36,6 +39,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "shortener": "plugins.shortener",
     "botfilters": "plugins.botfilters",
     "bot_behaviour": "plugins.bot_behaviour",
+    "automations": "plugins.automations",
 }
 
 
@@ -108,6 +112,7 @@ class PluginRegistry:
     shortener: Shortener
     bot_filters: list[BotFilter]  # those that judge each click alone (`judge`)
     together_filters: list[JudgesTogether] = field(default_factory=list)  # those that judge clicks together
+    _automations: dict[str, Automation] | None = None
 
     def provider(self, name: str) -> Provider:
         try:
@@ -133,9 +138,42 @@ class PluginRegistry:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
 
     def workflows(self) -> list[type]:
+        """Every workflow class a plugin registers, its automations' included (each once)."""
         found: list[type] = []
         self.pm.hook.register_workflows(register=found.append, config=self.context)
+        for automation in self.automations().values():
+            if automation.workflow not in found:
+                found.append(automation.workflow)
         return found
+
+    def automations(self) -> dict[str, Automation]:
+        """The registered automations by name, each with the params plugins.toml gives its
+        triggered runs (`[automations.<name>]`, when `enabled = true`), checked once here."""
+        if self._automations is None:
+            found: dict[str, Automation] = {}
+            tables = self.context.file_config.get("automations", {}) or {}
+
+            def register(automation: Automation) -> None:
+                if automation.name in found:
+                    raise PluginError(f"two plugins register an automation named {automation.name!r}")
+                table = dict(tables.get(automation.name, {}) or {})
+                trigger_params = None
+                if table.pop("enabled", False) is True:
+                    try:
+                        trigger_params = automation.check(table)
+                    except Invalid as exc:
+                        raise PluginError(f"plugins.toml [automations.{automation.name}]: {exc}") from None
+                found[automation.name] = dataclasses.replace(automation, trigger_params=trigger_params)
+
+            self.pm.hook.register_automations(register=register, config=self.context)
+            unknown = sorted(set(tables) - set(found))
+            if unknown:
+                raise PluginError(
+                    f"plugins.toml has [automations.{unknown[0]}], but no plugin registers an automation of"
+                    f" that name; registered: {', '.join(sorted(found)) or 'none'}"
+                )
+            self._automations = found
+        return self._automations
 
     def activities(self) -> list[Callable[..., Any]]:
         found: list[Callable[..., Any]] = []

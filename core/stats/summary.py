@@ -20,10 +20,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import and_, case, distinct, func, select, union
+from sqlalchemy import and_, case, distinct, func, or_, select, union
 from sqlmodel import Session, col
 
 from core.campaigns.definition import get_campaign, iso
+from core.delivery import frequency_cap
 from core.delivery.replies import OPT_OUT_KEYWORDS
 from core.models import Click, Conversion, Message, Reply, counted_messages, utcnow
 from core.stats.counting import counted, handed_over, superseded_ids
@@ -162,13 +163,18 @@ def summary(
 
 
 def errors(session: Session, campaign_id: int) -> dict[str, Any]:
-    """Messages that failed or went undelivered, per error code, with its text (`/stats/errors`).
+    """Messages that failed or went undelivered, and those cancelled over the frequency cap (code
+    `frequency_cap`), per error code, with its text (`/stats/errors`).
 
     `share` is the code's part of those messages (the shares add up to 1); a code reported with
     several texts shows the most frequent one. Test sends do not count, and a retried contact counts
     by its latest message: a failure that a retry delivered is no longer listed.
     """
-    failed = and_(counted(session, campaign_id).latest, col(Message.status).in_(FAILED_MESSAGE_STATUSES))
+    listed = or_(
+        col(Message.status).in_(FAILED_MESSAGE_STATUSES),
+        and_(col(Message.status) == MessageStatus.CANCELLED, col(Message.error_code) == frequency_cap.ERROR_CODE),
+    )
+    failed = and_(counted(session, campaign_id).latest, listed)
     code = func.coalesce(col(Message.error_code), "unknown")
     text_column = col(Message.error_text)
     rows = session.execute(select(code, text_column, func.count()).where(failed).group_by(code, text_column)).all()

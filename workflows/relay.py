@@ -1,0 +1,344 @@
+"""The automation relay: what was stored reaches the automations, within a second, in batches.
+
+A plugin of its own on the process's plugin manager (name `automation_relay`), so it hears every
+`on_click`, `on_reply`, `on_message_status`, `on_conversion`, `on_contact_created` and
+`on_campaign_status` the process announces, after the commit, without the writers knowing of it.
+A hook only appends to a queue (the redirect and the webhooks pay that and no more); a task on
+the event loop takes what came every `interval` seconds and, per batch:
+- signals each event (`contact_event`) to the running runs about its contact, found in one query
+  (`workflow_run` by contact and status), and a campaign's end to the runs about that campaign or
+  that made it;
+- starts the automations whose trigger it is (those plugins.toml turns on) with signal-with-start
+  under a deterministic id, so one event never starts two runs for one contact:
+  `automation-<name>-<contact id>` (`contact_created`: only ever one; `click`, `reply`,
+  `conversion`: one at a time, the next event signalled to it) and
+  `automation-<name>-campaign-<id>` (`campaign_completed`, campaigns of kind `campaign` only).
+Signals are for speed, not for truth: a run checks the contact's record before it sends
+(`core.automations.sends`), and a wait for a campaign looks at it now and then should a signal be
+lost with a process that died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from core.automations import runs
+from core.automations.spec import Automation
+from core.hooks.contracts import (
+    CampaignStatusChanged,
+    ClickRecorded,
+    ContactCreated,
+    ConversionRecorded,
+    MessageStatusChanged,
+    ReplyReceived,
+)
+from core.hooks.hookspecs import hookimpl
+from core.hooks.registry import PluginRegistry
+from core.log import get_logger
+from core.statuses import FINAL_CAMPAIGN_STATUSES, CampaignKind, CampaignStatus, MessageStatus
+from workflows.automation_inputs import EVENT_SIGNAL, AutomationStart, ContactEvent
+
+log = get_logger("textpulse.relay")
+
+PLUGIN_NAME = "automation_relay"
+DELIVERY_STATUSES = (MessageStatus.DELIVERED, MessageStatus.UNDELIVERED, MessageStatus.FAILED)
+# Campaign statuses a run hears of: the ends (a wait for a campaign returns on them).
+CAMPAIGN_END = "campaign_ended"
+MAX_BATCH = 5000
+CONCURRENT_CALLS = 32
+
+
+def _epoch(value: Any) -> float:
+    return float(value.timestamp()) if value is not None else 0.0
+
+
+class AutomationRelay:
+    def __init__(
+        self,
+        engine: Engine,
+        registry: PluginRegistry,
+        get_client: Callable[[], Awaitable[Client]],
+        *,
+        task_queue: str,
+        interval: float = 0.1,
+        poll_seconds: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.get_client = get_client
+        self.task_queue = task_queue
+        self.settings = registry.context.settings
+        self.interval = interval
+        self.poll_seconds = poll_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: list[ContactEvent] = []
+        self._lock = threading.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._users = 0
+        self._wake = asyncio.Event()
+        self.signalled = 0
+        self.started = 0
+
+    # -- who uses it -----------------------------------------------------------------------
+    @classmethod
+    def attach(
+        cls,
+        engine: Engine,
+        registry: PluginRegistry,
+        get_client: Callable[[], Awaitable[Client]],
+        **options: Any,
+    ) -> AutomationRelay:
+        """The process's relay on this registry: made and registered by the first to ask."""
+        existing = registry.pm.get_plugin(PLUGIN_NAME)
+        if isinstance(existing, AutomationRelay):
+            return existing
+        relay = cls(engine, registry, get_client, **options)
+        registry.pm.register(relay, name=PLUGIN_NAME)
+        return relay
+
+    async def start(self) -> None:
+        """Begin relaying (each user calls it; the first starts the task)."""
+        self._users += 1
+        if self._task is None:
+            self._loop = asyncio.get_running_loop()
+            self._wake = asyncio.Event()
+            self._task = asyncio.create_task(self._run(), name="automation-relay")
+
+    async def close(self) -> None:
+        """Relay what is queued, then stop (when the last user closes it)."""
+        self._users -= 1
+        if self._users > 0 or self._task is None:
+            return
+        task, self._task = self._task, None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await self.flush()
+        self._loop = None
+
+    # -- what it hears (any thread) -------------------------------------------------------------
+    def publish(self, event: ContactEvent) -> None:
+        loop = self._loop
+        if loop is None:
+            return  # not relaying in this process (a CLI command)
+        with self._lock:
+            self._queue.append(event)
+            first = len(self._queue) == 1
+        if first:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._wake.set)
+
+    @hookimpl
+    def on_click(self, event: ClickRecorded) -> None:
+        if event.contact_id is not None and not event.is_bot:
+            self.publish(
+                ContactEvent(
+                    "click",
+                    event.contact_id,
+                    _epoch(event.clicked_at),
+                    campaign_id=event.campaign_id,
+                    message_id=event.message_id,
+                )
+            )
+
+    @hookimpl
+    def on_reply(self, event: ReplyReceived) -> None:
+        if event.contact_id is not None:
+            self.publish(
+                ContactEvent(
+                    "reply",
+                    event.contact_id,
+                    _epoch(event.received_at),
+                    campaign_id=event.campaign_id,
+                    message_id=event.message_id,
+                    name=event.keyword,
+                    body=event.body,
+                )
+            )
+
+    @hookimpl
+    def on_message_status(self, event: MessageStatusChanged) -> None:
+        if event.contact_id is not None and event.new_status in DELIVERY_STATUSES:
+            self.publish(
+                ContactEvent(
+                    "delivery",
+                    event.contact_id,
+                    _epoch(event.changed_at),
+                    campaign_id=event.campaign_id,
+                    message_id=event.message_id,
+                    name=event.new_status,
+                )
+            )
+
+    @hookimpl
+    def on_conversion(self, event: ConversionRecorded) -> None:
+        self.publish(
+            ContactEvent(
+                "conversion",
+                event.contact_id,
+                _epoch(event.occurred_at),
+                campaign_id=event.campaign_id,
+                message_id=event.message_id,
+                name=event.name,
+                revenue=event.revenue,
+            )
+        )
+
+    @hookimpl
+    def on_contact_created(self, event: ContactCreated) -> None:
+        self.publish(ContactEvent("contact_created", event.contact_id, _epoch(event.created_at)))
+
+    @hookimpl
+    def on_campaign_status(self, event: CampaignStatusChanged) -> None:
+        if event.new_status in FINAL_CAMPAIGN_STATUSES:
+            self.publish(
+                ContactEvent(
+                    CAMPAIGN_END,
+                    None,
+                    0.0,
+                    campaign_id=event.campaign_id,
+                    name=event.new_status,
+                    body=event.kind,
+                )
+            )
+
+    # -- what it does (the event loop) ----------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self.interval)  # let a burst gather into one batch
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("automation relay batch failed")
+
+    def _take(self) -> list[ContactEvent]:
+        with self._lock:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            if self._queue and self._loop is not None:
+                self._loop.call_soon(self._wake.set)
+        return batch
+
+    async def flush(self) -> None:
+        """Relay everything queued now."""
+        while batch := self._take():
+            await self._relay(batch)
+
+    async def _relay(self, batch: list[ContactEvent]) -> None:
+        contact_ids = {e.contact_id for e in batch if e.contact_id is not None and e.kind != CAMPAIGN_END}
+        ended = {e.campaign_id for e in batch if e.kind == CAMPAIGN_END and e.campaign_id is not None}
+        by_contact, by_campaign = await asyncio.to_thread(self._targets, contact_ids, ended)
+        calls: list[Awaitable[None]] = []
+        for event in batch:
+            if event.kind == CAMPAIGN_END:
+                targets = by_campaign.get(event.campaign_id or 0, [])
+            elif event.kind == "contact_created":
+                targets = []
+            else:
+                targets = by_contact.get(event.contact_id or 0, [])
+            calls.extend(self._signal(workflow_id, run_id, event) for workflow_id, run_id in targets)
+            calls.extend(self._triggered(event))
+        if not calls:
+            return
+        client_calls = asyncio.Semaphore(CONCURRENT_CALLS)
+
+        async def bounded(call: Awaitable[None]) -> None:
+            async with client_calls:
+                await call
+
+        await asyncio.gather(*(bounded(c) for c in calls))
+
+    def _targets(
+        self, contact_ids: set[int], ended: set[int]
+    ) -> tuple[dict[int, list[tuple[str, str]]], dict[int, list[tuple[str, str]]]]:
+        by_contact: dict[int, list[tuple[str, str]]] = {}
+        for contact_id, workflow_id, run_id in runs.running_for_contacts(self.engine, contact_ids):
+            by_contact.setdefault(contact_id, []).append((workflow_id, run_id))
+        by_campaign: dict[int, list[tuple[str, str]]] = {}
+        for campaign_id, workflow_id, run_id in runs.running_about_campaigns(self.engine, ended):
+            by_campaign.setdefault(campaign_id, []).append((workflow_id, run_id))
+        return by_contact, by_campaign
+
+    async def _signal(self, workflow_id: str, run_id: str, event: ContactEvent) -> None:
+        try:
+            client = await self.get_client()
+            await client.get_workflow_handle(workflow_id, run_id=run_id).signal(EVENT_SIGNAL, event)
+            self.signalled += 1
+        except RPCError as exc:  # it ended meanwhile, or Temporal is away: the run checks the record anyway
+            log.info("could not signal an automation", workflow_id=workflow_id, error=exc.message)
+
+    def _triggered(self, event: ContactEvent) -> list[Awaitable[None]]:
+        trigger = "campaign_completed" if event.kind == CAMPAIGN_END else event.kind
+        if trigger == "delivery":
+            return []
+        if trigger == "campaign_completed" and (
+            event.name != CampaignStatus.COMPLETED or event.body != CampaignKind.CAMPAIGN
+        ):
+            return []
+        return [
+            self._start(automation, trigger, event)
+            for automation in self.registry.automations().values()
+            if trigger in automation.triggers
+            and automation.trigger_params is not None
+            and not (trigger == "conversion" and automation.events and event.name not in automation.events)
+        ]
+
+    async def _start(self, automation: Automation, trigger: str, event: ContactEvent) -> None:
+        if trigger == "campaign_completed":
+            workflow_id = self.settings.automation_id(automation.name, f"campaign-{event.campaign_id}")
+            contact_id, campaign_id = None, event.campaign_id
+        else:
+            workflow_id = self.settings.automation_id(automation.name, str(event.contact_id))
+            contact_id, campaign_id = event.contact_id, None
+        once = trigger in ("contact_created", "campaign_completed")
+        start = AutomationStart(
+            automation.name,
+            params=dict(automation.trigger_params or {}),
+            contact_id=contact_id,
+            campaign_id=campaign_id,
+            trigger=trigger,
+            event=event,
+            poll_seconds=self.poll_seconds,
+        )
+        try:
+            client = await self.get_client()
+            handle = await client.start_workflow(
+                automation.name,
+                start,
+                id=workflow_id,
+                task_queue=self.task_queue,
+                id_reuse_policy=(
+                    WorkflowIDReusePolicy.REJECT_DUPLICATE if once else WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                ),
+                start_signal=EVENT_SIGNAL,
+                start_signal_args=[event],
+            )
+        except WorkflowAlreadyStartedError:
+            return  # that contact's (or campaign's) run happened already: a no-op
+        except RPCError as exc:
+            log.warning("could not start an automation", automation=automation.name, error=exc.message)
+            return
+        self.started += 1
+        if handle.result_run_id:
+            await asyncio.to_thread(
+                runs.record_run,
+                self.engine,
+                workflow=automation.name,
+                workflow_id=workflow_id,
+                temporal_run_id=handle.result_run_id,
+                params=start.params,
+                contact_id=contact_id,
+                campaign_id=campaign_id,
+                trigger=trigger,
+            )
