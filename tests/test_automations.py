@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from tests.live import LiveService, wait_for
@@ -33,7 +31,9 @@ def _run_ended(live: LiveService, run_id: int, timeout: float = 60) -> dict[str,
 
 def _click(live: LiveService, message: dict[str, Any]) -> None:
     code = message["links"][0]["code"] if message.get("links") else message["body"].rsplit("/r/", 1)[1].split()[0]
-    response = live.http.get(f"/r/{code}", headers={"user-agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)"})
+    response = live.http.get(
+        f"/r/{code}", headers={"user-agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)"}
+    )
     assert response.status_code in (301, 302, 303, 307), response.text
 
 

@@ -42,7 +42,7 @@ def record_run(
     started_at: datetime | None = None,
 ) -> int:
     """The run's row id, the row made if nobody made it yet (insert-or-nothing on the run id)."""
-    values = {
+    values: dict[str, Any] = {
         "workflow": workflow,
         "workflow_id": workflow_id,
         "temporal_run_id": temporal_run_id,
@@ -74,7 +74,7 @@ def get_run(session: Session, run_id: int) -> WorkflowRun:
 def campaign_ids_of(session: Session, run: WorkflowRun) -> list[int]:
     """The campaigns the run sent through: those it made (`run_id`) and the step campaigns it used."""
     made = session.scalars(select(col(Campaign.id)).where(col(Campaign.run_id) == run.id)).all()
-    return sorted({*(int(i) for i in made), *(int(i) for i in run.campaign_ids or [])})
+    return sorted({*(int(i or 0) for i in made), *(int(i) for i in run.campaign_ids or [])})
 
 
 def run_dict(session: Session, run: WorkflowRun) -> dict[str, Any]:

@@ -89,7 +89,7 @@ def check_params(params_type: type, params: Any) -> dict[str, Any]:
         known = ", ".join(_field_names(params_type)) or "none"
         raise ParamsInvalid(f"params: {unknown[0]}: no such param (known: {known})")
     try:
-        value = msgspec.convert(params, params_type, str_keys=True)
+        value: Any = msgspec.convert(params, params_type, str_keys=True)
     except msgspec.ValidationError as exc:
         raise ParamsInvalid(f"params: {_worded(str(exc))}") from None
     checked: dict[str, Any] = msgspec.to_builtins(value)

@@ -96,9 +96,7 @@ class FollowUpIn(Strict):
     `campaign_id`), started when the campaign is launched."""
 
     after_seconds: float = Field(ge=0)
-    audience: Literal["clicked", "not_clicked", "replied", "not_replied", "converted", "not_converted"] = (
-        "not_clicked"
-    )
+    audience: Literal["clicked", "not_clicked", "replied", "not_replied", "converted", "not_converted"] = "not_clicked"
     body: str = Field(min_length=1, max_length=5000)
     provider: str | None = None
     name: str | None = Field(default=None, max_length=200)
