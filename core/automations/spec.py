@@ -23,8 +23,9 @@ import msgspec
 from core.errors import Invalid
 
 TRIGGERS = ("contact_created", "click", "reply", "conversion", "campaign_completed")
-# The events a running automation can wait for (a contact's, or a campaign's completion).
-EVENT_KINDS = ("click", "reply", "delivery", "conversion", "campaign_completed")
+# What a running automation hears of, as `ContactEvent.kind`: a contact's events, and the end of
+# a campaign it made or is about (`campaign_ended`, `name` its final status).
+EVENT_KINDS = ("click", "reply", "delivery", "conversion", "campaign_ended")
 
 
 class ParamsInvalid(Invalid):
