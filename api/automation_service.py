@@ -13,7 +13,9 @@ import uuid
 from typing import Any
 
 import anyio.to_thread
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
@@ -152,9 +154,12 @@ class AutomationService:
                 if run.status != RunStatus.RUNNING:
                     raise RunConflict(f"automation run {run_id} has ended ({run.status}); nothing to cancel")
                 made = [
-                    c.id or 0
-                    for c in session.query(Campaign).filter(Campaign.run_id == run_id)  # type: ignore[arg-type]
-                    if c.status not in FINAL_CAMPAIGN_STATUSES
+                    int(cid or 0)
+                    for cid in session.scalars(
+                        select(col(Campaign.id)).where(
+                            col(Campaign.run_id) == run_id, col(Campaign.status).notin_(FINAL_CAMPAIGN_STATUSES)
+                        )
+                    )
                 ]
             if not runs.finish(self.engine, run_id, RunStatus.CANCELLED):
                 raise RunConflict(f"automation run {run_id} ended meanwhile; nothing to cancel")

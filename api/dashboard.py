@@ -1,4 +1,5 @@
-"""The HTML dashboard: GET / (campaigns), /campaigns/{id}, /contacts/{id}; static files at /static.
+"""The HTML dashboard: GET / (campaigns), /campaigns/{id}, /contacts/{id}, /automations (every
+automation with its latest runs), /automations/runs/{id} (a run); static files at /static.
 
 Pages are rendered on the server (Jinja2, autoescaped) from the same queries as the API; one small
 script keeps the summary cards live from GET /api/campaigns/{id}/events and fills the errors
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,7 +43,8 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from api.clicks import export_rows
-from api.dashboard_pages import MESSAGE_LOG_ROWS, campaign_page, campaign_rows, contact_page
+from api.dashboard_automations import automations_page, run_page
+from api.dashboard_pages import MESSAGE_LOG_ROWS, campaign_page, campaign_rows, contact_page, duration
 from core.campaigns.definition import get_campaign
 from core.db import session_scope
 from core.errors import NotFound
@@ -117,6 +120,32 @@ def _decision(winner: Any, status: Any = None) -> str:
     return "No clear winner: the test could not tell, so the rest of the audience got every variant by weight."
 
 
+def _progress(value: Any) -> str:
+    """A run's progress (counts the automation chooses) on one line: {"matched": 4, "sent": 4} →
+    "matched 4 · sent 4"; nothing yet → "—"."""
+    if not value:
+        return "—"
+    if not isinstance(value, dict):
+        return str(value)
+    shown = []
+    for key, n in value.items():
+        number = f"{n:,}" if isinstance(n, int) and not isinstance(n, bool) else None
+        shown.append(f"{str(key).replace('_', ' ')} {number or json.dumps(n, ensure_ascii=False, default=str)}")
+    return " · ".join(shown)
+
+
+def _pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+# What made a campaign row (CampaignKind), in the words of its badge; a plugin's kind as it is.
+KIND_WORDS = {"campaign": "campaign", "follow_up": "follow-up", "automation": "automation"}
+
+
+def _kind(value: Any) -> str:
+    return KIND_WORDS.get(str(value), str(value))
+
+
 # A bot verdict's reasons in words (docs/bots.md); an unknown one (a plugin's) shows as it is.
 REASON_WORDS = {
     "head_request": "HEAD request (a link checker's probe)",
@@ -150,7 +179,17 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         lstrip_blocks=True,
     )
     environment.filters.update(
-        count=_count, pct=_pct, money=_money, when=_when, uplift=_uplift, decision=_decision, reason=_reason
+        count=_count,
+        pct=_pct,
+        money=_money,
+        when=_when,
+        uplift=_uplift,
+        decision=_decision,
+        reason=_reason,
+        progress=_progress,
+        pretty_json=_pretty_json,
+        kind=_kind,
+        duration=duration,
     )
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
 
@@ -277,6 +316,16 @@ class DashboardController(Controller):
     def contact(self, state: State, contact_id: int) -> Template:
         """The contact with its messages, clicks, replies and conversions, newest first."""
         return _page("contact.html", api_key=state.settings.api_key, **contact_page(state.engine, contact_id))
+
+    @get("/automations", sync_to_thread=True)
+    def automations(self, state: State) -> Template:
+        """Every registered automation (name, description, triggers) with its latest runs."""
+        return _page("automations.html", api_key=state.settings.api_key, **automations_page(state.engine, state.registry))
+
+    @get("/automations/runs/{run_id:int}", sync_to_thread=True)
+    def run(self, state: State, run_id: int) -> Template:
+        """One run: status, params, progress, its contact, the campaign it is about and its campaigns."""
+        return _page("run.html", api_key=state.settings.api_key, **run_page(state.engine, state.registry, run_id))
 
 
 def dashboard_router() -> Router:

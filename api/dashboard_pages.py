@@ -1,4 +1,5 @@
-"""What the dashboard's pages show: the campaign list, a campaign's page, a contact's page.
+"""What the dashboard's pages show: the campaign list, a campaign's page, a contact's page
+(automations and their runs: api/dashboard_automations.py).
 
 Read with the same queries as the API (core/stats) where the API has them; the campaign list
 counts sent, delivered and clickers for a whole page of campaigns in a handful of queries
@@ -16,6 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from api.contacts import contact_dict
+from api.dashboard_automations import campaign_automations
 from api.rows import message_dict
 from core.campaigns.definition import campaign_dict, get_campaign, iso, variants_of
 from core.db import session_scope
@@ -74,6 +76,7 @@ def campaign_rows(
                 "id": campaign.id,
                 "name": campaign.name,
                 "status": campaign.status,
+                "kind": campaign.kind,
                 "sent": sent,
                 "delivered": delivered,
                 "ctr": round(unique / basis, 6) if basis else 0.0,
@@ -189,12 +192,15 @@ def campaign_page(engine: Engine, registry: PluginRegistry, campaign_id: int) ->
             "more_messages": len(log) > MESSAGE_LOG_ROWS,
             # Messages awaiting a delivery report: does the provider say when asked, and after how long?
             "can_fetch_status": abilities.can_fetch_status(registry.providers.get(campaign.provider)),
-            "settle": _duration(registry.context.settings.status_settle_seconds),
+            "settle": duration(registry.context.settings.status_settle_seconds),
+            # Its follow-ups, the runs about it or that made it, its parent (API.md "Automations").
+            "automations": campaign_automations(session, campaign),
         }
 
 
-def _duration(seconds: float) -> str:
-    """900 → "15 minutes", 45 → "45 seconds", 7200 → "2 hours" (the settle window, in words)."""
+def duration(seconds: float) -> str:
+    """900 → "15 minutes", 45 → "45 seconds", 7200 → "2 hours" (the settle window, a follow-up's
+    delay, in words)."""
     for size, unit in ((3600, "hour"), (60, "minute"), (1, "second")):
         if seconds >= size and seconds % size == 0 or size == 1:
             n = seconds / size

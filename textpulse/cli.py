@@ -1,4 +1,4 @@
-"""`textpulse`: up | api | worker | migrate | rescore.
+"""`textpulse`: up | api | worker | migrate | rescore | workflows.
 
 Every command ends with `os._exit(status)` after flushing: a process that used temporalio can
 abort at interpreter exit (temporalio/sdk-python#300) and must not turn success into a crash.
@@ -81,6 +81,39 @@ def cmd_rescore(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_workflows(settings: Settings, args: argparse.Namespace) -> int:
+    """The automations through the running service's HTTP API (textpulse/workflows_cli.py)."""
+    from textpulse.workflows_cli import main as workflows_main
+
+    return int(workflows_main(settings, args))
+
+
+def _add_workflows(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="the service's base URL (default: TEXTPULSE_PUBLIC_URL or http://HOST:PORT)")
+    workflows = sub.add_parser("workflows", help="list automations, start, list, show and cancel their runs (HTTP)")
+    workflows.set_defaults(func=cmd_workflows)
+    commands = workflows.add_subparsers(dest="workflows_command", required=True)
+    listing = commands.add_parser("list", parents=[common], help="the registered automations")
+    listing.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    run = commands.add_parser("run", parents=[common], help="start a run of an automation; prints the run")
+    run.add_argument("name", help="the automation's name (see `textpulse workflows list`)")
+    run.add_argument(
+        "--param", action="append", metavar="KEY=VALUE", help="a param (repeatable); VALUE is JSON when it parses"
+    )
+    run.add_argument("--params", metavar="JSON", help="params as a JSON object (each --param wins over it)")
+    run.add_argument("--wait", action="store_true", help="wait for the run to end; exit 1 unless it completed")
+    runs = commands.add_parser("runs", parents=[common], help="the runs by id, oldest first")
+    runs.add_argument("--workflow", help="only runs of this automation")
+    runs.add_argument("--status", help="only runs in this status (running, completed, cancelled, failed)")
+    runs.add_argument("--limit", type=int, default=50, help="at most this many runs (50)")
+    runs.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    show = commands.add_parser("show", parents=[common], help="one run as JSON")
+    show.add_argument("run_id", type=int)
+    cancel = commands.add_parser("cancel", parents=[common], help="cancel a running run; prints the run")
+    cancel.add_argument("run_id", type=int)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textpulse", description="Self-hosted SMS campaign engine.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     rescore.add_argument("--campaign", type=int, required=True, help="the campaign's id")
     rescore.add_argument("--chunk", type=int, default=5000, help="clicks read and judged at a time (5000)")
     rescore.set_defaults(func=cmd_rescore)
+    _add_workflows(sub)
     return parser
 
 
