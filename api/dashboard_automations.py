@@ -22,6 +22,15 @@ from core.hooks.registry import PluginRegistry
 from core.models import Campaign, Contact, WorkflowRun
 
 RUNS_PER_AUTOMATION = 50
+# A follow-up's `audience` (workflows/follow_up.py `Engagement`) as "to those who …".
+AUDIENCE_WORDS = {
+    "clicked": "clicked",
+    "not_clicked": "did not click",
+    "replied": "replied",
+    "not_replied": "did not reply",
+    "converted": "converted",
+    "not_converted": "did not convert",
+}
 
 
 def _campaign_row(campaign: Campaign) -> dict[str, Any]:
@@ -77,7 +86,13 @@ def campaign_automations(session: Session, campaign: Campaign) -> dict[str, Any]
         else None,
         "follow_up_campaigns": [_campaign_row(c) for c in follow_ups],
         "runs": [_run_row(r) for r in runs],
-        "follow_up_specs": list(campaign.follow_ups or []),
+        "follow_up_specs": [
+            {
+                "after_seconds": float(spec.get("after_seconds", 86400)),
+                "audience": AUDIENCE_WORDS.get(str(spec.get("audience", "not_clicked")), str(spec.get("audience"))),
+            }
+            for spec in campaign.follow_ups or []
+        ],
     }
 
 

@@ -50,7 +50,7 @@ def _campaign(session: Any, name: str, **fields: Any) -> int:
 
 
 def _run(session: Any, workflow: str, **fields: Any) -> int:
-    run = WorkflowRun(workflow=workflow, workflow_id=f"automation-{workflow}-{fields.get('contact_id')}", **fields)
+    run = WorkflowRun(workflow=workflow, workflow_id=f"automation-{workflow}-{fields['temporal_run_id']}", **fields)
     session.add(run)
     session.flush()
     assert run.id is not None
@@ -128,11 +128,12 @@ def test_a_campaigns_follow_ups_and_runs_link_to_their_pages(
         section = page.locator("#follow-ups")
         expect(section).to_be_visible()
         assert section.locator("h2").inner_text() == "Follow-ups & automations"
-        assert "after 1 hour to those who not clicked" in section.locator("#follow-up-specs").inner_text()
+        assert "after 1 hour to those who did not click." in section.locator("#follow-up-specs").inner_text()
         assert page.locator("#kind").count() == 0 and page.locator("#provenance").count() == 0
         run_row = section.locator(f'#follow-up-runs tr[data-run-id="{ids["run"]}"]')
         assert run_row.locator('[data-col="progress"]').inner_text() == "matched 4"
         assert "completed" in run_row.inner_text() and "about this campaign" in run_row.inner_text()
+        page.screenshot(path=str(tmp_path / "parent.png"), full_page=True)
         listed = section.locator(f'#follow-up-campaigns tr[data-campaign-id="{ids["follow_up"]}"]')
         assert "completed" in listed.inner_text()
         listed.get_by_role("link", name="Spring <sale> · follow-up").click()

@@ -12,11 +12,13 @@ from __future__ import annotations
 from core.hooks.contracts import (
     MESSAGE_STATUSES,
     BotFilter,
+    CampaignStatusChanged,
     ChecksConfig,
     ClickRecorded,
     ClickTarget,
     ClickToJudge,
     Closes,
+    ContactCreated,
     ConversionRecorded,
     FetchesStatus,
     FindsSent,
@@ -80,4 +82,6 @@ __all__ = [
     "ClickRecorded",
     "ReplyReceived",
     "ConversionRecorded",
+    "ContactCreated",
+    "CampaignStatusChanged",
 ]
