@@ -320,7 +320,9 @@ class DashboardController(Controller):
     @get("/automations", sync_to_thread=True)
     def automations(self, state: State) -> Template:
         """Every registered automation (name, description, triggers) with its latest runs."""
-        return _page("automations.html", api_key=state.settings.api_key, **automations_page(state.engine, state.registry))
+        return _page(
+            "automations.html", api_key=state.settings.api_key, **automations_page(state.engine, state.registry)
+        )
 
     @get("/automations/runs/{run_id:int}", sync_to_thread=True)
     def run(self, state: State, run_id: int) -> Template:

@@ -109,7 +109,7 @@ def automations_page(engine: Engine, registry: PluginRegistry) -> dict[str, Any]
         ):
             counts.setdefault(str(workflow), {})[str(status)] = int(n)
         names = [*registered, *sorted(set(counts) - set(registered))]
-        automations = []
+        automations: list[dict[str, Any]] = []
         for name in names:
             runs = session.scalars(
                 select(WorkflowRun)
@@ -133,7 +133,7 @@ def automations_page(engine: Engine, registry: PluginRegistry) -> dict[str, Any]
                 }
             )
         campaign_names = _campaign_names(session, (r["campaign_id"] for a in automations for r in a["runs"]))
-    return {"automations": automations, "campaign_names": campaign_names, "runs_shown": RUNS_PER_AUTOMATION}
+    return {"automations": automations, "campaign_names": campaign_names}
 
 
 def run_page(engine: Engine, registry: PluginRegistry, run_id: int) -> dict[str, Any]:

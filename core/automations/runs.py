@@ -110,7 +110,15 @@ def finish(
             .where(col(WorkflowRun.id) == run_id, col(WorkflowRun.status) == RunStatus.RUNNING)
             .values(**values)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        if result.rowcount or progress is None:  # type: ignore[attr-defined]
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+        # Ended so already (a cancel is recorded by the API first): the run's own end adds its progress.
+        session.execute(
+            update(WorkflowRun)
+            .where(col(WorkflowRun.id) == run_id, col(WorkflowRun.status) == status)
+            .values(progress=progress)
+        )
+        return False
 
 
 def set_progress(session: Session, run_id: int, progress: dict[str, Any]) -> None:
