@@ -242,3 +242,33 @@ def test_params_are_checked_before_anything_starts(live: LiveService) -> None:
     assert live.get("/api/workflows/runs", params={"status": "sleeping"}).status_code == 400
     assert live.get("/api/workflows/runs/12345").status_code == 404
     assert live.post("/api/workflows/runs/12345/cancel").status_code == 404
+
+
+def test_follow_up_turned_on_in_plugins_toml_follows_every_campaign(
+    database_url: str, temporal_address: str, tmp_path: Path
+) -> None:
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path / "var",
+        plugin_config={
+            "plugins": {"fake": {"delivery_ratio": 1.0, "callback_delay_seconds": [0.01, 0.05], "seed": 3}},
+            "automations": {"follow_up": {"enabled": True, "after_seconds": 0.2, "body": "Still there?"}},
+        },
+    )
+    live.start()
+    try:
+        _contacts(live, 2, base=7600)
+        cid = live.post("/api/campaigns", {"name": "P", "variants": [{"name": "A", "body": "Hi"}]}).json()["id"]
+        live.post(f"/api/campaigns/{cid}/launch")
+        run = wait_for(lambda: (r := _runs(live, workflow="follow_up")) and r[0], what="a triggered follow-up")
+        assert run["trigger"] == "campaign_completed" and run["params"]["campaign_id"] == cid
+        ended = _run_ended(live, run["id"])
+        assert ended["status"] == "completed" and len(ended["campaign_ids"]) == 1
+        follow = live.get(f"/api/campaigns/{ended['campaign_ids'][0]}").json()
+        assert follow["kind"] == "follow_up" and follow["parent_id"] == cid
+        _completed(live, follow["id"])
+        time.sleep(1.0)  # a follow-up's own completion starts no follow-up of the follow-up
+        assert len(_runs(live, workflow="follow_up")) == 1
+    finally:
+        live.stop()

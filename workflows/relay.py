@@ -302,9 +302,12 @@ class AutomationRelay:
             workflow_id = self.settings.automation_id(automation.name, str(event.contact_id))
             contact_id, campaign_id = event.contact_id, None
         once = trigger in ("contact_created", "campaign_completed")
+        params = dict(automation.trigger_params or {})
+        if trigger == "campaign_completed" and automation.campaign_param():
+            params["campaign_id"] = event.campaign_id
         start = AutomationStart(
             automation.name,
-            params=dict(automation.trigger_params or {}),
+            params=params,
             contact_id=contact_id,
             campaign_id=campaign_id,
             trigger=trigger,

@@ -50,6 +50,10 @@ class Automation:
         if unknown:
             raise ValueError(f"automation {self.name!r}: unknown trigger(s) {unknown}; known: {', '.join(TRIGGERS)}")
 
+    def campaign_param(self) -> bool:
+        """Started by `campaign_completed`, with a `campaign_id` param: the campaign's id goes there."""
+        return "campaign_completed" in self.triggers and "campaign_id" in _field_names(self.params)
+
     def schema(self) -> dict[str, Any]:
         return params_schema(self.params)
 
@@ -93,7 +97,9 @@ def check_params(params_type: type, params: Any) -> dict[str, Any]:
         value: Any = msgspec.convert(params, params_type, str_keys=True)
     except msgspec.ValidationError as exc:
         raise ParamsInvalid(f"params: {_worded(str(exc))}") from None
-    checked: dict[str, Any] = msgspec.to_builtins(value)
+    # Every field, defaults too (to_builtins leaves a dataclass's None fields out).
+    fields = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    checked: dict[str, Any] = msgspec.to_builtins(fields)
     return checked
 
 

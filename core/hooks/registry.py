@@ -159,10 +159,14 @@ class PluginRegistry:
                 table = dict(tables.get(automation.name, {}) or {})
                 trigger_params = None
                 if table.pop("enabled", False) is True:
+                    # A run started by a campaign's completion is given that campaign's id.
+                    given = automation.campaign_param() and "campaign_id" not in table
                     try:
-                        trigger_params = automation.check(table)
+                        trigger_params = automation.check({**table, "campaign_id": 1} if given else table)
                     except Invalid as exc:
                         raise PluginError(f"plugins.toml [automations.{automation.name}]: {exc}") from None
+                    if given:
+                        trigger_params.pop("campaign_id", None)
                 found[automation.name] = dataclasses.replace(automation, trigger_params=trigger_params)
 
             self.pm.hook.register_automations(register=register, config=self.context)
