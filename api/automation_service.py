@@ -37,6 +37,8 @@ from workflows.automation_inputs import AutomationStart
 
 log = get_logger("textpulse.api.automations")
 
+MAX_ID = 2**63 - 1  # ids are 64-bit: a bigger one names nothing
+
 
 class AutomationNotFound(NotFound):
     """No automation is registered under this name."""
@@ -73,6 +75,8 @@ class AutomationService:
         return found
 
     def run(self, run_id: int) -> dict[str, Any]:
+        if not 0 < run_id <= MAX_ID:
+            raise runs.RunNotFound(f"automation run {run_id} does not exist")
         with session_scope(self.engine, read_only=True) as session:
             return runs.run_dict(session, runs.get_run(session, run_id))
 
@@ -80,6 +84,9 @@ class AutomationService:
         """The contact and the campaign the run is about: its params `contact_id`, `campaign_id`
         (each must exist: a 422 naming it)."""
         contact_id, campaign_id = params.get("contact_id"), params.get("campaign_id")
+        for name, value in (("contact_id", contact_id), ("campaign_id", campaign_id)):
+            if isinstance(value, int) and not 0 < value <= MAX_ID:
+                raise ParamsInvalid(f"params: {name}: {value} is not an id (1 to {MAX_ID})")
         with session_scope(self.engine, read_only=True) as session:
             if isinstance(contact_id, int) and session.get(Contact, contact_id) is None:
                 raise ParamsInvalid(f"params: contact_id: contact {contact_id} does not exist")
@@ -146,27 +153,39 @@ class AutomationService:
                 )
             except RunConflict:
                 continue  # started already (a launch retried)
+            except Exception:  # the campaign is launched: its answer is not turned into an error
+                log.exception(
+                    "a follow-up of a launched campaign did not start", campaign_id=campaign_id, number=number
+                )
+
+    def _running_campaigns(self, run_id: int) -> list[int]:
+        with session_scope(self.engine, read_only=True) as session:
+            return [
+                int(cid or 0)
+                for cid in session.scalars(
+                    select(col(Campaign.id)).where(
+                        col(Campaign.run_id) == run_id, col(Campaign.status).notin_(FINAL_CAMPAIGN_STATUSES)
+                    )
+                )
+            ]
 
     async def cancel(self, run_id: int) -> dict[str, Any]:
-        def end() -> tuple[str, str, list[int]]:
+        if not 0 < run_id <= MAX_ID:
+            raise runs.RunNotFound(f"automation run {run_id} does not exist")
+
+        def end() -> tuple[str, str]:
             with session_scope(self.engine, read_only=True) as session:
                 run = runs.get_run(session, run_id)
                 if run.status != RunStatus.RUNNING:
                     raise RunConflict(f"automation run {run_id} has ended ({run.status}); nothing to cancel")
-                made = [
-                    int(cid or 0)
-                    for cid in session.scalars(
-                        select(col(Campaign.id)).where(
-                            col(Campaign.run_id) == run_id, col(Campaign.status).notin_(FINAL_CAMPAIGN_STATUSES)
-                        )
-                    )
-                ]
+            # First: every text of the run checks this, and a campaign the run makes from now on
+            # is cancelled by the activity that makes it.
             if not runs.finish(self.engine, run_id, RunStatus.CANCELLED):
                 raise RunConflict(f"automation run {run_id} ended meanwhile; nothing to cancel")
-            return run.workflow_id, run.temporal_run_id, made
+            return run.workflow_id, run.temporal_run_id
 
-        workflow_id, temporal_run_id, made = await anyio.to_thread.run_sync(end)
-        for campaign_id in made:
+        workflow_id, temporal_run_id = await anyio.to_thread.run_sync(end)
+        for campaign_id in await anyio.to_thread.run_sync(self._running_campaigns, run_id):
             try:
                 await self.campaigns.control(campaign_id, Move.CANCEL)
             except Conflict as exc:  # a draft, or ended meanwhile

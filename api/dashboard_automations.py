@@ -22,7 +22,7 @@ from core.hooks.registry import PluginRegistry
 from core.models import Campaign, Contact, WorkflowRun
 
 RUNS_PER_AUTOMATION = 50
-# A follow-up's `audience` (workflows/follow_up.py `Engagement`) as "to those who …".
+# A follow-up's `audience` (plugins/follow_up.py `Engagement`) as "to those who …".
 AUDIENCE_WORDS = {
     "clicked": "clicked",
     "not_clicked": "did not click",

@@ -1,7 +1,7 @@
 """Automation runs that were running before a deploy go on after it: histories of the built-in
 automations (recorded by tests/histories/record_automations.py on the real service) replay on
-today's code without a nondeterminism error. A change to workflows/follow_up.py,
-workflows/welcome_series.py or the building blocks (workflows/automation.py) that would break
+today's code without a nondeterminism error. A change to plugins/follow_up.py,
+plugins/welcome_series.py or the building blocks (workflows/automation.py) that would break
 running automations fails here; such changes go behind `workflow.patched`.
 
 - follow_up: texted the non-clickers (a child campaign), nobody matched, cancelled while waiting;
@@ -18,8 +18,8 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from workflows.follow_up import FollowUpWorkflow
-from workflows.welcome_series import WelcomeSeriesWorkflow
+from plugins.follow_up import FollowUpWorkflow
+from plugins.welcome_series import WelcomeSeriesWorkflow
 
 ROOT = Path(__file__).parent / "histories" / "automations"
 HISTORIES = sorted(ROOT.glob("*.json"))

@@ -7,8 +7,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.metadata
+import json
+import os
+import re
 import subprocess
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +21,7 @@ from typing import Any
 import pytest
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHistory
-from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+from temporalio.worker import Replayer
 
 from core.automations.spec import decode_params
 from core.hooks.registry import load_plugins
@@ -26,7 +30,7 @@ from tests.live import LiveService, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "examples" / "textpulse-abandoned-cart"
-BUYER, LEAVER = "+12025557300", "+12025557301"
+BUYER, LEAVER, BY_HAND = "+12025557300", "+12025557301", "+12025557302"
 PLUGIN_CONFIG: dict[str, Any] = {
     "plugins": {
         "enabled": ["abandoned_cart"],
@@ -34,6 +38,45 @@ PLUGIN_CONFIG: dict[str, Any] = {
     },
     "automations": {"abandoned_cart": {"enabled": True, "wait_seconds": 1.5, "report_after_seconds": 2}},
 }
+
+
+def _section(markdown: str, title: str) -> str:
+    """The text under `### <title>`, up to the next heading."""
+    match = re.search(rf"^### {re.escape(title)}\n(.*?)(?=^#{{1,3}} |\Z)", markdown, re.MULTILINE | re.DOTALL)
+    assert match, f"docs/workflows.md has no '### {title}'"
+    return match.group(1)
+
+
+def _blocks(markdown: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", markdown, re.MULTILINE | re.DOTALL)
+
+
+def _lines(text: str) -> set[str]:
+    return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+def test_the_tutorial_shows_the_examples_code_as_it_is() -> None:
+    doc = (ROOT / "docs" / "workflows.md").read_text(encoding="utf-8")
+    automations = doc[doc.index("\n# Automations\n") :]
+    for block in _blocks(automations, "python"):  # excerpts of methods too: compiled as a body
+        compile("async def _():\n" + textwrap.indent(textwrap.dedent(block), "    "), "docs/workflows.md", "exec")
+    shown = {
+        "examples/textpulse-abandoned-cart/textpulse_abandoned_cart.py": [
+            block
+            for title in ("The imports", "The params", "The workflow", "Registering it")
+            for block in _blocks(_section(automations, title), "python")
+        ],
+        "examples/textpulse-abandoned-cart/pyproject.toml": _blocks(
+            _section(automations, "A package of your own"), "toml"
+        ),
+        "tests/abandoned_cart_v2.py": _blocks(_section(automations, "Versioning with workflow.patched"), "python"),
+    }
+    for path, blocks in shown.items():
+        assert blocks, path
+        source = _lines((ROOT / path).read_text(encoding="utf-8"))
+        for block in blocks:
+            missing = _lines(block) - source
+            assert not missing, f"docs/workflows.md shows lines that {path} does not have: {missing}"
 
 
 def _pip(*args: str) -> None:
@@ -89,6 +132,17 @@ def _runs(live: LiveService) -> list[dict[str, Any]]:
     return list(response.json()["items"])
 
 
+def _textpulse(*args: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("TEXTPULSE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "textpulse.cli", "workflows", *args],
+        env={**environment, "TEXTPULSE_LOG_FORMAT": "json"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def _ended(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return runs if runs and all(r["status"] != "running" for r in runs) else []
 
@@ -100,7 +154,7 @@ def _event(live: LiveService, phone: str, name: str) -> int:
 
 
 def test_a_reminder_goes_to_the_contact_who_did_not_buy(
-    installed: None, database_url: str, temporal_address: str, tmp_path: Path
+    installed: None, database_url: str, temporal_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     live = LiveService(
         database_url=database_url, temporal_address=temporal_address, data_dir=tmp_path, plugin_config=PLUGIN_CONFIG
@@ -124,7 +178,8 @@ def test_a_reminder_goes_to_the_contact_who_did_not_buy(
         added = live.post("/api/contacts", [{"phone": BUYER, "name": "Ann"}, {"phone": LEAVER, "name": "Bob"}])
         assert added.json()["created"] == 2, added.text
         buyer, leaver = _event(live, BUYER, "cart_abandoned"), _event(live, LEAVER, "cart_abandoned")
-        started = wait_for(lambda: len(r := _runs(live)) == 2 and r, what="a run per abandoned cart", timeout=10)
+        wait_for(lambda: len(_runs(live)) == 2, what="a run per abandoned cart", timeout=10)
+        started = _runs(live)
         assert {r["trigger"] for r in started} == {"conversion"}
         assert {r["contact_id"]: r["workflow_id"] for r in started} == {
             buyer: live.settings.automation_id("abandoned_cart", str(buyer)),
@@ -153,10 +208,35 @@ def test_a_reminder_goes_to_the_contact_who_did_not_buy(
         assert (step["name"], step["kind"], step["run_id"]) == ("abandoned_cart: reminder", "automation", None)
         assert step["conversion"]["event"] == "purchase"
 
+        # By hand, as docs/workflows.md shows it: a run for a contact who abandoned no cart, its
+        # wait counted from its start; the step campaign now holds both reminders.
+        assert live.post("/api/contacts", [{"phone": BY_HAND, "name": "Cy"}]).json()["created"] == 1
+        [by_hand] = [c["id"] for c in live.get("/api/contacts", params={"phone": BY_HAND}).json()["items"]]
+        ran = _textpulse(
+            "run", "abandoned_cart", "--wait", "--url", live.url,
+            "--param", f"contact_id={by_hand}", "--param", "wait_seconds=0.5", "--param", "report_after_seconds=0.5",
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        run = json.loads(ran.stdout)
+        assert (run["status"], run["trigger"], run["contact_id"], run["campaign_ids"]) == (
+            "completed",
+            None,
+            by_hand,
+            [step_id],
+        )
+        assert run["progress"] == {
+            "texted": True,
+            "purchased": False,
+            "recipients": 2,
+            "conversions": 0,
+            "conversion_rate": 0.0,
+        }
+        assert [e["to"] for e in live.fake.ledger()].count(BY_HAND) == 1
+
         histories = asyncio.run(_histories(temporal_address, [by_contact[buyer], by_contact[leaver]]))
     finally:
         live.stop()
-    _replays(histories)
+    _replays(histories, monkeypatch)
 
 
 async def _histories(temporal_address: str, runs: list[dict[str, Any]]) -> list[WorkflowHistory]:
@@ -169,39 +249,20 @@ async def _histories(temporal_address: str, runs: list[dict[str, Any]]) -> list[
     return histories
 
 
-def _replays(histories: list[WorkflowHistory]) -> None:
-    """Both runs replay on today's code (in the sandbox, as the worker runs them). The leaver's run
-    (it was texted) replays on the second reminder of docs/workflows.md "Versioning" when it is
-    behind `workflow.patched`, and fails to replay when it is not."""
+def _replays(histories: list[WorkflowHistory], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both runs replay on today's code, in the sandbox as the worker runs them. Version 2 of
+    docs/workflows.md "Versioning" (tests/abandoned_cart_v2.py: a second reminder) replays them
+    too, its change behind `workflow.patched`; shipped without that guard (`patched` always
+    true), the texted contact's run does not replay."""
     from textpulse_abandoned_cart import AbandonedCartWorkflow
 
-    for history in histories:
-        asyncio.run(Replayer(workflows=[AbandonedCartWorkflow]).replay_workflow(history))
-    leaver = histories[1]
-    asyncio.run(_replayer(_second_reminder(AbandonedCartWorkflow, patched=True)).replay_workflow(leaver))
+    from tests.abandoned_cart_v2 import AbandonedCartWorkflowV2
+
+    for workflow_class in (AbandonedCartWorkflow, AbandonedCartWorkflowV2):
+        for history in histories:
+            asyncio.run(Replayer(workflows=[workflow_class]).replay_workflow(history))
+    monkeypatch.setattr(workflow, "patched", lambda patch_id: True)
+    buyer, leaver = histories
+    asyncio.run(Replayer(workflows=[AbandonedCartWorkflowV2]).replay_workflow(buyer))  # never got that far
     with pytest.raises(workflow.NondeterminismError):
-        asyncio.run(_replayer(_second_reminder(AbandonedCartWorkflow, patched=False)).replay_workflow(leaver))
-
-
-def _replayer(workflow_class: type) -> Replayer:
-    # Classes made in a test function cannot be re-imported by the sandbox: replay them unsandboxed.
-    return Replayer(workflows=[workflow_class], workflow_runner=UnsandboxedWorkflowRunner())
-
-
-def _second_reminder(base: Any, *, patched: bool) -> type:
-    """The abandoned cart with the doc's last call: a second text to a contact who did not buy,
-    after the report wait and before the stats (the leaver did not buy), behind
-    `workflow.patched("second-reminder")` or not."""
-
-    @workflow.defn(name="abandoned_cart")
-    class SecondReminder(base):
-        @workflow.run
-        async def run(self, start: Any) -> dict[str, Any]:
-            return await self.execute(start, self.steps)
-
-        async def stats(self, campaign_id: int) -> dict[str, Any]:
-            if not patched or workflow.patched("second-reminder"):
-                await self.text_contact("last call", "Last call: https://shop.example/cart")
-            return await super().stats(campaign_id)
-
-    return SecondReminder
+        asyncio.run(Replayer(workflows=[AbandonedCartWorkflowV2]).replay_workflow(leaver))

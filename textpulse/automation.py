@@ -10,7 +10,9 @@ A plugin hands its automations over with the `register_automations` hook. Unlike
 from __future__ import annotations
 
 from core.automations.spec import EVENT_KINDS, TRIGGERS, Automation, ParamsInvalid
+from core.contacts.filters import attributes_match
 from core.hooks.hookspecs import hookimpl
+from core.statuses import CampaignKind, CampaignStatus, RunStatus
 from workflows.automation import AutomationWorkflow
 from workflows.automation_inputs import (
     AutomationStart,
@@ -32,4 +34,8 @@ __all__ = [
     "TRIGGERS",
     "EVENT_KINDS",
     "ParamsInvalid",
+    "CampaignKind",
+    "CampaignStatus",
+    "RunStatus",
+    "attributes_match",
 ]

@@ -38,7 +38,14 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    FailureError,
+    WorkflowAlreadyStartedError,
+    is_cancelled_exception,
+)
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -68,6 +75,8 @@ SEND = timedelta(minutes=5)
 SEND_HEARTBEAT = timedelta(seconds=30)
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 CAMPAIGN_ENDED = "campaign_ended"  # the relay's kind for a campaign's end (`name`: its status)
+RUN_CANCELLED = "RunCancelled"  # an activity found the run cancelled (by the API) before Temporal said so
+MAX_POLL_SECONDS = 3600.0
 
 
 class AutomationWorkflow:
@@ -110,11 +119,19 @@ class AutomationWorkflow:
         )
         try:
             await steps()
+        except Exception as exc:  # (asyncio.CancelledError is a BaseException: below)
+            if is_cancelled_exception(exc) or (isinstance(exc, ApplicationError) and exc.type == RUN_CANCELLED):
+                await self._end(RunStatus.CANCELLED)
+                raise
+            await self._end(RunStatus.FAILED, error=_why(exc) if isinstance(exc, FailureError) else repr(exc))
+            if isinstance(exc, (ActivityError, ChildWorkflowError, ApplicationError)):
+                raise
+            # A bug in the steps: the run fails, saying why, rather than retrying its task forever.
+            raise ApplicationError(
+                f"the automation failed: {exc!r}", type=type(exc).__name__, non_retryable=True
+            ) from exc
         except asyncio.CancelledError:
             await self._end(RunStatus.CANCELLED)
-            raise
-        except (ActivityError, ChildWorkflowError, ApplicationError) as exc:
-            await self._end(RunStatus.FAILED, error=_why(exc))
             raise
         await self._end(RunStatus.COMPLETED)
         return {"run_id": self.run_id, "status": RunStatus.COMPLETED, "progress": self.progress}
@@ -236,7 +253,11 @@ class AutomationWorkflow:
             start_to_close_timeout=SEND,
             retry_policy=RETRY,
         )
-        if made.created:
+        if made.campaign_id == 0:
+            raise ApplicationError("the run was cancelled", type=RUN_CANCELLED, non_retryable=True)
+        # Started even when an earlier attempt of the activity made the campaign (it started no
+        # workflow then); a campaign workflow of that id running already is the one.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
             await workflow.start_child_workflow(
                 "CampaignWorkflow",
                 CampaignInput(**made.campaign_input),
@@ -252,7 +273,9 @@ class AutomationWorkflow:
 
     async def wait_for_campaign(self, campaign_id: int) -> CampaignStateResult:
         """Until the campaign has ended (completed, cancelled, failed): told by a signal, and
-        looked at every `poll_seconds` besides."""
+        looked at after `poll_seconds` besides, then twice as long each time up to an hour (a
+        campaign scheduled days ahead costs a few history events an hour, not hundreds)."""
+        poll = max(self.start.poll_seconds, 0.1)
         while True:
             state = await self.campaign_state(campaign_id)
             if state.status in FINAL_CAMPAIGN_STATUSES:
@@ -263,8 +286,9 @@ class AutomationWorkflow:
                     lambda seen=seen: any(  # type: ignore[misc]
                         e.kind == CAMPAIGN_ENDED and e.campaign_id == campaign_id for e in self.events[seen:]
                     ),
-                    timeout=timedelta(seconds=max(self.start.poll_seconds, 0.1)),
+                    timeout=timedelta(seconds=poll),
                 )
+            poll = min(poll * 2, MAX_POLL_SECONDS)
 
     async def text_contact(
         self,

@@ -110,7 +110,7 @@ class AutomationActivities:
     @activity.defn(name="automation_create_campaign")
     def create_campaign(self, data: CampaignSendInput) -> CampaignSendResult:
         try:
-            campaign_id, created = sends.create_send(
+            made = sends.create_send(
                 self.engine,
                 self.registry,
                 run_id=data.run_id,
@@ -127,6 +127,9 @@ class AutomationActivities:
             )
         except CampaignInvalid as exc:
             raise _refused(exc) from None
+        if made is None:  # the run was cancelled: nothing more is sent for it
+            return CampaignSendResult(campaign_id=0, workflow_id="", created=False)
+        campaign_id, created = made
         start, _ = campaign_input(self.engine, self.settings, campaign_id)
         log.info("automation campaign", run_id=data.run_id, campaign_id=campaign_id, created=created)
         return CampaignSendResult(
@@ -159,6 +162,8 @@ class AutomationActivities:
             )
         except (CampaignInvalid, ValueError) as exc:
             raise _refused(exc) from None
+        except sends.TextPending as exc:  # tried again, with the activity's backoff
+            raise ApplicationError(str(exc), type="TextPending") from None
         return TextContactResult(
             status=outcome.status,
             reason=outcome.reason,

@@ -1,8 +1,8 @@
 """Inputs and outputs of automation workflows and their activities: one dataclass each, so
 fields can be added without breaking running workflows. Standard library only: the workflow
-sandbox imports this module."""
-
-from __future__ import annotations
+sandbox imports this module. No `from __future__ import annotations`: Temporal's converter reads
+these annotations at run time, inside the sandbox too, where a string annotation would have to be
+resolved in a module the sandbox may not have imported."""
 
 from dataclasses import dataclass, field
 from typing import Any

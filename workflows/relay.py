@@ -30,7 +30,6 @@ from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
 
 from core.automations import runs
 from core.automations.spec import Automation
@@ -55,6 +54,7 @@ DELIVERY_STATUSES = (MessageStatus.DELIVERED, MessageStatus.UNDELIVERED, Message
 # Campaign statuses a run hears of: the ends (a wait for a campaign returns on them).
 CAMPAIGN_END = "campaign_ended"
 MAX_BATCH = 5000
+START_ATTEMPTS = 8  # a failed start is tried again after 2, 4, … 60 s
 CONCURRENT_CALLS = 32
 
 
@@ -88,6 +88,8 @@ class AutomationRelay:
         self._wake = asyncio.Event()
         self.signalled = 0
         self.started = 0
+        # Starts that failed, due again: (automation, trigger, event, attempts so far).
+        self._retrying: list[tuple[Automation, str, ContactEvent, int]] = []
 
     # -- who uses it -----------------------------------------------------------------------
     @classmethod
@@ -223,6 +225,19 @@ class AutomationRelay:
             except Exception:
                 log.exception("automation relay batch failed")
 
+    def _later(self, automation: Automation, trigger: str, event: ContactEvent, attempt: int) -> None:
+        """Try a failed start again after a backoff: that automation's only (the start is
+        idempotent: one workflow id per contact or campaign, so a repeat does no harm)."""
+        loop = self._loop
+        if loop is None:
+            return
+
+        def again() -> None:
+            self._retrying.append((automation, trigger, event, attempt))
+            self._wake.set()
+
+        loop.call_later(min(2.0**attempt, 60.0), again)
+
     def _take(self) -> list[ContactEvent]:
         with self._lock:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
@@ -232,10 +247,17 @@ class AutomationRelay:
 
     async def flush(self) -> None:
         """Relay everything queued now."""
-        while batch := self._take():
+        while (batch := self._take()) or self._retrying:
             await self._relay(batch)
 
     async def _relay(self, batch: list[ContactEvent]) -> None:
+        retrying, self._retrying = self._retrying, []
+        if retrying:
+            await asyncio.gather(*(self._start(a, t, e, attempt=n) for a, t, e, n in retrying))
+        if batch:
+            await self._relay_batch(batch)
+
+    async def _relay_batch(self, batch: list[ContactEvent]) -> None:
         contact_ids = {e.contact_id for e in batch if e.contact_id is not None and e.kind != CAMPAIGN_END}
         ended = {e.campaign_id for e in batch if e.kind == CAMPAIGN_END and e.campaign_id is not None}
         by_contact, by_campaign = await asyncio.to_thread(self._targets, contact_ids, ended)
@@ -275,8 +297,8 @@ class AutomationRelay:
             client = await self.get_client()
             await client.get_workflow_handle(workflow_id, run_id=run_id).signal(EVENT_SIGNAL, event)
             self.signalled += 1
-        except RPCError as exc:  # it ended meanwhile, or Temporal is away: the run checks the record anyway
-            log.info("could not signal an automation", workflow_id=workflow_id, error=exc.message)
+        except Exception as exc:  # ended meanwhile, or Temporal is away: the run checks the record anyway
+            log.info("could not signal an automation", workflow_id=workflow_id, error=str(exc))
 
     def _triggered(self, event: ContactEvent) -> list[Awaitable[None]]:
         trigger = "campaign_completed" if event.kind == CAMPAIGN_END else event.kind
@@ -294,7 +316,7 @@ class AutomationRelay:
             and not (trigger == "conversion" and automation.events and event.name not in automation.events)
         ]
 
-    async def _start(self, automation: Automation, trigger: str, event: ContactEvent) -> None:
+    async def _start(self, automation: Automation, trigger: str, event: ContactEvent, *, attempt: int = 0) -> None:
         if trigger == "campaign_completed":
             workflow_id = self.settings.automation_id(automation.name, f"campaign-{event.campaign_id}")
             contact_id, campaign_id = None, event.campaign_id
@@ -329,8 +351,15 @@ class AutomationRelay:
             )
         except WorkflowAlreadyStartedError:
             return  # that contact's (or campaign's) run happened already: a no-op
-        except RPCError as exc:
-            log.warning("could not start an automation", automation=automation.name, error=exc.message)
+        except Exception as exc:  # Temporal away (or not up yet): the start is tried again, a few times
+            attempt += 1
+            if attempt > START_ATTEMPTS:
+                log.error(
+                    "an automation was not started", automation=automation.name, workflow_id=workflow_id, error=str(exc)
+                )
+                return
+            log.warning("could not start an automation; trying again", automation=automation.name, error=str(exc))
+            self._later(automation, trigger, event, attempt)
             return
         self.started += 1
         if handle.result_run_id:

@@ -26,13 +26,13 @@ from sqlmodel import Session, col
 
 from core.automations import runs
 from core.campaigns.bodies import render_pending
-from core.campaigns.definition import CampaignInvalid, apply_move, create_campaign, iter_audience
+from core.campaigns.definition import CampaignInvalid, apply_move, create_campaign, get_campaign, iter_audience
 from core.campaigns.idempotency import automation_key
 from core.campaigns.launch_checks import check_launch
 from core.campaigns.lifecycle import Move
 from core.campaigns.schemas import CampaignCreate
 from core.db import session_scope
-from core.delivery.sending import BatchOutcome, send_batch
+from core.delivery.sending import BatchOutcome, cancel_pending, send_batch
 from core.hooks.registry import PluginRegistry
 from core.models import Campaign, Click, Contact, Conversion, Message, Reply, Variant, utcnow
 from core.statuses import CampaignKind, CampaignStatus, MessageStatus, Phase
@@ -95,39 +95,56 @@ def create_send(
     conversion: dict[str, Any] | None = None,
     quiet_hours: dict[str, Any] | None = None,
     rate_limit_per_second: float | None = None,
-) -> tuple[int, bool]:
-    """The run's campaign named `name`, created and launched (running) unless it exists; and
-    whether it was created now. CampaignInvalid (a 422's words) when it cannot be."""
+) -> tuple[int, bool] | None:
+    """The run's campaign named `name`, created and launched (running); and whether it was
+    created now. A retry finds the campaign an earlier attempt made and finishes its launch.
+    None when the run has ended (cancelled): nothing is created, or what was just launched is
+    cancelled again. CampaignInvalid (a 422's words) when it cannot be made."""
     with session_scope(engine, read_only=True) as session:
+        if not runs.is_running(session, run_id):
+            return None
         made = session.scalar(
             select(col(Campaign.id)).where(col(Campaign.run_id) == run_id, col(Campaign.name) == name)
         )
         parent = session.get(Campaign, parent_id) if parent_id is not None else None
-    if made is not None:
-        return int(made), False
-    fields: dict[str, Any] = {
-        "name": name,
-        "provider": provider or (parent.provider if parent is not None else "fake"),
-        "audience": audience,
-        "variants": [{"name": "A", "body": body}],
-        "quiet_hours": quiet_hours if quiet_hours is not None else (parent.quiet_hours if parent else None),
-        "rate_limit_per_second": rate_limit_per_second,
-    }
-    if tracking is not None or parent is not None:
-        fields["tracking"] = tracking if tracking is not None else parent.tracking  # type: ignore[union-attr]
-    if conversion is not None or (parent is not None and parent.conversion):
-        fields["conversion"] = conversion if conversion is not None else parent.conversion  # type: ignore[union-attr]
-    try:
-        data = CampaignCreate.model_validate(fields)
-    except ValueError as exc:
-        raise CampaignInvalid(f"the automation's campaign {name!r} is not valid: {exc}") from None
-    created = create_campaign(
-        engine, data, providers=set(registry.providers), kind=kind, parent_id=parent_id, run_id=run_id
-    )
-    campaign_id = int(created["id"])
-    check_launch(engine, registry, campaign_id)
-    apply_move(engine, campaign_id, Move.LAUNCH, launched_at=utcnow())
-    return campaign_id, True
+    created = made is None
+    if made is None:
+        fields: dict[str, Any] = {
+            "name": name,
+            "provider": provider or (parent.provider if parent is not None else "fake"),
+            "audience": audience,
+            "variants": [{"name": "A", "body": body}],
+            "quiet_hours": quiet_hours if quiet_hours is not None else (parent.quiet_hours if parent else None),
+            "rate_limit_per_second": rate_limit_per_second,
+        }
+        if tracking is not None or parent is not None:
+            fields["tracking"] = tracking if tracking is not None else parent.tracking  # type: ignore[union-attr]
+        if conversion is not None or (parent is not None and parent.conversion):
+            fields["conversion"] = conversion if conversion is not None else parent.conversion  # type: ignore[union-attr]
+        try:
+            data = CampaignCreate.model_validate(fields)
+        except ValueError as exc:
+            raise CampaignInvalid(f"the automation's campaign {name!r} is not valid: {exc}") from None
+        made = int(
+            create_campaign(
+                engine, data, providers=set(registry.providers), kind=kind, parent_id=parent_id, run_id=run_id
+            )["id"]
+        )
+    campaign_id = int(made)
+    with session_scope(engine, read_only=True) as session:
+        status = get_campaign(session, campaign_id).status
+    if status == CampaignStatus.DRAFT:
+        check_launch(engine, registry, campaign_id)
+        apply_move(engine, campaign_id, Move.LAUNCH, launched_at=utcnow())
+    # A cancel of the run may have come meanwhile, after it looked for the run's campaigns: then
+    # this one is cancelled here (one of the two sees the other, whichever committed first).
+    with session_scope(engine, read_only=True) as session:
+        still = runs.is_running(session, run_id)
+    if not still:
+        apply_move(engine, campaign_id, Move.CANCEL)
+        cancel_pending(engine, campaign_id)
+        return None
+    return campaign_id, created
 
 
 @dataclass
@@ -216,16 +233,11 @@ def text_contact(
         key = automation_key(campaign_id, run_id, contact_id)
         message = session.scalar(select(Message).where(col(Message.idempotency_key) == key))
         if message is None:
-            if not runs.is_running(session, run_id):
-                return TextOutcome("skipped", "cancelled", campaign_id)
+            why = _why_not(session, run_id, contact_id, stop_on, _at(since_epoch))
+            if why is not None:
+                return TextOutcome("skipped", why, campaign_id)
             contact = session.get(Contact, contact_id)
-            if contact is None:
-                return TextOutcome("skipped", "no_contact", campaign_id)
-            if contact.opted_out_at is not None:
-                return TextOutcome("skipped", "opted_out", campaign_id)
-            stopped = did_since(session, contact_id, stop_on, _at(since_epoch))
-            if stopped is not None:
-                return TextOutcome("skipped", f"stopped:{stopped}", campaign_id)
+            assert contact is not None
             variant_id = session.scalar(select(col(Variant.id)).where(col(Variant.campaign_id) == campaign_id))
             message = Message(
                 campaign_id=campaign_id,
@@ -245,19 +257,49 @@ def text_contact(
         message_id = int(message.id or 0)
         if message.status not in (MessageStatus.QUEUED, MessageStatus.SENDING):
             return _outcome(message, campaign_id, None)
-        if not runs.is_running(session, run_id):
-            message.status, message.error_text = MessageStatus.CANCELLED, "automation run cancelled"
-            message.status_changed_at = utcnow()
-            session.add(message)
-            return TextOutcome("skipped", "cancelled", campaign_id, message_id)
+        if message.status == MessageStatus.QUEUED:
+            # Made earlier (a retry, or a text that waited for quiet hours to end): the run and the
+            # contact's record decide again now. (A `sending` one may be at the provider already:
+            # send_batch asks it before anything else.)
+            why = _why_not(session, run_id, contact_id, stop_on, _at(since_epoch))
+            if why is not None:
+                message.status, message.error_text = MessageStatus.CANCELLED, f"not sent: {why}"
+                message.status_changed_at = utcnow()
+                session.add(message)
+                return TextOutcome("skipped", why, campaign_id, message_id)
     render_pending(engine, registry, campaign_id, only=[message_id])
     outcome: BatchOutcome = send_batch(
         engine, registry, campaign_id, message_id, message_id, heartbeat=heartbeat, **_cap(frequency_cap)
     )
+    if outcome.stopped == CampaignStatus.CANCELLED:  # the step's campaign was cancelled meanwhile
+        return TextOutcome("skipped", "cancelled", campaign_id, message_id)
+    if outcome.transient or outcome.stopped:
+        # The provider failed for now, or the step's campaign is paused: the text stays queued and
+        # the activity is retried (with backoff) until it goes or the run ends.
+        raise TextPending(f"not sent yet: {'campaign ' + outcome.stopped if outcome.stopped else 'provider error'}")
     with session_scope(engine, read_only=True) as session:
         stored = session.get(Message, message_id)
         assert stored is not None
         return _outcome(stored, campaign_id, outcome.resume_at)
+
+
+class TextPending(RuntimeError):
+    """The text is queued and will be tried again (a transient provider error, a paused campaign)."""
+
+
+def _why_not(
+    session: Session, run_id: int, contact_id: int, stop_on: Sequence[str], since: datetime | None
+) -> str | None:
+    """Why the contact gets no text now: the run ended, no such contact, opted out, or a `stop_on`."""
+    if not runs.is_running(session, run_id):
+        return "cancelled"
+    contact = session.get(Contact, contact_id)
+    if contact is None:
+        return "no_contact"
+    if contact.opted_out_at is not None:
+        return "opted_out"
+    stopped = did_since(session, contact_id, stop_on, since)
+    return f"stopped:{stopped}" if stopped is not None else None
 
 
 def _cap(frequency_cap: tuple[int, float] | None) -> dict[str, Any]:
@@ -269,6 +311,8 @@ def _outcome(message: Message, campaign_id: int, resume_at: datetime | None) -> 
     if status in (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.SENDING):
         return TextOutcome("sent", None, campaign_id, message.id)
     if status == MessageStatus.QUEUED:
+        if resume_at is None:
+            raise TextPending("not sent yet: queued")
         return TextOutcome("deferred", "quiet_hours", campaign_id, message.id, resume_at)
     if status == MessageStatus.CANCELLED:
         reason = message.error_code or ("opted_out" if "opted out" in (message.error_text or "") else "cancelled")

@@ -98,7 +98,7 @@ def check_params(params_type: type, params: Any) -> dict[str, Any]:
     except msgspec.ValidationError as exc:
         raise ParamsInvalid(f"params: {_worded(str(exc))}") from None
     # Every field, defaults too (to_builtins leaves a dataclass's None fields out).
-    fields = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    fields = dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
     checked: dict[str, Any] = msgspec.to_builtins(fields)
     return checked
 

@@ -95,7 +95,7 @@ class FollowUpIn(Strict):
     """A follow-up of the campaign (the built-in `follow_up` automation's params less
     `campaign_id`), started when the campaign is launched."""
 
-    after_seconds: float = Field(ge=0)
+    after_seconds: float = Field(ge=0, le=10 * 365 * 86400)
     audience: Literal["clicked", "not_clicked", "replied", "not_replied", "converted", "not_converted"] = "not_clicked"
     body: str = Field(min_length=1, max_length=5000)
     provider: str | None = None

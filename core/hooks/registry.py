@@ -39,7 +39,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "shortener": "plugins.shortener",
     "botfilters": "plugins.botfilters",
     "bot_behaviour": "plugins.bot_behaviour",
-    "automations": "plugins.automations",
+    "follow_up": "plugins.follow_up",
+    "welcome_series": "plugins.welcome_series",
 }
 
 

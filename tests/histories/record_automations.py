@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/histories/record_automations.py tests/histories/automations/
 
-Before changing workflows/follow_up.py, workflows/welcome_series.py or the building blocks they
+Before changing plugins/follow_up.py, plugins/welcome_series.py or the building blocks they
 use (workflows/automation.py), record the histories as the code is (this script, on the commit
 before the change), so that the replay test proves runs started on the old code go on after the
 deploy. Unlike tests/histories/record.py, the whole service runs (real activities on SQLite, a

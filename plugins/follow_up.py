@@ -1,5 +1,5 @@
-"""The built-in `follow_up` automation (API.md "Automations"): after a campaign, text those of its
-recipients who did (or did not) click, reply or convert.
+"""The built-in `follow_up` automation (API.md "Automations"), a plugin like any other: after a
+campaign, text those of its recipients who did (or did not) click, reply or convert.
 
 `after_seconds` after the later of the parent's completion and the run's start, the parent's
 recipients that match `audience` at that moment (opted-out contacts left out) get `body` as a
@@ -10,24 +10,33 @@ follow-up. Progress: `matched`, then the follow-up campaign's `sent`, `delivered
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from msgspec import Meta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from core.statuses import CampaignKind, CampaignStatus
-    from workflows.automation import AutomationWorkflow
-    from workflows.automation_inputs import AutomationStart
+    from textpulse import PluginContext
+    from textpulse.automation import (
+        Automation,
+        AutomationStart,
+        AutomationWorkflow,
+        CampaignKind,
+        CampaignStatus,
+        hookimpl,
+    )
 
+MAX_WAIT_SECONDS = 10 * 365 * 86400.0
 Engagement = Literal["clicked", "not_clicked", "replied", "not_replied", "converted", "not_converted"]
 
 
 @dataclass
 class FollowUpParams:
-    campaign_id: int
-    body: str
-    after_seconds: float = 86400.0
+    campaign_id: Annotated[int, Meta(ge=1, le=2**63 - 1)]
+    body: Annotated[str, Meta(min_length=1, max_length=5000)]
+    after_seconds: Annotated[float, Meta(ge=0, le=MAX_WAIT_SECONDS)] = 86400.0
     audience: Engagement = "not_clicked"
     provider: str | None = None  # None: the parent's
     name: str | None = None  # of the follow-up campaign; None: "<parent's name> · follow-up"
@@ -71,3 +80,20 @@ class FollowUpWorkflow(AutomationWorkflow):
             delivered=numbers["delivered"],
             clicks=numbers["clicks"]["unique"],
         )
+
+
+FOLLOW_UP = Automation(
+    name="follow_up",
+    description=(
+        "After a campaign completes, text those of its recipients who did (or did not) click, reply or"
+        " convert, as a campaign of kind follow_up."
+    ),
+    workflow=FollowUpWorkflow,
+    params=FollowUpParams,
+    triggers=("campaign_completed",),
+)
+
+
+@hookimpl
+def register_automations(register: Callable[[Automation], None], config: PluginContext) -> None:
+    register(FOLLOW_UP)

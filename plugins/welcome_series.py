@@ -1,4 +1,5 @@
-"""The built-in `welcome_series` automation (API.md "Automations"): a drip to each new contact.
+"""The built-in `welcome_series` automation (API.md "Automations"), a plugin like any other: a
+drip to each new contact.
 
 One run per new contact (`automation-welcome_series-<contact id>`; a second start is a no-op).
 Each step waits `after_seconds` from the previous step (the first from the contact's creation),
@@ -6,28 +7,30 @@ then texts `body` unless the contact opted out or did one of `stop_on` since it 
 (a reply, a human click, a conversion); a `stop_on` ends the series there. `audience`
 (`{"attributes": {...}}`) limits it to contacts whose attributes match when the run begins.
 Each step's texts, across every contact, are one campaign (`welcome_series: step N`).
-Progress: `sent`, `skipped`, and `stopped` (what stopped it) when it stopped.
+Progress: `sent`, `skipped`, `failed` (refused by the provider), and `stopped` (what stopped it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from msgspec import Meta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from core.contacts.filters import attributes_match
-    from workflows.automation import AutomationWorkflow
-    from workflows.automation_inputs import AutomationStart
+    from textpulse import PluginContext
+    from textpulse.automation import Automation, AutomationStart, AutomationWorkflow, attributes_match, hookimpl
 
 StopOn = Literal["reply", "conversion", "click"]
+MAX_WAIT_SECONDS = 10 * 365 * 86400.0
 
 
 @dataclass
 class WelcomeStep:
-    after_seconds: float
-    body: str
+    after_seconds: Annotated[float, Meta(ge=0, le=MAX_WAIT_SECONDS)]
+    body: Annotated[str, Meta(min_length=1, max_length=5000)]
 
 
 @dataclass
@@ -73,8 +76,29 @@ class WelcomeSeriesWorkflow(AutomationWorkflow):
             )
             if result.status == "skipped":
                 self.progress["skipped"] += 1
-                if result.reason in ("opted_out", "cancelled") or (result.reason or "").startswith("stopped:"):
+                if result.reason in ("opted_out", "cancelled", "no_contact") or (result.reason or "").startswith(
+                    "stopped:"
+                ):
                     self.progress["stopped"] = (result.reason or "").removeprefix("stopped:")
                     return
-            else:
+            elif result.status == "sent":
                 self.progress["sent"] += 1
+            else:  # the provider refused it for good (e.g. an invalid number): counted, and the series goes on
+                self.progress["failed"] = self.progress.get("failed", 0) + 1
+            # The next step waits from this one: after an outage or a quiet-hours wait, the steps
+            # keep their spacing rather than going out back to back.
+            due = max(due, workflow.now().timestamp())
+
+
+WELCOME_SERIES = Automation(
+    name="welcome_series",
+    description="A drip to each new contact, step by step, that stops on a reply, a click or a purchase.",
+    workflow=WelcomeSeriesWorkflow,
+    params=WelcomeSeriesParams,
+    triggers=("contact_created",),
+)
+
+
+@hookimpl
+def register_automations(register: Callable[[Automation], None], config: PluginContext) -> None:
+    register(WELCOME_SERIES)
