@@ -39,7 +39,7 @@ class FollowUpParams:
     after_seconds: Annotated[float, Meta(ge=0, le=MAX_WAIT_SECONDS)] = 86400.0
     audience: Engagement = "not_clicked"
     provider: str | None = None  # None: the parent's
-    name: str | None = None  # of the follow-up campaign; None: "<parent's name> · follow-up"
+    name: str | None = None  # of the follow-up campaign; None: "campaign <id> · follow-up (<audience>)"
 
 
 @workflow.defn(name="follow_up")

@@ -14,7 +14,6 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from textpulse_abandoned_cart import AbandonedCartParams, AbandonedCartWorkflow
 
-    import workflows.automation_inputs  # noqa: F401  (as in the example: the sandbox decodes AutomationStart)
     from textpulse.automation import AutomationStart
 
 

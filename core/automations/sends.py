@@ -30,7 +30,7 @@ from core.campaigns.definition import CampaignInvalid, apply_move, create_campai
 from core.campaigns.idempotency import automation_key
 from core.campaigns.launch_checks import check_launch
 from core.campaigns.lifecycle import Move
-from core.campaigns.schemas import CampaignCreate
+from core.campaigns.schemas import CampaignCreate, ConversionIn, QuietHoursIn, TrackingIn
 from core.db import session_scope
 from core.delivery.sending import BatchOutcome, cancel_pending, send_batch
 from core.hooks.registry import PluginRegistry
@@ -156,14 +156,28 @@ class TextOutcome:
     resume_at: datetime | None = None
 
 
+def _step_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A step campaign's tracking, conversion and quiet hours, checked as a campaign body's are."""
+    try:
+        return {
+            "tracking": TrackingIn.model_validate(settings.get("tracking") or {}).model_dump(),
+            "conversion": ConversionIn.model_validate(c).model_dump() if (c := settings.get("conversion")) else None,
+            "quiet_hours": QuietHoursIn.model_validate(q).model_dump() if (q := settings.get("quiet_hours")) else None,
+        }
+    except ValueError as exc:
+        raise CampaignInvalid(f"the step's settings are not valid: {exc}") from None
+
+
 def step_campaign(session: Session, *, automation: str, step: str, body: str, provider: str, **settings: Any) -> int:
-    """The automation's campaign for `step` with this body, made (running) by the first run that
-    texts it; PostgreSQL: an advisory lock keeps two runs from making two (SQLite: the write lock)."""
+    """The automation's campaign for `step` with this body and these settings, made (running) by
+    the first run that texts it (another body or other settings: another campaign of that name);
+    PostgreSQL: an advisory lock keeps two runs from making two (SQLite: the write lock)."""
     name = f"{automation}: {step}"[:200]
+    wanted = _step_settings(settings)
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"textpulse-step:{name}"})
-    found = session.scalar(
-        select(col(Campaign.id))
+    candidates = session.scalars(
+        select(Campaign)
         .join(Variant, col(Variant.campaign_id) == col(Campaign.id))
         .where(
             col(Campaign.kind) == CampaignKind.AUTOMATION,
@@ -173,21 +187,22 @@ def step_campaign(session: Session, *, automation: str, step: str, body: str, pr
             col(Variant.body) == body,
         )
         .order_by(col(Campaign.id))
-        .limit(1)
-    )
-    if found is not None:
-        return int(found)
-    now = utcnow()
+    ).all()
+    for found in candidates:
+        if (found.tracking, found.conversion, found.quiet_hours) == (
+            wanted["tracking"],
+            wanted["conversion"],
+            wanted["quiet_hours"],
+        ):
+            return int(found.id or 0)
     campaign = Campaign(
         name=name,
         provider=provider,
         audience={"automation": automation, "step": step},
         status=CampaignStatus.RUNNING,
         kind=CampaignKind.AUTOMATION,
-        tracking=settings.get("tracking") or {"shorten_links": True, "utm": None},
-        conversion=settings.get("conversion"),
-        quiet_hours=settings.get("quiet_hours"),
-        launched_at=now,
+        launched_at=utcnow(),
+        **wanted,
     )
     session.add(campaign)
     session.flush()

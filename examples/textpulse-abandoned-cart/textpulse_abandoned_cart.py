@@ -12,7 +12,7 @@ not a second run). The run
    the reminder campaign's `recipients`, `conversions` and `conversion_rate`.
 
 Deterministic like every workflow: no I/O, no clock but `workflow.now()`. It imports from
-`textpulse` (and, for now, `workflows.automation_inputs`), passed through the workflow sandbox.
+`textpulse` only, passed through the workflow sandbox.
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():  # the sandbox re-imports this module for every run
-    # Until textpulse.automation does it: the sandbox must hold the module that defines
-    # AutomationStart to decode a run's start (its annotations are strings of that module).
-    import workflows.automation_inputs  # noqa: F401
     from textpulse import PluginContext
     from textpulse.automation import Automation, AutomationStart, AutomationWorkflow, hookimpl
 
