@@ -105,6 +105,9 @@ class Settings:
     automation_poll_seconds: float = 60
     # Like `workflow_id_prefix`, for automation runs' workflow ids (`automation-<name>-…`).
     automation_id_prefix: str = "automation-"
+    # How often the worker closes the rows of automation runs whose workflow ended unrecorded
+    # (terminated in Temporal, timed out): workflows/run_sweep.py.
+    run_sweep_seconds: float = 300
 
     def automation_id(self, name: str, rest: str) -> str:
         return f"{self.automation_id_prefix}{name}-{rest}"
@@ -160,4 +163,5 @@ class Settings:
             status_settle_seconds=_float(env, "TEXTPULSE_STATUS_SETTLE_SECONDS", 900),
             automation_poll_seconds=_float(env, "TEXTPULSE_AUTOMATION_POLL_SECONDS", 60),
             automation_id_prefix=env.get("TEXTPULSE_AUTOMATION_ID_PREFIX") or "automation-",
+            run_sweep_seconds=_float(env, "TEXTPULSE_RUN_SWEEP_SECONDS", 300) or 300,
         )

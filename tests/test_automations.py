@@ -272,3 +272,29 @@ def test_follow_up_turned_on_in_plugins_toml_follows_every_campaign(
         assert len(_runs(live, workflow="follow_up")) == 1
     finally:
         live.stop()
+
+
+def test_a_run_terminated_in_temporal_is_closed_by_the_sweep(
+    database_url: str, temporal_address: str, tmp_path: Path
+) -> None:
+    steps = [{"after_seconds": 600, "body": "Much later"}]
+    live = _welcome_live(database_url, temporal_address, tmp_path, steps, ["reply"])
+    try:
+        _contacts(live, 1, base=7700)
+        run = wait_for(lambda: (r := _runs(live, workflow="welcome_series")) and r[0], what="a series")
+        service = live.service
+        assert service is not None and service.client is not None and service.sweeper is not None
+        handle = service.client.get_workflow_handle(run["workflow_id"])
+        live._run(handle.terminate(reason="by hand"))
+
+        # Visibility lags the close by a moment: sweep until the row is closed.
+        def swept() -> dict[str, Any] | None:
+            live._run(service.sweeper.sweep())
+            row = live.get(f"/api/workflows/runs/{run['id']}").json()
+            return row if row["status"] != "running" else None
+
+        ended = wait_for(swept, what="the row closed by a sweep")
+        assert ended["status"] == "failed" and "terminated" in ended["error"]
+        assert live._run(service.sweeper.sweep()) == 0  # closed once
+    finally:
+        live.stop()

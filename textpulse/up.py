@@ -25,6 +25,7 @@ from core.log import get_logger
 from core.settings import Settings
 from textpulse.devserver import DevServer
 from workflows.relay import AutomationRelay
+from workflows.run_sweep import RunSweeper
 from workflows.worker import build_worker
 
 log = get_logger("textpulse.up")
@@ -70,6 +71,7 @@ class Service:
         self._executor: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.relay: AutomationRelay | None = None
+        self.sweeper: RunSweeper | None = None
 
     async def _client(self) -> Client:
         assert self.client is not None
@@ -86,6 +88,13 @@ class Service:
                 poll_seconds=self.settings.automation_poll_seconds,
             )
             await self.relay.start()
+            self.sweeper = RunSweeper(
+                self.engine,
+                self._client,
+                sorted(self.registry.automations()),
+                interval=self.settings.run_sweep_seconds,
+            )
+            self.sweeper.start()
             self.worker, self._executor = build_worker(
                 self.client, self.engine, self.registry, task_queue=self.settings.task_queue
             )
@@ -131,6 +140,8 @@ class Service:
         for task in self._tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
+        if self.sweeper is not None:
+            await self.sweeper.close()
         if self.relay is not None:
             await self.relay.close()
         if self._executor is not None:
