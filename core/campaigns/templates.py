@@ -6,6 +6,7 @@ previewed (422 naming the variable), never discovered mid-send.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateError
@@ -20,9 +21,16 @@ class BodyTemplateError(Invalid):
     """A template that does not compile or does not render; the message says why."""
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(body: str) -> Template:
+    return _env.from_string(body)
+
+
 def compile_body(body: str, *, variant: str | None = None) -> Template:
+    """The body's template, compiled once per process (a template is immutable once compiled;
+    an automation's step renders the same body for every contact, one text at a time)."""
     try:
-        return _env.from_string(body)
+        return _compiled(body)
     except TemplateError as exc:
         where = f"variant {variant!r}: " if variant else ""
         line = getattr(exc, "lineno", None)
