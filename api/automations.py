@@ -57,17 +57,8 @@ class AutomationController(Controller):
         """Runs by id; filters `workflow` and `status` (an unknown status is a 400)."""
         one_of("status", status, RUN_STATUSES)
         with session_scope(engine, read_only=True) as session:
-            return cast(
-                AutomationRunPage,
-                page(
-                    session,
-                    runs.list_query(workflow, status),
-                    col(WorkflowRun.id),
-                    cursor,
-                    limit,
-                    lambda run: runs.run_dict(session, run),
-                ),
-            )
+            rows = page(session, runs.list_query(workflow, status), col(WorkflowRun.id), cursor, limit, lambda r: r)
+            return cast(AutomationRunPage, {"items": runs.run_dicts(session, rows["items"]), "next": rows["next"]})
 
     @get("/runs/{run_id:int}", operation_id="getAutomationRun", sync_to_thread=True)
     def get_run(self, request: Request[Any, Any, Any], run_id: int) -> AutomationRun:

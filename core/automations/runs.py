@@ -77,7 +77,22 @@ def campaign_ids_of(session: Session, run: WorkflowRun) -> list[int]:
     return sorted({*(int(i or 0) for i in made), *(int(i) for i in run.campaign_ids or [])})
 
 
-def run_dict(session: Session, run: WorkflowRun) -> dict[str, Any]:
+def run_dicts(session: Session, rows: list[WorkflowRun]) -> list[dict[str, Any]]:
+    """Several runs as the API shows them, the campaigns they made read in one query."""
+    made: dict[int, list[int]] = {}
+    ids = [run.id for run in rows if run.id is not None]
+    if ids:
+        for campaign_id, run_id in session.execute(
+            select(col(Campaign.id), col(Campaign.run_id)).where(col(Campaign.run_id).in_(ids))
+        ):
+            made.setdefault(int(run_id or 0), []).append(int(campaign_id or 0))
+    return [run_dict(session, run, made=made.get(run.id or 0, [])) for run in rows]
+
+
+def run_dict(session: Session, run: WorkflowRun, *, made: list[int] | None = None) -> dict[str, Any]:
+    campaign_ids = (
+        campaign_ids_of(session, run) if made is None else sorted({*made, *(int(i) for i in run.campaign_ids or [])})
+    )
     return {
         "id": run.id,
         "workflow": run.workflow,
@@ -85,7 +100,7 @@ def run_dict(session: Session, run: WorkflowRun) -> dict[str, Any]:
         "params": run.params,
         "started_at": iso(run.started_at),
         "completed_at": iso(run.completed_at),
-        "campaign_ids": campaign_ids_of(session, run),
+        "campaign_ids": campaign_ids,
         "progress": run.progress or {},
         "trigger": run.trigger,
         "contact_id": run.contact_id,
