@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.live import LiveService, wait_for
 from workflows.automation_inputs import ContactEvent
+
+
+@pytest.fixture
+def live_once(scaled_database_url: str, temporal_address: str, tmp_path: Path) -> Iterator[LiveService]:
+    """The service on one backend (PostgreSQL when the tests have it): the paths through the
+    database are proven on both backends by the first tests here and tests/test_automation_sends.py."""
+    service = LiveService(
+        database_url=scaled_database_url, temporal_address=temporal_address, data_dir=tmp_path / "var"
+    )
+    service.start()
+    yield service
+    service.stop()
 
 
 def _contacts(live: LiveService, n: int, base: int = 7000) -> list[str]:
@@ -140,9 +155,11 @@ def test_welcome_series_stops_for_the_contact_who_replied(
         live.stop()
 
 
-def test_a_click_reaches_the_contacts_run_at_once(database_url: str, temporal_address: str, tmp_path: Path) -> None:
+def test_a_click_reaches_the_contacts_run_at_once(
+    scaled_database_url: str, temporal_address: str, tmp_path: Path
+) -> None:
     steps = [{"after_seconds": 0.2, "body": "Hello https://shop.example/w"}, {"after_seconds": 120, "body": "Later"}]
-    live = _welcome_live(database_url, temporal_address, tmp_path, steps, ["click"])
+    live = _welcome_live(scaled_database_url, temporal_address, tmp_path, steps, ["click"])
     try:
         _contacts(live, 1, base=7200)
         run = wait_for(lambda: (r := _runs(live, workflow="welcome_series")) and r[0], what="a series")
@@ -162,9 +179,9 @@ def test_a_click_reaches_the_contacts_run_at_once(database_url: str, temporal_ad
         live.stop()
 
 
-def test_cancel_a_run_sends_nothing_more(database_url: str, temporal_address: str, tmp_path: Path) -> None:
+def test_cancel_a_run_sends_nothing_more(scaled_database_url: str, temporal_address: str, tmp_path: Path) -> None:
     steps = [{"after_seconds": 0.2, "body": "One"}, {"after_seconds": 3, "body": "Two"}]
-    live = _welcome_live(database_url, temporal_address, tmp_path, steps, ["reply"])
+    live = _welcome_live(scaled_database_url, temporal_address, tmp_path, steps, ["reply"])
     try:
         (phone,) = _contacts(live, 1, base=7300)
         run = wait_for(lambda: (r := _runs(live, workflow="welcome_series")) and r[0], what="a series")
@@ -181,7 +198,8 @@ def test_cancel_a_run_sends_nothing_more(database_url: str, temporal_address: st
         live.stop()
 
 
-def test_follow_ups_in_the_campaign_body_start_at_launch(live: LiveService) -> None:
+def test_follow_ups_in_the_campaign_body_start_at_launch(live_once: LiveService) -> None:
+    live = live_once
     phones = _contacts(live, 3, base=7400)
     body = {
         "name": "With follow-up",
@@ -204,7 +222,8 @@ def test_follow_ups_in_the_campaign_body_start_at_launch(live: LiveService) -> N
     assert [c["id"] for c in children] == [follow_id]
 
 
-def test_follow_up_with_nobody_matching_completes_without_a_campaign(live: LiveService) -> None:
+def test_follow_up_with_nobody_matching_completes_without_a_campaign(live_once: LiveService) -> None:
+    live = live_once
     _contacts(live, 2, base=7500)
     cid = live.post("/api/campaigns", {"name": "N", "variants": [{"name": "A", "body": "Hi"}]}).json()["id"]
     live.post(f"/api/campaigns/{cid}/launch")
@@ -217,7 +236,8 @@ def test_follow_up_with_nobody_matching_completes_without_a_campaign(live: LiveS
     assert ended["status"] == "completed" and ended["campaign_ids"] == [] and ended["progress"]["matched"] == 0
 
 
-def test_params_are_checked_before_anything_starts(live: LiveService) -> None:
+def test_params_are_checked_before_anything_starts(live_once: LiveService) -> None:
+    live = live_once
     listed = live.get("/api/workflows").json()["items"]
     names = {a["name"]: a for a in listed}
     assert {"follow_up", "welcome_series"} <= set(names)
@@ -245,10 +265,10 @@ def test_params_are_checked_before_anything_starts(live: LiveService) -> None:
 
 
 def test_follow_up_turned_on_in_plugins_toml_follows_every_campaign(
-    database_url: str, temporal_address: str, tmp_path: Path
+    scaled_database_url: str, temporal_address: str, tmp_path: Path
 ) -> None:
     live = LiveService(
-        database_url=database_url,
+        database_url=scaled_database_url,
         temporal_address=temporal_address,
         data_dir=tmp_path / "var",
         plugin_config={
@@ -275,10 +295,10 @@ def test_follow_up_turned_on_in_plugins_toml_follows_every_campaign(
 
 
 def test_a_run_terminated_in_temporal_is_closed_by_the_sweep(
-    database_url: str, temporal_address: str, tmp_path: Path
+    scaled_database_url: str, temporal_address: str, tmp_path: Path
 ) -> None:
     steps = [{"after_seconds": 600, "body": "Much later"}]
-    live = _welcome_live(database_url, temporal_address, tmp_path, steps, ["reply"])
+    live = _welcome_live(scaled_database_url, temporal_address, tmp_path, steps, ["reply"])
     try:
         _contacts(live, 1, base=7700)
         run = wait_for(lambda: (r := _runs(live, workflow="welcome_series")) and r[0], what="a series")
