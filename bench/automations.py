@@ -164,6 +164,7 @@ class Progress:
     runs: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     steps_sent: int = 0
+    steps_delivered: int = 0  # of those sent, the ones whose delivery callback came
     steps_failed: int = 0
 
     @property
@@ -202,6 +203,7 @@ def progress(engine: Any, steps: int) -> Progress:
         runs=sum(by_status.values()),
         by_status={str(k): int(v) for k, v in by_status.items()},
         steps_sent=int(messages.get("sent", 0) + messages.get("delivered", 0)),
+        steps_delivered=int(messages.get("delivered", 0)),
         steps_failed=int(messages.get("failed", 0) + messages.get("undelivered", 0)),
     )
 
@@ -516,6 +518,14 @@ def report(args: argparse.Namespace, figures: dict[str, Any], logs: dict[str, Pa
     if figures["histories"]:
         _, count, kinds = max(figures["histories"], key=lambda h: h[1])
         print(f"the longest sampled history ({count} events): " + ", ".join(f"{k} {v}" for k, v in kinds.most_common()))
+        total: Counter[str] = sum((k for _, _, k in figures["histories"]), Counter())
+        print(
+            f"events of the {len(events)} sampled histories: " + ", ".join(f"{k} {v}" for k, v in total.most_common())
+        )
+    print(
+        f"step texts delivered (their callback came): {final.steps_delivered:,} of {final.steps_sent:,} sent; "
+        f"failed or undelivered: {final.steps_failed:,}"
+    )
     problems = 0
     for name, log in logs.items():
         counts, first = log_problems(log)
