@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -101,24 +101,36 @@ def create_app(
         refresh_seconds=settings.redirect_refresh_seconds,
     )
 
+    plugins_listen = registry.listens("on_click")
+
     def on_stored(rows: list[dict[str, Any]]) -> None:
+        relay.clicks_stored(rows)  # a single test while no automation listens
+        if not plugins_listen:
+            return
         for row in rows:  # a listener failing on one click is still told of the others
             try:
                 registry.pm.hook.on_click(event=click_recorded(row))
             except Exception:
                 log.exception("on_click listener failed", code=row.get("code"))
 
-    # Rows are built for the hook only when a plugin listens.
+    # Payloads are built for the hook only when a plugin listens.
     click_writer = ClickWriter(
         engine,
-        on_stored=on_stored if registry.listens("on_click") else None,
+        on_stored=on_stored,
         filters=registry.bot_filters,
         together=registry.together_filters,
     )
     redirect_app = RedirectApp(code_cache, click_writer, settings.trusted_proxies, registry.shortener.is_code)
 
     # The messages are read for the hook only when a plugin listens.
-    status_writer = StatusWriter(engine, status_listener(engine, registry))
+    plugins_notify = status_listener(engine, registry)
+
+    def on_moved(changes: Sequence[tuple[int, str, str]]) -> None:
+        relay.statuses_stored(changes)  # a single test while no automation about a contact runs
+        if plugins_notify is not None:
+            plugins_notify(changes)
+
+    status_writer = StatusWriter(engine, on_moved)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

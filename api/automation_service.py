@@ -34,6 +34,7 @@ from core.models import Campaign, Contact
 from core.settings import Settings
 from core.statuses import FINAL_CAMPAIGN_STATUSES, RunStatus
 from workflows.automation_inputs import AutomationStart
+from workflows.relay import PLUGIN_NAME as RELAY
 
 log = get_logger("textpulse.api.automations")
 
@@ -134,6 +135,9 @@ class AutomationService:
                 campaign_id=campaign_id,
             )
         )
+        relay = self.registry.pm.get_plugin(RELAY)
+        if relay is not None:
+            relay.run_started(contact_id)  # its contact's clicks and reports are relayed from now on
         log.info("automation run started", automation=name, run_id=run_id, workflow_id=workflow_id)
         return await anyio.to_thread.run_sync(self.run, run_id)
 

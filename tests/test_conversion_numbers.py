@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import select
 from sqlmodel import Session, col
 
@@ -56,12 +57,23 @@ def _campaign(
     conversion: dict[str, Any] | None = None,
     provider: str = "fake",
     control_percent: float = 0,
+    before_0008: bool = False,
 ) -> tuple[Campaign, dict[str, Variant]]:
+    """`before_0008`: into a schema migrated only up to before 0008 (no `kind`, `parent_id`, … yet)."""
     campaign = Campaign(
         name=name, provider=provider, conversion=conversion, control_percent=control_percent, status="completed"
     )
-    session.add(campaign)
-    session.flush()
+    if before_0008:
+        full = Campaign.__table__  # type: ignore[attr-defined]
+        later = ("id", "kind", "parent_id", "run_id", "follow_ups")
+        columns = [c for c in full.columns if c.name not in later]
+        old_table = sa.table("campaign", *(sa.column(c.name, c.type) for c in columns), sa.column("id"))
+        values = {c.name: getattr(campaign, c.name) for c in columns}
+        result: Any = session.execute(old_table.insert().values(values).returning(old_table.c.id))
+        campaign.id = result.scalar_one()
+    else:
+        session.add(campaign)
+        session.flush()
     made = {}
     for v in variants:
         variant = Variant(campaign_id=campaign.id or 0, name=v, body=f"Hi from {v} https://shop.example")
@@ -624,8 +636,8 @@ def test_the_migration_stamps_control_rows_and_unattributes_other_events(empty_d
     engine = make_engine(empty_database_url)
     with session_scope(engine) as session:
         c, other, signer = _contacts(session, 3)
-        campaign, v = _campaign(session, "Before issue 15", control_percent=50)
-        named, nv = _campaign(session, "Named", conversion={"event": "signup", "window_hours": 24})
+        campaign, v = _campaign(session, "Before issue 15", control_percent=50, before_0008=True)
+        named, nv = _campaign(session, "Named", conversion={"event": "signup", "window_hours": 24}, before_0008=True)
         cid, nid = campaign.id or 0, named.id or 0
         control_id = _held_out(session, campaign, c, queued=T0, before_0006=True).id
         first = _sent(session, campaign, v["A"], other, T0 + timedelta(minutes=3), before_0006=True)

@@ -1,10 +1,13 @@
 """The automation relay: what was stored reaches the automations, within a second, in batches.
 
 A plugin of its own on the process's plugin manager (name `automation_relay`), so it hears every
-`on_click`, `on_reply`, `on_message_status`, `on_conversion`, `on_contact_created` and
-`on_campaign_status` the process announces, after the commit, without the writers knowing of it.
-A hook only appends to a queue (the redirect and the webhooks pay that and no more); a task on
-the event loop takes what came every `interval` seconds and, per batch:
+`on_reply`, `on_conversion`, `on_contact_created` and `on_campaign_status` the process announces,
+after the commit. The two hot paths tell it in batches, without hook payloads: the click writer
+(`clicks_stored`) and the status writer (`statuses_stored`), which cost one test while no
+automation listens (no `click` trigger on, no run about a contact running: looked up every
+second, and set at once by a start in this process), so the redirect and the webhooks pay
+nothing for automations nobody runs. What it hears is appended to a queue; a task on the event
+loop takes what came every `interval` seconds and, per batch:
 - signals each event (`contact_event`) to the running runs about its contact, found in one query
   (`workflow_run` by contact and status), and a campaign's end to the runs about that campaign or
   that made it;
@@ -23,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -33,15 +37,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core.automations import runs
 from core.automations.spec import Automation
-from core.hooks.contracts import (
-    CampaignStatusChanged,
-    ClickRecorded,
-    ContactCreated,
-    ConversionRecorded,
-    MessageStatusChanged,
-    ReplyReceived,
-)
+from core.hooks.contracts import CampaignStatusChanged, ContactCreated, ConversionRecorded, ReplyReceived
 from core.hooks.hookspecs import hookimpl
+from core.hooks.payloads import messages_status_changed
 from core.hooks.registry import PluginRegistry
 from core.log import get_logger
 from core.statuses import FINAL_CAMPAIGN_STATUSES, CampaignKind, CampaignStatus, MessageStatus
@@ -54,6 +52,7 @@ DELIVERY_STATUSES = (MessageStatus.DELIVERED, MessageStatus.UNDELIVERED, Message
 # Campaign statuses a run hears of: the ends (a wait for a campaign returns on them).
 CAMPAIGN_END = "campaign_ended"
 MAX_BATCH = 5000
+REFRESH = 1.0  # seconds between looks for running automations about contacts
 START_ATTEMPTS = 8  # a failed start is tried again after 2, 4, … 60 s
 CONCURRENT_CALLS = 32
 
@@ -88,6 +87,14 @@ class AutomationRelay:
         self._wake = asyncio.Event()
         self.signalled = 0
         self.started = 0
+        # Does anything want clicks and delivery reports: a click trigger turned on (fixed), or
+        # runs about contacts running (looked up every REFRESH seconds, and set at once when this
+        # process starts one).
+        self._click_trigger = any(
+            "click" in a.triggers and a.trigger_params is not None for a in registry.automations().values()
+        )
+        self._runs_waiting = False
+        self._looked_at = 0.0
         # Starts that failed, due again: (automation, trigger, event, attempts so far).
         self._retrying: list[tuple[Automation, str, ContactEvent, int]] = []
 
@@ -140,18 +147,49 @@ class AutomationRelay:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(self._wake.set)
 
-    @hookimpl
-    def on_click(self, event: ClickRecorded) -> None:
-        if event.contact_id is not None and not event.is_bot:
-            self.publish(
-                ContactEvent(
-                    "click",
-                    event.contact_id,
-                    _epoch(event.clicked_at),
-                    campaign_id=event.campaign_id,
-                    message_id=event.message_id,
+    # The two hot paths (every click, every delivery report) are told in batches, by the click
+    # writer and the status writer, and cost a single test while no automation listens.
+    @property
+    def listening(self) -> bool:
+        """Does any automation want a contact's clicks and delivery reports now: a `click` trigger
+        turned on, or runs about contacts running (looked up every second)?"""
+        return self._click_trigger or self._runs_waiting
+
+    def clicks_stored(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """After a batch of clicks was committed (rows as core.tracking writes them)."""
+        if not self.listening:
+            return
+        for row in rows:
+            if row.get("contact_id") is not None and not row.get("is_bot"):
+                self.publish(
+                    ContactEvent(
+                        "click",
+                        int(row["contact_id"]),
+                        _epoch(row.get("clicked_at")),
+                        campaign_id=row.get("campaign_id"),
+                        message_id=row.get("message_id"),
+                    )
                 )
-            )
+
+    def statuses_stored(self, changes: Sequence[tuple[int, str, str]]) -> None:
+        """After a batch of delivery reports moved messages: (message id, old, new) each."""
+        if not self._runs_waiting:
+            return
+        final = [change for change in changes if change[2] in DELIVERY_STATUSES]
+        if not final:
+            return
+        for event in messages_status_changed(self.engine, final):
+            if event.contact_id is not None:
+                self.publish(
+                    ContactEvent(
+                        "delivery",
+                        event.contact_id,
+                        _epoch(event.changed_at),
+                        campaign_id=event.campaign_id,
+                        message_id=event.message_id,
+                        name=event.new_status,
+                    )
+                )
 
     @hookimpl
     def on_reply(self, event: ReplyReceived) -> None:
@@ -165,20 +203,6 @@ class AutomationRelay:
                     message_id=event.message_id,
                     name=event.keyword,
                     body=event.body,
-                )
-            )
-
-    @hookimpl
-    def on_message_status(self, event: MessageStatusChanged) -> None:
-        if event.contact_id is not None and event.new_status in DELIVERY_STATUSES:
-            self.publish(
-                ContactEvent(
-                    "delivery",
-                    event.contact_id,
-                    _epoch(event.changed_at),
-                    campaign_id=event.campaign_id,
-                    message_id=event.message_id,
-                    name=event.new_status,
                 )
             )
 
@@ -217,13 +241,32 @@ class AutomationRelay:
     # -- what it does (the event loop) ----------------------------------------------------------
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=REFRESH)
+            if time.monotonic() - self._looked_at >= REFRESH:
+                await self._refresh()
+            if not self._wake.is_set():
+                continue
             self._wake.clear()
             await asyncio.sleep(self.interval)  # let a burst gather into one batch
             try:
                 await self.flush()
             except Exception:
                 log.exception("automation relay batch failed")
+
+    async def _refresh(self) -> None:
+        self._looked_at = time.monotonic()
+        names = sorted(self.registry.automations())
+        try:
+            self._runs_waiting = await asyncio.to_thread(runs.any_running_about_contacts, self.engine, names)
+        except Exception as exc:  # the database away for a moment: keep listening, to be safe
+            self._runs_waiting = True
+            log.warning("could not look for running automations", error=str(exc))
+
+    def run_started(self, contact_id: int | None) -> None:
+        """A run about a contact started (in this process): its contact's events matter from now."""
+        if contact_id is not None:
+            self._runs_waiting = True
 
     def _later(self, automation: Automation, trigger: str, event: ContactEvent, attempt: int) -> None:
         """Try a failed start again after a backoff: that automation's only (the start is
@@ -362,6 +405,7 @@ class AutomationRelay:
             self._later(automation, trigger, event, attempt)
             return
         self.started += 1
+        self.run_started(contact_id)
         if handle.result_run_id:
             await asyncio.to_thread(
                 runs.record_run,

@@ -211,3 +211,20 @@ def epoch(value: datetime | None) -> float | None:
     if value is None:
         return None
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+
+def any_running_about_contacts(engine: Engine, workflows: list[str]) -> bool:
+    """Is a run of these automations about a contact running (one indexed probe)?"""
+    if not workflows:
+        return False
+    with session_scope(engine, read_only=True) as session:
+        found = session.scalar(
+            select(col(WorkflowRun.id))
+            .where(
+                col(WorkflowRun.workflow).in_(workflows),
+                col(WorkflowRun.status) == RunStatus.RUNNING,
+                col(WorkflowRun.contact_id).is_not(None),
+            )
+            .limit(1)
+        )
+    return found is not None
