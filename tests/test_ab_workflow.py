@@ -16,9 +16,12 @@ PHONE_BROWSER = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWeb
 
 
 @pytest.fixture
-def ab_live(database_url: str, temporal_address: str, tmp_path: Path):
+def ab_live(scaled_database_url: str, temporal_address: str, tmp_path: Path):
+    """The service on one backend (PostgreSQL when the tests have it): these tests are about the
+    workflow's stages; the statistics' queries are tested on both backends (test_variants_stats.py,
+    test_conversion_numbers.py)."""
     live = LiveService(
-        database_url=database_url,
+        database_url=scaled_database_url,
         temporal_address=temporal_address,
         data_dir=tmp_path,
         env={"TEXTPULSE_AB_POLL_SECONDS": "1", "TEXTPULSE_BATCH_SIZE": "50"},

@@ -122,7 +122,7 @@ def _texts(live: LiveService, body: str) -> Counter[str]:
 def test_welcome_series_stops_for_the_contact_who_replied(
     database_url: str, temporal_address: str, tmp_path: Path
 ) -> None:
-    steps = [{"after_seconds": 0.5, "body": "Welcome 1"}, {"after_seconds": 4, "body": "Welcome 2"}]
+    steps = [{"after_seconds": 0.5, "body": "Welcome 1"}, {"after_seconds": 2.5, "body": "Welcome 2"}]
     live = _welcome_live(database_url, temporal_address, tmp_path, steps, ["reply"])
     try:
         replier, quiet = _contacts(live, 2, base=7100)
@@ -180,7 +180,7 @@ def test_a_click_reaches_the_contacts_run_at_once(
 
 
 def test_cancel_a_run_sends_nothing_more(scaled_database_url: str, temporal_address: str, tmp_path: Path) -> None:
-    steps = [{"after_seconds": 0.2, "body": "One"}, {"after_seconds": 3, "body": "Two"}]
+    steps = [{"after_seconds": 0.2, "body": "One"}, {"after_seconds": 2, "body": "Two"}]
     live = _welcome_live(scaled_database_url, temporal_address, tmp_path, steps, ["reply"])
     try:
         (phone,) = _contacts(live, 1, base=7300)
@@ -191,7 +191,7 @@ def test_cancel_a_run_sends_nothing_more(scaled_database_url: str, temporal_addr
         assert response.json()["status"] == "cancelled"
         again = live.post(f"/api/workflows/runs/{run['id']}/cancel")
         assert again.status_code == 409 and "ended" in again.json()["detail"]
-        time.sleep(4)  # past the second step's time
+        time.sleep(2.5)  # past the second step's time
         assert not _texts(live, "Two")
         assert live.get(f"/api/workflows/runs/{run['id']}").json()["status"] == "cancelled"
     finally:

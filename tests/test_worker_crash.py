@@ -14,12 +14,16 @@ from tests.live import LiveService, wait_for, worker_process
 N = 300
 
 
-def test_killed_worker_resumes_without_double_sends(database_url: str, temporal_address: str, tmp_path: Path) -> None:
-    """Two workers (the scaled-out shape; on PostgreSQL too): one SIGKILLed mid-campaign, the other
+def test_killed_worker_resumes_without_double_sends(
+    scaled_database_url: str, temporal_address: str, tmp_path: Path
+) -> None:
+    """Two workers (the scaled-out shape, on PostgreSQL when the tests have it, as
+    test_worker_kills.py; a retried batch's lookup that keeps a message from going twice is tested
+    on both backends in test_sending.py): one SIGKILLed mid-campaign, the other
     carries on at once and takes over the dead one's batch after the heartbeat timeout; the
     callbacks the dead worker's fake still held are looked up after the settle window."""
     live = LiveService(
-        database_url=database_url,
+        database_url=scaled_database_url,
         temporal_address=temporal_address,
         data_dir=tmp_path / "var",
         run_worker=False,
