@@ -28,6 +28,7 @@ from core.automations.spec import decode_params
 from core.hooks.registry import load_plugins
 from core.settings import Settings
 from tests.live import LiveService, wait_for
+from tests.packages import installed as installed_package
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "examples" / "textpulse-abandoned-cart"
@@ -85,27 +86,10 @@ def test_the_tutorial_shows_the_examples_code_as_it_is() -> None:
             assert not missing, f"docs/workflows.md shows lines that {path} does not have: {missing}"
 
 
-def _pip(*args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture(scope="module")
 def installed() -> Iterator[None]:
-    """pip-installs the example package (non-editable, --no-deps: importable at once in this
-    process) and uninstalls it afterwards, leaving the venv as it was."""
-    _pip("install", "--no-deps", str(PACKAGE))
-    importlib.invalidate_caches()
-    try:
+    with installed_package(PACKAGE, "textpulse-abandoned-cart", "textpulse_abandoned_cart"):
         yield
-    finally:
-        sys.modules.pop("textpulse_abandoned_cart", None)
-        _pip("uninstall", "-y", "textpulse-abandoned-cart")
-        importlib.invalidate_caches()
 
 
 def test_the_installed_package_registers_its_automation(installed: None, tmp_path: Path) -> None:

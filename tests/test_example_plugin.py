@@ -8,8 +8,6 @@ import hmac
 import importlib
 import importlib.metadata
 import json
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -31,6 +29,7 @@ from core.hooks.registry import load_plugins
 from core.models import Contact
 from core.settings import Settings
 from tests.live import LiveService, wait_for
+from tests.packages import installed as installed_package
 from textpulse import OutgoingMessage
 
 PACKAGE = Path(__file__).resolve().parent.parent / "examples" / "textpulse-postbird"
@@ -39,27 +38,10 @@ PHONES = [f"+1202555{n:04d}" for n in range(700, 706)]
 INVALID, OPTED_OUT = PHONES[4], PHONES[5]
 
 
-def _pip(*args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture(scope="module")
 def installed() -> Iterator[None]:
-    """pip-installs the example package (a regular, non-editable install: importable at once in this
-    process) and uninstalls it afterwards, leaving the venv as it was."""
-    _pip("install", "--no-deps", str(PACKAGE))
-    importlib.invalidate_caches()
-    try:
+    with installed_package(PACKAGE, "textpulse-postbird", "textpulse_postbird"):
         yield
-    finally:
-        sys.modules.pop("textpulse_postbird", None)
-        _pip("uninstall", "-y", "textpulse-postbird")
-        importlib.invalidate_caches()
 
 
 def _sign(body: bytes) -> str:
