@@ -84,6 +84,7 @@ class AutomationRelay:
         self._lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
         self._users = 0
+        self._closing = False
         self._wake = asyncio.Event()
         self.signalled = 0
         self.started = 0
@@ -119,6 +120,7 @@ class AutomationRelay:
         """Begin relaying (each user calls it; the first starts the task)."""
         self._users += 1
         if self._task is None:
+            self._closing = False
             self._loop = asyncio.get_running_loop()
             self._wake = asyncio.Event()
             self._task = asyncio.create_task(self._run(), name="automation-relay")
@@ -129,6 +131,7 @@ class AutomationRelay:
         if self._users > 0 or self._task is None:
             return
         task, self._task = self._task, None
+        self._closing = True
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -240,9 +243,12 @@ class AutomationRelay:
 
     # -- what it does (the event loop) ----------------------------------------------------------
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
+            # (asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel that
+            # comes as the wait ends, and close() would wait for this loop for ever.)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=REFRESH)
+                async with asyncio.timeout(REFRESH):
+                    await self._wake.wait()
             if time.monotonic() - self._looked_at >= REFRESH:
                 await self._refresh()
             if not self._wake.is_set():
