@@ -89,20 +89,28 @@ def test_follow_up_texts_exactly_the_non_clickers(live: LiveService) -> None:
     assert [c["id"] for c in listed] == [follow["id"]]
 
 
-def _welcome_live(
-    database_url: str, temporal_address: str, tmp_path: Path, steps: list[dict[str, Any]], stop_on: list[str]
+def _automations_live(
+    database_url: str, temporal_address: str, tmp_path: Path, automations: dict[str, Any]
 ) -> LiveService:
+    """The service with plugins.toml's `[automations]` tables as given, its fake provider fast."""
     live = LiveService(
         database_url=database_url,
         temporal_address=temporal_address,
         data_dir=tmp_path / "var",
         plugin_config={
             "plugins": {"fake": {"delivery_ratio": 1.0, "callback_delay_seconds": [0.01, 0.05], "seed": 3}},
-            "automations": {"welcome_series": {"enabled": True, "steps": steps, "stop_on": stop_on}},
+            "automations": automations,
         },
     )
     live.start()
     return live
+
+
+def _welcome_live(
+    database_url: str, temporal_address: str, tmp_path: Path, steps: list[dict[str, Any]], stop_on: list[str]
+) -> LiveService:
+    series = {"welcome_series": {"enabled": True, "steps": steps, "stop_on": stop_on}}
+    return _automations_live(database_url, temporal_address, tmp_path, series)
 
 
 def _runs(live: LiveService, **params: Any) -> list[dict[str, Any]]:
@@ -267,16 +275,8 @@ def test_params_are_checked_before_anything_starts(live_once: LiveService) -> No
 def test_follow_up_turned_on_in_plugins_toml_follows_every_campaign(
     scaled_database_url: str, temporal_address: str, tmp_path: Path
 ) -> None:
-    live = LiveService(
-        database_url=scaled_database_url,
-        temporal_address=temporal_address,
-        data_dir=tmp_path / "var",
-        plugin_config={
-            "plugins": {"fake": {"delivery_ratio": 1.0, "callback_delay_seconds": [0.01, 0.05], "seed": 3}},
-            "automations": {"follow_up": {"enabled": True, "after_seconds": 0.2, "body": "Still there?"}},
-        },
-    )
-    live.start()
+    follow_up = {"follow_up": {"enabled": True, "after_seconds": 0.2, "body": "Still there?"}}
+    live = _automations_live(scaled_database_url, temporal_address, tmp_path, follow_up)
     try:
         _contacts(live, 2, base=7600)
         cid = live.post("/api/campaigns", {"name": "P", "variants": [{"name": "A", "body": "Hi"}]}).json()["id"]
