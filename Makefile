@@ -21,11 +21,14 @@ run: install
 	$(BIN)/textpulse up
 
 # Browser tests drive Debian's chromium; install it when missing (never a downloaded browser).
+# The suite runs in PYTEST_WORKERS processes (pytest-xdist), each with its own Temporal dev server
+# and databases; most tests wait on a real service, so two processes on two cores halve the time.
+PYTEST_WORKERS ?= 2
 test: install
 	@command -v chromium >/dev/null 2>&1 || command -v /usr/bin/chromium >/dev/null 2>&1 || \
 		{ (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 		  echo "warning: could not install chromium; browser tests will fail"; }
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 # ruff (style and common bugs) and mypy (types) over everything we ship; both must be clean.
 lint: install

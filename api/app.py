@@ -9,9 +9,6 @@ from typing import Any
 
 import structlog
 from litestar import Litestar, Request
-from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException
-from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.router import Router
 from sqlalchemy.engine import Engine
@@ -32,13 +29,17 @@ from api import (
     tracked_links,
     webhooks,
 )
+from api.auth import api_key_guard, bind_key_name
 from api.automation_service import AutomationService
 from api.campaign_service import CampaignService
 from api.dependencies import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
+from api.rate_limit import RateLimits
 from api.redirect import RedirectApp, location_header
+from api.requests import TextpulseRequest
 from api.schemas.openapi import DescribedTypedDicts
 from api.temporal import TemporalConnection
+from core.api_keys import KeyVerifier
 from core.db import make_engine
 from core.delivery.status_writer import StatusWriter
 from core.hooks.payloads import click_recorded, status_listener
@@ -54,11 +55,12 @@ log = get_logger("textpulse.api")
 MAX_BODY = 1_000_000
 
 
-def bind_request_context(request: Request[Any, Any, Any]) -> None:
+async def bind_request_context(request: Request[Any, Any, Any]) -> None:
     """Every log line of a request names it: method, path, and the campaign when the path has one.
 
     Each request runs in a context of its own (and handlers in threads get a copy of it), so the
-    binding ends with the request.
+    binding ends with the request. Async: Litestar would run a sync hook in a worker thread, and
+    what it bound would stay in that thread's copy of the context.
     """
     structlog.contextvars.clear_contextvars()
     campaign_id = request.path_params.get("campaign_id")
@@ -68,14 +70,7 @@ def bind_request_context(request: Request[Any, Any, Any]) -> None:
         structlog.contextvars.bind_contextvars(
             method=request.method, path=request.scope["path"], campaign_id=campaign_id
         )
-
-
-def _api_key_guard(api_key: str | None) -> Any:
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        if api_key and connection.headers.get("authorization", "") != f"Bearer {api_key}":
-            raise NotAuthorizedException("this route needs 'Authorization: Bearer <TEXTPULSE_API_KEY>'")
-
-    return guard
+    bind_key_name(request)  # the API key that let it in: the guard ran first (api/auth.py)
 
 
 def create_app(
@@ -131,6 +126,7 @@ def create_app(
             plugins_notify(changes)
 
     status_writer = StatusWriter(engine, on_moved)
+    api_keys = KeyVerifier(engine, env_secret=settings.api_key, refresh_seconds=settings.api_key_refresh_seconds)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -138,6 +134,7 @@ def create_app(
         click_writer.start()
         code_cache.start()
         status_writer.start()
+        await api_keys.start()
         # What exists now (modules, app, plugins) lives as long as the server: out of the collector's
         # sight, full collections under redirect load stop pausing the loop for ~100 ms (docs/benchmarks.md).
         gc.collect()
@@ -146,6 +143,7 @@ def create_app(
             yield
         finally:
             gc.unfreeze()
+            await api_keys.close()
             await status_writer.close()
             await code_cache.close()
             await click_writer.close()
@@ -164,8 +162,9 @@ def create_app(
             replies.ReplyController,
             automations.AutomationController,
         ],
-        guards=[_api_key_guard(settings.api_key)],
+        guards=[api_key_guard(api_keys)],
     )
+    rate_limits = RateLimits.from_settings(settings)  # /api and /webhooks; None when both are off
     app = Litestar(
         plugins=[DescribedTypedDicts()],  # response schemas carry their docstrings
         route_handlers=[
@@ -179,7 +178,9 @@ def create_app(
         template_config=dashboard.template_config(),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[rate_limits.middleware] if rate_limits else [],
         before_request=bind_request_context,
+        request_class=TextpulseRequest,  # a body that is not JSON is a 400 (api/requests.py)
         dependencies=DEPENDENCIES,
         request_max_body_size=MAX_BODY,
         openapi_config=OpenAPIConfig(title="Textpulse", version="0.1.0", path="/schema", use_handler_docstrings=True),

@@ -21,6 +21,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from api.campaign_service import CampaignService
+from api.params import MAX_ID
 from api.temporal import TemporalConnection
 from core.automations import runs
 from core.automations.spec import Automation, ParamsInvalid
@@ -37,8 +38,6 @@ from workflows.automation_inputs import AutomationStart
 from workflows.relay import PLUGIN_NAME as RELAY
 
 log = get_logger("textpulse.api.automations")
-
-MAX_ID = 2**63 - 1  # ids are 64-bit: a bigger one names nothing
 
 
 class AutomationNotFound(NotFound):

@@ -16,7 +16,7 @@ from sqlmodel import col
 
 from api.automation_service import AutomationService
 from api.paging import page
-from api.params import choice, one_of
+from api.params import Id, choice, one_of
 from api.schemas.automations import AutomationList, AutomationRun, AutomationRunPage
 from core.automations import runs
 from core.db import session_scope
@@ -61,12 +61,12 @@ class AutomationController(Controller):
             return cast(AutomationRunPage, {"items": runs.run_dicts(session, rows["items"]), "next": rows["next"]})
 
     @get("/runs/{run_id:int}", operation_id="getAutomationRun", sync_to_thread=True)
-    def get_run(self, request: Request[Any, Any, Any], run_id: int) -> AutomationRun:
+    def get_run(self, request: Request[Any, Any, Any], run_id: Id) -> AutomationRun:
         """One run: status, params, the campaigns it sent through, its progress."""
         return cast(AutomationRun, _service(request.app.state).run(run_id))
 
     @post("/runs/{run_id:int}/cancel", operation_id="cancelAutomationRun", status_code=202)
-    async def cancel(self, request: Request[Any, Any, Any], run_id: int) -> AutomationRun:
+    async def cancel(self, request: Request[Any, Any, Any], run_id: Id) -> AutomationRun:
         """Cancel a running run: nothing more is sent for it; 409 when it has ended."""
         return cast(AutomationRun, await _service(request.app.state).cancel(run_id))
 

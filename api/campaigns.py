@@ -15,7 +15,7 @@ from sqlmodel import col
 
 from api.campaign_service import CampaignService
 from api.paging import page
-from api.params import choice, one_of
+from api.params import MAX_ID, Id, choice, one_of
 from api.rows import message_dict
 from api.schemas.campaigns import CampaignDetail, CampaignPage, CampaignPreview, SentTestMessages
 from api.schemas.rows import MessagePage
@@ -48,7 +48,9 @@ class CampaignController(Controller):
         engine: Engine,
         status: str | None = choice(CAMPAIGN_STATUSES, default=None, description="only campaigns in this status"),
         kind: str | None = choice(CAMPAIGN_KINDS, default=None, description="only campaigns of this kind"),
-        parent_id: int | None = Parameter(default=None, ge=1, description="only follow-ups of this campaign"),
+        parent_id: int | None = Parameter(
+            default=None, ge=1, le=MAX_ID, description="only follow-ups of this campaign"
+        ),
         cursor: str | None = None,
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> CampaignPage:
@@ -69,19 +71,19 @@ class CampaignController(Controller):
             )
 
     @get("/{campaign_id:int}", operation_id="getCampaign", sync_to_thread=True)
-    def get_one(self, campaigns: CampaignService, campaign_id: int) -> CampaignDetail:
+    def get_one(self, campaigns: CampaignService, campaign_id: Id) -> CampaignDetail:
         """One campaign with its variants, status and progress."""
         return cast(CampaignDetail, campaigns.body(campaign_id))
 
     @post("/{campaign_id:int}/preview", operation_id="previewCampaign", sync_to_thread=True, status_code=200)
-    def preview(self, campaigns: CampaignService, campaign_id: int, data: PreviewIn | None = None) -> CampaignPreview:
+    def preview(self, campaigns: CampaignService, campaign_id: Id, data: PreviewIn | None = None) -> CampaignPreview:
         """Each variant rendered for a few contacts, with characters, encoding, segments and warnings.
         Tracked links are shown with a sample code of the real length; nothing is stored."""
         data = data or PreviewIn()
         return cast(CampaignPreview, campaigns.preview(campaign_id, contact_ids=data.contact_ids, limit=data.limit))
 
     @post("/{campaign_id:int}/test-send", operation_id="testSendCampaign", sync_to_thread=True, status_code=200)
-    def test_send(self, campaigns: CampaignService, campaign_id: int, data: TestSendIn) -> SentTestMessages:
+    def test_send(self, campaigns: CampaignService, campaign_id: Id, data: TestSendIn) -> SentTestMessages:
         """Send every variant for real to up to 20 phones (E.164) through the campaign's provider, as
         messages of phase `test_send`: tracked links like the real messages, left out of every
         statistic. No contact is created or changed: a phone that is no contact is rendered with
@@ -93,27 +95,27 @@ class CampaignController(Controller):
         )
 
     @post("/{campaign_id:int}/launch", operation_id="launchCampaign", status_code=202)
-    async def launch(self, campaigns: CampaignService, campaign_id: int) -> CampaignDetail:
+    async def launch(self, campaigns: CampaignService, campaign_id: Id) -> CampaignDetail:
         """Start workflow `campaign-<id>`; a campaign launches once (409 after that)."""
         return cast(CampaignDetail, await campaigns.launch(campaign_id))
 
     @post("/{campaign_id:int}/pause", operation_id="pauseCampaign", status_code=202)
-    async def pause(self, campaigns: CampaignService, campaign_id: int) -> CampaignDetail:
+    async def pause(self, campaigns: CampaignService, campaign_id: Id) -> CampaignDetail:
         """Stop sending after the batches in flight; 409 unless the campaign is running or scheduled."""
         return cast(CampaignDetail, await campaigns.control(campaign_id, Move.PAUSE))
 
     @post("/{campaign_id:int}/resume", operation_id="resumeCampaign", status_code=202)
-    async def resume(self, campaigns: CampaignService, campaign_id: int) -> CampaignDetail:
+    async def resume(self, campaigns: CampaignService, campaign_id: Id) -> CampaignDetail:
         """Go on sending where the campaign paused; 409 unless it is paused."""
         return cast(CampaignDetail, await campaigns.control(campaign_id, Move.RESUME))
 
     @post("/{campaign_id:int}/cancel", operation_id="cancelCampaign", status_code=202)
-    async def cancel(self, campaigns: CampaignService, campaign_id: int) -> CampaignDetail:
+    async def cancel(self, campaigns: CampaignService, campaign_id: Id) -> CampaignDetail:
         """No further message is created or sent; tracked links keep working. 409 once it has ended."""
         return cast(CampaignDetail, await campaigns.control(campaign_id, Move.CANCEL))
 
     @post("/{campaign_id:int}/retry-failed", operation_id="retryFailed", status_code=202)
-    async def retry_failed(self, campaigns: CampaignService, campaign_id: int) -> CampaignDetail:
+    async def retry_failed(self, campaigns: CampaignService, campaign_id: Id) -> CampaignDetail:
         """Send again, within quiet hours, to each contact whose latest message failed for a reason
         another attempt may fix (not an invalid or unsubscribed number). 409 while the campaign is
         still running, or when nothing is worth retrying."""
@@ -121,7 +123,7 @@ class CampaignController(Controller):
 
     @post("/{campaign_id:int}/winner", operation_id="chooseWinner", status_code=202)
     async def choose_winner(
-        self, campaigns: CampaignService, campaign_id: int, data: WinnerIn | None = None
+        self, campaigns: CampaignService, campaign_id: Id, data: WinnerIn | None = None
     ) -> CampaignDetail:
         """End a waiting A/B test: `{"variant": "B"}` sends B to the remainder; `{}` decides now by
         the campaign's policy (statistics, else its fallback). 409 when no test is waiting."""
@@ -131,7 +133,7 @@ class CampaignController(Controller):
     def messages(
         self,
         engine: Engine,
-        campaign_id: int,
+        campaign_id: Id,
         status: str | None = choice(MESSAGE_STATUSES, default=None, description="only messages in this status"),
         variant: str | None = Parameter(default=None, description="only messages of this variant (its name)"),
         phone: str | None = None,

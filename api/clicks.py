@@ -17,7 +17,7 @@ from sqlmodel import col
 
 from api.dependencies import Registry
 from api.paging import page
-from api.params import choice, one_of
+from api.params import Id, choice, one_of
 from api.rows import click_dict
 from api.schemas.rows import ClickPage, ClickRow
 from core.campaigns.definition import get_campaign, iso, variants_of
@@ -173,7 +173,7 @@ class ClickController(Controller):
     def clicks(
         self,
         engine: Engine,
-        campaign_id: int,
+        campaign_id: Id,
         bots: str = choice(CLICK_BOTS, default="include", description="include (default) | exclude | only"),
         cursor: str | None = None,
         limit: int = Parameter(default=100, ge=1, le=1000),
@@ -214,7 +214,7 @@ class ClickController(Controller):
             return page(session, query, col(Click.id), cursor, limit, shape)
 
     @post("/rescore", operation_id="rescoreClicks", sync_to_thread=True, status_code=200)
-    def rescore(self, engine: Engine, registry: Registry, campaign_id: int) -> RescoreResult:
+    def rescore(self, engine: Engine, registry: Registry, campaign_id: Id) -> RescoreResult:
         """Judge every stored click of the campaign again with the bot filters configured now (each
         click alone, then together in time order), a few thousand at a time, and write the verdicts
         that changed; every count follows. Answers `clicks` judged, `changed`, and `bots` and
@@ -229,7 +229,7 @@ class ClickController(Controller):
         response_description="CSV (RFC 4180, UTF-8), a header row then one row per message: "
         + ", ".join(EXPORT_COLUMNS),
     )
-    def export(self, engine: Engine, campaign_id: int) -> Response[Any]:
+    def export(self, engine: Engine, campaign_id: Id) -> Response[Any]:
         """One row per message with its clicks, reply and conversions (RFC 4180, UTF-8), streamed."""
         with session_scope(engine, read_only=True) as session:
             get_campaign(session, campaign_id)

@@ -17,6 +17,7 @@ from sqlmodel import col
 
 from api.dependencies import Registry
 from api.paging import page
+from api.params import Id
 from api.rows import click_dict, message_dict
 from api.schemas.contacts import (
     ContactConversion,
@@ -170,7 +171,7 @@ class ContactController(Controller):
             return page(session, query, col(Contact.id), cursor, limit, contact_dict, keep=keep if wanted else None)
 
     @get("/{contact_id:int}", operation_id="getContact", sync_to_thread=True)
-    def get_contact(self, engine: Engine, contact_id: int) -> ContactDetail:
+    def get_contact(self, engine: Engine, contact_id: Id) -> ContactDetail:
         """One contact with its messages, clicks, replies and conversions."""
         with session_scope(engine, read_only=True) as session:
             contact = session.get(Contact, contact_id)

@@ -45,6 +45,7 @@ from litestar.template.config import TemplateConfig
 from api.clicks import export_rows
 from api.dashboard_automations import automations_page, run_page
 from api.dashboard_pages import MESSAGE_LOG_ROWS, campaign_page, campaign_rows, contact_page, duration
+from api.params import Id
 from core.campaigns.definition import get_campaign
 from core.db import session_scope
 from core.errors import NotFound
@@ -289,7 +290,7 @@ class DashboardController(Controller):
         )
 
     @get("/campaigns/{campaign_id:int}", sync_to_thread=True)
-    def campaign(self, state: State, campaign_id: int) -> Template:
+    def campaign(self, state: State, campaign_id: Id) -> Template:
         """Summary cards (live), variants, links, errors, devices, click timing, trend, message log;
         a held campaign's "pick a winner" hint and the messages awaiting a delivery report."""
         page = campaign_page(state.engine, state.registry, campaign_id)
@@ -302,7 +303,7 @@ class DashboardController(Controller):
         )
 
     @get("/campaigns/{campaign_id:int}/export.csv", sync_to_thread=True)
-    def export(self, state: State, campaign_id: int) -> Stream:
+    def export(self, state: State, campaign_id: Id) -> Stream:
         """GET /api/campaigns/{id}/export.csv for the browser (behind the dashboard's cookie)."""
         with session_scope(state.engine, read_only=True) as session:
             get_campaign(session, campaign_id)
@@ -313,7 +314,7 @@ class DashboardController(Controller):
         )
 
     @get("/contacts/{contact_id:int}", sync_to_thread=True)
-    def contact(self, state: State, contact_id: int) -> Template:
+    def contact(self, state: State, contact_id: Id) -> Template:
         """The contact with its messages, clicks, replies and conversions, newest first."""
         return _page("contact.html", api_key=state.settings.api_key, **contact_page(state.engine, contact_id))
 
@@ -325,7 +326,7 @@ class DashboardController(Controller):
         )
 
     @get("/automations/runs/{run_id:int}", sync_to_thread=True)
-    def run(self, state: State, run_id: int) -> Template:
+    def run(self, state: State, run_id: Id) -> Template:
         """One run: status, params, progress, its contact, the campaign it is about and its campaigns."""
         return _page("run.html", api_key=state.settings.api_key, **run_page(state.engine, state.registry, run_id))
 

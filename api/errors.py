@@ -14,6 +14,9 @@ from litestar.types import ExceptionHandlersMap
 
 from core.errors import BadParameter, Conflict, Invalid, NotFound, TextpulseError, Unavailable
 from core.hooks.contracts import WebhookError
+from core.log import get_logger
+
+log = get_logger("textpulse.api")
 
 STATUS_OF_KIND: tuple[tuple[type[TextpulseError], int], ...] = (
     (NotFound, 404),
@@ -43,4 +46,15 @@ def webhook_error(_request: Request[Any, Any, Any], exc: WebhookError) -> Respon
     return error_response(exc.status_code, exc.detail)
 
 
-EXCEPTION_HANDLERS: ExceptionHandlersMap = {TextpulseError: domain_error, WebhookError: webhook_error}
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """A bug, never the client's fault: logged with its traceback (the request's method and path
+    are in the log context), answered with Litestar's plain 500 body and nothing more."""
+    log.error("unhandled error", error=type(exc).__name__, exc_info=exc)
+    return error_response(500, "Internal Server Error")
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    TextpulseError: domain_error,
+    WebhookError: webhook_error,
+    500: internal_error,  # any exception that is not an HTTPException (Litestar's lookup)
+}

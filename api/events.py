@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from api.dependencies import Registry
 from api.schemas.rows import ConversionRow
+from core.campaigns.schemas import RowId
 from core.hooks.payloads import conversion_recorded
 from core.log import get_logger
 from core.stats.conversions import record_conversion
@@ -21,7 +22,7 @@ log = get_logger("textpulse.api.events")
 class ConversionEventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     phone: str | None = None
-    contact_id: int | None = None
+    contact_id: RowId | None = None
     name: str = Field(min_length=1, max_length=100)
     revenue: float | None = Field(default=None, ge=0)
     occurred_at: datetime | None = None

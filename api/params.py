@@ -4,10 +4,11 @@ outside it is a 400 that names the parameter and the values it takes (never sile
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
 from litestar.params import Parameter
 
+from core.campaigns.schemas import MAX_ID as MAX_ID
 from core.errors import BadParameter
 
 
@@ -24,3 +25,8 @@ def one_of(name: str, value: str | None, allowed: Iterable[str]) -> str | None:
         return value
     listed = ", ".join(values) if values else "(none: the campaign has no such values)"
     raise BadParameter(f"{name} must be one of {listed}; got {value!r}", extra={"parameter": name, "allowed": values})
+
+
+# A path or query parameter holding a row's id: documented with its bounds in OpenAPI, and a value
+# outside them (0, negative, past 64 bits) is a 400 that names the parameter, before any query.
+Id = Annotated[int, Parameter(ge=1, le=MAX_ID, description="an id (1 to 2**63 - 1)")]

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from api.paging import page
-from api.params import choice, one_of
+from api.params import Id, choice, one_of
 from api.schemas.rows import ReplyPage, ReplyRow
 from core.campaigns.definition import get_campaign, iso, variants_of
 from core.db import session_scope
@@ -28,7 +28,7 @@ class ReplyController(Controller):
     def list_replies(
         self,
         engine: Engine,
-        campaign_id: int,
+        campaign_id: Id,
         phone: str | None = None,
         keywords: str = choice(KEYWORDS, default="include", description="include (default) | exclude | only"),
         cursor: str | None = None,

@@ -9,7 +9,7 @@ from litestar.params import Parameter
 from sqlalchemy.engine import Engine
 
 from api.dependencies import Registry
-from api.params import choice, one_of
+from api.params import Id, choice, one_of
 from api.schemas.stats import ClickTiming, DeviceStats, ErrorStats, Funnel, LinkStats, StatsSummary, Trend, VariantStats
 from core.campaigns.definition import get_campaign
 from core.db import session_scope
@@ -29,7 +29,7 @@ class StatsController(Controller):
         self,
         engine: Engine,
         registry: Registry,
-        campaign_id: int,
+        campaign_id: Id,
         bots: str = BOTS_PARAM,
     ) -> StatsSummary:
         """Sent, delivered, failed, clicks (bot-filtered by default, raw beside), CTR, replies, opt-outs
@@ -54,7 +54,7 @@ class StatsController(Controller):
         self,
         engine: Engine,
         registry: Registry,
-        campaign_id: int,
+        campaign_id: Id,
         phase: str = choice(
             variant_stats.PHASES,
             default="all",
@@ -76,14 +76,14 @@ class StatsController(Controller):
             )
 
     @get("/links", operation_id="campaignLinkStats", sync_to_thread=True)
-    def links(self, engine: Engine, campaign_id: int) -> LinkStats:
+    def links(self, engine: Engine, campaign_id: Id) -> LinkStats:
         """Split of clicks per link: human clicks, unique contacts, and bot clicks beside."""
         with session_scope(engine, read_only=True) as session:
             get_campaign(session, campaign_id)
             return cast(LinkStats, breakdowns.links(session, campaign_id))
 
     @get("/devices", operation_id="campaignDeviceStats", sync_to_thread=True)
-    def devices(self, engine: Engine, campaign_id: int, bots: str = BOTS_PARAM) -> DeviceStats:
+    def devices(self, engine: Engine, campaign_id: Id, bots: str = BOTS_PARAM) -> DeviceStats:
         """Clicks by operating system and by device type (mobile, tablet, desktop, other)."""
         one_of("bots", bots, BOTS)
         with session_scope(engine, read_only=True) as session:
@@ -91,7 +91,7 @@ class StatsController(Controller):
             return cast(DeviceStats, breakdowns.devices(session, campaign_id, include_bots=bots == "include"))
 
     @get("/click-timing", operation_id="campaignClickTiming", sync_to_thread=True)
-    def click_timing(self, engine: Engine, registry: Registry, campaign_id: int) -> ClickTiming:
+    def click_timing(self, engine: Engine, registry: Registry, campaign_id: Id) -> ClickTiming:
         """Histogram of the time from delivery (else send) to each contact's first human click."""
         with session_scope(engine, read_only=True) as session:
             campaign = get_campaign(session, campaign_id)
@@ -106,7 +106,7 @@ class StatsController(Controller):
     def trend(
         self,
         engine: Engine,
-        campaign_id: int,
+        campaign_id: Id,
         interval: str = choice(breakdowns.TREND_INTERVALS, default="day", description="hour | day | week | month"),
         tz: str = Parameter(default="UTC", description="the IANA time zone the buckets start in (default UTC)"),
     ) -> Trend:
@@ -121,7 +121,7 @@ class StatsController(Controller):
     def funnel(
         self,
         engine: Engine,
-        campaign_id: int,
+        campaign_id: Id,
         variant: str | None = Parameter(default=None, description="one variant's funnel (its name); default all"),
     ) -> Funnel:
         """Contacts sent → delivered → clicked → converted (of one variant with `?variant=`; never the
@@ -132,7 +132,7 @@ class StatsController(Controller):
             return cast(Funnel, breakdowns.funnel(session, campaign_id, variant=variant or None))
 
     @get("/errors", operation_id="campaignErrorStats", sync_to_thread=True)
-    def errors(self, engine: Engine, campaign_id: int) -> ErrorStats:
+    def errors(self, engine: Engine, campaign_id: Id) -> ErrorStats:
         """Failed and undelivered messages, and those held back by the frequency cap (`frequency_cap`),
         per error code, with the provider's text for it; `share` is the code's part of all of them."""
         with session_scope(engine, read_only=True) as session:

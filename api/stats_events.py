@@ -22,6 +22,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy.engine import Engine
 
 from api.dependencies import Registry
+from api.params import Id
 from api.schemas.stats import StatsSummary
 from core.campaigns.definition import CampaignNotFound, get_campaign
 from core.db import session_scope
@@ -106,7 +107,7 @@ class StatsEventsController(Controller):
         media_type="text/event-stream",
         response_description="Server-Sent Events: each `event: stats` carries a StatsSummary as its JSON `data`.",
     )
-    async def events(self, engine: Engine, registry: Registry, campaign_id: int) -> ServerSentEvent:
+    async def events(self, engine: Engine, registry: Registry, campaign_id: Id) -> ServerSentEvent:
         """`text/event-stream`: an `event: stats` with the summary at once and on every change;
         `: keep-alive` comments in between. 404 (before any event) for an unknown campaign."""
         first = await anyio.to_thread.run_sync(read_summary, engine, registry, campaign_id)

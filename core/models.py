@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint, text
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel, col
 
@@ -218,6 +218,43 @@ class WorkflowRun(SQLModel, table=True):
     error: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
     completed_at: datetime | None = None
+
+
+# A named key to /api (README.md "API keys"); only the sha256 of its secret is kept, and `prefix`
+# (its first 8 characters) tells keys apart in listings. Rotating a name leaves the old row valid
+# until its `expires_at`: a name's current key is its row with neither `expires_at` nor
+# `revoked_at`, one at most (the partial unique index); revoked and expired rows stay, as a record.
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+    __table_args__ = (
+        Index(
+            "ux_api_key_current_name",
+            "name",
+            unique=True,
+            sqlite_where=text("expires_at IS NULL AND revoked_at IS NULL"),
+            postgresql_where=text("expires_at IS NULL AND revoked_at IS NULL"),
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    secret_hash: str = Field(max_length=64, unique=True)  # sha256 hex of the secret
+    prefix: str = Field(max_length=8)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None  # a rotated-out key: valid until then
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None  # written at most once a minute per key and process
+
+
+# Every id (primary keys, the columns pointing at them, `campaign.run_id`) is a 64-bit integer on
+# both databases, so any id the API accepts (1 to 2**63 - 1) is one a table can hold: on SQLite an
+# INTEGER already is, and a primary key must stay INTEGER there to be the rowid; on PostgreSQL it
+# is BIGINT (migration 0011), since a busy deployment's status events and clicks would outgrow
+# INTEGER's 2**31.
+ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")
+for _table in SQLModel.metadata.tables.values():
+    for _column in _table.columns:
+        if isinstance(_column.type, Integer) and (_column.name == "id" or _column.name.endswith("_id")):
+            _column.type = ID_TYPE
 
 
 def counted_messages() -> ColumnElement[bool]:

@@ -35,19 +35,46 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _flag(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("true", "1", "yes", "on"):
+        return True
+    if raw in ("false", "0", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {env.get(name)!r}")
+
+
 def _frequency_cap(env: dict[str, str]) -> tuple[int, float] | None:
     """`N/SECONDS`: at most N messages to a contact in any SECONDS (API.md "Frequency cap")."""
     name = "TEXTPULSE_FREQUENCY_CAP"
     raw = (env.get(name) or "").strip()
     if not raw:
         return None
+    return _per_seconds(name, raw, "3/86400")
+
+
+def _rate_limit(env: dict[str, str], name: str, default: tuple[int, float]) -> tuple[int, float] | None:
+    """`N/SECONDS`: a client's burst of N requests, refilled at N per SECONDS; `off`: no limit."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if raw.lower() == "off":
+        return None
+    return _per_seconds(name, raw, "100/1 (or off)")
+
+
+def _per_seconds(name: str, raw: str, example: str) -> tuple[int, float]:
     count_text, slash, seconds_text = raw.partition("/")
     try:
         count, seconds = int(count_text), float(seconds_text)
     except ValueError:
         count, seconds = 0, 0.0
     if not slash or count < 1 or not 0 < seconds < float("inf"):  # NaN fails too
-        raise SettingsError(f"{name} must be N/SECONDS (N a whole number >= 1, SECONDS > 0), e.g. 3/86400; got {raw!r}")
+        raise SettingsError(
+            f"{name} must be N/SECONDS (N a whole number >= 1, SECONDS > 0), e.g. {example}; got {raw!r}"
+        )
     return count, seconds
 
 
@@ -79,6 +106,9 @@ class Settings:
     config_path: Path
     log_format: str | None
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
+    # Phone numbers masked in log lines (core/log_masking.py); core.log reads the variable itself,
+    # since logging starts before the Settings: this field is its check and its documentation.
+    log_mask_phones: bool = True
     task_queue: str = "textpulse"
     batch_size: int = 500
     max_concurrent_batches: int = 4
@@ -86,6 +116,10 @@ class Settings:
     # At most (count, seconds): messages handed to the provider for one contact in any window of
     # that many seconds, across campaigns and automations (test sends excepted); None: no cap.
     frequency_cap: tuple[int, float] | None = None
+    # Requests from one client IP to /api and to /webhooks/...: (burst, seconds to refill it), per
+    # API process (api/rate_limit.py); None: not limited. /r/... is never limited.
+    rate_limit_api: tuple[int, float] | None = (100, 1.0)
+    rate_limit_webhooks: tuple[int, float] | None = (50_000, 1.0)
     # A worker silent this long is presumed dead: its batch goes to another worker.
     heartbeat_timeout_seconds: float = 20
     control_timeout_seconds: float = 5  # how long pause/resume/cancel wait for the workflow to answer
@@ -108,6 +142,9 @@ class Settings:
     # How often the worker closes the rows of automation runs whose workflow ended unrecorded
     # (terminated in Temporal, timed out): workflows/run_sweep.py.
     run_sweep_seconds: float = 300
+    # How often each API process reads the API keys again (core/api_keys.py): a key created,
+    # rotated or revoked from the CLI counts in every process within that many seconds.
+    api_key_refresh_seconds: float = 5
 
     def automation_id(self, name: str, rest: str) -> str:
         return f"{self.automation_id_prefix}{name}-{rest}"
@@ -145,14 +182,18 @@ class Settings:
             http_port=port,
             public_url=(env.get("TEXTPULSE_PUBLIC_URL") or f"http://{host}:{port}").rstrip("/"),
             api_key=env.get("TEXTPULSE_API_KEY") or None,
+            api_key_refresh_seconds=_float(env, "TEXTPULSE_API_KEY_REFRESH_SECONDS", 5) or 5,
             config_path=Path(env.get("TEXTPULSE_CONFIG") or "plugins.toml"),
             log_format=log_format,
+            log_mask_phones=_flag(env, "TEXTPULSE_LOG_MASK_PHONES", True),
             trusted_proxies=_networks(env.get("TEXTPULSE_TRUSTED_PROXIES") or ""),
             task_queue=env.get("TEXTPULSE_TASK_QUEUE") or "textpulse",
             batch_size=_int(env, "TEXTPULSE_BATCH_SIZE", 500),
             max_concurrent_batches=_int(env, "TEXTPULSE_MAX_CONCURRENT_BATCHES", 4),
             send_timeout_seconds=_int(env, "TEXTPULSE_SEND_TIMEOUT_SECONDS", 300),
             frequency_cap=_frequency_cap(env),
+            rate_limit_api=_rate_limit(env, "TEXTPULSE_RATE_LIMIT_API", (100, 1.0)),
+            rate_limit_webhooks=_rate_limit(env, "TEXTPULSE_RATE_LIMIT_WEBHOOKS", (50_000, 1.0)),
             heartbeat_timeout_seconds=_float(env, "TEXTPULSE_HEARTBEAT_TIMEOUT_SECONDS", 20),
             control_timeout_seconds=_float(env, "TEXTPULSE_CONTROL_TIMEOUT_SECONDS", 5),
             ab_poll_seconds=_int(env, "TEXTPULSE_AB_POLL_SECONDS", 60),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import func, select
 
 from core.db import session_scope
+from core.migrate import upgrade
 from core.models import Campaign, Contact, Variant
 from tests.live import LiveService
 
@@ -157,3 +160,73 @@ def test_health_and_openapi(live: LiveService) -> None:
         "/webhooks/{provider_name}/status",
     ]:
         assert path in schema["paths"], path
+
+
+def test_a_body_that_is_not_utf8_or_nested_too_deep_is_400_and_stores_nothing(live: LiveService) -> None:
+    json_headers = {"content-type": "application/json"}
+    not_utf8 = live.post(
+        "/api/contacts", content=b'[{"phone": "+12025550100", "name": "\xff\xfe"}]', headers=json_headers
+    )
+    assert not_utf8.status_code == 400, not_utf8.text
+    assert "UTF-8" in not_utf8.json()["detail"]
+    deep = live.post("/api/campaigns", content=b"[" * 100_000 + b"]" * 100_000, headers=json_headers)
+    assert deep.status_code == 400, deep.text
+    assert "nested too deeply" in deep.json()["detail"]
+    assert _count(live, Contact) == 0
+    assert _count(live, Campaign) == 0
+
+
+def test_ids_outside_64_bits_or_below_1_are_400_naming_the_parameter(live: LiveService) -> None:
+    for path in [
+        f"/api/campaigns/{2**63}/stats",
+        f"/api/campaigns/{10**30}",
+        "/api/campaigns/0/messages",
+        "/api/campaigns/-1/stats/links",
+        f"/api/contacts/{2**64}",
+        f"/api/workflows/runs/{2**63}",
+        f"/api/campaigns?parent_id={2**63}",
+    ]:
+        response = live.get(path)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["extra"][0]["key"] in {"campaign_id", "contact_id", "run_id", "parent_id"}, path
+    # The largest id is an id: a 404 from the table (BIGINT on PostgreSQL, migration 0011), not a 500.
+    assert live.get(f"/api/campaigns/{2**63 - 1}").status_code == 404
+    assert live.get(f"/api/workflows/runs/{2**31}").status_code == 404
+    too_big = live.post(
+        "/api/campaigns",
+        json={"name": "x", "variants": [{"name": "A", "body": "hi"}], "audience": {"contact_ids": [2**63]}},
+    )
+    assert too_big.status_code == 400, too_big.text
+    assert "contact_ids" in too_big.text
+    event = live.post("/api/events", json={"contact_id": 2**64, "name": "purchase"})
+    assert event.status_code == 400, event.text
+    assert _count(live, Campaign) == 0
+
+
+def test_an_unexpected_error_is_a_plain_500_logged_with_its_traceback(tmp_path: Path) -> None:
+    from litestar import get
+    from litestar.testing import TestClient
+    from structlog.testing import capture_logs
+
+    from api.app import create_app
+    from core.settings import Settings
+
+    settings = Settings.from_env(
+        {"TEXTPULSE_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}", "TEXTPULSE_DATA_DIR": str(tmp_path)}
+    )
+    upgrade(settings.database_url)
+    app = create_app(settings)
+
+    @get("/api/boom", sync_to_thread=False)
+    def boom() -> None:
+        raise ZeroDivisionError("a bug")
+
+    app.register(boom)
+    with capture_logs() as logs, TestClient(app=app) as client:
+        response = client.get("/api/boom")
+    assert response.status_code == 500
+    assert response.json()["detail"] == "Internal Server Error"  # nothing of the bug reaches the client
+    assert "a bug" not in response.text
+    errors = [e for e in logs if e["event"] == "unhandled error"]
+    assert len(errors) == 1 and errors[0]["error"] == "ZeroDivisionError"
+    assert isinstance(errors[0]["exc_info"], ZeroDivisionError)

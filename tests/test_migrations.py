@@ -28,6 +28,7 @@ TABLES = {
     "reply",
     "conversion",
     "workflow_run",
+    "api_key",
 }
 
 

@@ -1,4 +1,4 @@
-"""`textpulse`: up | api | worker | migrate | rescore | workflows.
+"""`textpulse`: up | api | worker | migrate | rescore | workflows | keys.
 
 Every command ends with `os._exit(status)` after flushing: a process that used temporalio can
 abort at interpreter exit (temporalio/sdk-python#300) and must not turn success into a crash.
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from core.log import configure_logging, get_logger
 from core.settings import Settings, SettingsError
+from textpulse.keys_cli import add_keys_parser
 
 log = get_logger("textpulse.cli")
 
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     rescore.add_argument("--chunk", type=int, default=5000, help="clicks read and judged at a time (5000)")
     rescore.set_defaults(func=cmd_rescore)
     _add_workflows(sub)
+    add_keys_parser(sub)
     return parser
 
 

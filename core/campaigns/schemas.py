@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.campaigns.engagement import ENGAGEMENTS, Engagement
+
+MAX_ID = 2**63 - 1  # ids are 64-bit integers: a bigger one can name nothing
+# An id in a request body: 1 to 2**63 - 1, else a 400 naming the field (never a query that overflows).
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
@@ -26,11 +30,11 @@ class VariantIn(Strict):
 
 class AudienceIn(Strict):
     all: bool | None = None
-    contact_ids: list[int] | None = None
+    contact_ids: list[RowId] | None = None
     attributes: dict[str, Any] | None = None
     # An engagement audience: recipients of campaign `campaign` who did (not) engage
     # (core/campaigns/engagement.py); the two come together.
-    campaign: int | None = Field(default=None, gt=0)
+    campaign: RowId | None = None
     engagement: Engagement | None = None
 
     @model_validator(mode="after")
@@ -138,7 +142,7 @@ class CampaignCreate(Strict):
 
 
 class PreviewIn(Strict):
-    contact_ids: list[int] | None = None
+    contact_ids: list[RowId] | None = None
     limit: int = Field(default=3, ge=1, le=50)
 
 
