@@ -191,6 +191,7 @@ def create_app(
     app.state.engine = engine
     app.state.registry = registry
     app.state.temporal = temporal
+    app.state.api_keys = api_keys  # the dashboard signs in with the same keys as /api
     app.state.campaign_service = campaign_service = CampaignService(engine, settings, registry, temporal)
     app.state.automation_service = AutomationService(engine, settings, registry, temporal, campaign_service)
     app.state.relay = relay

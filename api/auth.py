@@ -1,10 +1,16 @@
-"""The guard of /api: `Authorization: Bearer <secret>` of a live API key (core/api_keys.py) or of
-TEXTPULSE_API_KEY, whenever either exists; with neither, /api is open.
+"""Who may use /api and the dashboard: `Authorization: Bearer <secret>` of a live API key
+(core/api_keys.py) or of TEXTPULSE_API_KEY, whenever either exists; with neither, both are open.
+
+The dashboard's session cookie (`textpulse_dashboard`, made at its sign-in, api/dashboard.py)
+counts as the key it was made with, on the dashboard's pages and on GET and HEAD of /api: the
+page's script reads the live stats with it. Never on a POST or any other method, so a page of
+another site cannot make a signed-in browser change anything (the cookie is SameSite=Lax too).
 
 The guard runs before `bind_request_context` (Litestar calls guards first), which starts the log
 context afresh, so the name of the key that let the request in waits on the request's state and
-`bind_request_context` binds it (`key_name=<name>`; `env` for TEXTPULSE_API_KEY). The field is
-not called `api_key`: the log masking (core/log_masking.py) hides any field so named.
+`bind_request_context` binds it (`key_name=<name>`; `env` for TEXTPULSE_API_KEY), whether it
+came as a Bearer secret or a session. The field is not called `api_key`: the log masking
+(core/log_masking.py) hides any field so named.
 """
 
 from __future__ import annotations
@@ -19,11 +25,27 @@ from litestar.types import Guard
 
 from core.api_keys import KeyVerifier
 
+SESSION_COOKIE = "textpulse_dashboard"
+SESSION_METHODS = frozenset({"GET", "HEAD"})  # where /api takes the session: reads only
 _STATE = "textpulse_api_key"
 
 REFUSED = (
     "this route needs 'Authorization: Bearer <key>': a live API key (`textpulse keys create NAME`) or TEXTPULSE_API_KEY"
 )
+
+
+def presented_key(
+    verifier: KeyVerifier, connection: ASGIConnection[Any, Any, Any, Any], *, session: bool
+) -> str | None:
+    """The name of the live key the request presents: its Bearer secret or, when `session`, the
+    dashboard's session cookie; None for neither."""
+    scheme, _space, secret = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and secret:
+        name = verifier.verify(secret)
+        if name is not None:
+            return name
+    cookie = connection.cookies.get(SESSION_COOKIE) if session else None
+    return verifier.verify_session(cookie) if cookie else None
 
 
 def api_key_guard(verifier: KeyVerifier) -> Guard:
@@ -34,8 +56,7 @@ def api_key_guard(verifier: KeyVerifier) -> Guard:
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if not verifier.required:
             return
-        scheme, _space, secret = connection.headers.get("authorization", "").partition(" ")
-        name = verifier.verify(secret) if scheme.lower() == "bearer" and secret else None
+        name = presented_key(verifier, connection, session=connection.scope.get("method") in SESSION_METHODS)
         if name is None:
             if not verifier.loaded:  # a stored key may be right: the database will say soon
                 raise ServiceUnavailableException("the API keys cannot be read from the database yet; try again")

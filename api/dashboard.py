@@ -5,26 +5,27 @@ Pages are rendered on the server (Jinja2, autoescaped) from the same queries as 
 script keeps the summary cards live from GET /api/campaigns/{id}/events and fills the errors
 table from /api/campaigns/{id}/stats/errors (hidden while that route does not exist).
 
-Access when TEXTPULSE_API_KEY is set — the dashboard shows every phone number and reply, so it
-is behind the same key as /api; without the key set it is open, like /api:
-- a browser proves the key once: `GET <any page>?key=<key>` (a link `textpulse up` can print) or
+Access: exactly when /api needs a key (TEXTPULSE_API_KEY is set or a stored key is live, see
+api/auth.py and core/api_keys.py) the dashboard needs one too, since it shows every phone number
+and reply; with no key anywhere it is open, like /api. Any live key signs in, named or `env`:
+- a browser proves a key once: `GET <any page>?key=<secret>` (a link `textpulse up` can print) or
   the form on the 401 page (POST /login). The answer is a 303 to the same page without the key
   in the URL, setting the cookie `textpulse_dashboard` (HttpOnly, SameSite=Lax, Secure when
-  TEXTPULSE_PUBLIC_URL is https, 30 days) that holds an HMAC of the key, never the key itself.
-  Scripts may send `Authorization: Bearer <key>` instead, as for /api.
-- /api itself only takes the Bearer header (EventSource cannot send one), so a page shown to a
-  browser that holds the cookie carries the key in a <meta> tag, and the script reads the event
-  stream with fetch() and that header. Whoever sees the page has proved the key already; pages
+  TEXTPULSE_PUBLIC_URL is https, 30 days): a session from `KeyVerifier.start_session`, the key's
+  name with an HMAC keyed by its stored hash, never the secret. Every replica checks it from the
+  hashes it holds; it stops working when that secret is revoked or its rotation grace ends
+  (within TEXTPULSE_API_KEY_REFRESH_SECONDS), and after 30 days. Scripts may send
+  `Authorization: Bearer <secret>` instead, as for /api.
+- /api takes the same cookie on GET and HEAD (api/auth.py), so the page's script reads the event
+  stream and the errors with a plain same-origin fetch(): the page never carries a secret. Pages
   are `no-store`, and a strict Content-Security-Policy (scripts and styles from /static only)
-  keeps injected markup from running and reading it.
+  keeps injected markup from running.
 - the CSV export link points to /campaigns/{id}/export.csv, the API's export behind the
-  dashboard's cookie, since a plain link cannot carry the Bearer header either.
+  dashboard's sign-in.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from datetime import datetime
 from pathlib import Path
@@ -42,17 +43,17 @@ from litestar.response import Redirect, Stream, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from api.auth import SESSION_COOKIE, presented_key
 from api.clicks import export_rows
 from api.dashboard_automations import automations_page, run_page
 from api.dashboard_pages import MESSAGE_LOG_ROWS, campaign_page, campaign_rows, contact_page, duration
 from api.params import Id
+from core.api_keys import SESSION_SECONDS, KeyVerifier
 from core.campaigns.definition import get_campaign
 from core.db import session_scope
 from core.errors import NotFound
 
 HERE = Path(__file__).parent
-COOKIE = "textpulse_dashboard"
-COOKIE_MAX_AGE = 30 * 24 * 3600
 CAMPAIGNS_PER_PAGE = 100
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -195,19 +196,11 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
 
 
-def _page(name: str, status_code: int = 200, *, api_key: str | None = None, **context: Any) -> Template:
-    return Template(name, context={"api_key": api_key, **context}, status_code=status_code, headers=PAGE_HEADERS)
+def _page(name: str, status_code: int = 200, **context: Any) -> Template:
+    return Template(name, context=context, status_code=status_code, headers=PAGE_HEADERS)
 
 
 # -- access ---------------------------------------------------------------------------------------
-def _cookie_value(api_key: str) -> str:
-    return hmac.new(api_key.encode(), b"textpulse dashboard", hashlib.sha256).hexdigest()
-
-
-def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
-
-
 def _local(target: str | None) -> str:
     """Where to go after the key was accepted: a path on this site, nothing else (no open redirect)."""
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
@@ -215,55 +208,61 @@ def _local(target: str | None) -> str:
     return target
 
 
-def _signed_in(request: Request[Any, Any, Any], target: str) -> Redirect:
-    settings = request.app.state.settings
+def _verifier(request: Request[Any, Any, Any]) -> KeyVerifier:
+    verifier: KeyVerifier = request.app.state.api_keys
+    return verifier
+
+
+def _key_page(verifier: KeyVerifier, target: str, *, wrong: bool) -> Template:
+    """The key form, 401; 503 while the stored keys cannot be read (a secret may be one of them)."""
+    if not verifier.loaded:
+        return _page("key.html", 503, next=_local(target), wrong=False, unavailable=True)
+    return _page("key.html", 401, next=_local(target), wrong=wrong, unavailable=False)
+
+
+def _sign_in(request: Request[Any, Any, Any], secret: str, target: str) -> Response[Any]:
+    """The 303 back to `target` with the session cookie, for the secret of a live key; else the key
+    page again."""
+    verifier = _verifier(request)
+    session = verifier.start_session(secret)
+    if session is None:
+        return _key_page(verifier, target, wrong=True)
     cookie = Cookie(
-        key=COOKIE,
-        value=_cookie_value(settings.api_key),
+        key=SESSION_COOKIE,
+        value=session,
         path="/",
         httponly=True,
         samesite="lax",
-        secure=settings.public_url.startswith("https://"),
-        max_age=COOKIE_MAX_AGE,
+        secure=request.app.state.settings.public_url.startswith("https://"),
+        max_age=SESSION_SECONDS,
     )
     return Redirect(_local(target), status_code=303, cookies=[cookie], headers=PAGE_HEADERS)
 
 
-def _key_page(target: str, *, wrong: bool) -> Template:
-    return _page("key.html", 401, next=_local(target), wrong=wrong)
-
-
 async def require_key(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """before_request of every page: None lets the page render; else the answer to send instead."""
-    api_key = request.app.state.settings.api_key
-    if not api_key:
+    verifier = _verifier(request)
+    if not verifier.required:
         return None
     offered = request.query_params.get("key")
     if offered is not None:
-        if not _same(offered, api_key):
-            return _key_page(request.url.path, wrong=True)
         rest = [(k, v) for k, v in request.query_params.multi_items() if k != "key"]
-        return _signed_in(request, request.url.path + (f"?{urlencode(rest)}" if rest else ""))
-    if _same(request.headers.get("authorization", ""), f"Bearer {api_key}") or _same(
-        request.cookies.get(COOKIE, ""), _cookie_value(api_key)
-    ):
+        return _sign_in(request, offered, request.url.path + (f"?{urlencode(rest)}" if rest else ""))
+    if presented_key(verifier, request, session=True) is not None:
         return None
     asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return _key_page(asked, wrong=False)
+    return _key_page(verifier, asked, wrong=False)
 
 
 @post("/login", include_in_schema=False, status_code=303)
 async def login(
     request: Request[Any, Any, Any], data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 ) -> Response[Any]:
-    """The key form of the 401 page: on the right key, back to the page asked for, with the cookie."""
-    api_key = request.app.state.settings.api_key
+    """The key form of the 401 page: on a live key, back to the page asked for, with the cookie."""
     target = _local(data.get("next"))
-    if not api_key:
+    if not _verifier(request).required:
         return Redirect(target, status_code=303)
-    if not _same(data.get("key", ""), api_key):
-        return _key_page(target, wrong=True)
-    return _signed_in(request, target)
+    return _sign_in(request, data.get("key", ""), target)
 
 
 def _not_found(_request: Request[Any, Any, Any], exc: Exception) -> Template:
@@ -283,7 +282,6 @@ class DashboardController(Controller):
             rows, more = campaign_rows(session, state.registry, before=before, limit=CAMPAIGNS_PER_PAGE)
         return _page(
             "campaigns.html",
-            api_key=state.settings.api_key,
             campaigns=rows,
             older=rows[-1]["id"] if more else None,
             newest=before is None,
@@ -296,7 +294,7 @@ class DashboardController(Controller):
         page = campaign_page(state.engine, state.registry, campaign_id)
         return _page(
             "campaign.html",
-            api_key=state.settings.api_key,
+            key_required=state.api_keys.required,  # the curl lines of "pick a winner" send a key
             log_rows=MESSAGE_LOG_ROWS,
             public_url=state.settings.public_url,  # the curl lines of a held campaign's "pick a winner"
             **page,
@@ -304,7 +302,7 @@ class DashboardController(Controller):
 
     @get("/campaigns/{campaign_id:int}/export.csv", sync_to_thread=True)
     def export(self, state: State, campaign_id: Id) -> Stream:
-        """GET /api/campaigns/{id}/export.csv for the browser (behind the dashboard's cookie)."""
+        """GET /api/campaigns/{id}/export.csv for the browser, behind the dashboard's sign-in."""
         with session_scope(state.engine, read_only=True) as session:
             get_campaign(session, campaign_id)
         return Stream(
@@ -316,19 +314,17 @@ class DashboardController(Controller):
     @get("/contacts/{contact_id:int}", sync_to_thread=True)
     def contact(self, state: State, contact_id: Id) -> Template:
         """The contact with its messages, clicks, replies and conversions, newest first."""
-        return _page("contact.html", api_key=state.settings.api_key, **contact_page(state.engine, contact_id))
+        return _page("contact.html", **contact_page(state.engine, contact_id))
 
     @get("/automations", sync_to_thread=True)
     def automations(self, state: State) -> Template:
         """Every registered automation (name, description, triggers) with its latest runs."""
-        return _page(
-            "automations.html", api_key=state.settings.api_key, **automations_page(state.engine, state.registry)
-        )
+        return _page("automations.html", **automations_page(state.engine, state.registry))
 
     @get("/automations/runs/{run_id:int}", sync_to_thread=True)
     def run(self, state: State, run_id: Id) -> Template:
         """One run: status, params, progress, its contact, the campaign it is about and its campaigns."""
-        return _page("run.html", api_key=state.settings.api_key, **run_page(state.engine, state.registry, run_id))
+        return _page("run.html", **run_page(state.engine, state.registry, run_id))
 
 
 def dashboard_router() -> Router:

@@ -9,6 +9,12 @@ name at once. TEXTPULSE_API_KEY counts as one more key, named `env`.
 `KeyVerifier` is what an API process asks: it holds the hashes of the live keys in memory and
 reads them again every few seconds, so a change made by the CLI on the shared database reaches
 every process soon, without a query per request.
+
+It also makes and checks the dashboard's sessions (its cookie, api/dashboard.py): a key's name,
+when the session ends, and an HMAC of both keyed by the sha256 of the secret that signed in. Any
+process holding the live hashes can check one, and it ends with that secret (revoked, or its
+rotation grace over) or after SESSION_SECONDS, whichever is first. Whoever can read the stored
+hashes can therefore make a session; they could read the data itself, too.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ SECRET_START = "tp_"
 PREFIX_LENGTH = 8
 DEFAULT_GRACE_SECONDS = 3600.0  # how long a rotated-out secret still works: time to redeploy clients
 TOUCH_SECONDS = 60.0  # last_used_at is written at most this often per key (and process)
+SESSION_SECONDS = 30 * 24 * 3600  # how long a dashboard session lasts (at most: see above)
+_SESSION_END = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,10 @@ def list_keys(engine: Engine) -> list[KeyInfo]:
     return [KeyInfo(r.name, r.prefix, r.created_at, r.expires_at, r.last_used_at) for r in rows]
 
 
+def _session_mac(digest: bytes, name: str, ends: int) -> str:
+    return hmac.new(digest, f"textpulse dashboard\0{name}\0{ends}".encode(), hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True)
 class _Known:
     name: str
@@ -155,8 +167,9 @@ class KeyVerifier:
     """Which key a presented secret is, from the live keys read at most `refresh_seconds` ago.
 
     `start()` reads them and keeps reading them (each time writing the `last_used_at` of the keys
-    used since, where a minute has passed); `verify()` never touches the database. Until the first
-    read succeeds, `loaded` is False and only TEXTPULSE_API_KEY is known.
+    used since, where a minute has passed); `verify()` and the dashboard's sessions never touch
+    the database. Until the first read succeeds, `loaded` is False and only TEXTPULSE_API_KEY is
+    known.
     """
 
     def __init__(
@@ -192,19 +205,57 @@ class KeyVerifier:
         and without stopping at a match, so the time taken says neither which key matched nor
         whether one did.
         """
+        found = self._match(secret)
+        return None if found is None else found.name
+
+    def start_session(self, secret: str, *, seconds: int = SESSION_SECONDS) -> str | None:
+        """A dashboard session for the live key whose secret this is (checked as by `verify`),
+        `<name>.<end, unix seconds>.<hex HMAC>`, lasting `seconds` at most; None for no such key."""
+        found = self._match(secret)
+        if found is None:
+            return None
+        ends = int(utcnow().timestamp()) + seconds
+        return f"{found.name}.{ends}.{_session_mac(found.digest, found.name, ends)}"
+
+    def verify_session(self, session: str) -> str | None:
+        """The name of the key a session from `start_session` is of, while it and the secret that
+        made it are live; else None. The HMAC is compared, with `hmac.compare_digest` and without
+        stopping at a match, with that of every live secret of the name (a rotated name has two)."""
+        parts = session.rsplit(".", 2)
+        if len(parts) != 3 or not _SESSION_END.fullmatch(parts[1]):
+            return None
+        name, ends, offered = parts[0], int(parts[1]), parts[2].encode()
+        now = utcnow()
+        if ends <= now.timestamp():
+            return None
+        found: _Known | None = None
+        for known in self._known:
+            if known.name == name:
+                expected = _session_mac(known.digest, name, ends).encode()
+                if hmac.compare_digest(offered, expected) and found is None:
+                    found = known
+        if found is None or not self._still_live(found, now):
+            return None
+        return found.name
+
+    def _match(self, secret: str) -> _Known | None:
         digest = hash_secret(secret).encode()
         found: _Known | None = None
         for known in self._known:
             if hmac.compare_digest(digest, known.digest) and found is None:
                 found = known
-        if found is None:
+        if found is None or not self._still_live(found, utcnow()):
             return None
-        now = utcnow()
-        if found.expires_at is not None and now >= found.expires_at:  # its grace ended since the read
-            return None
+        return found
+
+    def _still_live(self, found: _Known, now: datetime) -> bool:
+        """Whether the grace of a key matched just now has not ended since the last read; notes its
+        use for `last_used_at` if so."""
+        if found.expires_at is not None and now >= found.expires_at:
+            return False
         if found.key_id is not None:
             self._touch(found, now)
-        return found.name
+        return True
 
     def _touch(self, found: _Known, now: datetime) -> None:
         assert found.key_id is not None

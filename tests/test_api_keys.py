@@ -330,3 +330,143 @@ def test_keys_not_read_yet_keep_the_api_closed(empty_database_url: str) -> None:
             assert verifier.verify("s3cret") == ("env" if env_secret else None)
     finally:
         engine.dispose()
+
+
+# -- the dashboard's sessions (api/dashboard.py, api/auth.py) ------------------------------------
+def test_a_session_names_its_key_and_ends_with_the_secret_that_made_it(engine: sa.Engine) -> None:
+    ci, shop = api_keys.create(engine, "ci"), api_keys.create(engine, "shop.prod")
+    verifier = KeyVerifier(engine, env_secret="s3cret")
+    verifier.reload()
+    sessions = {name: verifier.start_session(secret) for name, secret in (("ci", ci), ("shop.prod", shop))}
+    sessions["env"] = verifier.start_session("s3cret")
+    for name, session in sessions.items():
+        assert session is not None and session.startswith(f"{name}.") and verifier.verify_session(session) == name
+        assert not any(secret in session for secret in (ci, shop, "s3cret")), "a session never holds a secret"
+    assert verifier.start_session("tp_wrong") is None
+    session = sessions["ci"]
+    assert session is not None
+    name, ends, mac = session.rsplit(".", 2)
+    flipped = mac[:-1] + ("0" if mac[-1] != "0" else "1")
+    for forged in (
+        f"{name}.{ends}.{flipped}",
+        f"shop.prod.{ends}.{mac}",  # another key's name with ci's HMAC
+        f"{name}.{int(ends) + 1}.{mac}",  # a longer life
+        f"{name}.{ends}",
+        mac,
+        "",
+        f"{name}.{ends}.{mac}\u0301",
+    ):
+        assert verifier.verify_session(forged) is None, forged
+    assert verifier.verify_session(verifier.start_session(ci, seconds=0) or "") is None  # its end has come
+
+    api_keys.rotate(engine, "ci", grace_seconds=3600)
+    verifier.reload()
+    assert verifier.verify_session(session) == "ci"  # the rotated-out secret's grace: still in
+    api_keys.rotate(engine, "ci", grace_seconds=0)
+    verifier.reload()
+    assert verifier.verify_session(session) is None
+    api_keys.revoke(engine, "shop.prod")
+    assert verifier.verify_session(sessions["shop.prod"] or "") == "shop.prod"  # until the next read
+    verifier.reload()
+    assert verifier.verify_session(sessions["shop.prod"] or "") is None
+    assert verifier.verify_session(sessions["env"] or "") == "env"
+
+
+def test_a_session_is_compared_with_every_live_secret_of_its_name(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = api_keys.create(engine, "ci")
+    new = api_keys.rotate(engine, "ci", grace_seconds=3600)
+    api_keys.create(engine, "other")
+    verifier = KeyVerifier(engine, env_secret="s3cret")
+    verifier.reload()
+    sessions = [verifier.start_session(old), verifier.start_session(new)]
+    compared: list[bytes] = []
+    real = hmac.compare_digest
+
+    def counting(a: Any, b: Any) -> bool:
+        compared.append(b)
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", counting)
+    for session in sessions:
+        assert session is not None
+        compared.clear()
+        assert verifier.verify_session(session) == "ci"
+        assert len(set(compared)) == 2  # ci's two secrets, whichever made it; not other's nor env's
+    compared.clear()
+    assert verifier.verify_session(f"nobody.{sessions[0].split('.', 1)[1]}") is None and compared == []
+
+
+def _session_of(set_cookie: str) -> str:
+    value = set_cookie.split(";", 1)[0]
+    assert value.startswith("textpulse_dashboard="), set_cookie
+    return value.removeprefix("textpulse_dashboard=")
+
+
+def test_a_dashboard_session_reads_the_api_never_writes_and_ends_with_its_key(
+    service: LiveService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only stored keys (no TEXTPULSE_API_KEY): the dashboard asks for one, a named key signs in,
+    and its cookie reads /api (naming the key in the log) until the key is rotated out or revoked."""
+    api_keys.create(service.engine, "ops")  # stays live: with no key left, /api would open again
+    secret = api_keys.create(service.engine, "ci")
+    wait_for(lambda: _status(service, None) == 401, timeout=5, what="the keys read")
+    asked = service.get("/")
+    assert asked.status_code == 401 and 'action="/login"' in asked.text
+    assert "not the right one" in service.get("/?key=tp_wrong").text
+    made = service.post(
+        "/api/campaigns", {"name": "S", "variants": [{"name": "A", "body": "Hi"}]}, headers=_bearer(secret)
+    )
+    cid = made.json()["id"]
+
+    signed_in = service.get(f"/campaigns/{cid}?key={secret}&tab=log")
+    service.http.cookies.clear()  # each request below says what it carries
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == f"/campaigns/{cid}?tab=log"
+    set_cookie = signed_in.headers["set-cookie"]
+    flags = [flag.strip().lower() for flag in set_cookie.split(";")[1:]]
+    assert {"httponly", "samesite=lax", "path=/", "max-age=2592000"} <= set(flags) and "secure" not in flags
+    session = _session_of(set_cookie)
+    assert session.startswith("ci.") and secret not in set_cookie
+
+    def reads(path: str) -> int:
+        return service.get(path, headers={"cookie": f"textpulse_dashboard={session}"}).status_code
+
+    page = service.get(f"/campaigns/{cid}", headers={"cookie": f"textpulse_dashboard={session}"})
+    assert page.status_code == 200 and "textpulse-api-key" not in page.text and secret not in page.text
+    assert reads(f"/campaigns/{cid}/export.csv") == 200
+    probe = structlog.get_logger("tests.probe")
+    listed = api.contacts.page
+
+    def logged_page(*args: Any, **kwargs: Any) -> Any:
+        probe.info("contacts listed")  # a line logged inside the request, in its handler's thread
+        return listed(*args, **kwargs)
+
+    monkeypatch.setattr(api.contacts, "page", logged_page)
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as lines:
+        assert reads("/api/contacts") == 200
+    assert [line["key_name"] for line in lines if line["event"] == "contacts listed"] == ["ci"]
+    assert reads(f"/api/campaigns/{cid}/stats") == 200
+    # Writes take only the Bearer secret: another site's page can make a browser POST with the cookie.
+    cookie_only = {"cookie": f"textpulse_dashboard={session}"}
+    assert service.post("/api/contacts", [{"phone": "+12025550100"}], headers=cookie_only).status_code == 401
+    assert service.post(f"/api/campaigns/{cid}/launch", headers=cookie_only).status_code == 401
+
+    by_form = service.post("/login", data={"key": secret, "next": f"/campaigns/{cid}"})
+    service.http.cookies.clear()
+    assert by_form.status_code == 303 and by_form.headers["location"] == f"/campaigns/{cid}"
+    assert _session_of(by_form.headers["set-cookie"]).startswith("ci.")
+
+    new = api_keys.rotate(service.engine, "ci", grace_seconds=1)
+    rotated_at = time.monotonic()
+    assert reads(f"/api/campaigns/{cid}/stats") == 200  # the old secret's grace
+    wait_for(lambda: reads(f"/api/campaigns/{cid}/stats") == 401, timeout=5, interval=0.05, what="grace over")
+    assert reads("/") == 401 and time.monotonic() - rotated_at >= 0.95
+
+    session = _session_of(service.get(f"/?key={new}").headers["set-cookie"])
+    service.http.cookies.clear()
+    assert reads("/") == 200 and reads(f"/api/campaigns/{cid}/stats") == 200
+    api_keys.revoke(service.engine, "ci")
+    revoked_at = time.monotonic()
+    wait_for(lambda: reads(f"/api/campaigns/{cid}/stats") == 401, timeout=5, interval=0.05, what="revoked refused")
+    assert reads("/") == 401 and time.monotonic() - revoked_at < 2  # the refresh (0.2 s), not a restart

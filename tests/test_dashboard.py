@@ -1,9 +1,10 @@
 """The dashboard in a real browser (Debian's chromium, driven by Playwright): the campaign page's
 numbers, their live update over SSE without a reload, the campaign list, a contact, 404 pages,
-and the API key guarding it all when TEXTPULSE_API_KEY is set."""
+and an API key guarding it all whenever /api needs one (TEXTPULSE_API_KEY or a stored key)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from core import api_keys
 from tests.live import LiveService, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -223,6 +225,23 @@ def test_campaign_page_shows_the_numbers_and_updates_them_live(
         context.close()
 
 
+def _sign_in_by_form(page: Page, url: str, secret: str) -> None:
+    """The key page at `url`, a wrong key refused, then `secret` through the form back to `url`."""
+    asked = page.goto(url)
+    assert asked is not None and asked.status == 401
+    page.fill("#key", "wrong")
+    page.click("button[type=submit]")
+    expect(page.get_by_role("alert")).to_have_text("That key is not the right one.")
+    page.fill("#key", secret)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(url)
+
+
+def _holds_no_secret(page: Page, secret: str) -> None:
+    assert page.locator('meta[name="textpulse-api-key"]').count() == 0 and secret not in page.content()
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: the page's scripts cannot read the session
+
+
 def test_dashboard_is_behind_the_api_key_when_one_is_set(
     database_url: str, temporal_address: str, tmp_path: Path, browser: Browser
 ) -> None:
@@ -240,25 +259,21 @@ def test_dashboard_is_behind_the_api_key_when_one_is_set(
         assert stats["delivered"] == 6
         page: Page = context.new_page()
 
-        asked = page.goto(f"{live.url}/campaigns/{cid}")
-        assert asked is not None and asked.status == 401
-        assert page.locator('meta[name="textpulse-api-key"]').count() == 0
-        page.fill("#key", "wrong")
-        page.click("button[type=submit]")
-        expect(page.get_by_role("alert")).to_have_text("That key is not the right one.")
-        page.fill("#key", "s3cret")
-        page.click("button[type=submit]")
-        expect(page).to_have_url(f"{live.url}/campaigns/{cid}")
+        _sign_in_by_form(page, f"{live.url}/campaigns/{cid}", "s3cret")
         expect(page.locator("#live")).to_have_attribute("data-state", "live", timeout=LIVE_TIMEOUT_MS)
+        _holds_no_secret(page, "s3cret")
         cookie = next(c for c in context.cookies() if c["name"] == "textpulse_dashboard")
-        assert cookie["httpOnly"] is True and cookie["value"] != "s3cret" and cookie["sameSite"] == "Lax"
+        assert cookie["httpOnly"] is True and cookie["sameSite"] == "Lax" and cookie["secure"] is False
+        assert cookie["value"].startswith("env.") and "s3cret" not in cookie["value"]
 
-        # The script reads the key-guarded event stream: a click shows up live.
+        # The script reads the key-guarded event stream with the cookie: a click shows up live.
         message = live.get(f"/api/campaigns/{cid}/messages", headers=auth).json()["items"][0]
         assert httpx.get(_link(message), headers={"user-agent": IPHONE}, follow_redirects=False).status_code == 302
         expect(page.locator('#summary [data-stat="clicks.total"]')).to_have_text("1", timeout=LIVE_TIMEOUT_MS)
         export = page.request.get(f"{live.url}/campaigns/{cid}/export.csv")
         assert export.status == 200 and len(export.text().strip().splitlines()) == 7
+        assert page.request.get(f"{live.url}/api/campaigns/{cid}/stats").status == 200
+        assert page.request.post(f"{live.url}/api/campaigns/{cid}/cancel").status == 401  # reads only
 
         # A link with ?key= signs a fresh browser in and drops the key from the address.
         fresh = browser.new_context()
@@ -277,6 +292,61 @@ def test_dashboard_is_behind_the_api_key_when_one_is_set(
         assert live.get("/static/dashboard.js").status_code == 200
         redirected = live.post("/login", data={"key": "s3cret", "next": "//evil.example/"})
         assert redirected.status_code == 303 and redirected.headers["location"] == "/"
+    finally:
+        context.close()
+        live.stop()
+
+
+def test_a_stored_key_signs_the_dashboard_in_until_it_is_revoked(
+    database_url: str, temporal_address: str, tmp_path: Path, browser: Browser
+) -> None:
+    """No TEXTPULSE_API_KEY, only stored keys: the dashboard is closed like /api, a named key
+    signs in, the live cards follow over the cookie, and revoking the key ends the session within
+    the refresh (0.2 s here)."""
+    live = LiveService(
+        database_url=database_url,
+        temporal_address=temporal_address,
+        data_dir=tmp_path / "var",
+        env={"TEXTPULSE_API_KEY_REFRESH_SECONDS": "0.2"},
+    )
+    live.start()
+    context = browser.new_context()
+    try:
+        api_keys.create(live.engine, "ops")  # stays live: with no key left, everything would open
+        secret = api_keys.create(live.engine, "marketing")
+        auth = {"authorization": f"Bearer {secret}"}
+        wait_for(lambda: live.get("/").status_code == 401, timeout=5, what="the stored keys read")
+        cid, stats = _finished_campaign(live, headers=auth)
+        assert stats["delivered"] == 6
+        page = context.new_page()
+
+        _sign_in_by_form(page, f"{live.url}/campaigns/{cid}", secret)
+        expect(page.locator("#live")).to_have_attribute("data-state", "live", timeout=LIVE_TIMEOUT_MS)
+        assert page.locator('#summary [data-stat="delivered"]').inner_text() == "6"
+        _holds_no_secret(page, secret)
+        cookie = next(c for c in context.cookies() if c["name"] == "textpulse_dashboard")
+        assert cookie["value"].startswith("marketing.") and cookie["httpOnly"] is True
+
+        message = live.get(f"/api/campaigns/{cid}/messages", headers=auth).json()["items"][0]
+        assert httpx.get(_link(message), headers={"user-agent": IPHONE}, follow_redirects=False).status_code == 302
+        expect(page.locator('#summary [data-stat="clicks.total"]')).to_have_text("1", timeout=LIVE_TIMEOUT_MS)
+        export = page.request.get(f"{live.url}/campaigns/{cid}/export.csv")
+        assert export.status == 200 and len(export.text().strip().splitlines()) == 7
+        assert page.request.get(f"{live.url}/api/campaigns/{cid}/stats").status == 200
+        assert page.request.post(f"{live.url}/api/contacts", data=[{"phone": PHONES[0]}]).status == 401
+        assert live.get(f"/campaigns/{cid}").status_code == 401  # without the cookie
+
+        api_keys.revoke(live.engine, "marketing")
+        revoked_at = time.monotonic()
+        wait_for(
+            lambda: page.request.get(f"{live.url}/api/campaigns/{cid}/stats").status == 401,
+            timeout=5,
+            interval=0.05,
+            what="the revoked key's session refused",
+        )
+        assert time.monotonic() - revoked_at < 2
+        again = page.reload()
+        assert again is not None and again.status == 401 and page.locator("#key").is_visible()
     finally:
         context.close()
         live.stop()

@@ -1,16 +1,14 @@
 // Textpulse dashboard: keeps a campaign's summary cards live and fills its errors table.
 //
-// The stream is read with fetch() rather than EventSource because EventSource cannot send the
-// `Authorization: Bearer` header /api needs when TEXTPULSE_API_KEY is set (the page then carries
-// the key in <meta name="textpulse-api-key">; see api/dashboard.py). Numbers are formatted the
-// way the server renders them, so a live update and a reload read the same.
+// When /api needs a key, these same-origin GETs carry the dashboard's session cookie, which /api
+// takes for reads (api/auth.py); the page holds no secret. The stream is read with fetch() rather
+// than EventSource so that a refusal (401: the key was revoked; 404) is seen and ends the retries.
+// Numbers are formatted the way the server renders them, so a live update and a reload read the same.
 (function () {
   "use strict";
 
   const summary = document.getElementById("summary");
   if (!summary) return;
-  const keyMeta = document.querySelector('meta[name="textpulse-api-key"]');
-  const headers = keyMeta ? { Authorization: "Bearer " + keyMeta.content } : {};
   const live = document.getElementById("live");
 
   const formats = {
@@ -63,7 +61,7 @@
     if (!section || !summary.dataset.errorsUrl) return;
     let body;
     try {
-      const response = await fetch(summary.dataset.errorsUrl, { headers, cache: "no-store" });
+      const response = await fetch(summary.dataset.errorsUrl, { credentials: "same-origin", cache: "no-store" });
       if (!response.ok) return; // 404: the route is not there (yet); keep the section hidden
       body = await response.json();
     } catch (_) {
@@ -105,7 +103,8 @@
 
   async function listen() {
     const response = await fetch(summary.dataset.eventsUrl, {
-      headers: { ...headers, Accept: "text/event-stream" },
+      headers: { Accept: "text/event-stream" },
+      credentials: "same-origin",
       cache: "no-store",
     });
     if (response.status === 401 || response.status === 404) {
