@@ -36,6 +36,12 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Every bench/ script with a short profile (bench/run_all.py: about 7 minutes on 2 busy cores); rewrites
+# the generated section of docs/benchmarks.md. Options pass through, e.g. BENCH_ARGS="--only redirect".
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
+
 lock: $(BIN)/python
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^textpulse' > constraints.txt
 

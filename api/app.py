@@ -36,7 +36,7 @@ from api.dependencies import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
 from api.rate_limit import RateLimits
 from api.redirect import RedirectApp, location_header
-from api.requests import TextpulseRequest
+from api.requests import TextpulseRequest, refuse_nul_in_query
 from api.schemas.openapi import DescribedTypedDicts
 from api.temporal import TemporalConnection
 from core.api_keys import KeyVerifier
@@ -63,6 +63,7 @@ async def bind_request_context(request: Request[Any, Any, Any]) -> None:
     what it bound would stay in that thread's copy of the context.
     """
     structlog.contextvars.clear_contextvars()
+    refuse_nul_in_query(request)
     campaign_id = request.path_params.get("campaign_id")
     if campaign_id is None:
         structlog.contextvars.bind_contextvars(method=request.method, path=request.scope["path"])

@@ -11,7 +11,7 @@ import anyio.to_thread
 from litestar import Controller, Request, get, post
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import Parameter
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
@@ -29,6 +29,7 @@ from api.schemas.contacts import (
 )
 from api.schemas.rows import ClickRow, MessageRow, RejectedRow
 from core.campaigns.definition import iso
+from core.contacts.filters import matching_contacts
 from core.contacts.importing import UpsertResult, upsert_contacts
 from core.db import session_scope
 from core.hooks.contracts import ContactCreated
@@ -59,6 +60,28 @@ def contact_dict(contact: Contact) -> ContactRow:
             "updated_at": iso(contact.updated_at),
         },
     )
+
+
+def list_query(
+    wanted: dict[str, str], *, phone: str | None = None, opted_out: bool | None = None
+) -> tuple[Select[Contact], Any, list[Any]]:
+    """What GET /api/contacts lists, the id column its pages are cut by and the columns equal to
+    it (api/paging.py `page`): with an attribute filter, the pages follow contact_id along
+    ix_contact_attribute_key_value from the cursor, and contact.id takes the cursor too."""
+    query = select(Contact)
+    id_column: Any = col(Contact.id)
+    also: list[Any] = []
+    if wanted:
+        matched = matching_contacts(wanted).subquery("matched")
+        query = query.join(matched, matched.c.contact_id == col(Contact.id))
+        id_column, also = matched.c.contact_id, [col(Contact.id)]
+    if phone:
+        query = query.where(col(Contact.phone) == phone)
+    if opted_out is not None:
+        query = query.where(
+            col(Contact.opted_out_at).is_not(None) if opted_out else col(Contact.opted_out_at).is_(None)
+        )
+    return query, id_column, also
 
 
 def _reply(reply: Reply) -> ContactReply:
@@ -108,6 +131,25 @@ def _announcer(registry: PluginRegistry) -> Callable[[list[ContactCreated]], Non
     return announce
 
 
+def _csv_rows(text: str) -> list[dict[str, Any]]:
+    """The rows of a contacts CSV as upsert_contacts takes them (a ClientException for a CSV
+    without a phone column; csv.Error for one the csv module cannot read)."""
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "phone" not in [f.strip().lower() for f in reader.fieldnames]:
+        raise ClientException("the CSV needs a header row with a 'phone' column")
+    rows = []
+    for record in reader:
+        fields = {(k or "").strip().lower(): (v or "").strip() for k, v in record.items()}
+        row: dict[str, Any] = {"phone": fields.pop("phone", "")}
+        for key in ("name", "timezone"):
+            if fields.get(key):
+                row[key] = fields.pop(key)
+            fields.pop(key, None)
+        row["attributes"] = {k: v for k, v in fields.items() if k and v != ""}
+        rows.append(row)
+    return rows
+
+
 class ContactController(Controller):
     path = "/contacts"
     tags = ["contacts"]
@@ -127,19 +169,12 @@ class ContactController(Controller):
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise ClientException(f"the CSV is not UTF-8: {exc}") from exc
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or "phone" not in [f.strip().lower() for f in reader.fieldnames]:
-            raise ClientException("the CSV needs a header row with a 'phone' column")
-        rows = []
-        for record in reader:
-            fields = {(k or "").strip().lower(): (v or "").strip() for k, v in record.items()}
-            row: dict[str, Any] = {"phone": fields.pop("phone", "")}
-            for key in ("name", "timezone"):
-                if fields.get(key):
-                    row[key] = fields.pop(key)
-                fields.pop(key, None)
-            row["attributes"] = {k: v for k, v in fields.items() if k and v != ""}
-            rows.append(row)
+        if "\x00" in text:
+            raise ClientException("the CSV holds a NUL character, which no field takes")
+        try:
+            rows = _csv_rows(text)
+        except csv.Error as exc:  # a cell past the csv module's field limit, say
+            raise ClientException(f"the CSV cannot be read: {exc}") from None
         announce = _announcer(registry)
         return _upserted(await anyio.to_thread.run_sync(lambda: upsert_contacts(engine, rows, on_created=announce)))
 
@@ -153,22 +188,13 @@ class ContactController(Controller):
         cursor: str | None = None,
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> ContactPage:
-        """Contacts by id; filters `phone`, `opted_out`, and `attribute.<name>=value`."""
+        """Contacts by id; filters `phone`, `opted_out`, and `attribute.<name>=value` (compared as
+        text: `attribute.age=30` matches the number 30 and the string "30", `attribute.vip=true`
+        the boolean)."""
         wanted = {k[len("attribute.") :]: v for k, v in request.query_params.items() if k.startswith("attribute.")}
-        query = select(Contact)
-        if phone:
-            query = query.where(col(Contact.phone) == phone)
-        if opted_out is not None:
-            query = query.where(
-                col(Contact.opted_out_at).is_not(None) if opted_out else col(Contact.opted_out_at).is_(None)
-            )
+        query, id_column, also = list_query(wanted, phone=phone, opted_out=opted_out)
         with session_scope(engine, read_only=True) as session:
-
-            def keep(contact: Contact) -> bool:
-                attrs = contact.attributes or {}
-                return all(str(attrs.get(k)) == v for k, v in wanted.items())
-
-            return page(session, query, col(Contact.id), cursor, limit, contact_dict, keep=keep if wanted else None)
+            return page(session, query, id_column, cursor, limit, contact_dict, also=also)
 
     @get("/{contact_id:int}", operation_id="getContact", sync_to_thread=True)
     def get_contact(self, engine: Engine, contact_id: Id) -> ContactDetail:

@@ -37,7 +37,7 @@ from litestar import Controller, Request, Response, Router, get, post
 from litestar.datastructures import Cookie, State
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
-from litestar.params import Body
+from litestar.params import Body, Parameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Stream, Template
 from litestar.static_files import create_static_files_router
@@ -47,7 +47,7 @@ from api.auth import SESSION_COOKIE, presented_key
 from api.clicks import export_rows
 from api.dashboard_automations import automations_page, run_page
 from api.dashboard_pages import MESSAGE_LOG_ROWS, campaign_page, campaign_rows, contact_page, duration
-from api.params import Id
+from api.params import MAX_ID, Id
 from core.api_keys import SESSION_SECONDS, KeyVerifier
 from core.campaigns.definition import get_campaign
 from core.db import session_scope
@@ -276,7 +276,7 @@ class DashboardController(Controller):
     exception_handlers = {NotFound: _not_found, NotFoundException: _not_found}
 
     @get("/", sync_to_thread=True)
-    def campaigns(self, state: State, before: int | None = None) -> Template:
+    def campaigns(self, state: State, before: int | None = Parameter(default=None, ge=1, le=MAX_ID)) -> Template:
         """Every campaign, newest first, with its status, sent, delivered and CTR."""
         with session_scope(state.engine, read_only=True) as session:
             rows, more = campaign_rows(session, state.registry, before=before, limit=CAMPAIGNS_PER_PAGE)

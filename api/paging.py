@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 from litestar.exceptions import ClientException
 from sqlalchemy import Select
 from sqlmodel import Session
+
+from core.campaigns.schemas import MAX_ID
 
 
 class Identified(Protocol):
@@ -39,7 +41,10 @@ def decode_cursor(cursor: str | None) -> int:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if not text.startswith("id:"):
             raise ValueError(text)
-        return int(text[3:])
+        last_id = int(text[3:])
+        if not 0 <= last_id <= MAX_ID:  # an id no table holds (and no query may be given)
+            raise ValueError(text)
+        return last_id
     except ValueError:
         raise ClientException(f"cursor {cursor!r} is not one this API handed out") from None
 
@@ -51,28 +56,19 @@ def page(
     cursor: str | None,
     limit: int,
     shape: Callable[[Row], Item],
-    keep: Callable[[Row], bool] | None = None,
+    *,
+    also: Sequence[Any] = (),
 ) -> Page[Item]:
-    """Rows after the cursor in id order, each shaped by `shape`; `keep` filters in Python (e.g. on
-    JSON attributes)."""
+    """Rows after the cursor in id order (`id_column`: the row's id, or a column equal to it that
+    an index reads in order), each shaped by `shape`: one query of `limit + 1` rows, the last only
+    to know whether there is more. `also`: other columns equal to the id (the other side of a
+    join), which get the cursor's condition too: a planner does not carry a range across an
+    equality, and PostgreSQL would otherwise read the joined table from its first row."""
     after = decode_cursor(cursor)
-    items: list[Item] = []
-    last_id = after
-    exhausted = False
-    while len(items) < limit and not exhausted:
-        rows = list(session.scalars(query.where(id_column > last_id).order_by(id_column).limit(limit + 1)))
-        exhausted = len(rows) <= limit
-        for row in rows[:limit]:
-            last_id = row.id or last_id
-            if keep is None or keep(row):
-                items.append(shape(row))
-                if len(items) == limit:
-                    break
-        if not rows:
-            break
-    more = (
-        not exhausted
-        or len(items) == limit
-        and bool(session.scalars(query.where(id_column > last_id).limit(1)).first())
-    )
-    return {"items": items, "next": encode_cursor(last_id) if more and items else None}
+    where = [id_column > after, *(column > after for column in also)]
+    rows = list(session.scalars(query.where(*where).order_by(id_column).limit(limit + 1)))
+    more = len(rows) > limit
+    return {
+        "items": [shape(row) for row in rows[:limit]],
+        "next": encode_cursor(rows[limit - 1].id or after) if more else None,
+    }

@@ -133,9 +133,19 @@ async def _answer(
     kind: str, state: State, provider_name: str, build: Callable[[], Awaitable[WebhookRequest]]
 ) -> Answer:
     try:
-        return await HANDLERS[kind](state, provider_name, await build())
+        request = await build()
+        if _has_nul(request.body):  # no column takes it (PostgreSQL's text refuses NUL)
+            raise WebhookError(400, "the body holds a NUL character, which no provider sends")
+        return await HANDLERS[kind](state, provider_name, request)
     except WebhookError as exc:
         return error_answer(exc.status_code, exc.detail)
+    except (RecursionError, UnicodeDecodeError) as exc:  # a plugin's parser on a hostile body
+        return error_answer(400, f"the body cannot be read: {type(exc).__name__}")
+
+
+def _has_nul(body: bytes) -> bool:
+    """A NUL byte, or one escaped for a form (%00) or JSON (\\u0000): three scans of at most 64 KB."""
+    return b"\x00" in body or b"%00" in body or b"\\u0000" in body
 
 
 async def _read_body(receive: Any, declared: str | None) -> bytes:

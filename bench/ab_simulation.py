@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.figures import Figure, write_figures  # noqa: E402
 from core.stats import ab, winner  # noqa: E402
 from core.stats.evidence import ArmCounts  # noqa: E402
 
@@ -278,7 +279,9 @@ def main() -> None:
     parser.add_argument("--kappa", type=float, default=ab.KAPPA, help="the sequential test's mixing spread")
     parser.add_argument("--only", default="", help="run the scenarios whose title contains this")
     parser.add_argument("--maturity", type=float, default=None, help="maturity_seconds for the scenarios that set none")
+    parser.add_argument("--json", metavar="PATH", help="also write the headline figures to PATH as JSON")
     args = parser.parse_args()
+    headline: list[Figure] = []
     ab.KAPPA = args.kappa
     print(
         f"{args.runs} runs per row (a quarter with 10 s looks), seed {args.seed}, kappa {args.kappa:g}, {WAIT:g} s wait"
@@ -311,6 +314,15 @@ def main() -> None:
             f" {when} | <!-- {time.perf_counter() - started:.1f} s, {out.decide_calls} decide calls -->",
             flush=True,
         )
+        headline.append(
+            Figure(
+                f"winner declared: {sc.title} — {sc.n:,} per variant, {sc.metric}",
+                out.share() * 100,
+                "%",
+                note=f"± {out.error():.2%}, {runs:,} runs; right winner {right}; median time {when}",
+            )
+        )
+    write_figures(args.json, headline)
 
 
 if __name__ == "__main__":

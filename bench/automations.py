@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.figures import Figure, write_figures  # noqa: E402
 from textpulse.devserver import DevServer  # noqa: E402
 
 AUTOMATION = "welcome_series"
@@ -351,6 +352,7 @@ def main() -> int:
     parser.add_argument("--database-url", help="an empty database to use instead of a temporary SQLite file")
     parser.add_argument("--stall-seconds", type=float, default=180, help="give up after this long without progress")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
+    parser.add_argument("--json", metavar="PATH", help="also write the headline figures to PATH as JSON")
     args = parser.parse_args()
     if args.contacts > 90_000:
         parser.error("--contacts: at most 90000 (the phone numbers drawn)")
@@ -547,7 +549,63 @@ def report(args: argparse.Namespace, figures: dict[str, Any], logs: dict[str, Pa
     )
     print("every run completed and every step was sent" if ok else "INCOMPLETE: see the figures above")
     print(f"command: .venv/bin/python {command}".rstrip())
+    write_figures(args.json, headline(args, figures, ok, per_thousand, floor))
     return 0 if ok else 1
+
+
+def headline(
+    args: argparse.Namespace, figures: dict[str, Any], ok: bool, per_thousand: dict[str, float], floor: float
+) -> list[Figure]:
+    """The summary's figures for --json; the steps' rate beside the rate their due times allow."""
+    n, final = args.contacts, figures["progress"]
+    expected = n * len(args.step_seconds)
+    runs_seconds, window, late = figures.get("runs_seconds"), figures.get("steps_window"), figures.get("late", [])
+    events = [count for _, count, _ in figures["histories"]]
+    found = [
+        Figure(
+            "runs started per second",
+            final.runs / runs_seconds if runs_seconds else None,
+            "runs/s",
+            note=f"{final.runs:,} workflow_run rows, all there {runs_seconds or float('nan'):.1f} s after the POST",
+        ),
+        Figure(
+            "step texts sent per second (first to last sent_at)",
+            final.steps_sent / window if window else None,
+            "texts/s",
+            final.steps_sent / floor if floor else None,
+            "every text sent when due",
+            floor / window if window and floor else None,
+            f"{final.steps_sent:,} of {expected:,} over {window or float('nan'):.1f} s; due over {floor:.1f} s",
+        ),
+    ]
+    if late:
+        p99 = late[int(len(late) * 0.99) - 1 if len(late) > 1 else 0]
+        found.append(
+            Figure(
+                "a text's lateness against its due time (median)",
+                statistics.median(late),
+                "s",
+                note=f"p99 {p99:.1f} s, max {late[-1]:.1f} s",
+            )
+        )
+    found.append(Figure("every run ended after", figures.get("ended_seconds"), "s", note="from the first POST"))
+    for name in ("worker", "api", "temporal"):
+        in_all = f"{figures['cpu'][name]:.1f} s in all"
+        found.append(Figure(f"{name}: CPU per 1,000 steps", per_thousand[name], "CPU s", note=in_all))
+    for name in ("worker", "api", "temporal"):
+        found.append(Figure(f"{name}: peak RSS (VmHWM)", figures["hwm"].get(name, 0) / 1024, "MiB"))
+    if events:
+        found.append(
+            Figure(
+                "history events per run (mean)",
+                statistics.mean(events),
+                "events",
+                note=f"{len(events)} runs sampled, max {max(events)}, min {min(events)}",
+            )
+        )
+    verdict = "every run completed and every step was sent" if ok else "INCOMPLETE"
+    found.append(Figure("runs completed", final.by_status.get("completed", 0), "runs", note=f"of {n:,}; {verdict}"))
+    return found
 
 
 def backend_name(args: argparse.Namespace) -> str:

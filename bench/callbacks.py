@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.figures import Figure, write_figures  # noqa: E402
+
 LUA = r"""
 local messages = tonumber(os.getenv("BENCH_MESSAGES"))
 local statuses = {"sent", "delivered"}
@@ -235,6 +237,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--json", metavar="PATH", help="also write the headline figures to PATH as JSON")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
@@ -291,6 +294,29 @@ def main() -> int:
             f"ratio {ratio:.3f} (target >= 0.3) — {args.connections} connections, {args.rounds} x "
             f"{args.seconds}s each, {'SQLite' if database_url.startswith('sqlite') else 'PostgreSQL'}, "
             "uvicorn 1 worker, loopback"
+        )
+        ceiling, real = "raw ASGI 204", "status callbacks"
+        raw_cpu, real_cpu = statistics.median(cpu[ceiling]), statistics.median(cpu[real])
+        write_figures(
+            args.json,
+            [
+                Figure(
+                    "status callbacks per second (median)",
+                    statistics.median(rates[real]),
+                    "req/s",
+                    statistics.median(rates[ceiling]),
+                    ceiling,
+                    ratio,
+                    f"{args.connections} connections",
+                ),
+                Figure("server CPU per callback (median)", real_cpu, "µs", raw_cpu, ceiling, raw_cpu / real_cpu),
+                Figure(
+                    "status events stored",
+                    stored,
+                    "events",
+                    note=f"for {done_total:,} answered callbacks, {bad_total} non-2xx",
+                ),
+            ],
         )
     return 0
 

@@ -36,6 +36,7 @@ from temporalio import activity, workflow  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
+from bench.figures import Figure, write_figures  # noqa: E402
 from tests.live import LiveService, free_port, wait_for  # noqa: E402
 from textpulse.devserver import DevServer  # noqa: E402
 
@@ -165,7 +166,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--skip-heartbeat", action="store_true")
+    parser.add_argument("--json", metavar="PATH", help="also write the headline figures to PATH as JSON")
     args = parser.parse_args()
+    headline: list[Figure] = []
     with tempfile.TemporaryDirectory() as tmp:
         server = DevServer(port=free_port(), headless=True, log_file=Path(tmp) / "temporal.log")
         server.start()
@@ -181,18 +184,49 @@ def main() -> None:
                     lateness = ", ".join(f"{late:+.3f}" for late, _ in figures)
                     after = ", ".join(str(count) for _, count in figures)
                     print(f"{action:6} {where}: last send - 202 = {lateness} s; messages after the 202: {after}")
+                    headline.append(
+                        Figure(
+                            f"{action}, {where}: last send - 202 (median)",
+                            statistics.median(late for late, _ in figures),
+                            "s",
+                            note=f"trials {lateness} s",
+                        )
+                    )
+                    headline.append(
+                        Figure(
+                            f"{action}, {where}: messages accepted after the 202",
+                            sum(count for _, count in figures),
+                            "messages",
+                            note=f"trials {after}",
+                        )
+                    )
             plain, guarded = guard_cost(Path(tmp))
             print(
                 f"mark-sending UPDATE, CPU ms per call (SQLite, 10 messages): plain {plain:.3f}, "
                 f"with the running-campaign guard {guarded:.3f} (x{guarded / plain:.2f})"
+            )
+            headline.append(
+                Figure(
+                    "mark-sending UPDATE with the running-campaign guard, CPU per call (SQLite, 10 messages)",
+                    guarded,
+                    "ms",
+                    plain,
+                    "the UPDATE without the guard",
+                    plain / guarded,
+                    f"x{guarded / plain:.2f} the plain UPDATE",
+                )
             )
             if not args.skip_heartbeat:
                 for throttle in (None, 0.5):
                     latency = asyncio.run(heartbeat_latency(server.address, throttle))
                     what = "SDK default throttle" if throttle is None else f"throttle {throttle} s"
                     print(f"heartbeat cancellation, 20 s heartbeat timeout, {what}: noticed after {latency:.2f} s")
+                    headline.append(
+                        Figure(f"heartbeat cancellation, 20 s heartbeat timeout, {what}: noticed after", latency, "s")
+                    )
         finally:
             server.stop()
+    write_figures(args.json, headline)
     sys.stdout.flush()
     os._exit(0)
 

@@ -42,6 +42,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.figures import Figure, write_figures  # noqa: E402
+
 RESULT_MARK = "BENCH-RESULT "
 WRK_MARK = "BENCH-WRK "
 DESTINATION = "https://shop.example/bf?utm_source=sms"
@@ -465,6 +467,7 @@ def main() -> int:
         action="store_true",
         help="turn off the loading of codes ahead of clicks: every first click reads its code from the database",
     )
+    parser.add_argument("--json", metavar="PATH", help="also write the headline figures to PATH as JSON")
     parser.add_argument("--serve", choices=["raw", "real"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
@@ -544,7 +547,25 @@ def main() -> int:
         f"up), {rows} click rows written in {batches} transactions ({rows / max(batches, 1):.0f} clicks each)"
     )
     print("every redirect has its click row" if ok else "MISMATCH: a redirect without its click row, or errors")
+    write_figures(args.json, headline(raw, real, ok, redirects, rows))
     return 0 if ok else 1
+
+
+def headline(raw: list[Run], real: list[Run], ok: bool, redirects: int, rows: int) -> list[Figure]:
+    """The medians printed above, each beside the raw server's (the ceiling) for --json."""
+    ceiling = "raw ASGI 302"
+    raw_rps, real_rps = _median(raw, lambda r: r.rps), _median(real, lambda r: r.rps)
+    figures = [Figure("redirects per second (median)", real_rps, "req/s", raw_rps, ceiling, real_rps / raw_rps)]
+    if all("cpu_us" in r.wrk for r in raw + real):
+        raw_cpu, real_cpu = _median(raw, lambda r: r.wrk["cpu_us"]), _median(real, lambda r: r.wrk["cpu_us"])
+        figures.append(Figure("server CPU per redirect (median)", real_cpu, "µs", raw_cpu, ceiling, raw_cpu / real_cpu))
+    for name in ("p50", "p99"):
+        real_ms = statistics.median(r.wrk[f"{name}_us"] for r in real) / 1000
+        raw_ms = statistics.median(r.wrk[f"{name}_us"] for r in raw) / 1000
+        figures.append(Figure(f"{name} latency (median)", real_ms, "ms", raw_ms, ceiling))
+    note = "every redirect has its click row" if ok else "MISMATCH: a redirect without its click row, or errors"
+    figures.append(Figure("click rows written", rows, "rows", note=f"{redirects:,} redirects sent; {note}"))
+    return figures
 
 
 if __name__ == "__main__":

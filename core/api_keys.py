@@ -104,12 +104,15 @@ def create(engine: Engine, name: str) -> str:
     return secret
 
 
+MAX_GRACE_SECONDS = 366 * 24 * 3600  # a rotated-out secret lives at most a year more
+
+
 def rotate(engine: Engine, name: str, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> str:
     """A new secret for `name`; the name's older secrets stay valid `grace_seconds` more (0: none),
     or less if they were to end sooner. NotFound if the name has no live key."""
     check_name(name)
-    if not (math.isfinite(grace_seconds) and grace_seconds >= 0):
-        raise Invalid(f"the grace period is zero or more seconds; got {grace_seconds!r}")
+    if not (math.isfinite(grace_seconds) and 0 <= grace_seconds <= MAX_GRACE_SECONDS):
+        raise Invalid(f"the grace period is 0 to {MAX_GRACE_SECONDS} seconds (a year); got {grace_seconds!r}")
     now = utcnow()
     ends = now + timedelta(seconds=grace_seconds)
     try:

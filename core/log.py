@@ -3,7 +3,6 @@ and whole phone numbers masked on every line (core/log_masking.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
@@ -48,10 +47,10 @@ def configure_logging(
     if use_json:
         renderer = structlog.processors.JSONRenderer()
     else:
-        console = structlog.dev.ConsoleRenderer()
-        if isinstance(console.exception_formatter, structlog.dev.RichTracebackFormatter):
-            # Rich prints a frame's locals by default: an auth token passed as an argument with them.
-            console.exception_formatter = dataclasses.replace(console.exception_formatter, show_locals=False)
+        # Plain tracebacks, not Rich's: Rich colours the digits of a number inside the text (its
+        # escape codes would hide a phone from the masking) and prints each frame's locals (an
+        # auth token passed as an argument among them).
+        console = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
         console.exception_formatter = masker.exception_formatter(console.exception_formatter)
         renderer = console
     structlog.configure(

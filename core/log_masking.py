@@ -61,7 +61,9 @@ _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s/:@]*):[^\s/]*@"
 _BEARER = re.compile(r"\b([Bb]earer)\s+[A-Za-z0-9\-._~+/]+=*")
 _BASIC = re.compile(r"\b([Bb]asic)\s+([A-Za-z0-9+/]{4,}={0,2})")
 # Names as headers spell them too: X-Api-Key.
-_SECRET_WORD = r"[\w.\-]*?(?:" + "|".join(w.replace("_", "[_-]") for w in SECRET_WORDS) + r")[\w.\-]*"
+# Bounded (a name is at most 64 characters around its secret word): unbounded, a long word of
+# repeated "token"s made the quoted pattern's backtracking quadratic.
+_SECRET_WORD = r"[\w.\-]{0,64}?(?:" + "|".join(w.replace("_", "[_-]") for w in SECRET_WORDS) + r")[\w.\-]{0,64}"
 _SECRET_NAME = _SECRET_WORD + "|key|sig|pwd"  # ?key=… is an API key; "key" in JSON is any key
 # name=value in a query string, a form body, a libpq DSN or prose.
 _SECRET_PARAM = re.compile(r"(?<![\w.\-])((?:" + _SECRET_NAME + r")=)(?!\*\*\*)[^&\s#;,\"'<>]+", re.IGNORECASE)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Index, Integer, Text, UniqueConstraint, false, text
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel, col
 
@@ -30,6 +30,20 @@ class Contact(SQLModel, table=True):
     opted_out_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+# One attribute of a contact as text (core/contacts/attributes.py `attribute_text`), a row per key
+# that is not null: what attribute filters read, through (key, value, contact_id). Whoever writes
+# `Contact.attributes` writes these rows in the same transaction (`store_attributes`).
+class ContactAttribute(SQLModel, table=True):
+    __tablename__ = "contact_attribute"
+    __table_args__ = (
+        Index("ix_contact_attribute_key_value", "key", "value", "contact_id"),
+        {"sqlite_with_rowid": False},  # the primary key is the table: a probe by contact reads no more
+    )
+    contact_id: int = Field(foreign_key="contact.id", primary_key=True, ondelete="CASCADE")
+    key: str = Field(primary_key=True, max_length=100)
+    value: str = Field(sa_column=Column(Text, nullable=False))
 
 
 # A campaign and everything it was created with; the workflow reads these settings.
@@ -118,6 +132,10 @@ class Message(SQLModel, table=True):
     delivered_at: datetime | None = None
     failed_at: datetime | None = None
     status_changed_at: datetime = Field(default_factory=utcnow)
+    # A later retry row of the same contact replaces this message in the campaign's numbers: set by
+    # the database when that retry row is inserted (migration 0013's triggers). No Python-side
+    # column default: an insert that leaves it out gets the server's (false).
+    superseded: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, server_default=false()))
 
 
 # A tracked link: one code for one (message, link); the redirect resolves it.
@@ -243,6 +261,40 @@ class ApiKey(SQLModel, table=True):
     expires_at: datetime | None = None  # a rotated-out key: valid until then
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None  # written at most once a minute per key and process
+
+
+def _tally() -> Any:
+    return Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0")))
+
+
+# A campaign's summary numbers, kept by database triggers in the transaction of every write to its
+# messages, clicks and clickers (migration 0013; core/stats/tallies.py reads them). Never written
+# by the application: each column is the sum of what the campaign's rows contribute to it.
+class CampaignTally(SQLModel, table=True):
+    __tablename__ = "campaign_tally"
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    recipients: int = _tally()  # each contact's latest counted message
+    queued: int = _tally()
+    sent: int = _tally()
+    delivered: int = _tally()
+    undelivered: int = _tally()
+    failed: int = _tally()
+    attempts: int = _tally()  # every counted message handed to the provider, retries included
+    clicks_raw: int = _tally()  # clicks on counted messages
+    clicks_bot: int = _tally()
+    clickers_raw: int = _tally()  # contacts with a click
+    clickers_human: int = _tally()  # contacts with a click not a bot's
+
+
+# A contact's clicks in a campaign (on its counted messages), a person's and bots': the tally's
+# unique counts move when one of these crosses zero, so re-judging a click keeps them exact.
+class CampaignClicker(SQLModel, table=True):
+    __tablename__ = "campaign_clicker"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    contact_id: int = Field(primary_key=True)
+    human_clicks: int = _tally()
+    bot_clicks: int = _tally()
 
 
 # Every id (primary keys, the columns pointing at them, `campaign.run_id`) is a 64-bit integer on

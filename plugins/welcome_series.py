@@ -25,6 +25,18 @@ with workflow.unsafe.imports_passed_through():
 
 StopOn = Literal["reply", "conversion", "click"]
 MAX_WAIT_SECONDS = 10 * 365 * 86400.0
+# Audience values compare as text (core/contacts/filters.py), as campaigns' do; runs started before
+# compared them with Python's == (where `1` matched `true`), and replay with that.
+ATTRIBUTES_AS_TEXT = "welcome-series-attributes-as-text"
+
+
+def in_audience(attributes: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    if workflow.patched(ATTRIBUTES_AS_TEXT):
+        return attributes_match(attributes, wanted)
+    return all(
+        attributes.get(key) in value if isinstance(value, list) else attributes.get(key) == value
+        for key, value in wanted.items()
+    )
 
 
 @dataclass
@@ -59,7 +71,7 @@ class WelcomeSeriesWorkflow(AutomationWorkflow):
         if not contact.exists or contact.opted_out:
             self.progress["stopped"] = "no_contact" if not contact.exists else "opted_out"
             return
-        if params.audience is not None and not attributes_match(contact.attributes, params.audience.attributes):
+        if params.audience is not None and not in_audience(contact.attributes, params.audience.attributes):
             self.progress["stopped"] = "not_in_audience"
             return
         since = contact.created_at_epoch

@@ -207,7 +207,8 @@ def test_cli_refusals_exit_2(database_url: str, engine: sa.Engine, capsys: pytes
         (("create", "x" * 65), "1 to 64"),
         (("create", "env"), "TEXTPULSE_API_KEY"),
         (("rotate", "nope"), "no API key named 'nope'"),
-        (("rotate", "ci", "--grace", "-1"), "zero or more"),
+        (("rotate", "ci", "--grace", "-1"), "0 to 31622400 seconds"),
+        (("rotate", "ci", "--grace", "1e12"), "0 to 31622400 seconds"),
         (("revoke", "nope"), "no API key named 'nope'"),
     ):
         status, err = keys(*argv)

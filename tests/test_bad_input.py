@@ -230,3 +230,52 @@ def test_an_unexpected_error_is_a_plain_500_logged_with_its_traceback(tmp_path: 
     errors = [e for e in logs if e["event"] == "unhandled error"]
     assert len(errors) == 1 and errors[0]["error"] == "ZeroDivisionError"
     assert isinstance(errors[0]["exc_info"], ZeroDivisionError)
+
+
+def test_what_a_schema_cannot_say_is_refused_clearly_too(live: LiveService) -> None:
+    """Found by schemathesis and review: each of these was a 500."""
+    # A time zone name that is a directory of the zone database, or too long for a file name.
+    upserted = live.post(
+        "/api/contacts",
+        [{"phone": "+12025550100", "timezone": "Europe"}, {"phone": "+12025550101", "timezone": "x" * 300}],
+    )
+    assert upserted.status_code == 200, upserted.text
+    assert [row["index"] for row in upserted.json()["invalid"]] == [0, 1]
+    assert _count(live, Contact) == 0
+    created = live.post(
+        "/api/campaigns", json={"name": "t", "variants": [{"name": "A", "body": "hi"}], "audience": {"all": True}}
+    )
+    campaign_id = created.json()["id"]
+    trend = live.get(f"/api/campaigns/{campaign_id}/stats/trend", params={"tz": "Europe"})
+    assert trend.status_code == 400 and "IANA" in trend.text, trend.text
+    # NUL characters, which PostgreSQL's text columns cannot store: in JSON, a query string, a CSV.
+    named = live.post("/api/contacts", [{"phone": "+12025550102", "name": "a\u0000b"}])
+    assert named.status_code == 400 and "NUL" in named.text, named.text
+    assert live.get("/api/contacts", params={"phone": "+1\x00"}).status_code == 400
+    csv_headers = {"content-type": "text/csv"}
+    assert (
+        live.post("/api/contacts/import", content=b"phone,name\n+12025550103,a\x00b\n", headers=csv_headers).status_code
+        == 400
+    )
+    # A CSV cell past the csv module's field limit.
+    huge = live.post(
+        "/api/contacts/import", content=b'phone,name\n+12025550104,"' + b"x" * 200_000 + b'"\n', headers=csv_headers
+    )
+    assert huge.status_code == 400 and "cannot be read" in huge.text, huge.text
+    assert _count(live, Contact) == 0
+    # A page cursor naming an id past 64 bits, and the dashboard's `before`.
+    import base64
+
+    cursor = base64.urlsafe_b64encode(f"id:{10**20}".encode()).decode().rstrip("=")
+    assert live.get("/api/contacts", params={"cursor": cursor}).status_code == 400
+    assert live.get("/", params={"before": 2**63}).status_code == 400
+    # Webhooks: JSON nested past the decoder's limit, and NUL characters.
+    json_headers = {"content-type": "application/json"}
+    deep = live.post("/webhooks/fake/status", content=b"[" * 30_000 + b"]" * 30_000, headers=json_headers)
+    assert deep.status_code == 400, deep.text
+    nul = live.post(
+        "/webhooks/fake/status", content=b'{"message_id": "a\\u0000", "status": "sent"}', headers=json_headers
+    )
+    assert nul.status_code == 400 and "NUL" in nul.text, nul.text
+    inbound = live.post("/webhooks/fake/inbound", content=b"[" * 30_000 + b"]" * 30_000, headers=json_headers)
+    assert inbound.status_code == 400, inbound.text

@@ -118,13 +118,15 @@ def _sent(
 
 
 def _store(session: Session, message: Message, *, before_0006: bool = False) -> Message:
-    """Add the row; `before_0006`: into a schema migrated only up to 0005 (no `touched_at` yet)."""
+    """Add the row; `before_0006`: into a schema migrated only up to 0005 (no `touched_at` yet, nor
+    0013's `superseded`)."""
     if not before_0006:
         session.add(message)
         session.flush()
         return message
     table = Message.__table__  # type: ignore[attr-defined]
-    values = {c.name: getattr(message, c.name) for c in table.columns if c.name not in ("id", "touched_at")}
+    later = ("id", "touched_at", "superseded")
+    values = {c.name: getattr(message, c.name) for c in table.columns if c.name not in later}
     result: Any = session.execute(table.insert().values(values))
     message.id = result.inserted_primary_key[0]
     return message

@@ -187,7 +187,7 @@ def _campaign(audience: dict[str, Any]) -> dict[str, Any]:
         ({"campaign": 1}, "audience", "audience.engagement is required"),
         ({"engagement": "clicked"}, "audience", "audience.campaign (the id of the campaign engaged with) is required"),
         ({"campaign": 1, "engagement": "opened"}, "audience.engagement", "'not_converted'"),
-        ({"campaign": 0, "engagement": "clicked"}, "audience.campaign", "greater than 0"),
+        ({"campaign": 0, "engagement": "clicked"}, "audience.campaign", "greater than or equal to 1"),
         ({"campaign": 1, "engagement": "clicked", "all": True}, "audience", "exactly one of"),
     ],
 )

@@ -213,6 +213,14 @@ def test_console_lines_and_their_tracebacks_are_masked_too() -> None:
     assert PHONE not in output and not any(secret in output for secret in SECRETS)
 
 
+def test_console_tracebacks_in_colour_are_masked_too() -> None:
+    # On a terminal (forced here) a Rich traceback would colour the digits of a phone, and its
+    # escape codes would hide it from the masking: tracebacks are plain text.
+    output = _log_through_configure_logging("console", FORCE_COLOR="1")
+    assert "RuntimeError: provider said: Bearer *** for " + MASKED in output
+    assert PHONE[1:] not in output and not any(secret in output for secret in SECRETS)
+
+
 def test_phones_stay_whole_when_masking_them_is_off() -> None:
     output = _log_through_configure_logging("json", TEXTPULSE_LOG_MASK_PHONES="false")
     assert json.loads(output.splitlines()[0])["phone"] == PHONE

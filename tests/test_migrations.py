@@ -18,6 +18,7 @@ from core.migrate import alembic_config, downgrade, upgrade
 
 TABLES = {
     "contact",
+    "contact_attribute",
     "campaign",
     "variant",
     "link",
@@ -29,6 +30,8 @@ TABLES = {
     "conversion",
     "workflow_run",
     "api_key",
+    "campaign_tally",
+    "campaign_clicker",
 }
 
 

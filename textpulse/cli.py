@@ -1,4 +1,4 @@
-"""`textpulse`: up | api | worker | migrate | rescore | workflows | keys.
+"""`textpulse`: up | api | worker | migrate | rescore | stats | workflows | keys.
 
 Every command ends with `os._exit(status)` after flushing: a process that used temporalio can
 abort at interpreter exit (temporalio/sdk-python#300) and must not turn success into a crash.
@@ -115,6 +115,38 @@ def _add_workflows(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     cancel.add_argument("run_id", type=int)
 
 
+def cmd_stats_recount(settings: Settings, args: argparse.Namespace) -> int:
+    """Recount a campaign's message and click numbers from its rows and write them over its tally
+    (core/stats/tallies.py `repair`); prints `{"campaign_id", "kept", "recounted", "changed"}`."""
+    from dataclasses import asdict
+
+    from core.campaigns.definition import CampaignNotFound, get_campaign
+    from core.db import make_engine, session_scope
+    from core.stats.tallies import repair
+
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(engine) as session:
+            get_campaign(session, args.campaign)
+            kept, recounted = repair(session, args.campaign)
+    except CampaignNotFound as exc:
+        print(f"textpulse stats recount: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    changed = {
+        name: [value, asdict(recounted)[name]]
+        for name, value in asdict(kept).items()
+        if value != asdict(recounted)[name]
+    }
+    print(
+        json.dumps(
+            {"campaign_id": args.campaign, "kept": asdict(kept), "recounted": asdict(recounted), "changed": changed}
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="textpulse", description="Self-hosted SMS campaign engine.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     rescore.add_argument("--campaign", type=int, required=True, help="the campaign's id")
     rescore.add_argument("--chunk", type=int, default=5000, help="clicks read and judged at a time (5000)")
     rescore.set_defaults(func=cmd_rescore)
+    stats = sub.add_parser("stats", help="campaign numbers kept by the database")
+    stats_commands = stats.add_subparsers(dest="stats_command", required=True)
+    recount = stats_commands.add_parser("recount", help="recount a campaign's tally from its messages and clicks")
+    recount.add_argument("--campaign", type=int, required=True, help="the campaign's id")
+    recount.set_defaults(func=cmd_stats_recount)
     _add_workflows(sub)
     add_keys_parser(sub)
     return parser

@@ -39,8 +39,8 @@ def provider_problems(registry: PluginRegistry, name: str) -> list[str]:
 
 def has_audience(session: Session, campaign: Campaign) -> bool:
     """Is anyone to text? Stops at the first contact: one row read for `all` and `contact_ids`
-    (opted-out contacts are left out in the query); an attribute filter reads chunks only until
-    a contact matches."""
+    (opted-out contacts are left out in the query); an attribute filter reads the matching ids off
+    the index, then their contacts by chunks only until one has not opted out."""
     audience = campaign.audience or {}
     chunk = 500 if audience.get("attributes") else 1
     return next(iter_audience(session, campaign, chunk=chunk), None) is not None

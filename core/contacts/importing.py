@@ -1,20 +1,25 @@
-"""Contact import: rows checked one by one, upserted by phone, every valid row kept."""
+"""Contact import: rows checked one by one, upserted by phone, every valid row kept.
+
+A merge adds the row's attributes to the contact's (a key given null is kept as null); the
+contact_attribute rows of every contact created or changed follow in the same transaction.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
+from core.contacts.attributes import attribute_text, store_attributes
 from core.contacts.phones import InvalidContact, normalize_phone
 from core.db import session_scope
 from core.hooks.contracts import ContactCreated
 from core.models import Contact, utcnow
+from core.zones import zone
 
 CHUNK = 500
 
@@ -38,10 +43,8 @@ def validate_row(row: Any) -> ContactRow:
     if timezone is not None:
         if not isinstance(timezone, str):
             raise InvalidContact("timezone must be a string")
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise InvalidContact(f"timezone {timezone!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+        if zone(timezone) is None:
+            raise InvalidContact(f"timezone {timezone!r} is not an IANA time zone (e.g. Europe/Berlin)")
     attributes = row.get("attributes") or {}
     if not isinstance(attributes, dict):
         raise InvalidContact("attributes must be an object")
@@ -76,13 +79,15 @@ def upsert_contacts(
         for start in range(0, len(phones), CHUNK):
             chunk = phones[start : start + CHUNK]
             existing = {c.phone: c for c in session.scalars(select(Contact).where(col(Contact.phone).in_(chunk)))}
+            fresh: list[Contact] = []
+            changed: dict[int, dict[str, Any]] = {}  # merged contacts: the keys whose text moved
             for phone in chunk:
                 row = valid[phone]
                 contact = existing.get(phone)
                 if contact is None:
                     contact = Contact(phone=phone, name=row.name, timezone=row.timezone, attributes=row.attributes)
                     session.add(contact)
-                    created.append(contact)
+                    fresh.append(contact)
                     result.created += 1
                 else:
                     if row.name is not None:
@@ -90,11 +95,21 @@ def upsert_contacts(
                     if row.timezone is not None:
                         contact.timezone = row.timezone
                     if row.attributes:
-                        contact.attributes = {**(contact.attributes or {}), **row.attributes}
+                        before = contact.attributes or {}
+                        contact.attributes = {**before, **row.attributes}
+                        moved = {
+                            k: v
+                            for k, v in row.attributes.items()
+                            if attribute_text(v) != attribute_text(before.get(k))
+                        }
+                        if moved:
+                            changed[contact.id or 0] = moved
                     contact.updated_at = utcnow()
                     session.add(contact)
                     result.updated += 1
-            session.flush()
+            session.flush()  # the new contacts get their ids
+            store_attributes(session, {**{c.id or 0: c.attributes for c in fresh}, **changed})
+            created.extend(fresh)
         events = [ContactCreated(c.id or 0, c.phone, c.created_at, dict(c.attributes or {})) for c in created]
     if on_created is not None and events:
         on_created(events)

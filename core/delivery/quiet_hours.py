@@ -7,7 +7,9 @@ A contact without a time zone is taken to be in UTC.
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
+
+from core.zones import zone
 
 
 def _clock(text: str) -> time:
@@ -16,10 +18,7 @@ def _clock(text: str) -> time:
 
 
 def _zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+    return zone(name or "UTC") or ZoneInfo("UTC")
 
 
 def is_quiet(now: datetime, timezone: str | None, window: dict[str, str] | None) -> bool:

@@ -109,7 +109,7 @@ def _contact_for_opt_out(session: Session, phone: str, now: datetime) -> Contact
         return None
     try:
         with session.begin_nested():
-            contact = Contact(phone=phone, opted_out_at=now, attributes={})
+            contact = Contact(phone=phone, opted_out_at=now, attributes={})  # no contact_attribute rows to write
             session.add(contact)
         return contact
     except IntegrityError:  # created meanwhile by a concurrent STOP

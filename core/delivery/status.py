@@ -140,7 +140,10 @@ _LOOKUP = (
     )
     .order_by(_MESSAGE.c.id)
 )
-_LOOKUP_LOCKED = _LOOKUP.with_for_update()
+# FOR NO KEY UPDATE (PostgreSQL): the moves change no key, and a click's insert takes FOR KEY SHARE
+# on its message (the foreign key's check), which FOR UPDATE would conflict with: a click batch
+# and a callback batch then locked the same messages in opposite orders and deadlocked.
+_LOOKUP_LOCKED = _LOOKUP.with_for_update(key_share=True)
 
 
 def _lookup(

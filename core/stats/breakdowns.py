@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import BigInteger, Integer, and_, case, distinct, func, literal_column, select
 from sqlmodel import Session, col
@@ -26,6 +26,7 @@ from core.errors import BadParameter
 from core.models import Click, Conversion, Link, Message, Reply, Variant, counted_messages
 from core.stats.counting import counted
 from core.statuses import MessageStatus
+from core.zones import zone as named_zone
 
 # Upper bounds (seconds) of the click-timing histogram; None is "later".
 TIMING_BUCKETS: list[tuple[str, int | None]] = [
@@ -235,10 +236,9 @@ def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str 
     is a conversion of each day; the events add up to the summary's `conversion_events`)."""
     if interval not in TREND_INTERVALS:
         raise ReportError(f"interval must be one of {', '.join(TREND_INTERVALS)}; got {interval!r}")
-    try:
-        zone = ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ReportError(f"tz {tz!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+    zone = named_zone(tz)
+    if zone is None:
+        raise ReportError(f"tz {tz!r} is not an IANA time zone (e.g. Europe/Berlin)")
     buckets: dict[datetime, dict[str, Any]] = defaultdict(
         lambda: {
             "sent": 0,

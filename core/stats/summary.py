@@ -1,5 +1,11 @@
 """Campaign statistics (API.md "Stats summary" and "Definitions").
 
+The summary's message and click numbers are read from the campaign's tally (core/stats/tallies.py:
+one row the database keeps in the transaction of every write, so /stats and its live stream no
+longer scan a campaign's messages and clicks); `tallies.recount` computes them from the rows with
+the definitions below. Replies, opt-outs and conversions are still counted here from their own
+(small) tables on each call.
+
 Test sends (phase `test_send`) and held-out controls never count; a retried contact counts once,
 by its latest message (core/stats/counting.py), and `attempts` counts every message handed to the
 provider. Clicks flagged as bots are left out of the default numbers and shown beside them
@@ -26,9 +32,10 @@ from sqlmodel import Session, col
 from core.campaigns.definition import get_campaign, iso
 from core.delivery import frequency_cap
 from core.delivery.replies import OPT_OUT_KEYWORDS
-from core.models import Click, Conversion, Message, Reply, counted_messages, utcnow
-from core.stats.counting import counted, handed_over, superseded_ids
-from core.statuses import FAILED_MESSAGE_STATUSES, UNSENT_MESSAGE_STATUSES, MessageStatus
+from core.models import Conversion, Message, Reply, counted_messages, utcnow
+from core.stats.counting import counted
+from core.stats.tallies import tally
+from core.statuses import FAILED_MESSAGE_STATUSES, MessageStatus
 
 
 def _rate(numerator: int, denominator: int) -> float:
@@ -85,39 +92,8 @@ def summary(
     """The campaign's numbers (API.md "Stats summary"). `unsubscribed_codes`: the error codes by which
     the campaign's provider says the recipient unsubscribed (they count in `opt_outs`)."""
     campaign = get_campaign(session, campaign_id)
-    rows = counted(session, campaign_id)
-    status = col(Message.status)
-    m = session.execute(
-        select(
-            func.count(),
-            func.sum(case((status.in_(UNSENT_MESSAGE_STATUSES), 1), else_=0)),
-            func.sum(case((col(Message.sent_at).is_not(None), 1), else_=0)),
-            func.sum(case((status == MessageStatus.DELIVERED, 1), else_=0)),
-            func.sum(case((status == MessageStatus.UNDELIVERED, 1), else_=0)),
-            func.sum(case((status == MessageStatus.FAILED, 1), else_=0)),
-            func.sum(handed_over()),
-        ).where(rows.latest)
-    ).one()
-    contacts, queued, sent, delivered, undelivered, failed, attempts = (int(v or 0) for v in m)
-    if rows.deduplicated:  # the earlier attempts of retried contacts were handed over too
-        earlier = select(func.sum(handed_over())).where(col(Message.id).in_(superseded_ids(campaign_id)))
-        attempts += int(session.scalar(earlier) or 0)
-    real_clicks = and_(
-        col(Click.campaign_id) == campaign_id, col(Click.message_id) == col(Message.id), counted_messages()
-    )
-    is_bot = col(Click.is_bot)
-    c = session.execute(
-        select(
-            func.count(),
-            func.count(distinct(col(Click.contact_id))),
-            func.sum(case((is_bot.is_(True), 1), else_=0)),
-            func.sum(case((is_bot.is_(False), 1), else_=0)),
-            func.count(distinct(case((is_bot.is_(False), col(Click.contact_id)), else_=None))),
-        )
-        .select_from(Click)
-        .join(Message, real_clicks)
-    ).one()
-    raw_total, raw_unique, bots_total, human_total, human_unique = (int(v or 0) for v in c)
+    numbers = tally(session, campaign_id)  # one row, kept by the database (core/stats/tallies.py)
+    sent, delivered = numbers.sent, numbers.delivered
     keyword = col(Reply.keyword)
     r = session.execute(
         select(
@@ -130,24 +106,24 @@ def summary(
     converters, conversion_events, revenue = conversion_counts(session, campaign_id)
     basis_name = "delivered" if reports_delivery else "sent"
     basis = delivered if reports_delivery else sent
-    unique = raw_unique if include_bots else human_unique
+    unique = numbers.raw_unique if include_bots else numbers.human_unique
     return {
         "campaign_id": campaign_id,
         "status": campaign.status,
-        "recipients": max(campaign.recipients, contacts),
-        "attempts": attempts,
-        "queued": queued,
+        "recipients": max(campaign.recipients, numbers.recipients),
+        "attempts": numbers.attempts,
+        "queued": numbers.queued,
         "sent": sent,
         "delivered": delivered,
-        "undelivered": undelivered,
-        "failed": failed,
+        "undelivered": numbers.undelivered,
+        "failed": numbers.failed,
         "delivery_rate": _rate(delivered, sent),
         "clicks": {
-            "total": raw_total if include_bots else human_total,
+            "total": numbers.raw_total if include_bots else numbers.human_total,
             "unique": unique,
-            "bots_total": bots_total,
-            "raw_total": raw_total,
-            "raw_unique": raw_unique,
+            "bots_total": numbers.bots_total,
+            "raw_total": numbers.raw_total,
+            "raw_unique": numbers.raw_unique,
         },
         "ctr": _rate(unique, basis),
         "ctr_basis": basis_name,

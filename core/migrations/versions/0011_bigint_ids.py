@@ -30,14 +30,21 @@ ORDER BY table_name, column_name
 
 
 def _retype(source: str, target: str) -> None:
+    """One ALTER TABLE per table with all its id columns (each rewrites the table and its indexes
+    once, under an exclusive lock: on a big database this migration is downtime, README "Upgrading")."""
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
         return
+    columns: dict[str, list[str]] = {}
     for table, column in bind.execute(sa.text(ID_COLUMNS), {"data_type": source}).all():
-        op.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE {target}')
-        sequence = bind.execute(sa.text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": table, "c": column}).scalar()
-        if sequence:
-            op.execute(f"ALTER SEQUENCE {sequence} AS {target}")
+        columns.setdefault(table, []).append(column)
+    for table, names in columns.items():
+        changes = ", ".join(f'ALTER COLUMN "{name}" TYPE {target}' for name in names)
+        op.execute(f'ALTER TABLE "{table}" {changes}')
+        for name in names:
+            sequence = bind.execute(sa.text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": table, "c": name}).scalar()
+            if sequence:
+                op.execute(f"ALTER SEQUENCE {sequence} AS {target}")
 
 
 def upgrade() -> None:

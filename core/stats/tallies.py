@@ -1,0 +1,158 @@
+"""A campaign's message and click numbers, as kept and as recounted (API.md "Stats summary").
+
+The database keeps them: migration 0013's triggers add to `campaign_tally` what each write to
+message, click and campaign_clicker changes (the rows' contributions after minus before), in the
+writer's own transaction, whichever code path wrote. So `tally()` is one primary-key read, and
+stays as exact as the writes: nothing here is called on a hot path.
+
+`recount()` computes the same numbers from the rows, with the definitions of
+core/stats/counting.py (a retried contact counts once, by its latest message; `attempts` counts
+every counted message handed to the provider; clicks count on counted messages, whichever
+attempt; unique = distinct contacts). It is the reference the tests hold the tallies to, and what
+`repair()` (`textpulse stats recount`) writes back over a campaign's tally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+
+from sqlalchemy import and_, case, delete, distinct, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col
+
+from core.models import CampaignClicker, CampaignTally, Click, Message, counted_messages
+from core.stats.counting import counted, handed_over, superseded_ids
+from core.statuses import UNSENT_MESSAGE_STATUSES, MessageStatus
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What a campaign's messages and clicks add up to."""
+
+    recipients: int = 0  # contacts counted (each by its latest counted message)
+    queued: int = 0
+    sent: int = 0
+    delivered: int = 0
+    undelivered: int = 0
+    failed: int = 0
+    attempts: int = 0
+    raw_total: int = 0  # clicks, bots' included
+    bots_total: int = 0
+    human_total: int = 0
+    raw_unique: int = 0  # contacts who clicked
+    human_unique: int = 0  # contacts with a click not a bot's
+
+
+def tally(session: Session, campaign_id: int) -> Tally:
+    """The campaign's numbers as the database keeps them: one row read by its primary key."""
+    # Columns, not the ORM object: a long-lived session's identity map would answer a stale row.
+    table = CampaignTally.__table__  # type: ignore[attr-defined]  # set by SQLModel, not in its stubs
+    row = session.execute(select(table).where(table.c.campaign_id == campaign_id)).first()
+    if row is None:  # a campaign made before its tally row could be (never, since migration 0013)
+        return Tally()
+    return Tally(
+        recipients=row.recipients,
+        queued=row.queued,
+        sent=row.sent,
+        delivered=row.delivered,
+        undelivered=row.undelivered,
+        failed=row.failed,
+        attempts=row.attempts,
+        raw_total=row.clicks_raw,
+        bots_total=row.clicks_bot,
+        human_total=row.clicks_raw - row.clicks_bot,
+        raw_unique=row.clickers_raw,
+        human_unique=row.clickers_human,
+    )
+
+
+def recount(session: Session, campaign_id: int) -> Tally:
+    """The campaign's numbers from its messages and clicks: a pass over both."""
+    rows = counted(session, campaign_id)
+    status = col(Message.status)
+    m = session.execute(
+        select(
+            func.count(),
+            func.sum(case((status.in_(UNSENT_MESSAGE_STATUSES), 1), else_=0)),
+            func.sum(case((col(Message.sent_at).is_not(None), 1), else_=0)),
+            func.sum(case((status == MessageStatus.DELIVERED, 1), else_=0)),
+            func.sum(case((status == MessageStatus.UNDELIVERED, 1), else_=0)),
+            func.sum(case((status == MessageStatus.FAILED, 1), else_=0)),
+            func.sum(handed_over()),
+        ).where(rows.latest)
+    ).one()
+    contacts, queued, sent, delivered, undelivered, failed, attempts = (int(v or 0) for v in m)
+    if rows.deduplicated:  # the earlier attempts of retried contacts were handed over too
+        earlier = select(func.sum(handed_over())).where(col(Message.id).in_(superseded_ids(campaign_id)))
+        attempts += int(session.scalar(earlier) or 0)
+    real_clicks = and_(
+        col(Click.campaign_id) == campaign_id, col(Click.message_id) == col(Message.id), counted_messages()
+    )
+    is_bot = col(Click.is_bot)
+    c = session.execute(
+        select(
+            func.count(),
+            func.count(distinct(col(Click.contact_id))),
+            func.sum(case((is_bot.is_(True), 1), else_=0)),
+            func.sum(case((is_bot.is_(False), 1), else_=0)),
+            func.count(distinct(case((is_bot.is_(False), col(Click.contact_id)), else_=None))),
+        )
+        .select_from(Click)
+        .join(Message, real_clicks)
+    ).one()
+    raw_total, raw_unique, bots_total, human_total, human_unique = (int(v or 0) for v in c)
+    return Tally(
+        contacts, queued, sent, delivered, undelivered, failed, attempts, raw_total, bots_total, human_total,
+        raw_unique, human_unique,
+    )  # fmt: skip
+
+
+def repair(session: Session, campaign_id: int) -> tuple[Tally, Tally]:
+    """Write the recount over the campaign's tally and clickers; returns (as kept, as recounted).
+
+    The tally row is locked first (PostgreSQL), so a writer of the campaign either committed before
+    the recount reads (and is in it) or adds its delta after this commits (and was not in it)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(CampaignTally).values(campaign_id=campaign_id).on_conflict_do_nothing())
+    session.execute(select(CampaignTally).where(col(CampaignTally.campaign_id) == campaign_id).with_for_update())
+    kept = tally(session, campaign_id)
+    session.execute(delete(CampaignClicker).where(col(CampaignClicker.campaign_id) == campaign_id))
+    human = case((col(Click.is_bot).is_(False), 1), else_=0)
+    bot = case((col(Click.is_bot).is_(True), 1), else_=0)
+    clickers = (
+        select(col(Click.campaign_id), col(Click.contact_id), func.sum(human), func.sum(bot))
+        .join(Message, and_(col(Message.id) == col(Click.message_id), counted_messages()))
+        .where(col(Click.campaign_id) == campaign_id, col(Click.contact_id).is_not(None))
+        .group_by(col(Click.campaign_id), col(Click.contact_id))
+    )
+    session.execute(
+        insert(CampaignClicker).from_select(["campaign_id", "contact_id", "human_clicks", "bot_clicks"], clickers)
+    )
+    fresh = recount(session, campaign_id)
+    row = session.get(CampaignTally, campaign_id, populate_existing=True)
+    assert row is not None
+    for name, value in _columns(fresh).items():
+        setattr(row, name, value)
+    session.add(row)
+    session.flush()
+    return kept, fresh
+
+
+def _columns(numbers: Tally) -> dict[str, int]:
+    """The tally row's columns for these numbers."""
+    (recipients, queued, sent, delivered, undelivered, failed, attempts, raw, bots, _, clickers, humans) = astuple(
+        numbers
+    )
+    return {
+        "recipients": recipients,
+        "queued": queued,
+        "sent": sent,
+        "delivered": delivered,
+        "undelivered": undelivered,
+        "failed": failed,
+        "attempts": attempts,
+        "clicks_raw": raw,
+        "clicks_bot": bots,
+        "clickers_raw": clickers,
+        "clickers_human": humans,
+    }

@@ -1,0 +1,363 @@
+"""A campaign's kept tallies (migration 0013's triggers) equal a full recount, whatever the writes.
+
+Two campaigns of a few hundred messages each (with test sends and held-out controls, which never
+count) go through a randomised mix of the real write paths: claims and provider answers
+(core/delivery/sending.py), status callbacks shuffled, duplicated and out of order (`sent` after
+`delivered`), some before their provider id is known (applied when the send records it), retry
+rows of failed contacts (superseding their earlier messages), clicks of people and bots on every
+attempt and on test sends, re-scoring that flips verdicts both ways, and a cancel. After each
+step the tally of each campaign is its recount, and `summary()` shows it.
+"""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Engine
+
+from core.campaigns.idempotency import idempotency_key
+from core.db import make_engine, session_scope
+from core.delivery.sending import BatchOutcome, _mark_sending, cancel_pending, record_results
+from core.delivery.status import Callback, ingest_callbacks
+from core.hooks.contracts import ClickToJudge, SendResult, StatusUpdate
+from core.migrate import downgrade, upgrade
+from core.models import Campaign, Click, Contact, Link, Message, Variant, utcnow
+from core.stats.summary import summary
+from core.stats.tallies import Tally, recount, repair, tally
+from core.statuses import CampaignStatus, MessageStatus, Phase
+from core.tracking.click_store import store_clicks, update_verdicts
+from core.tracking.clicks import ClickRecord
+from core.tracking.codes import CodeTarget
+from core.tracking.rescore import rescore_campaign
+
+CONTACTS = 150  # per campaign
+
+
+@dataclass
+class World:
+    engine: Engine
+    rng: random.Random
+    campaigns: list[int] = field(default_factory=list)
+    links: dict[int, int] = field(default_factory=dict)  # campaign → its link
+    rounds: int = 0
+    clicks: list[ClickRecord] = field(default_factory=list)
+
+
+def _build(engine: Engine, rng: random.Random, campaigns: int = 2) -> World:
+    world = World(engine, rng)
+    with session_scope(engine) as session:
+        session.execute(insert(Contact), [{"phone": f"+1202555{i:04d}", "attributes": {}} for i in range(CONTACTS * 2)])
+        contacts = list(session.scalars(select(Contact.id).order_by(Contact.id)))
+        for number in range(campaigns):
+            campaign = Campaign(name=f"tally {number}", provider="fake", status=CampaignStatus.RUNNING)
+            session.add(campaign)
+            session.flush()
+            cid = campaign.id or 0
+            variant = Variant(campaign_id=cid, name="A", body="Hi https://shop.example")
+            session.add(variant)
+            session.flush()
+            link = Link(campaign_id=cid, variant_id=variant.id or 0, position=0, destination="https://shop.example")
+            session.add(link)
+            session.flush()
+            world.campaigns.append(cid)
+            world.links[cid] = link.id or 0
+            rows = []
+            audience = rng.sample(contacts, CONTACTS)
+            for i, contact_id in enumerate(audience):
+                phase = [Phase.ALL, Phase.TEST, Phase.REMAINDER, Phase.CONTROL][i % 4 if i < 40 else 0]
+                rows.append(_row(cid, variant.id or 0, contact_id, phase))
+            for i in range(12):  # test sends: to contacts, and to phones that are no contact
+                rows.append(_row(cid, variant.id or 0, audience[i] if i % 2 else None, Phase.TEST_SEND, key=f"ts{i}"))
+            session.execute(insert(Message), rows)
+            campaign.recipients = CONTACTS - 10
+    return world
+
+
+def _row(
+    cid: int, variant_id: int, contact_id: int | None, phase: str, *, key: str = "", round_: int | None = None
+) -> dict:
+    return {
+        "campaign_id": cid,
+        "contact_id": contact_id,
+        "variant_id": variant_id,
+        "phase": phase,
+        "phone": f"+1{(contact_id or 0):010d}",
+        "body": "Hi",
+        "provider": "fake",
+        "idempotency_key": f"{cid}-{key}" if key else idempotency_key(cid, phase, contact_id or 0, retry_round=round_),
+    }
+
+
+def _messages(world: World, *where: object) -> list[Message]:
+    with session_scope(world.engine, read_only=True) as session:
+        return list(
+            session.scalars(
+                select(Message).where(Message.campaign_id.in_(world.campaigns), *where).order_by(Message.id)  # type: ignore[attr-defined]
+            )
+        )
+
+
+def _check(world: World, step: str) -> None:
+    with session_scope(world.engine, read_only=True) as session:
+        for cid in world.campaigns:
+            kept, counted = tally(session, cid), recount(session, cid)
+            assert kept == counted, f"{step}: campaign {cid}"
+            numbers = summary(session, cid)
+            assert (numbers["sent"], numbers["attempts"], numbers["clicks"]["unique"]) == (
+                counted.sent,
+                counted.attempts,
+                counted.human_unique,
+            )
+
+
+def _send(world: World, phase_filter: tuple[str, ...]) -> list[Message]:
+    """Claim most queued messages of these phases and answer most claims: accepted, refused or
+    transient; a few claims stay unanswered (`sending`). Returns those accepted."""
+    rng = world.rng
+    queued = [m for m in _messages(world, Message.status == MessageStatus.QUEUED) if m.phase in phase_filter]  # type: ignore[arg-type]
+    rng.shuffle(queued)
+    accepted = []
+    for cid in world.campaigns:
+        mine = [m for m in queued if m.campaign_id == cid]
+        for start in range(0, len(mine), 37):
+            part = mine[start : start + 37]
+            claim = _mark_sending(world.engine, part, cid)
+            results = []
+            for message in part:
+                if message.id not in claim.sending or rng.random() < 0.05:
+                    continue  # left `sending`: the outcome is unknown
+                draw = rng.random()
+                if draw < 0.75:
+                    results.append(SendResult(message.id or 0, True, f"p{message.id}"))
+                    accepted.append(message)
+                elif draw < 0.9:
+                    results.append(SendResult(message.id or 0, False, None, "30006", "Landline"))
+                else:
+                    results.append(SendResult(message.id or 0, False, None, "503", "busy", transient=True))
+            rng.shuffle(results)
+            record_results(world.engine, "fake", results, BatchOutcome())
+    return accepted
+
+
+def _callbacks(world: World, messages: list[Message], *, early: list[Message] = ()) -> None:  # type: ignore[assignment]
+    """Shuffled, duplicated, out-of-order callbacks in batches; `early` ones for ids not recorded yet."""
+    rng = world.rng
+    updates = []
+    for message in [*messages, *early]:
+        final = rng.choice(["delivered", "delivered", "delivered", "undelivered", "failed", "sent"])
+        updates.append(StatusUpdate(f"p{message.id}", "sent"))
+        updates.append(StatusUpdate(f"p{message.id}", final, "30003" if final in ("failed", "undelivered") else None))
+        if rng.random() < 0.3:
+            updates.append(StatusUpdate(f"p{message.id}", rng.choice(["sent", final, "delivered"])))
+    rng.shuffle(updates)
+    for start in range(0, len(updates), 50):
+        batch = updates[start : start + 50]
+        callbacks = [Callback("fake", batch[i : i + 3], {"body": "x"}) for i in range(0, len(batch), 3)]
+        ingest_callbacks(world.engine, callbacks)
+
+
+def _retry(world: World) -> None:
+    """A retry row for most contacts whose latest counted message failed (what snapshot_retry adds)."""
+    world.rounds += 1
+    latest: dict[tuple[int, int], Message] = {}
+    for message in _messages(world, Message.phase.notin_([Phase.TEST_SEND, Phase.CONTROL])):  # type: ignore[attr-defined]
+        if message.contact_id is not None:
+            latest[(message.campaign_id, message.contact_id)] = message
+    failed = [m for m in latest.values() if m.status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED)]
+    chosen = [m for m in failed if world.rng.random() < 0.8]
+    with session_scope(world.engine) as session:
+        for message in chosen:
+            session.add(
+                Message(
+                    **_row(
+                        message.campaign_id,
+                        message.variant_id or 0,
+                        message.contact_id,
+                        Phase.RETRY,
+                        round_=world.rounds,
+                    )
+                )
+            )
+
+
+def _click(world: World, count: int) -> None:
+    """Clicks on any sent message (earlier attempts and test sends too), people's and bots', some
+    repeated (the same click twice), stored in batches as the click writer does."""
+    rng = world.rng
+    sent = _messages(world, Message.sent_at.is_not(None))  # type: ignore[union-attr]
+    records = []
+    for _ in range(count):
+        message = rng.choice(sent)
+        target = CodeTarget(
+            f"c{message.id}", "https://shop.example", message.id or 0, world.links[message.campaign_id],
+            message.contact_id, message.campaign_id,
+        )  # fmt: skip
+        bot = rng.random() < 0.3
+        record = ClickRecord(
+            target,
+            utcnow() - timedelta(seconds=rng.randint(0, 3600), microseconds=rng.randint(0, 999999)),
+            f"10.0.{rng.randint(0, 3)}.{rng.randint(0, 20)}",
+            "Mozilla/5.0",
+            None,
+            reasons=("known_bot",) if bot else (),
+        )
+        records.append(record)
+        if rng.random() < 0.1:
+            records.append(record)
+    for start in range(0, len(records), 64):
+        store_clicks(world.engine, records[start : start + 64], judged=True)
+    world.clicks.extend(records)
+
+
+class _Network:
+    """A bot filter that calls the clicks of some networks a machine's."""
+
+    name = "network"
+
+    def __init__(self, networks: set[str]) -> None:
+        self.networks = networks
+
+    def judge(self, click: ClickToJudge) -> tuple[float, str | None]:
+        bot = (click.ip or "").rsplit(".", 1)[0] in self.networks
+        return (1.0, "network") if bot else (0.0, None)
+
+
+def _rescore(world: World) -> None:
+    networks = {f"10.0.{i}" for i in range(4) if world.rng.random() < 0.5}
+    for cid in world.campaigns:
+        rescore_campaign(world.engine, cid, [_Network(networks)])
+    # And the click writer's way: verdicts rewritten over stored clicks, found by (message, code, time).
+    flipped = world.rng.sample(world.clicks, min(40, len(world.clicks)))
+    for record in flipped:
+        record.reasons = () if record.reasons else ("burst",)
+    update_verdicts(world.engine, flipped)
+
+
+def _mix(world: World) -> None:
+    _check(world, "built")
+    accepted = _send(world, (Phase.ALL, Phase.TEST, Phase.TEST_SEND))
+    _check(world, "sent")
+    early = [m for m in _messages(world, Message.status == MessageStatus.QUEUED) if m.phase == Phase.ALL][:10]
+    _callbacks(world, accepted, early=early)  # `early`: stored unapplied, applied when their ids are recorded
+    _check(world, "callbacks")
+    accepted += _send(world, (Phase.ALL, Phase.REMAINDER))
+    _callbacks(world, world.rng.sample(accepted, len(accepted) // 2))  # duplicates of whole callbacks
+    _check(world, "second send and repeated callbacks")
+    _click(world, 300)
+    _check(world, "clicks")
+    for _ in range(2):
+        _retry(world)
+        _check(world, f"retry round {world.rounds}")
+        retried = _send(world, (Phase.RETRY,))
+        _callbacks(world, retried)
+        _click(world, 100)
+        _check(world, f"retry round {world.rounds} sent")
+    _rescore(world)
+    _check(world, "rescored")
+    _rescore(world)
+    _click(world, 50)
+    _check(world, "rescored again")
+    with session_scope(world.engine) as session:  # a reset of a message (say, by hand): moves out and in
+        session.execute(
+            update(Message).where(Message.id == accepted[0].id).values(status=MessageStatus.QUEUED, sent_at=None)
+        )  # type: ignore[arg-type]
+        session.execute(update(Click).where(Click.message_id == accepted[1].id).values(is_bot=True))  # type: ignore[arg-type]
+    _check(world, "rows rewritten")
+    for cid in world.campaigns:
+        cancel_pending(world.engine, cid)
+    _check(world, "cancelled")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_tallies_equal_a_recount_after_a_random_mix_of_writes(database_url: str, seed: int) -> None:
+    engine = make_engine(database_url)
+    try:
+        world = _build(engine, random.Random(seed))
+        _mix(world)
+        with session_scope(engine, read_only=True) as session:
+            last = recount(session, world.campaigns[0])
+        assert last.attempts > last.sent > last.delivered > 0 and last.bots_total > 0 and last.human_unique > 0
+        assert last.recipients == CONTACTS - 10  # each contact once (the controls never count)
+    finally:
+        engine.dispose()
+
+
+def test_the_migration_backfills_the_tallies_and_repair_rewrites_them(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        world = _build(engine, random.Random(7))
+        _mix(world)
+        with session_scope(engine, read_only=True) as session:
+            before = {cid: recount(session, cid) for cid in world.campaigns}
+    finally:
+        engine.dispose()
+    downgrade(database_url, "0012")
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    try:
+        with session_scope(engine, read_only=True) as session:
+            assert {cid: tally(session, cid) for cid in world.campaigns} == before
+        cid = world.campaigns[0]
+        with engine.begin() as conn:  # a tally gone wrong is put right
+            conn.exec_driver_sql(f"UPDATE campaign_tally SET sent = 0, clickers_human = 0 WHERE campaign_id = {cid}")
+            conn.exec_driver_sql(f"DELETE FROM campaign_clicker WHERE campaign_id = {cid}")
+        with session_scope(engine) as session:
+            kept, fresh = repair(session, cid)
+        assert kept != fresh and fresh == before[cid]
+        with session_scope(engine, read_only=True) as session:
+            assert tally(session, cid) == before[cid]
+        world.engine = engine
+        _click(world, 40)  # and it stays right as writes go on
+        _check(world, "after repair")
+    finally:
+        engine.dispose()
+
+
+def test_a_campaign_without_messages_reads_zeros(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        with session_scope(engine) as session:
+            campaign = Campaign(name="empty", provider="fake")
+            session.add(campaign)
+            session.flush()
+            assert tally(session, campaign.id or 0) == Tally() == recount(session, campaign.id or 0)
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_writers_of_one_campaign_keep_the_tallies_exact(database_url: str) -> None:
+    """Callbacks and clicks of the same campaigns written from several threads at once (on
+    PostgreSQL, concurrent transactions adding to the same tally rows)."""
+    engine = make_engine(database_url)
+    try:
+        world = _build(engine, random.Random(11))
+        accepted = _send(world, (Phase.ALL, Phase.TEST, Phase.REMAINDER))
+        updates = [StatusUpdate(f"p{m.id}", s) for m in accepted for s in ("sent", "delivered", "failed", "sent")]
+        world.rng.shuffle(updates)
+        batches = [updates[i : i + 40] for i in range(0, len(updates), 40)]
+        _click(world, 10)  # the clicks' targets need sent messages
+        sent = _messages(world, Message.sent_at.is_not(None))  # type: ignore[union-attr]
+
+        def clicks(seed: int) -> None:
+            rng = random.Random(seed)
+            records = []
+            for _ in range(60):
+                m = rng.choice(sent)
+                target = CodeTarget(f"c{m.id}", "x", m.id or 0, world.links[m.campaign_id], m.contact_id, m.campaign_id)
+                reasons = ("x",) if seed % 2 else ()
+                records.append(ClickRecord(target, utcnow(), "10.0.0.1", "ua", None, reasons=reasons))
+            store_clicks(engine, records, judged=True)
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            jobs = [pool.submit(ingest_callbacks, engine, [Callback("fake", batch, {})]) for batch in batches]
+            jobs += [pool.submit(clicks, seed) for seed in range(20)]
+            for job in jobs:
+                job.result()
+        _check(world, "concurrent writers")
+    finally:
+        engine.dispose()
