@@ -181,8 +181,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "uvicorn", "bench.contacts:app", "--factory", "--host", "127.0.0.1"]
+def serve(port: int, env: dict[str, str], app_path: str = "bench.contacts:app") -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "uvicorn", app_path, "--factory", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning"]
     process = subprocess.Popen(command, cwd=ROOT, env=env)
     deadline = time.monotonic() + 60

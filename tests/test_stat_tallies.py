@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine
 
 from core.campaigns.idempotency import idempotency_key
@@ -359,5 +359,265 @@ def test_concurrent_writers_of_one_campaign_keep_the_tallies_exact(database_url:
             for job in jobs:
                 job.result()
         _check(world, "concurrent writers")
+    finally:
+        engine.dispose()
+
+
+def test_a_status_batch_and_a_click_batch_over_two_campaigns_do_not_deadlock(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status batch's UPDATEs go in message id order; a click batch's COPY takes the tally rows in
+    campaign id order. With B's message older than A's (A an older campaign launched later), the
+    status batch updates B's message, the click batch (clicks on A and B) comes in, then the status
+    batch updates A's: each would hold one tally row and want the other's, were the status batch
+    not to take both first, in campaign id order."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's row locks; SQLite has one writer at a time")
+    import threading
+
+    from sqlalchemy import text
+
+    import core.delivery.status as status_module
+    from core.delivery.prepared import PreparedStatement
+
+    engine = make_engine(database_url)
+    try:
+        world = _build(engine, random.Random(5))
+        a, b = sorted(world.campaigns)
+        with session_scope(engine) as session:
+            variant_a = session.scalar(select(Variant.id).where(Variant.campaign_id == a))
+            contact = Contact(phone="+12025559999", attributes={})
+            session.add(contact)
+            session.flush()
+            # A's latest message, made after all of B's (A launched later).
+            session.add(Message(**_row(a, variant_a or 0, contact.id, Phase.ALL, key="late")))
+            session.flush()
+            m_b = session.scalar(
+                select(Message.id).where(Message.campaign_id == b, Message.phase == Phase.ALL).order_by(Message.id)
+            )
+            m_a = session.scalar(select(func.max(Message.id)).where(Message.campaign_id == a))
+            assert m_b is not None and m_a is not None and m_b < m_a
+            for mid in (m_a, m_b):
+                session.execute(
+                    update(Message)
+                    .where(Message.id == mid)  # type: ignore[arg-type]
+                    .values(status=MessageStatus.SENT, provider_message_id=f"p{mid}", sent_at=utcnow())
+                )
+        targets = {
+            cid: CodeTarget(f"c{mid}", "x", mid, world.links[cid], None, cid) for cid, mid in ((a, m_a), (b, m_b))
+        }
+
+        first_done, go_on = threading.Event(), threading.Event()
+        original = PreparedStatement.execute
+        calls = 0
+
+        def execute(self: PreparedStatement, conn: object, rows: list) -> object:
+            nonlocal calls
+            result = original(self, conn, rows)  # type: ignore[arg-type]
+            if self.sql.lstrip().upper().startswith("UPDATE"):
+                calls += 1
+                if calls == 1:  # B's message updated (delivered), A's (failed) still to come
+                    first_done.set()
+                    assert go_on.wait(20)
+            return result
+
+        monkeypatch.setattr(status_module.PreparedStatement, "execute", execute)
+        errors: list[BaseException] = []
+
+        def run(job: object) -> None:
+            try:
+                job()  # type: ignore[operator]
+            except BaseException as exc:
+                errors.append(exc)
+
+        status_batch = threading.Thread(
+            target=run,
+            args=(
+                lambda: ingest_callbacks(
+                    engine,
+                    [Callback("fake", [StatusUpdate(f"p{m_b}", "delivered"), StatusUpdate(f"p{m_a}", "failed")], {})],
+                ),
+            ),
+        )
+        status_batch.start()
+        assert first_done.wait(20)
+        records = [ClickRecord(targets[cid], utcnow(), "10.0.0.1", "ua", None) for cid in (a, b)]
+        click_batch = threading.Thread(target=run, args=(lambda: store_clicks(engine, records, judged=True),))
+        click_batch.start()
+        with engine.connect() as watcher:  # until the click batch waits on a lock
+            for _ in range(400):
+                waiting = watcher.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock'"
+                    )
+                ).scalar()
+                watcher.rollback()
+                if waiting:
+                    break
+                threading.Event().wait(0.025)
+            else:
+                pytest.fail("the click batch never waited")
+        go_on.set()
+        status_batch.join(30)
+        click_batch.join(30)
+        assert not errors, errors
+        _check(world, "status and click batches crosswise")
+        with session_scope(engine, read_only=True) as session:
+            assert tally(session, a).raw_total == tally(session, b).raw_total == 1
+            assert tally(session, a).failed == 1 and tally(session, b).delivered == 1
+    finally:
+        engine.dispose()
+
+
+def _check_flags(world: World) -> None:
+    """`message.superseded` is "a later retry row of the same contact in the campaign"."""
+    messages = _messages(world)
+    retries = [m for m in messages if m.phase == Phase.RETRY and m.contact_id is not None]
+    for m in messages:
+        later = any(r.campaign_id == m.campaign_id and r.contact_id == m.contact_id and r.id > m.id for r in retries)
+        assert m.superseded == (later and m.contact_id is not None), m
+
+
+def _retried_world(database_url: str, seed: int) -> World:
+    world = _build(make_engine(database_url), random.Random(seed))
+    accepted = _send(world, (Phase.ALL, Phase.TEST, Phase.REMAINDER))
+    _callbacks(world, accepted)
+    _retry(world)
+    _check(world, "retried")
+    _check_flags(world)
+    return world
+
+
+def test_deleting_or_moving_a_retry_row_sets_the_flags_again(database_url: str) -> None:
+    world = _retried_world(database_url, 21)
+    try:
+        retries = _messages(world, Message.phase == Phase.RETRY)
+        assert len(retries) >= 4
+        first, second, third, fourth = retries[:4]
+        other = next(c for c in world.campaigns if c != fourth.campaign_id)
+        steps = [
+            ("a retry row deleted", lambda s: s.execute(delete(Message).where(Message.id == first.id))),
+            ("a retry row made a first send", lambda s: s.execute(
+                update(Message).where(Message.id == second.id).values(phase=Phase.ALL)
+            )),
+            ("a retry row given to another contact", lambda s: s.execute(
+                update(Message).where(Message.id == third.id).values(contact_id=fourth.contact_id)
+            )),
+            ("a retry row moved to the other campaign", lambda s: s.execute(
+                update(Message).where(Message.id == fourth.id).values(campaign_id=other)
+            )),
+            ("a message's contact taken away", lambda s: s.execute(
+                update(Message).where(Message.id == third.id).values(contact_id=None)
+            )),
+        ]  # fmt: skip
+        for step, write in steps:
+            with session_scope(world.engine) as session:
+                write(session)
+            _check(world, step)
+            _check_flags(world)
+    finally:
+        world.engine.dispose()
+
+
+def test_repair_sets_a_stale_flag_right_so_later_writes_stay_exact(database_url: str) -> None:
+    world = _retried_world(database_url, 22)
+    try:
+        retry = _messages(world, Message.phase == Phase.RETRY)[0]
+        earlier = _messages(world, Message.contact_id == retry.contact_id, Message.campaign_id == retry.campaign_id)[0]
+        assert earlier.superseded and earlier.id != retry.id
+        with world.engine.begin() as conn:  # a flag gone wrong (and the tally with it)
+            conn.execute(update(Message).where(Message.id == earlier.id).values(superseded=False))  # type: ignore[arg-type]
+        with session_scope(world.engine, read_only=True) as session:
+            assert tally(session, retry.campaign_id) != recount(session, retry.campaign_id)
+        with session_scope(world.engine) as session:
+            repair(session, retry.campaign_id)
+        _check(world, "repaired")
+        _check_flags(world)
+        with session_scope(world.engine) as session:  # the next write of that message keeps it exact
+            session.execute(
+                update(Message).where(Message.id == earlier.id).values(status=MessageStatus.QUEUED, sent_at=None)  # type: ignore[arg-type]
+            )
+        _check(world, "the repaired message written again")
+    finally:
+        world.engine.dispose()
+
+
+def test_a_missing_tally_row_is_made_by_the_next_write_not_skipped(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        world = _build(engine, random.Random(23))
+        cid = world.campaigns[0]
+        with engine.begin() as conn:  # gone, by hand
+            conn.exec_driver_sql(f"DELETE FROM campaign_tally WHERE campaign_id = {cid}")
+        message = _messages(world, Message.campaign_id == cid, Message.phase == Phase.ALL)[0]
+        with session_scope(engine) as session:
+            session.execute(
+                update(Message).where(Message.id == message.id).values(status=MessageStatus.SENT, sent_at=utcnow())  # type: ignore[arg-type]
+            )
+        with session_scope(engine, read_only=True) as session:
+            assert (tally(session, cid).sent, tally(session, cid).delivered) == (1, 0)  # the change, not dropped
+        with session_scope(engine) as session:
+            repair(session, cid)
+        _check(world, "repaired")
+    finally:
+        engine.dispose()
+
+
+def test_the_backfill_waits_for_writers_on_postgresql(database_url: str) -> None:
+    """0013 locks campaign, message and click before its recount: a write in flight is in the
+    recount (it committed first) or in the triggers (it waited), never in neither."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's table locks; SQLite's migration holds the one write lock anyway")
+    import threading
+
+    from sqlalchemy import text
+
+    engine = make_engine(database_url)
+    try:
+        world = _build(engine, random.Random(24))
+        accepted = _send(world, (Phase.ALL,))
+        _click(world, 20)
+    finally:
+        engine.dispose()
+    downgrade(database_url, "0012")
+    engine = make_engine(database_url)
+    try:
+        writer = engine.connect()
+        writer.execute(text("LOCK TABLE click IN ROW EXCLUSIVE MODE"))  # what a click insert holds
+        errors: list[BaseException] = []
+
+        def migrate() -> None:
+            try:
+                upgrade(database_url)
+            except BaseException as exc:
+                errors.append(exc)
+
+        migration = threading.Thread(target=migrate)
+        migration.start()
+        with engine.connect() as watcher:
+            for _ in range(400):
+                waiting = watcher.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE campaign, message, click%'"
+                    )
+                ).scalar()
+                watcher.rollback()
+                if waiting:
+                    break
+                threading.Event().wait(0.025)
+            else:
+                writer.rollback()
+                migration.join(60)
+                pytest.fail("the backfill did not wait for the click writer")
+        assert migration.is_alive()
+        writer.rollback()
+        writer.close()
+        migration.join(60)
+        assert not errors, errors
+        world.engine = engine
+        _check(world, "migrated while a writer waited")
+        assert accepted
     finally:
         engine.dispose()

@@ -78,7 +78,15 @@ def upsert_contacts(
     with session_scope(engine) as session:
         for start in range(0, len(phones), CHUNK):
             chunk = phones[start : start + CHUNK]
-            existing = {c.phone: c for c in session.scalars(select(Contact).where(col(Contact.phone).in_(chunk)))}
+            # Locked (PostgreSQL; in id order, so two upserts of overlapping chunks cannot deadlock):
+            # two upserts of one contact at once would each merge into what it read, and the
+            # attributes kept as text (contact_attribute) would hold both while the JSON holds the last.
+            existing = {
+                c.phone: c
+                for c in session.scalars(
+                    select(Contact).where(col(Contact.phone).in_(chunk)).order_by(col(Contact.id)).with_for_update()
+                )
+            }
             fresh: list[Contact] = []
             changed: dict[int, dict[str, Any]] = {}  # merged contacts: the keys whose text moved
             for phone in chunk:

@@ -32,6 +32,7 @@ from core.hooks import abilities
 from core.hooks.contracts import OutgoingMessage, Provider, SendResult
 from core.hooks.registry import PluginRegistry
 from core.models import Campaign, Contact, Message, utcnow
+from core.stats.tallies import lock_tallies_of_messages
 from core.statuses import UNSENT_MESSAGE_STATUSES, CampaignStatus, MessageStatus, Phase
 
 CHUNK = 500
@@ -276,6 +277,8 @@ def record_results(engine: Engine, provider_name: str, results: list[SendResult]
         session.connection()  # begin (on SQLite: hold the write lock) before stamping the time, so
         now = utcnow()  # that sent_at trails the commit by no more than these updates (the redirect
         # fetches the codes of messages sent since its last look, with a few seconds of overlap)
+        # One UPDATE per message: the campaigns' tally rows first, in id order (`lock_tallies`).
+        lock_tallies_of_messages(session, (result.message_id for result in results))
         for result in results:
             values: dict[str, Any]
             if result.accepted:

@@ -35,6 +35,7 @@ from core.delivery.prepared import PreparedStatement
 from core.hooks.contracts import StatusUpdate
 from core.log import get_logger
 from core.models import Message, StatusEvent, utcnow
+from core.stats.tallies import lock_tallies_of_messages
 from core.statuses import MESSAGE_RANK, MessageStatus
 
 # core.statuses' order, keyed by plain strings: the callbacks' statuses are looked up here several
@@ -112,7 +113,11 @@ def _apply(conn: Connection, message_id: int, upd: StatusUpdate, when: datetime)
 
 
 def _apply_many(conn: Connection, final: dict[int, StatusUpdate], now: datetime) -> None:
-    """One UPDATE per message (to where it ends), executed many at a time per statement shape."""
+    """One UPDATE per message (to where it ends), executed many at a time per statement shape.
+
+    The messages' campaigns' tally rows are taken first, in campaign id order (`lock_tallies`):
+    one UPDATE per message in message id order would take them in the order of the messages."""
+    lock_tallies_of_messages(conn, final)
     groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     for message_id in sorted(final):
         upd = final[message_id]
@@ -284,6 +289,7 @@ def _apply_pending(
     applied: list[str] = []
     changes: list[tuple[int, str, str]] = []
     with engine.begin() as conn:
+        found: list[tuple[int, int, Any]] = []
         for start in range(0, len(provider_message_ids), LOOKUP_CHUNK):
             chunk = list(provider_message_ids[start : start + LOOKUP_CHUNK])
             events = conn.execute(
@@ -302,28 +308,28 @@ def _apply_pending(
             if not events:
                 continue
             known = _lookup(conn, provider, {e.provider_message_id for e in events}, lock=True)
-            # Message id order, like ingest_callbacks, so the two never wait on each other crosswise.
-            matched = sorted(
-                (known[e.provider_message_id][0], e.id, e) for e in events if e.provider_message_id in known
+            found += [(known[e.provider_message_id][0], e.id, e) for e in events if e.provider_message_id in known]
+        # The tally rows of every campaign concerned before the first message's UPDATE (`_apply_many`).
+        lock_tallies_of_messages(conn, (message_id for message_id, _, _ in found))
+        # Message id order, like ingest_callbacks, so the two never wait on each other crosswise.
+        for message_id, _, event in sorted(found, key=lambda f: (f[0], f[1])):
+            claimed = conn.execute(
+                update(_EVENT)
+                .where(_EVENT.c.id == event.id, _EVENT.c.applied.is_(False))
+                .values(applied=True, message_id=message_id)
+            ).rowcount
+            if not claimed:
+                continue  # the other side of the race applied it
+            old = conn.scalar(select(_MESSAGE.c.status).where(_MESSAGE.c.id == message_id)) or MessageStatus.QUEUED
+            upd = StatusUpdate(
+                event.provider_message_id, event.status, event.error_code, event.error_text, event.occurred_at
             )
-            for message_id, _, event in matched:
-                claimed = conn.execute(
-                    update(_EVENT)
-                    .where(_EVENT.c.id == event.id, _EVENT.c.applied.is_(False))
-                    .values(applied=True, message_id=message_id)
-                ).rowcount
-                if not claimed:
-                    continue  # the other side of the race applied it
-                old = conn.scalar(select(_MESSAGE.c.status).where(_MESSAGE.c.id == message_id)) or MessageStatus.QUEUED
-                upd = StatusUpdate(
-                    event.provider_message_id, event.status, event.error_code, event.error_text, event.occurred_at
-                )
-                applied.append(event.provider_message_id)
-                if RANK.get(upd.status, -1) > RANK.get(old, 0) and _apply(
-                    conn, message_id, upd, upd.occurred_at or event.received_at
-                ):
-                    conn.execute(update(_EVENT).where(_EVENT.c.id == event.id).values(changed=True))
-                    changes.append((message_id, old, upd.status))
+            applied.append(event.provider_message_id)
+            if RANK.get(upd.status, -1) > RANK.get(old, 0) and _apply(
+                conn, message_id, upd, upd.occurred_at or event.received_at
+            ):
+                conn.execute(update(_EVENT).where(_EVENT.c.id == event.id).values(changed=True))
+                changes.append((message_id, old, upd.status))
     _notify(on_change, changes)
     return applied
 

@@ -14,15 +14,17 @@ attempt; unique = distinct contacts). It is the reference the tests hold the tal
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 
-from sqlalchemy import and_, case, delete, distinct, func, insert, select
+from sqlalchemy import and_, case, delete, distinct, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, col
 
 from core.models import CampaignClicker, CampaignTally, Click, Message, counted_messages
 from core.stats.counting import counted, handed_over, superseded_ids
-from core.statuses import UNSENT_MESSAGE_STATUSES, MessageStatus
+from core.statuses import UNSENT_MESSAGE_STATUSES, MessageStatus, Phase
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,49 @@ class Tally:
     human_total: int = 0
     raw_unique: int = 0  # contacts who clicked
     human_unique: int = 0  # contacts with a click not a bot's
+
+
+_LOCK_TALLIES = text(
+    "SELECT campaign_id FROM campaign_tally WHERE campaign_id = ANY(:ids) ORDER BY campaign_id FOR NO KEY UPDATE"
+)
+_LOCK_TALLIES_OF_MESSAGES = text(
+    "SELECT campaign_id FROM campaign_tally WHERE campaign_id IN "
+    "(SELECT campaign_id FROM message WHERE id = ANY(:ids)) ORDER BY campaign_id FOR NO KEY UPDATE OF campaign_tally"
+)
+
+
+_MESSAGE = Message.__table__  # type: ignore[attr-defined]  # set by SQLModel, not in its stubs
+_RETRY = _MESSAGE.alias("r")
+
+
+def _connection(bind: Session | Connection) -> Connection:
+    return bind.connection() if isinstance(bind, Session) else bind
+
+
+def lock_tallies(bind: Session | Connection, campaign_ids: Iterable[int]) -> None:
+    """Take the tally rows of these campaigns (PostgreSQL), in campaign id order, at the start of a
+    transaction of several statements that write their messages or clicks.
+
+    Each statement's trigger takes the tally rows it changes, in campaign id order within the
+    statement; but a transaction of several statements (one per message, a chunk per verdict) would
+    take them in the order of its statements, and a click batch (one COPY over campaigns A and B)
+    could hold A while waiting for B as the other held B while waiting for A: a deadlock. Taken
+    first, all in order, two writers wait on each other in one direction only. SQLite: nothing
+    (one writer at a time)."""
+    conn = _connection(bind)
+    ids = sorted({int(i) for i in campaign_ids})
+    if conn.dialect.name != "postgresql" or not ids:
+        return
+    conn.execute(_LOCK_TALLIES, {"ids": ids})
+
+
+def lock_tallies_of_messages(bind: Session | Connection, message_ids: Iterable[int]) -> None:
+    """`lock_tallies` for the campaigns of these messages (one statement)."""
+    conn = _connection(bind)
+    ids = sorted({int(i) for i in message_ids})
+    if conn.dialect.name != "postgresql" or not ids:
+        return
+    conn.execute(_LOCK_TALLIES_OF_MESSAGES, {"ids": ids})
 
 
 def tally(session: Session, campaign_id: int) -> Tally:
@@ -110,12 +155,33 @@ def recount(session: Session, campaign_id: int) -> Tally:
 def repair(session: Session, campaign_id: int) -> tuple[Tally, Tally]:
     """Write the recount over the campaign's tally and clickers; returns (as kept, as recounted).
 
+    `message.superseded` is recomputed first (a later retry row of the same contact exists), so
+    that the next write's delta starts from what the recount counted.
+
     The tally row is locked first (PostgreSQL), so a writer of the campaign either committed before
     the recount reads (and is in it) or adds its delta after this commits (and was not in it)."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     session.execute(dialect.insert(CampaignTally).values(campaign_id=campaign_id).on_conflict_do_nothing())
     session.execute(select(CampaignTally).where(col(CampaignTally.campaign_id) == campaign_id).with_for_update())
     kept = tally(session, campaign_id)
+    # The flag first (a message's contribution depends on it): what the triggers keep, as the rows
+    # say now. Each row flipped moves its contribution (its UPDATE's trigger); the recount follows.
+    later_retry = (
+        select(1)
+        .select_from(_RETRY)
+        .where(
+            _RETRY.c.campaign_id == _MESSAGE.c.campaign_id,
+            _RETRY.c.contact_id == _MESSAGE.c.contact_id,
+            _RETRY.c.phase == Phase.RETRY,
+            _RETRY.c.id > _MESSAGE.c.id,
+        )
+        .exists()
+    )
+    session.execute(
+        update(_MESSAGE)
+        .where(_MESSAGE.c.campaign_id == campaign_id, _MESSAGE.c.superseded != later_retry)
+        .values(superseded=later_retry)
+    )
     session.execute(delete(CampaignClicker).where(col(CampaignClicker.campaign_id) == campaign_id))
     human = case((col(Click.is_bot).is_(False), 1), else_=0)
     bot = case((col(Click.is_bot).is_(True), 1), else_=0)

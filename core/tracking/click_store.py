@@ -19,6 +19,7 @@ from sqlalchemy.engine import Dialect, Engine
 from core.db import is_sqlite, session_scope
 from core.hooks.contracts import BotFilter
 from core.models import Click
+from core.stats.tallies import lock_tallies
 from core.tracking.bots import judge_clicks
 from core.tracking.clicks import ClickRecord
 from core.tracking.clients import parse_user_agent
@@ -198,9 +199,14 @@ def store_clicks(
                 raise
         return len(records)
     with engine.begin() as conn:
+        lock_tallies(conn, _campaigns(records))  # several INSERTs: the tally rows first, in order
         for sql, values in statements:
             conn.exec_driver_sql(sql, values)
     return len(records)
+
+
+def _campaigns(records: Sequence[ClickRecord]) -> set[int]:
+    return {r.target.campaign_id for r in records}
 
 
 def _copy_clicks(engine: Engine, records: Sequence[ClickRecord]) -> int:
@@ -277,6 +283,7 @@ def update_verdicts(engine: Engine, records: Sequence[ClickRecord], *, sqlite_co
         .values(is_bot=bindparam("b"), bot_score=bindparam("s"), bot_reasons=bindparam("r"))
     )
     with engine.begin() as conn:
+        lock_tallies(conn, _campaigns(records))  # one UPDATE per click: the tally rows first, in order
         conn.execute(
             statement,
             [

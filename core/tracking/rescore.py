@@ -29,6 +29,7 @@ from core.db import session_scope
 from core.hooks.contracts import BotFilter, JudgesTogether
 from core.log import get_logger
 from core.models import Click, Link, Message
+from core.stats.tallies import lock_tallies
 from core.tracking.bots import judge_clicks, judge_together, together_window
 from core.tracking.clicks import ClickRecord
 from core.tracking.codes import CodeTarget
@@ -179,6 +180,8 @@ def _write(engine: Engine, dirty: Sequence[_Stored]) -> None:
     for s in dirty:
         by_verdict[_verdict(s.record)].append(s.id)
     with engine.begin() as conn:
+        # Several UPDATEs: the tally rows first, in campaign id order (`lock_tallies`).
+        lock_tallies(conn, {s.record.target.campaign_id for s in dirty})
         for (is_bot, score, reasons), ids in by_verdict.items():
             for start in range(0, len(ids), 500):
                 conn.execute(

@@ -4,7 +4,11 @@ transaction of every write to message and click, so /stats reads one row instead
 - `message.superseded`: a later retry row of the same contact replaces this message (what
   core/stats/counting.py `superseded()` computes). Set by the trigger on a retry row's insert, so
   a message's contribution depends on its own row only (phase, superseded, status, sent_at,
-  attempts): that is what makes "new minus old" of the rows a write touched its exact delta.
+  attempts): that is what makes "new minus old" of the rows a write touched its exact delta. The
+  app only ever inserts retry rows; should one be deleted, or a message's campaign_id, contact_id
+  or phase change (by hand), row-level triggers (`message_supersede_delete`, `_move`) set the flag
+  again on the earlier messages of the (campaign, contact) before and after, and `repair()`
+  recomputes it for the campaign before its recount.
 - `campaign_tally`: one row per campaign (made with the campaign); each column is the sum over
   its messages, clicks or clickers of what each row contributes (`_message_tallies`,
   `_click_tallies`, `_clicker_tallies`), whichever code path wrote them: sending, callbacks,
@@ -15,14 +19,20 @@ transaction of every write to message and click, so /stats reads one row instead
 PostgreSQL: statement-level triggers over transition tables, one grouped upsert per statement
 and table; the click's message is probed by primary key (a scalar subquery, never a join over
 message). Two writers of one campaign serialise on its tally row from their first write of it to
-their commit (`value + delta` under the row lock: exact); tally and clicker rows are taken in key
-order. A transaction of several statements (record_results, rescore's chunks) holds the tally row
-from its first one: should another writer hold one of its later rows while waiting for that tally
-row, PostgreSQL ends the deadlock and the loser is retried (the status writer retries a batch, an
-activity its attempt). SQLite (one writer at a time): row-level triggers with WHEN guards, a plain UPDATE of the
-tally row and an upsert of the clicker row (SQLite ≥ 3.24), in C, outside the GIL.
+their commit (`value + delta` under the row lock: exact); within a statement tally and clicker
+rows are taken in key order (the grouped upserts' ORDER BY). A transaction of several statements
+over several campaigns (a status batch's UPDATE per message, record_results, `_apply_pending`,
+rescore's chunks, update_verdicts) takes its campaigns' tally rows first, in campaign id order
+(core/stats/tallies.py `lock_tallies`), so that it and a click COPY over the same campaigns never
+hold one each while waiting for the other's. SQLite (one writer at a time): row-level triggers
+with WHEN guards, upserts of the tally and clicker rows (SQLite ≥ 3.24), in C, outside the GIL.
+The tally row is made with its campaign (and by the backfill); the upserts would make a missing
+one all the same rather than drop a change (`repair()` then puts its numbers right).
 
-Backfill: a recount from message and click, before the triggers exist. Downgrade drops the lot.
+Backfill: a recount from message and click, before the triggers exist, in the migration's one
+transaction; on PostgreSQL after `LOCK TABLE campaign, message, click IN SHARE ROW EXCLUSIVE MODE`,
+so that no write commits between the recount's snapshot and the triggers (writes wait for the
+commit; README "Upgrading"). Downgrade drops the lot.
 
 Revision ID: 0013
 Revises: 0012
@@ -164,6 +174,38 @@ SUPERSEDE_SQLITE = """
 UPDATE message SET superseded = 1 WHERE campaign_id = NEW.campaign_id AND contact_id = NEW.contact_id
   AND id < NEW.id AND superseded = 0"""
 
+# The flag again, after a retry row went (DELETE) or a row changed campaign, contact or phase: for
+# each (campaign, contact) concerned, the rows whose flag is not "a later retry row exists" flip;
+# their UPDATE's own trigger moves their contributions. Row-level on both databases, fired only by
+# such writes (the app makes none: it inserts retry rows, and sets status columns).
+def _recheck(row: str) -> str:
+    return f"""
+UPDATE message SET superseded = NOT superseded WHERE campaign_id = {row}.campaign_id
+  AND contact_id = {row}.contact_id AND superseded <> EXISTS (
+    SELECT 1 FROM message r WHERE r.campaign_id = message.campaign_id AND r.contact_id = message.contact_id
+      AND r.phase = 'retry' AND r.id > message.id)"""
+
+
+UNSUPERSEDE = "UPDATE message SET superseded = {false} WHERE id = NEW.id AND NEW.contact_id IS NULL AND superseded"
+RECHECK_DELETE_WHEN = "OLD.phase = 'retry' AND OLD.contact_id IS NOT NULL"
+RECHECK_MOVE_WHEN = "OLD.campaign_id {ne} NEW.campaign_id OR OLD.contact_id {ne} NEW.contact_id OR OLD.phase {ne} NEW.phase"
+RECHECK_PG = f"""
+CREATE FUNCTION message_supersede_recheck() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+{_recheck("OLD")};
+IF TG_OP = 'UPDATE' THEN
+{_recheck("NEW")};
+{UNSUPERSEDE.format(false="false")};
+END IF;
+RETURN NULL;
+END $$"""
+RECHECK_TRIGGERS_PG = [
+    "CREATE TRIGGER message_supersede_delete AFTER DELETE ON message FOR EACH ROW "
+    f"WHEN ({RECHECK_DELETE_WHEN}) EXECUTE FUNCTION message_supersede_recheck()",
+    "CREATE TRIGGER message_supersede_move AFTER UPDATE OF campaign_id, contact_id, phase ON message FOR EACH ROW "
+    f"WHEN ({RECHECK_MOVE_WHEN.format(ne='IS DISTINCT FROM')}) EXECUTE FUNCTION message_supersede_recheck()",
+]
+
 EVENTS = {"INSERT": [("new_rows", 1)], "UPDATE": [("new_rows", 1), ("old_rows", -1)], "DELETE": [("old_rows", -1)]}
 
 
@@ -203,15 +245,13 @@ CLICKER_KEYS = ["campaign_id", "contact_id"]
 
 
 def _row_upsert(table: str, keys: list[str], tallies: Tallies, terms: Terms, where: str = "true") -> str:
-    """Add the sum of the terms' contributions, keyed by the first term's row: a plain UPDATE of
-    the campaign's tally row (made with its campaign, `CREATE_TALLY_ROW_SQLITE`), an upsert of a
-    clicker row."""
+    """Add the sum of the terms' contributions, keyed by the first term's row: an upsert, like
+    PostgreSQL's (the campaign's tally row is made with its campaign, `CREATE_TALLY_ROW_SQLITE`,
+    and by the backfill; should one be missing all the same, the change makes it rather than being
+    dropped, and `repair()` puts its numbers right)."""
     names = list(tallies("x"))
     deltas = [" + ".join(f"{sign} * ({tallies(row)[n]})" for row, sign in terms) for n in names]
     row = terms[0][0]
-    if table == "campaign_tally":
-        added = ", ".join(f"{n} = {n} + {d}" for n, d in zip(names, deltas, strict=True))
-        return f"UPDATE campaign_tally SET {added} WHERE campaign_id = {row}.campaign_id AND {where}"
     key_values = ", ".join(f"{row}.{k}" for k in keys)
     return _upsert(table, keys, names, f"SELECT {key_values}, {', '.join(deltas)} WHERE {where}")
 
@@ -296,6 +336,13 @@ def _sqlite_triggers() -> list[tuple[str, str, str, list[str]]]:
             "NEW.phase = 'retry' AND NEW.contact_id IS NOT NULL",
             [SUPERSEDE_SQLITE],
         ),
+        ("message_supersede_delete", "DELETE ON message", RECHECK_DELETE_WHEN, [_recheck("OLD")]),
+        (
+            "message_supersede_move",
+            "UPDATE OF campaign_id, contact_id, phase ON message",
+            RECHECK_MOVE_WHEN.format(ne="IS NOT"),
+            [_recheck("OLD"), _recheck("NEW"), UNSUPERSEDE.format(false="0")],
+        ),
         ("click_tally_insert", "INSERT ON click", _counted_click("NEW"), _click_rows([("NEW", 1)], "NEW")),
         (
             "click_tally_update",
@@ -344,7 +391,7 @@ PG_TABLES = ("message", "click", "campaign_clicker")
 # Every campaign has its tally row from its insert on (the backfill made the others' rows).
 CREATE_TALLY_ROW_SQLITE = (
     "CREATE TRIGGER campaign_tally_create AFTER INSERT ON campaign "
-    "BEGIN INSERT INTO campaign_tally (campaign_id) VALUES (NEW.id); END"
+    "BEGIN INSERT OR IGNORE INTO campaign_tally (campaign_id) VALUES (NEW.id); END"
 )
 CREATE_TALLY_ROW_PG = """
 CREATE FUNCTION campaign_tally_create() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -364,6 +411,9 @@ def _create_triggers(dialect: str) -> None:
         for table in PG_TABLES:
             for event in EVENTS:
                 _pg_create(table, event)
+        op.execute(RECHECK_PG)
+        for trigger in RECHECK_TRIGGERS_PG:
+            op.execute(trigger)
         return
     op.execute(CREATE_TALLY_ROW_SQLITE)
     for name, event, when, statements in _sqlite_triggers():
@@ -377,6 +427,9 @@ def _drop_triggers(dialect: str) -> None:
             name = f"{table}_tally_{event}" if table != "campaign" else "campaign_tally_create"
             op.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
             op.execute(f"DROP FUNCTION IF EXISTS {name}()")
+        op.execute("DROP TRIGGER IF EXISTS message_supersede_delete ON message")
+        op.execute("DROP TRIGGER IF EXISTS message_supersede_move ON message")
+        op.execute("DROP FUNCTION IF EXISTS message_supersede_recheck()")
         return
     op.execute("DROP TRIGGER IF EXISTS campaign_tally_create")
     for name, *_ in _sqlite_triggers():
@@ -389,7 +442,12 @@ UPDATE message SET superseded = true WHERE contact_id IS NOT NULL AND EXISTS (
     AND r.contact_id = message.contact_id AND r.id > message.id)"""
 
 
-def _backfill() -> None:
+def _backfill(dialect: str) -> None:
+    if dialect == "postgresql":
+        # Writers wait from here to the migration's commit (one transaction, triggers made before
+        # it): a write committed between the recount's snapshot and CREATE TRIGGER would be in
+        # neither. SHARE ROW EXCLUSIVE: reads go on, writes (and another such lock) wait.
+        op.execute("LOCK TABLE campaign, message, click IN SHARE ROW EXCLUSIVE MODE")
     op.execute(BACKFILL_SUPERSEDED)
     op.execute("INSERT INTO campaign_tally (campaign_id) SELECT id FROM campaign")
     op.execute(_message_delta([("FROM message r", "r", 1)]))
@@ -422,7 +480,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("campaign_id", "contact_id"),
         sqlite_with_rowid=False,
     )
-    _backfill()
+    _backfill(dialect)
     _create_triggers(dialect)
 
 
