@@ -65,6 +65,14 @@ BENCHES: list[Bench] = [
     Bench("automations", "automations.py", ("--contacts", "500"), "Automations", takes_database=True),
     Bench("ab_simulation", "ab_simulation.py", ("--runs", "10000"), "A/B winner: false positives and power"),
     Bench(
+        "stats",
+        "stats.py",
+        ("--messages", "1000000", "--clicks", "200000", "--requests", "20", "--rounds", "2"),
+        "Stats routes at a million messages",
+        timeout=1800,
+        takes_database=True,
+    ),
+    Bench(
         "contacts",
         "contacts.py",
         ("--contacts", "1000000", "--requests", "200"),
