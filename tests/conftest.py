@@ -110,6 +110,16 @@ def database_url(empty_database_url: str) -> str:
     return empty_database_url
 
 
+@pytest.fixture(params=["postgres"] if POSTGRES_URL else [])
+def postgres_database_url(request: pytest.FixtureRequest, postgres_databases: PostgresDatabases | None) -> str:
+    """A fresh PostgreSQL database, migrated, for what only PostgreSQL has (row and table locks
+    between writers): such a test runs whenever TEXTPULSE_TEST_POSTGRES_URL is set, as CI sets it."""
+    assert postgres_databases is not None
+    url = postgres_databases.create()
+    upgrade(url)
+    return url
+
+
 @pytest.fixture
 def scaled_database_url(tmp_path: Path, postgres_databases: PostgresDatabases | None) -> str:
     """One database for the long tests of the scaled-out shape: PostgreSQL when the tests have

@@ -364,15 +364,14 @@ def test_concurrent_writers_of_one_campaign_keep_the_tallies_exact(database_url:
 
 
 def test_a_status_batch_and_a_click_batch_over_two_campaigns_do_not_deadlock(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+    postgres_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A status batch's UPDATEs go in message id order; a click batch's COPY takes the tally rows in
     campaign id order. With B's message older than A's (A an older campaign launched later), the
     status batch updates B's message, the click batch (clicks on A and B) comes in, then the status
     batch updates A's: each would hold one tally row and want the other's, were the status batch
     not to take both first, in campaign id order."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL's row locks; SQLite has one writer at a time")
+    database_url = postgres_database_url
     import threading
 
     from sqlalchemy import text
@@ -564,11 +563,10 @@ def test_a_missing_tally_row_is_made_by_the_next_write_not_skipped(database_url:
         engine.dispose()
 
 
-def test_the_backfill_waits_for_writers_on_postgresql(database_url: str) -> None:
+def test_the_backfill_waits_for_writers_on_postgresql(postgres_database_url: str) -> None:
     """0013 locks campaign, message and click before its recount: a write in flight is in the
     recount (it committed first) or in the triggers (it waited), never in neither."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL's table locks; SQLite's migration holds the one write lock anyway")
+    database_url = postgres_database_url
     import threading
 
     from sqlalchemy import text

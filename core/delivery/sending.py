@@ -32,15 +32,20 @@ from core.hooks import abilities
 from core.hooks.contracts import OutgoingMessage, Provider, SendResult
 from core.hooks.registry import PluginRegistry
 from core.models import Campaign, Contact, Message, utcnow
-from core.stats.tallies import lock_tallies_of_messages
+from core.stats.tallies import lock_tallies, lock_tallies_of_messages
 from core.statuses import UNSENT_MESSAGE_STATUSES, CampaignStatus, MessageStatus, Phase
 
 CHUNK = 500
 
 
 def cancel_pending(engine: Engine, campaign_id: int) -> int:
-    """After a cancel: every message not yet handed to the provider becomes `cancelled`."""
+    """After a cancel: every message not yet handed to the provider becomes `cancelled`.
+
+    The campaign's tally row first (`lock_tallies`): this one UPDATE locks many message rows
+    before its trigger wants the tally row, while a sender holding the tally row (it takes it
+    first) may want one of those messages: a deadlock on PostgreSQL, seen in the suite."""
     with session_scope(engine) as session:
+        lock_tallies(session, [campaign_id])
         result = session.exec(
             update(Message)
             .where(
@@ -228,6 +233,8 @@ def _mark_sending(
     capped: set[int] = set()
     with session_scope(engine) as session:
         session.connection()  # begin (on SQLite: hold the write lock, so the count below is exact)
+        # The tally rows before the messages, as every writer of several messages takes them.
+        lock_tallies(session, {m.campaign_id for m in messages})
         now = utcnow()
         if frequency_cap is not None and (over := cap_rules.over_cap(session, messages, frequency_cap, now)):
             cancel = {
