@@ -64,7 +64,7 @@ class CampaignActivities:
             status = data.status
             only_from = tuple(data.only_from) if data.only_from is not None else None
             moved = definition.set_status(self.engine, data.campaign_id, status, only_from=only_from, **extra)
-        if not moved and data.move is not None and activity.info().attempt > 1:
+        if not moved and data.move is not None and activity.in_activity() and activity.info().attempt > 1:
             # A retry of an attempt that made the move and then failed (cancel_pending below, say):
             # the move is made, not refused.
             with session_scope(self.engine, read_only=True) as session:
