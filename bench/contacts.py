@@ -181,6 +181,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_env(data_dir: str, database_url: str, temporal_address: str, port: int) -> dict[str, str]:
+    """The environment of the app under bench: its own data directory, database and Temporal, no
+    plugins.toml, JSON logs, no rate limit on /api, no preloading of short codes."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TEXTPULSE_DATA_DIR": data_dir,
+        "TEXTPULSE_DATABASE_URL": database_url,
+        "TEXTPULSE_TEMPORAL_ADDRESS": temporal_address,
+        "TEXTPULSE_CONFIG": str(Path(data_dir) / "none.toml"),
+        "TEXTPULSE_LOG_FORMAT": "json",
+        "TEXTPULSE_RATE_LIMIT_API": "off",
+        "TEXTPULSE_REDIRECT_PRELOAD_HOURS": "0",
+        "TEXTPULSE_HTTP_PORT": str(port),
+    }
+
+
 def serve(port: int, env: dict[str, str], app_path: str = "bench.contacts:app") -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "uvicorn", app_path, "--factory", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning"]
@@ -305,18 +322,7 @@ def main() -> int:
             print("plan of the London page from the middle:", *list_plan(database_url, args.contacts // 2), sep="\n  ")
             temporal.start()
             port = free_port()
-            env = {
-                **os.environ,
-                "PYTHONPATH": str(ROOT),
-                "TEXTPULSE_DATA_DIR": tmp,
-                "TEXTPULSE_DATABASE_URL": database_url,
-                "TEXTPULSE_TEMPORAL_ADDRESS": temporal.address,
-                "TEXTPULSE_CONFIG": str(Path(tmp) / "none.toml"),
-                "TEXTPULSE_LOG_FORMAT": "json",
-                "TEXTPULSE_RATE_LIMIT_API": "off",
-                "TEXTPULSE_REDIRECT_PRELOAD_HOURS": "0",
-                "TEXTPULSE_HTTP_PORT": str(port),
-            }
+            env = server_env(tmp, database_url, temporal.address, port)
             server = serve(port, env)
             london = {"attribute.city": "London", "limit": "100"}
             routes = {

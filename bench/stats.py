@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -40,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.contacts import free_port, latencies, postgres_database, serve, stop  # noqa: E402
+from bench.contacts import free_port, latencies, postgres_database, serve, server_env, stop  # noqa: E402
 
 CHUNK = 20_000
 DESTINATION = "https://shop.example/a"
@@ -221,8 +220,9 @@ def seed(database_url: str, messages: int, clicks: int) -> tuple[int, float]:
     return campaign_id, time.perf_counter() - started
 
 
-def check_tallies(database_url: str, campaign_id: int) -> tuple[float, float]:
-    """(seconds of summary() from the tallies, seconds of the full recount); asserts they agree."""
+def check_tallies(database_url: str, campaign_id: int) -> tuple[float, float, float]:
+    """(seconds of the tally read, of summary(), of the full recount of the tally's numbers);
+    asserts the tally equals the recount."""
     from core.db import make_engine, session_scope
     from core.stats import tallies
     from core.stats.summary import summary
@@ -230,15 +230,18 @@ def check_tallies(database_url: str, campaign_id: int) -> tuple[float, float]:
     engine = make_engine(database_url)
     try:
         with session_scope(engine, read_only=True) as session:
+            summary(session, campaign_id)  # warm
+            started = time.perf_counter()
+            kept = tallies.tally(session, campaign_id)
+            read = time.perf_counter() - started
             started = time.perf_counter()
             summary(session, campaign_id)
-            fast = time.perf_counter() - started
-            kept = tallies.tally(session, campaign_id)
+            whole = time.perf_counter() - started
             started = time.perf_counter()
             counted = tallies.recount(session, campaign_id)
             slow = time.perf_counter() - started
         assert kept == counted, (kept, counted)
-        return fast, slow
+        return read, whole, slow
     finally:
         engine.dispose()
 
@@ -267,22 +270,14 @@ def main() -> int:
         try:
             campaign_id, seconds = seed(database_url, args.messages, args.clicks)
             print(f"seeded {args.messages:,} messages and {args.clicks:,} clicks in {seconds:.1f} s ({backend})")
-            fast, slow = check_tallies(database_url, campaign_id)
-            print(f"summary() from the tallies {fast * 1000:.1f} ms; the full recount {slow * 1000:.0f} ms; equal")
+            read, whole, slow = check_tallies(database_url, campaign_id)
+            print(
+                f"the tally read {read * 1000:.2f} ms (all of summary() {whole * 1000:.1f} ms: its conversions,"
+                f" replies and opt-outs still query); the full recount {slow * 1000:.0f} ms; equal"
+            )
             temporal.start()
             port = free_port()
-            env = {
-                **os.environ,
-                "PYTHONPATH": str(ROOT),
-                "TEXTPULSE_DATA_DIR": tmp,
-                "TEXTPULSE_DATABASE_URL": database_url,
-                "TEXTPULSE_TEMPORAL_ADDRESS": temporal.address,
-                "TEXTPULSE_CONFIG": str(Path(tmp) / "none.toml"),
-                "TEXTPULSE_LOG_FORMAT": "json",
-                "TEXTPULSE_RATE_LIMIT_API": "off",
-                "TEXTPULSE_REDIRECT_PRELOAD_HOURS": "0",
-                "TEXTPULSE_HTTP_PORT": str(port),
-            }
+            env = server_env(tmp, database_url, temporal.address, port)
             server = serve(port, env, app_path="bench.stats:app")
             base = f"/api/campaigns/{campaign_id}/stats"
             routes = {
@@ -325,7 +320,13 @@ def main() -> int:
             if name != "GET /health"
         ]
         figures.append(
-            Figure("summary() from the tallies", fast * 1000, "ms", slow * 1000, "full recount", slow / fast)
+            Figure(
+                "the tally read (summary()'s message and click numbers)",
+                read * 1000,
+                "ms",
+                note=f"a full recount of the same numbers: {slow * 1000:,.0f} ms;"
+                f" all of summary(): {whole * 1000:.1f} ms",
+            )
         )
         write_figures(args.json, figures)
     print(json.dumps({name: round(m * 1000, 2) for name, m in medians.items()}))
