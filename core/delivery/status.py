@@ -187,6 +187,11 @@ def ingest_callbacks(
         wanted: dict[str, set[str]] = {}
         for cb in callbacks:
             wanted.setdefault(cb.provider, set()).update(u.provider_message_id for u in cb.updates)
+        if conn.dialect.name == "postgresql":
+            # The tally rows first, then the messages, as the senders take them (tallies.lock_tallies):
+            # the other order met a sender's claim and cancel_pending in a deadlock (seen in the suite).
+            seen = {provider: _lookup(conn, provider, ids, lock=False) for provider, ids in wanted.items()}
+            lock_tallies_of_messages(conn, (mid for per in seen.values() for mid, _status in per.values()))
         known = {provider: _lookup(conn, provider, ids, lock=True) for provider, ids in wanted.items()}
         status_now = {mid: status for per in known.values() for mid, status in per.values()}
         final: dict[int, StatusUpdate] = {}  # the last update that moves each message
