@@ -11,7 +11,9 @@ the process that sent, and die with it, but any process reading the ledger (the 
 API's, one started later) answers `fetch_status` from that record, as a gateway's API would.
 
 Settings ([plugins.fake] or TEXTPULSE_FAKE_*): delivery_ratio (0.95), fail_codes
-(["30003","30005","30006","30007"]), callback_delay_seconds ([0.05, 2.0]), seed (none).
+(["30003","30005","30006","30007"]), callback_delay_seconds ([0.05, 2.0]), seed (none), callbacks
+(true; false: no callbacks are posted, `fetch_status` still answers from the ledger, as bench/send.py
+sends: a gateway that takes 5,000 messages a second is not one whose callbacks are measured there).
 Its codes are Twilio's, and so are its `permanent_error_codes` (retry-failed skips 30005, 30006, …).
 """
 
@@ -153,6 +155,7 @@ class FakeProvider:
         delay = settings.get("callback_delay_seconds", [0.05, 2.0])
         self.delay = (float(delay[0]), float(delay[1])) if isinstance(delay, list) else (float(delay),) * 2
         self.random = random.Random(settings.get("seed"))
+        self.post_callbacks = str(settings.get("callbacks", True)).lower() not in ("false", "0", "no", "off")
         self.ledger_path = ledger_path
         self._ledger_lock = threading.Lock()
         self._index_lock = threading.Lock()
@@ -209,7 +212,7 @@ class FakeProvider:
             with self.ledger_path.open("a", encoding="utf-8") as fh:
                 fh.write("".join(entry + "\n" for entry in entries))
         # Scheduled once the ledger has the sends: a callback never comes for a send not recorded.
-        for due, url, payload in callbacks:
+        for due, url, payload in callbacks if self.post_callbacks else ():
             self.dispatcher.schedule(due, url, payload)
         return results
 

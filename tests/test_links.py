@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from core.tracking.links import FoundUrl, add_utm, find_urls, rewrite_links
+from core.tracking.links import FoundUrl, add_utm, find_urls, find_urls_in_full, rewrite_links
 
 
 def urls(body: str) -> list[str]:
@@ -177,3 +179,79 @@ def test_rewrite_links_with_utm() -> None:
     utm = {"utm_source": "sms"}
     new_body, _ = rewrite_links("Go to shop.example/bf!", lambda _, found: add_utm(found.url, utm))
     assert new_body == "Go to https://shop.example/bf?utm_source=sms!"
+
+
+# Pieces that make links, near-links and the text around them: schemes, hosts, paths, the
+# punctuation linkify-it trims or keeps, quotes, parentheses, and every kind of whitespace
+# (Python's and linkify-it's boundaries: space, tab, newline, no-break space, line separator, the
+# C0 separators), with letters of other scripts and emoji.
+_PIECES = [
+    "https://",
+    "http://",
+    "ftp://",
+    "mailto:",
+    "//",
+    "www.",
+    "shop",
+    ".example",
+    ".com",
+    ".co.uk",
+    ".store",
+    "localhost",
+    "/bf",
+    "/a/b",
+    "?x=1",
+    "&y=2",
+    "#top",
+    ":8080",
+    "a@b.example",
+    "e.g.",
+    "Mr.Smith",
+    "hello.world",
+    "(",
+    ")",
+    "[",
+    "]",
+    ".",
+    ",",
+    "!",
+    "?",
+    ":",
+    ";",
+    "'",
+    '"',
+    "…",
+    "»",
+    "«",
+    "”",
+    "’",
+    "›",
+    "-",
+    "_",
+    "@",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\u00a0",
+    "\u2028",
+    "\x1c",
+    "\x85",
+    "\u3000",
+    "Hi",
+    "sale",
+    "30%",
+    "é",
+    "Ü",
+    "日本",
+    "😀",
+    "0",
+    "42",
+]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=30).map("".join))
+@settings(max_examples=1500, deadline=None, derandomize=True)
+def test_finding_links_token_by_token_finds_what_matching_the_whole_text_finds(body: str) -> None:
+    assert find_urls(body) == find_urls_in_full(body)
+    assert find_urls(body) == find_urls_in_full(body)  # and so from the token cache

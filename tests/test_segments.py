@@ -142,3 +142,15 @@ def test_segment_info_is_frozen_and_hashable() -> None:
     with pytest.raises(AttributeError):
         info.segments = 2  # type: ignore[misc]
     assert hash(info) == hash(count_segments("hello"))
+
+
+@pytest.mark.parametrize("length", [1, 152, 153, 154, 159, 160, 161, 305, 306, 307, 459, 460, 1000])
+def test_basic_only_texts_take_the_short_way_to_the_same_count_as_packing_septets(length: int) -> None:
+    from core.tracking.segments import GSM_7, _pack
+
+    body = ("Hi Ann, sale at shop.example/bf! " * 40)[:length]
+    info = count_segments(body)
+    assert (info.characters, info.segments) == _pack([1] * length, GSM_7) and info.encoding == GSM_7
+    assert bool(info.warnings) == (info.segments > 1)
+    extended = count_segments(body[:-1] + "€")  # one extension character: the per-character way
+    assert extended.characters == length + 1

@@ -14,6 +14,7 @@ from core.campaigns.lifecycle import Move
 from core.campaigns.schemas import CampaignCreate
 from core.contacts.importing import upsert_contacts
 from core.db import make_engine, session_scope
+from core.delivery import sending
 from core.delivery.sending import send_batch
 from core.hooks.contracts import OutgoingMessage
 from core.hooks.registry import load_plugins
@@ -48,17 +49,26 @@ def test_split_by_weight_gives_exact_counts() -> None:
     assert split_by_weight(5, [0, 1]) == [0, 5]
 
 
-def test_snapshot_is_idempotent_and_tracks_every_link(world) -> None:
+def test_snapshot_is_idempotent_and_each_batch_renders_and_tracks_every_link_as_it_sends(world) -> None:
     engine, registry = world
     cid = _campaign(engine)
+    assert apply_move(engine, cid, Move.LAUNCH)
     first = snapshot(engine, registry, cid, batch_size=4)
     again = snapshot(engine, registry, cid, batch_size=4)
     assert (first.recipients, first.phase) == (10, "all")
     assert first.batches == again.batches and len(first.batches) == 3
+    with session_scope(engine) as session:  # the rows are made without their text
+        assert set(session.scalars(select(Message.body))) == {""}
+        assert session.scalars(select(ShortCode)).all() == []
+    for first_id, last_id in first.batches:
+        assert send_batch(engine, registry, cid, first_id, last_id).sent == last_id - first_id + 1
+        assert send_batch(engine, registry, cid, first_id, last_id).sent == 0  # again: nothing new
     with session_scope(engine) as session:
         messages = session.scalars(select(Message)).all()
         codes = session.scalars(select(ShortCode)).all()
     assert len(messages) == 10 and len(codes) == 20 and len({c.code for c in codes}) == 20
+    sent = {entry["message_id"]: entry["body"] for entry in registry.providers["fake"].ledger()}
+    assert sent == {m.id: m.body for m in messages}  # what went out is what is stored
     variants = Counter(m.variant_id for m in messages)
     assert sorted(variants.values()) == [2, 8]  # 2.5 : 7.5, the tied remainder goes to the heavier
     for message in messages:
@@ -174,8 +184,10 @@ def test_a_batch_stops_before_its_next_provider_call_once_the_campaign_is_paused
     with session_scope(engine) as session:
         assert set(session.scalars(select(Message.status))) == {"queued"}
         assert set(session.scalars(select(Message.attempts))) == {0}  # never handed over
-    # Paused between two provider calls: the first call's messages went, the rest wait.
+    # Paused between two provider calls: the first call's messages went, the rest wait. (Calls
+    # start at one message here: no earlier batch of this process taught the pacer a larger size.)
     assert apply_move(engine, cid, Move.RESUME)
+    sending._Pacer._learned.clear()
     calls = 0
 
     def pause_after_first_call() -> None:
@@ -190,3 +202,23 @@ def test_a_batch_stops_before_its_next_provider_call_once_the_campaign_is_paused
     rest = send_batch(engine, registry, cid, first_id, last_id)
     assert rest.stopped is None and outcome.sent + rest.sent == 40
     assert Counter(e["to"] for e in fake.ledger()).most_common(1)[0][1] == 1
+
+
+def test_a_batch_starts_its_provider_calls_at_the_size_the_last_batch_reached(world) -> None:
+    engine, registry = world
+    upsert_contacts(engine, [{"phone": f"+1202555{4000 + i}"} for i in range(290)])  # 300 in all
+    cid = _campaign(engine, "Hello")
+    assert apply_move(engine, cid, Move.LAUNCH)
+    snap = snapshot(engine, registry, cid, batch_size=150)
+    fake = registry.providers["fake"]
+    sizes: list[int] = []
+    send = fake.send_batch
+    fake.send_batch = lambda messages: sizes.append(len(messages)) or send(messages)
+    sending._Pacer._learned.clear()
+    first, second = snap.batches
+    assert send_batch(engine, registry, cid, *first).sent == 150
+    ramp = list(sizes)
+    assert ramp[:3] == [1, 2, 4]  # a provider not seen yet: one message first, then doubling
+    sizes.clear()
+    assert send_batch(engine, registry, cid, *second).sent == 150
+    assert sizes[0] == min(ramp[-2] * 2, 100) and len(sizes) < len(ramp)  # on from where it got to

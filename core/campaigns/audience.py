@@ -15,27 +15,29 @@ others, and `stamp_control_touch` stamps (`touched_at`) the control rows beside 
 handed over; last-touch attribution (core/stats/conversions.py) and the control group's windows
 (core/stats/evidence.py `intention_to_treat`) read it. So the control group's touch times follow the
 sending of the campaign (a rate limit over hours, the wait of an A/B test) like the treated rows'.
-Bodies are rendered by `core.campaigns.bodies`; retry-failed rounds are `core.campaigns.retry`.
+Rows are made without their text: each batch renders its own rows as it sends them
+(core/delivery/sending.py, with `core.campaigns.bodies`), so the first batch of a million-recipient
+campaign goes as soon as the rows exist. Retry-failed rounds are `core.campaigns.retry`.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, cast, func, literal, select, update
+from sqlalchemy import BigInteger, bindparam, cast, func, literal, select, text, update
 from sqlalchemy.engine import Engine
-from sqlmodel import col
+from sqlmodel import Session, col
+from sqlmodel.sql.sqltypes import UTCDateTime
 
-from core.campaigns.bodies import render_pending
-from core.campaigns.definition import get_campaign, iter_audience, variants_of
-from core.campaigns.idempotency import idempotency_key
+from core.campaigns.definition import audience_of, get_campaign, variants_of
 from core.db import session_scope
 from core.delivery.sending import CHUNK
 from core.hooks.registry import PluginRegistry
-from core.models import Campaign, Contact, Message, Variant, utcnow
+from core.models import Campaign, Message, Variant, utcnow
 from core.statuses import UNSENT_MESSAGE_STATUSES, MessageStatus, Phase
 
 
@@ -129,57 +131,76 @@ def snapshot(
     batch_size: int = CHUNK,
     heartbeat: Callable[[], None] = lambda: None,
 ) -> PhaseBatches:
-    """Create every row of the plan; render the rows that have a variant. Returns the first phase."""
+    """Create every row of the plan (without its text: each batch renders its own rows as it sends,
+    core/delivery/sending.py). Returns the first phase.
+
+    Plain rows all the way, no ORM object per contact: the audience's ids in one pass, then one
+    INSERT ... SELECT per chunk of the plan (`_insert_rows`), which skips the rows a previous
+    attempt made (the idempotency key is unique)."""
     with session_scope(engine, read_only=True) as session:
         campaign = get_campaign(session, campaign_id)
         variants = variants_of(session, campaign_id)
-        audience = [(c.id or 0, dict(c.attributes or {})) for c in iter_audience(session, campaign)]
+        audience = audience_of(session, campaign, attributes=bool(campaign.variant_by_attribute))
     placement = plan(campaign, variants, audience)
     ordered = sorted(placement)
-    for start in range(0, len(ordered), CHUNK):
-        chunk = ordered[start : start + CHUNK]
+    del audience
+    for start in range(0, len(ordered), SNAPSHOT_CHUNK):
+        chunk = [(cid, placement[cid]) for cid in ordered[start : start + SNAPSHOT_CHUNK]]
         with session_scope(engine) as session:
-            existing: set[tuple[int, str]] = {
-                (contact_id, phase)
-                for contact_id, phase in session.execute(
-                    select(col(Message.contact_id), col(Message.phase)).where(
-                        col(Message.campaign_id) == campaign_id, col(Message.contact_id).in_(chunk)
-                    )
-                ).all()
-            }
-            phones: dict[int, str] = {
-                contact_id or 0: phone
-                for contact_id, phone in session.execute(
-                    select(col(Contact.id), col(Contact.phone)).where(col(Contact.id).in_(chunk))
-                ).all()
-            }
-            for cid in chunk:
-                where = placement[cid]
-                if (cid, where.phase) in existing or cid not in phones:
-                    continue
-                held = where.phase == Phase.CONTROL
-                session.add(
-                    Message(
-                        campaign_id=campaign_id,
-                        contact_id=cid,
-                        variant_id=where.variant_id,
-                        phase=where.phase,
-                        phone=phones[cid],
-                        provider=campaign.provider,
-                        body="",
-                        idempotency_key=idempotency_key(campaign_id, where.phase, cid),
-                        status=MessageStatus.CANCELLED if held else MessageStatus.QUEUED,
-                        error_text="held out: control group" if held else None,
-                    )
-                )
+            _insert_rows(session, campaign_id, campaign.provider, chunk)
         heartbeat()
     first_phase = Phase.TEST if campaign.ab_test else Phase.ALL
-    render_pending(engine, registry, campaign_id, heartbeat=heartbeat)
     with session_scope(engine) as session:
         stored = get_campaign(session, campaign_id)
         stored.recipients = sum(1 for p in placement.values() if p.phase != Phase.CONTROL)
         session.add(stored)
     return PhaseBatches(first_phase, len(placement), batches_of(engine, campaign_id, first_phase, batch_size))
+
+
+SNAPSHOT_CHUNK = 10_000  # contacts per transaction
+
+
+# One statement per chunk: the plan goes in as one parameter (JSON on SQLite, arrays on
+# PostgreSQL), the database joins it to the contacts for their phones (a contact deleted meanwhile
+# gets no row) and skips the rows a previous attempt made (the idempotency key, which the
+# statement spells as core/campaigns/idempotency.py does: `c{campaign}-{phase}-{contact}`).
+_COLUMNS = (
+    "campaign_id, contact_id, variant_id, phase, phone, provider, body, idempotency_key, status, error_text, "
+    "characters, encoding, segments, attempts, superseded, queued_at, status_changed_at"
+)
+_ROW = (
+    ":campaign_id, p.contact_id, p.variant_id, p.phase, c.phone, :provider, '', "
+    "'c' || :campaign_id || '-' || p.phase || '-' || p.contact_id, "
+    f"CASE WHEN p.phase = '{Phase.CONTROL}' THEN '{MessageStatus.CANCELLED}' ELSE '{MessageStatus.QUEUED}' END, "
+    f"CASE WHEN p.phase = '{Phase.CONTROL}' THEN 'held out: control group' END, "
+    "0, 'GSM-7', 1, 0, false, :now, :now"
+)
+_INSERT_SQLITE = text(
+    f"INSERT INTO message ({_COLUMNS}) SELECT {_ROW} FROM ("
+    "SELECT value ->> 0 AS contact_id, value ->> 1 AS phase, value ->> 2 AS variant_id FROM json_each(:plan)"
+    ") AS p JOIN contact c ON c.id = p.contact_id WHERE true ON CONFLICT (idempotency_key) DO NOTHING"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+_INSERT_POSTGRESQL = text(
+    f"INSERT INTO message ({_COLUMNS}) SELECT {_ROW} FROM "
+    "unnest(CAST(:ids AS bigint[]), CAST(:phases AS text[]), CAST(:variants AS bigint[])) "
+    "AS p(contact_id, phase, variant_id) "
+    "JOIN contact c ON c.id = p.contact_id ORDER BY p.contact_id ON CONFLICT (idempotency_key) DO NOTHING"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+def _insert_rows(session: Session, campaign_id: int, provider: str, chunk: list[tuple[int, Placement]]) -> None:
+    """The message rows of `chunk` (contact id, placement), in contact id order."""
+    given = {"campaign_id": campaign_id, "provider": provider, "now": utcnow()}
+    if session.get_bind().dialect.name == "postgresql":
+        given |= {
+            "ids": [cid for cid, _ in chunk],
+            "phases": [str(where.phase) for _, where in chunk],
+            "variants": [where.variant_id for _, where in chunk],
+        }
+        session.execute(_INSERT_POSTGRESQL, given)
+        return
+    plan = json.dumps([[cid, str(where.phase), where.variant_id] for cid, where in chunk])
+    session.execute(_INSERT_SQLITE, {**given, "plan": plan})
 
 
 def prepare_phase(
@@ -215,8 +236,7 @@ def prepare_phase(
             for i in range(0, len(part), CHUNK):
                 session.execute(update(Message).where(col(Message.id).in_(part[i : i + CHUNK])).values(variant_id=v.id))
             start += count
-    render_pending(engine, registry, campaign_id, heartbeat=heartbeat)
-    total = len(ids)
+    total = len(ids)  # rendered as their batches are sent
     return PhaseBatches(phase, total, batches_of(engine, campaign_id, phase, batch_size))
 
 

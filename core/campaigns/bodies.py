@@ -9,10 +9,12 @@ already stored is astronomically rare; it is looked for and redrawn all the same
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, true
+from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -20,16 +22,18 @@ from core.campaigns.definition import get_campaign, variants_of
 from core.campaigns.rendering import TrackedLink, render_tracked
 from core.campaigns.templates import BodyTemplateError, compile_body
 from core.db import session_scope
-from core.delivery.sending import CHUNK
+from core.delivery.prepared import execute_many
 from core.hooks.registry import PluginRegistry
 from core.models import Contact, Link, Message, ShortCode, utcnow
 from core.statuses import MessageStatus
+from core.tracking.segments import SegmentInfo
 
 if TYPE_CHECKING:
     from core.hooks.contracts import Shortener
 
 # Rows per IN list when looking codes up (under SQLite's 999 bound parameters).
 LOOKUP_CHUNK = 900
+RENDER_CHUNK = 500  # rows rendered per transaction by `render_pending`
 # Error codes of rows that cannot be rendered: no second attempt fixes them.
 TEMPLATE_ERROR = "template_error"
 EMPTY_BODY = "empty_body"
@@ -64,8 +68,8 @@ class ShortCodes:
 
 
 class LinkStore:
-    """Stores a rendered message's tracked links: a ShortCode per code, pointing at the Link row of
-    (variant, position), which is created on first use."""
+    """The Link row of each (variant, position) a rendered message's tracked links point at, created
+    on first use."""
 
     def __init__(self, session: Session, campaign_id: int) -> None:
         self.session, self.campaign_id = session, campaign_id
@@ -86,7 +90,8 @@ class LinkStore:
             self.link_ids[key] = link.id or 0
         return self.link_ids[key]
 
-    def store(self, message_id: int, variant_id: int, links: Iterable[TrackedLink]) -> None:
+    def store(self, message_id: int, variant_id: int, links: Sequence[TrackedLink]) -> None:
+        """ShortCode rows for one message's links (a test send: a handful, through the ORM)."""
         for link in links:
             link_id = self.link_id(variant_id, link.position, link.destination)
             self.session.add(
@@ -94,9 +99,163 @@ class LinkStore:
             )
 
 
-def _fail(message: Message, code: str, text: str) -> None:
-    message.status, message.error_code, message.error_text = MessageStatus.FAILED, code, text
-    message.failed_at = utcnow()
+@dataclass(slots=True)
+class Bare:
+    """A queued row to render: the message and the contact fields a body may use (templates.py
+    `contact_context`): a plain row, never an ORM object (rendering is on the send path)."""
+
+    id: int
+    variant_id: int
+    phone: str
+    name: str | None
+    timezone: str | None
+    attributes: dict[str, Any]
+    contact_id: int | None = None
+
+
+@dataclass(slots=True)
+class Rendered:
+    body: str
+    failed: str | None = None  # the error code when the row cannot be sent (and is now failed)
+
+
+class Renderer:
+    """Renders one campaign's rows: its variants' templates compiled once, codes drawn fresh."""
+
+    def __init__(self, session: Session, registry: PluginRegistry, campaign_id: int) -> None:
+        campaign = get_campaign(session, campaign_id)
+        self.campaign_id, self.tracking = campaign_id, campaign.tracking or {}
+        self.shortener = registry.shortener
+        self.public_url = registry.context.settings.public_url
+        self.templates = {
+            v.id: (v.name, compile_body(v.body, variant=v.name))
+            for v in variants_of(session, campaign_id)
+            if not v.is_control
+        }
+
+    def render(self, session: Session, rows: Sequence[Bare]) -> dict[int, Rendered]:
+        """Render `rows` and store it all in `session`'s transaction: the body and its segments on
+        each row still without one, the short codes, a row that cannot be rendered failed. Returns
+        what each row now is. Core statements (one executemany each), no ORM objects per row."""
+        codes = ShortCodes(session, self.shortener)
+        store = LinkStore(session, self.campaign_id)
+        bodies: list[dict[str, Any]] = []
+        failures: list[dict[str, Any]] = []
+        pending: list[tuple[Bare, str, tuple[TrackedLink, ...], SegmentInfo]] = []
+        out: dict[int, Rendered] = {}
+        now = utcnow()
+        for row in rows:
+            name, template = self.templates[row.variant_id]
+            try:
+                tracked = render_tracked(
+                    template,
+                    row,
+                    tracking=self.tracking,
+                    shortener=self.shortener,
+                    public_url=self.public_url,
+                    variant=name,
+                    new_code=codes.draw,
+                )
+            except BodyTemplateError as exc:  # the contact changed since creation: this one fails
+                failures.append(_failure(row.id, TEMPLATE_ERROR, str(exc), now))
+                out[row.id] = Rendered(" ", TEMPLATE_ERROR)
+                continue
+            if not tracked.body.strip():
+                failures.append(_failure(row.id, EMPTY_BODY, f"variant {name!r} renders to an empty text", now))
+                out[row.id] = Rendered(" ", EMPTY_BODY)
+                continue
+            pending.append((row, tracked.body, tracked.links, tracked.segments))
+        clashes = codes.taken([link.code for _, _, links, _ in pending for link in links])
+        short_codes: list[dict[str, Any]] = []
+        for row, body, links, segments in pending:
+            for link in links:
+                if link.code in clashes:  # astronomically rare: redraw and put the new link in its place
+                    fresh = codes.draw()
+                    body = body.replace(
+                        self.shortener.tracked_url(link.code, self.public_url),
+                        self.shortener.tracked_url(fresh, self.public_url),
+                    )
+                    link = dataclasses.replace(link, code=fresh)
+                link_id = store.link_id(row.variant_id, link.position, link.destination)
+                short_codes.append(
+                    {"code": link.code, "message_id": row.id, "link_id": link_id, "destination": link.destination}
+                )
+            bodies.append(
+                {
+                    "mid": row.id,
+                    "body": body,
+                    "characters": segments.characters,
+                    "encoding": segments.encoding,
+                    "segments": segments.segments,
+                }
+            )
+            out[row.id] = Rendered(body)
+        execute_many(session, "bodies:set_body", lambda: _SET_BODY, bodies)
+        execute_many(session, "bodies:set_failed", lambda: _SET_FAILED, failures)
+        execute_many(
+            session, "bodies:short_codes", lambda: insert(_SHORT_CODE).values(**_SHORT_CODE_VALUES), short_codes
+        )
+        return out
+
+
+_MESSAGE = Message.__table__  # type: ignore[attr-defined]  # set by SQLModel, not in its stubs
+_SHORT_CODE = ShortCode.__table__  # type: ignore[attr-defined]
+_UNRENDERED = and_(_MESSAGE.c.id == bindparam("mid"), _MESSAGE.c.body == "")
+_SET_BODY = (
+    update(_MESSAGE)
+    .where(_UNRENDERED)
+    .values(
+        body=bindparam("body"),
+        characters=bindparam("characters"),
+        encoding=bindparam("encoding"),
+        segments=bindparam("segments"),
+    )
+)
+_SHORT_CODE_VALUES: dict[str, Any] = {
+    name: bindparam(name) for name in ("code", "message_id", "link_id", "destination")
+}
+_SET_FAILED = (
+    update(_MESSAGE)
+    .where(_UNRENDERED)
+    .values(
+        body=" ",
+        status=MessageStatus.FAILED,
+        error_code=bindparam("error_code"),
+        error_text=bindparam("error_text"),
+        failed_at=bindparam("failed_at"),
+        status_changed_at=bindparam("failed_at"),
+    )
+)
+
+
+def _failure(message_id: int, code: str, text: str, now: datetime) -> dict[str, Any]:
+    return {"mid": message_id, "error_code": code, "error_text": text, "failed_at": now}
+
+
+def bare_rows(session: Session, where: Sequence[Any], *, limit: int | None = None) -> list[Bare]:
+    """Queued rows with a variant and no body yet, under `where`, in id order, with their contacts."""
+    query = (
+        select(
+            col(Message.id),
+            col(Message.variant_id),
+            col(Contact.phone),
+            col(Contact.name),
+            col(Contact.timezone),
+            col(Contact.attributes),
+            col(Message.contact_id),
+        )
+        .join(Contact, col(Contact.id) == col(Message.contact_id))
+        .where(
+            col(Message.status) == MessageStatus.QUEUED,
+            col(Message.body) == "",
+            col(Message.variant_id).is_not(None),
+            *where,
+        )
+        .order_by(col(Message.id))
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return [Bare(r[0], r[1], r[2], r[3], r[4], dict(r[5] or {}), r[6]) for r in session.execute(query)]
 
 
 def render_pending(
@@ -108,71 +267,18 @@ def render_pending(
     only: Sequence[int] | None = None,
 ) -> int:
     """Render queued rows that have a variant but no body yet: text, tracked links, segments
-    (`only`: just these message ids, e.g. the one text an automation step sends)."""
-    shortener = registry.shortener
-    public_url = registry.context.settings.public_url
+    (`only`: just these message ids, e.g. the one text an automation step sends). A campaign's
+    batches render their own rows as they are sent (core/delivery/sending.py); this is for the
+    callers that want the text stored before."""
     rendered = 0
-    with session_scope(engine, read_only=True) as session:
-        campaign = get_campaign(session, campaign_id)
-        templates = {
-            v.id: (v.name, compile_body(v.body, variant=v.name))
-            for v in variants_of(session, campaign_id)
-            if not v.is_control
-        }
+    where = [col(Message.campaign_id) == campaign_id]
+    if only is not None:
+        where.append(col(Message.id).in_(only))
     while True:
         with session_scope(engine) as session:
-            rows = session.execute(
-                select(Message, Contact)
-                .join(Contact, col(Contact.id) == col(Message.contact_id))
-                .where(
-                    col(Message.campaign_id) == campaign_id,
-                    col(Message.status) == MessageStatus.QUEUED,
-                    col(Message.body) == "",
-                    col(Message.variant_id).is_not(None),
-                    col(Message.id).in_(only) if only is not None else true(),
-                )
-                .order_by(col(Message.id))
-                .limit(CHUNK)
-            ).all()
+            rows = bare_rows(session, where, limit=RENDER_CHUNK)
             if not rows:
                 return rendered
-            codes = ShortCodes(session, shortener)
-            store = LinkStore(session, campaign_id)
-            pending: list[tuple[Message, tuple[TrackedLink, ...]]] = []
-            for message, contact in rows:
-                name, template = templates[message.variant_id]
-                try:
-                    out = render_tracked(
-                        template,
-                        contact,
-                        tracking=campaign.tracking or {},
-                        shortener=shortener,
-                        public_url=public_url,
-                        variant=name,
-                        new_code=codes.draw,
-                    )
-                except BodyTemplateError as exc:  # the contact changed since creation: this one fails
-                    _fail(message, TEMPLATE_ERROR, str(exc))
-                    message.body = " "
-                    pending.append((message, ()))
-                    continue
-                if not out.body.strip():
-                    _fail(message, EMPTY_BODY, f"variant {name!r} renders to an empty text")
-                message.body, message.characters = out.body or " ", out.segments.characters
-                message.encoding, message.segments = out.segments.encoding, out.segments.segments
-                pending.append((message, out.links))
-            clashes = codes.taken([link.code for _, links in pending for link in links])
-            for message, links in pending:
-                kept = []
-                for link in links:
-                    if link.code in clashes:  # astronomically rare: redraw and put the new link in its place
-                        fresh = codes.draw()
-                        message.body = message.body.replace(
-                            shortener.tracked_url(link.code, public_url), shortener.tracked_url(fresh, public_url)
-                        )
-                        link = dataclasses.replace(link, code=fresh)
-                    kept.append(link)
-                store.store(message.id or 0, message.variant_id or 0, kept)
-                session.add(message)
-            rendered += len(pending)
+            Renderer(session, registry, campaign_id).render(session, rows)
+            rendered += len(rows)
         heartbeat()

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Template
 
 from core.campaigns.templates import render_body
-from core.models import Contact
 from core.tracking.links import FoundUrl, add_utm, rewrite_links
 from core.tracking.segments import SegmentInfo, count_segments
 
@@ -52,7 +51,7 @@ class TrackedMessage:
 
 def render_message(
     template: Template,
-    contact: Contact,
+    contact: Any,  # a Contact, or any row with its id, phone, name, timezone and attributes
     *,
     tracking: Mapping[str, Any],
     tracked_url: Callable[[int, str], str],
@@ -75,7 +74,7 @@ def render_message(
 
 def render_tracked(
     template: Template,
-    contact: Contact,
+    contact: Any,  # a Contact, or any row with its id, phone, name, timezone and attributes
     *,
     tracking: Mapping[str, Any],
     shortener: Shortener,

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from core.campaigns.audience import PhaseBatches, batches_of
-from core.campaigns.bodies import EMPTY_BODY, TEMPLATE_ERROR, render_pending
+from core.campaigns.bodies import EMPTY_BODY, TEMPLATE_ERROR
 from core.campaigns.definition import get_campaign
 from core.campaigns.idempotency import idempotency_key, retry_round_of
 from core.db import session_scope
@@ -100,5 +100,4 @@ def snapshot_retry(
                 )
             )
             created += 1
-    render_pending(engine, registry, campaign_id, heartbeat=heartbeat)
     return PhaseBatches(Phase.RETRY, created, batches_of(engine, campaign_id, Phase.RETRY, batch_size))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlmodel import Session, col
@@ -46,6 +47,16 @@ HANDED_OVER_STATUSES = (
 )
 
 
+class Claimed(Protocol):
+    """A message about to be claimed: its id and its contact (a Message row, or sending.Pending)."""
+
+    @property
+    def id(self) -> int | None: ...
+
+    @property
+    def contact_id(self) -> int | None: ...
+
+
 def error_text(cap: tuple[int, float]) -> str:
     count, seconds = cap
     return f"frequency cap: {count} messages in {seconds:g} s reached"
@@ -58,7 +69,7 @@ def _window_start(now: datetime, seconds: float) -> datetime:
         return datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def over_cap(session: Session, messages: Sequence[Message], cap: tuple[int, float], now: datetime) -> list[int]:
+def over_cap(session: Session, messages: Sequence[Claimed], cap: tuple[int, float], now: datetime) -> list[int]:
     """The ids of these messages (one provider call's) that would take their contact past the cap.
 
     Messages handed over in the window count, these messages themselves excepted; a contact's

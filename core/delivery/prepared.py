@@ -57,3 +57,12 @@ class PreparedStatement:
         else:
             params = [{n: convert(n, v) for n, v in row.items()} for row in rows]
         return conn.exec_driver_sql(self.sql, params)
+
+
+def execute_many(session: Any, key: Any, build: Callable[[], Any], rows: list[dict[str, Any]]) -> None:
+    """`build()`'s statement once per row of `rows` (one executemany), compiled once by `key` and
+    fed driver-ready values: on the send path SQLAlchemy's per-row parameter work cost more than
+    the database's. `session`: a Session or a Connection."""
+    if rows:
+        connection = session.connection() if hasattr(session, "connection") else session
+        PreparedStatement.get(key, build, connection.dialect).execute(connection, rows)

@@ -127,6 +127,11 @@ def count_segments(body: str) -> SegmentInfo:
     """Encoding, billed characters and segments of `body`, with advice when it costs more."""
     if not body:
         return SegmentInfo(0, GSM_7, 1, ("The message is empty; it would still be billed as 1 SMS",))
+    if _GSM_BASIC.issuperset(body):  # every character one septet (most texts): no per-character work
+        characters = len(body)
+        segments = 1 if characters <= _SINGLE[GSM_7] else -(-characters // _PART[GSM_7])
+        many = (f"This message is {segments} segments; each is billed as a separate SMS",) if segments > 1 else ()
+        return SegmentInfo(characters, GSM_7, segments, many)
 
     septets = [_septets(char) for char in body]
     offenders = list(dict.fromkeys(char for char, cost in zip(body, septets, strict=True) if cost is None))
