@@ -80,6 +80,14 @@ BENCHES: list[Bench] = [
         timeout=1800,
         takes_database=True,
     ),
+    Bench(
+        "send",
+        "send.py",
+        ("--recipients", "100000"),
+        "Snapshot and send",
+        timeout=1800,
+        takes_database=True,
+    ),
 ]
 
 REMINDER = (

@@ -51,6 +51,7 @@ from textpulse import (
 )
 
 log = get_logger("textpulse.fake")
+_dumps = json.JSONEncoder(ensure_ascii=True, check_circular=False).encode  # json.dumps's, set up once
 
 ERROR_TEXTS = {
     "30003": "Unreachable destination handset",
@@ -170,6 +171,7 @@ class FakeProvider:
         callbacks: list[tuple[float, str, dict[str, Any]]] = []
         now = time.monotonic()
         wall = time.time()  # the ledger's due times: other processes read them, so not monotonic
+        accepted_at = datetime.fromtimestamp(wall, UTC).isoformat()
         for message in messages:
             provider_id = f"fake-{uuid.uuid4().hex}"
             results.append(SendResult(message.message_id, True, provider_message_id=provider_id))
@@ -186,14 +188,14 @@ class FakeProvider:
                 }
             final_delay = first_delay + self.random.uniform(*self.delay)
             entries.append(
-                json.dumps(
+                _dumps(
                     {
                         "provider_message_id": provider_id,
                         "to": message.to,
                         "body": message.body,
                         "idempotency_key": message.idempotency_key,
                         "message_id": message.message_id,
-                        "accepted_at": datetime.fromtimestamp(wall, UTC).isoformat(),
+                        "accepted_at": accepted_at,
                         "planned": {
                             "status": final["status"],
                             "error_code": final.get("error_code"),
@@ -204,15 +206,16 @@ class FakeProvider:
                     }
                 )
             )
-            url = message.status_callback_url
-            callbacks.append((now + first_delay, url, {"message_id": provider_id, "status": MessageStatus.SENT}))
-            callbacks.append((now + final_delay, url, final))
+            if self.post_callbacks:
+                url = message.status_callback_url
+                callbacks.append((now + first_delay, url, {"message_id": provider_id, "status": MessageStatus.SENT}))
+                callbacks.append((now + final_delay, url, final))
         with self._ledger_lock:
             self.ledger_path.parent.mkdir(parents=True, exist_ok=True)
             with self.ledger_path.open("a", encoding="utf-8") as fh:
                 fh.write("".join(entry + "\n" for entry in entries))
         # Scheduled once the ledger has the sends: a callback never comes for a send not recorded.
-        for due, url, payload in callbacks if self.post_callbacks else ():
+        for due, url, payload in callbacks:
             self.dispatcher.schedule(due, url, payload)
         return results
 

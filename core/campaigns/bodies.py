@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -22,7 +22,7 @@ from core.campaigns.definition import get_campaign, variants_of
 from core.campaigns.rendering import TrackedLink, render_tracked
 from core.campaigns.templates import BodyTemplateError, compile_body
 from core.db import session_scope
-from core.delivery.prepared import execute_many
+from core.delivery.prepared import execute_many, update_rows
 from core.hooks.registry import PluginRegistry
 from core.models import Contact, Link, Message, ShortCode, utcnow
 from core.statuses import MessageStatus
@@ -190,8 +190,15 @@ class Renderer:
                 }
             )
             out[row.id] = Rendered(body)
-        execute_many(session, "bodies:set_body", lambda: _SET_BODY, bodies)
-        execute_many(session, "bodies:set_failed", lambda: _SET_FAILED, failures)
+        unrendered = lambda: [_MESSAGE.c.body == ""]  # noqa: E731 - a row rendered meanwhile stays as it is
+        body_columns = {name: name for name in ("body", "characters", "encoding", "segments")}
+        update_rows(session, "bodies:set_body", _MESSAGE, bodies, columns=body_columns, where=unrendered)
+        failed = {"body": " ", "status": MessageStatus.FAILED}
+        failed_columns = {"error_code": "error_code", "error_text": "error_text", "failed_at": "failed_at"}
+        failed_columns["status_changed_at"] = "failed_at"
+        update_rows(
+            session, "bodies:set_failed", _MESSAGE, failures, columns=failed_columns, constants=failed, where=unrendered
+        )
         execute_many(
             session, "bodies:short_codes", lambda: insert(_SHORT_CODE).values(**_SHORT_CODE_VALUES), short_codes
         )
@@ -200,32 +207,8 @@ class Renderer:
 
 _MESSAGE = Message.__table__  # type: ignore[attr-defined]  # set by SQLModel, not in its stubs
 _SHORT_CODE = ShortCode.__table__  # type: ignore[attr-defined]
-_UNRENDERED = and_(_MESSAGE.c.id == bindparam("mid"), _MESSAGE.c.body == "")
-_SET_BODY = (
-    update(_MESSAGE)
-    .where(_UNRENDERED)
-    .values(
-        body=bindparam("body"),
-        characters=bindparam("characters"),
-        encoding=bindparam("encoding"),
-        segments=bindparam("segments"),
-    )
-)
-_SHORT_CODE_VALUES: dict[str, Any] = {
-    name: bindparam(name) for name in ("code", "message_id", "link_id", "destination")
-}
-_SET_FAILED = (
-    update(_MESSAGE)
-    .where(_UNRENDERED)
-    .values(
-        body=" ",
-        status=MessageStatus.FAILED,
-        error_code=bindparam("error_code"),
-        error_text=bindparam("error_text"),
-        failed_at=bindparam("failed_at"),
-        status_changed_at=bindparam("failed_at"),
-    )
-)
+_SHORT_CODE_COLUMNS = ("code", "message_id", "link_id", "destination")
+_SHORT_CODE_VALUES: dict[str, Any] = {name: bindparam(name) for name in _SHORT_CODE_COLUMNS}
 
 
 def _failure(message_id: int, code: str, text: str, now: datetime) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import BigInteger, bindparam, column, update, values
 from sqlalchemy.engine import Connection
 
 
@@ -64,5 +65,46 @@ def execute_many(session: Any, key: Any, build: Callable[[], Any], rows: list[di
     fed driver-ready values: on the send path SQLAlchemy's per-row parameter work cost more than
     the database's. `session`: a Session or a Connection."""
     if rows:
-        connection = session.connection() if hasattr(session, "connection") else session
+        connection = session if isinstance(session, Connection) else session.connection()
         PreparedStatement.get(key, build, connection.dialect).execute(connection, rows)
+
+
+def update_rows(
+    session: Any,
+    key: Any,
+    table: Any,
+    rows: list[dict[str, Any]],
+    *,
+    columns: dict[str, str],
+    constants: dict[str, Any] | None = None,
+    where: Callable[[], list[Any]] = list,
+) -> None:
+    """For each of `rows`, UPDATE `table` where its id is the row's `mid` and `where()` holds: set
+    `columns` (column name → key of the row) and `constants`. PostgreSQL: one UPDATE ... FROM
+    (VALUES ...) for all the rows (one statement, so one run of the statement triggers, not one
+    per row); elsewhere one executemany of a statement compiled once (`execute_many`), the
+    constants passed as values so that every call shares it."""
+    if not rows:
+        return
+    constants = constants or {}
+    connection = session if isinstance(session, Connection) else session.connection()
+    if connection.dialect.name == "postgresql":
+        keys = ["mid", *columns.values()]
+        typed = [column("mid", BigInteger), *(column(k, table.c[name].type) for name, k in columns.items())]
+        given = values(*typed, name="given").data([tuple(row[k] for k in keys) for row in rows])
+        statement = (
+            update(table)
+            .where(table.c.id == given.c.mid, *where())
+            .values(**constants, **{name: given.c[k] for name, k in columns.items()})
+        )
+        connection.execute(statement)
+        return
+
+    def build() -> Any:
+        named: dict[str, Any] = {name: bindparam(f"k_{name}") for name in constants}
+        named |= {name: bindparam(k) for name, k in columns.items()}
+        return update(table).where(table.c.id == bindparam("mid"), *where()).values(**named)
+
+    given_constants = {f"k_{name}": value for name, value in constants.items()}
+    rows = [row | given_constants for row in rows]
+    execute_many(connection, (key, tuple(constants), tuple(columns.items())), build, rows)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, String, bindparam, column, select, update, values
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -26,7 +26,7 @@ from core.campaigns.bodies import Bare, Renderer
 from core.campaigns.definition import get_campaign
 from core.db import session_scope
 from core.delivery import frequency_cap as cap_rules
-from core.delivery.prepared import execute_many
+from core.delivery.prepared import update_rows
 from core.delivery.quiet_hours import is_quiet, quiet_until
 from core.delivery.replies import opt_out_unsubscribed
 from core.delivery.status import apply_pending_events
@@ -391,29 +391,7 @@ def record_results(engine: Engine, provider_name: str, results: list[SendResult]
 def _answer(session: Session, rows: list[dict[str, Any]], constants: dict[str, Any], **columns: str) -> None:
     """Set `constants` and, per row, `columns` (column name → key of `rows`) on the rows still
     `sending` whose id is the row's `mid`."""
-    if not rows:
-        return
-    sending = _MESSAGE.c.status == MessageStatus.SENDING
-    if session.get_bind().dialect.name == "postgresql":
-        keys = ["mid", *columns.values()]
-        given = values(
-            column("mid", BigInteger), *(column(key, String) for key in columns.values()), name="answer"
-        ).data([tuple(row[key] for key in keys) for row in rows])
-        statement = (
-            update(_MESSAGE)
-            .where(_MESSAGE.c.id == given.c.mid, sending)
-            .values(**constants, **{name: given.c[key] for name, key in columns.items()})
-        )
-        session.connection().execute(statement)
-        return
+    update_rows(session, "answer", _MESSAGE, rows, columns=columns, constants=constants, where=lambda: [_STILL_SENDING])
 
-    def build() -> Any:  # every value a parameter, so one compiled statement serves every call
-        named: dict[str, Any] = {name: bindparam(f"k_{name}") for name in constants} | {
-            n: bindparam(k) for n, k in columns.items()
-        }
-        return update(_MESSAGE).where(_BY_ID, sending).values(**named)
 
-    given_constants = {f"k_{name}": value for name, value in constants.items()}
-    execute_many(
-        session, ("answer", tuple(constants), tuple(columns.items())), build, [row | given_constants for row in rows]
-    )
+_STILL_SENDING = _MESSAGE.c.status == MessageStatus.SENDING
