@@ -15,9 +15,10 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from api.dependencies import Registry
+from api.dependencies import AppSettings, Temporal
 from api.paging import page
 from api.params import Id, choice, one_of
+from api.rescore_jobs import RescoreJob, rescore_state, start_rescore
 from api.rows import click_dict
 from api.schemas.rows import ClickPage, ClickRow
 from core.campaigns.definition import get_campaign, iso, variants_of
@@ -25,7 +26,6 @@ from core.db import session_scope
 from core.models import Click, Contact, Conversion, Link, Message, Reply
 from core.stats.counting import has_retries, superseded
 from core.statuses import UNCOUNTED_PHASES
-from core.tracking.rescore import RescoreResult, rescore_campaign
 
 EXPORT_CHUNK = 1000
 CLICK_BOTS = ("include", "exclude", "only")
@@ -213,13 +213,29 @@ class ClickController(Controller):
 
             return page(session, query, col(Click.id), cursor, limit, shape)
 
-    @post("/rescore", operation_id="rescoreClicks", sync_to_thread=True, status_code=200)
-    def rescore(self, engine: Engine, registry: Registry, campaign_id: Id) -> RescoreResult:
-        """Judge every stored click of the campaign again with the bot filters configured now (each
-        click alone, then together in time order), a few thousand at a time, and write the verdicts
-        that changed; every count follows. Answers `clicks` judged, `changed`, and `bots` and
-        `humans` now. 404 for an unknown campaign."""
-        return rescore_campaign(engine, campaign_id, registry.bot_filters, registry.together_filters)
+    @post("/rescore", operation_id="rescoreClicks", status_code=202)
+    async def rescore(
+        self, engine: Engine, settings: AppSettings, temporal: Temporal, campaign_id: Id
+    ) -> Response[RescoreJob]:
+        """Start a background job (on a worker, with the worker's bot filters) that judges every
+        stored click of the campaign again, each alone then together in time order, a few
+        thousand at a time, and writes the verdicts that changed; every count follows. Answers 202
+        with the job (`status` running) and `Location` to poll: `GET` on this path. 404 for an
+        unknown campaign, 409 while a re-score of it runs, 503 when the workflow service is down.
+        `textpulse rescore --campaign ID` does the same in the foreground."""
+        job = await start_rescore(engine, settings, temporal, campaign_id)
+        location = f"/api/campaigns/{campaign_id}/rescore"
+        return Response(job, status_code=202, headers={"Location": location})
+
+    @get("/rescore", operation_id="getRescore")
+    async def rescore_job(
+        self, engine: Engine, settings: AppSettings, temporal: Temporal, campaign_id: Id
+    ) -> RescoreJob:
+        """The campaign's latest re-score job: `status` (running | completed | failed | cancelled |
+        terminated | timed_out), `progress` {clicks, changed} of the current attempt, `attempt`,
+        and once completed `result` {clicks, changed, bots, humans}; once failed, `error`. 404 for
+        an unknown campaign or when no re-score was started."""
+        return await rescore_state(engine, settings, temporal, campaign_id)
 
     @get(
         "/export.csv",

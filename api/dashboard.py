@@ -155,6 +155,7 @@ REASON_WORDS = {
     "bot_user_agent": "a crawler's or an HTTP library's user agent",
     "too_fast": "clicked too soon after delivery for a person",
     "bot_network": "from a scanner's or crawler's network",
+    "cloud_network": "from a data centre (a cloud's compute network)",
     "prefetch": "a prefetch or preview header",
     "burst": "burst: several recipients' links within a second from one network",
     "all_links": "several links of one message within seconds",

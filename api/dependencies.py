@@ -20,6 +20,9 @@ from core.settings import Settings
 # How handlers name the registry: unchecked, since an injected object needs no check and msgspec
 # cannot check a PluginRegistry (its settings hold an `IPv4Network | IPv6Network` union).
 Registry = SkipValidation[PluginRegistry]
+# Likewise the settings (their trusted proxies are such a union) and the Temporal connection.
+AppSettings = SkipValidation[Settings]
+Temporal = SkipValidation[TemporalConnection]
 
 
 def provide_engine(state: State) -> Engine:

@@ -4,8 +4,9 @@ A carrier's or a gateway's link scanner often fetches with an ordinary phone bro
 agent, so no filter that sees one click at a time can tell it from a person. What gives it away
 is how it clicks:
 - `burst`: the links of several different recipients clicked within a second from one address
-  or one network (an IPv4 /24, an IPv6 /64): a machine working through the texts it relays. A
-  person clicks their own link only.
+  or one network (an IPv4 /24, an IPv6 /64), with one user agent, each within seconds of its
+  text's delivery: a machine working through the texts it relays as they pass. A person clicks
+  their own link only.
 - `all_links`: two or more of the links of one message clicked within a few seconds from one
   network: a scanner follows every link of a text; a person reads, picks one, and has to come
   back from the page they opened before tapping another.
@@ -22,7 +23,12 @@ or in `all_links`. A scanner's own second fetch follows its first within millise
 same user agent, and is not spared.
 
 Settings, `[plugins.bot_behaviour]` in plugins.toml or `TEXTPULSE_BOT_BEHAVIOUR_<SETTING>`:
+- `enabled` (true): false turns both off.
 - `burst_recipients` (5): how many different recipients make a burst; 0 turns it off.
+- `burst_same_agent` (true): they must share one user agent (a scanner's one client; people
+  behind one carrier NAT at a blast's click rates have many). false: any agents.
+- `burst_fresh_seconds` (10): each click must come within this of its own text's delivery (else
+  send): a scanner in the texts' path fetches as they pass, people over minutes. 0: any time.
 - `burst_seconds` (1): the span they fall within.
 - `all_links_seconds` (3): the span within which two links of one message make `all_links`; 0
   turns it off.
@@ -49,6 +55,8 @@ WINDOW_SECONDS = 5.0
 # A person reads the text (or the preview) before tapping: a human-looking click sooner than
 # this after a flagged one on the same message is the same machine's second fetch.
 PERSON_SECONDS = 1.0
+# A scanner in the path of the texts fetches as they pass: before the receipt, or seconds after.
+FRESH_SECONDS = 10.0
 BEHAVIOUR_REASONS = frozenset({"burst", "all_links"})
 SCORE = 0.9  # behaviour is strong evidence, a shade less certain than a crawler's own name
 
@@ -117,31 +125,86 @@ def _verdicts(size: int, marked: set[int], order: list[int], reason: str) -> lis
     return verdicts
 
 
+def fresh(click: JudgedClick, within: timedelta) -> bool:
+    """Did the click come within `within` of its text reaching the phone (the receipt; the send
+    when no receipt came before the click)? Unknown times are not fresh."""
+    delivered = click.delivered_at
+    reached = delivered if delivered is not None and delivered <= click.clicked_at else None
+    reached = reached or click.sent_at or getattr(click.target, "sent_at", None)
+    return reached is not None and click.clicked_at - reached <= within
+
+
 class BurstFilter:
-    """Several recipients' links within `seconds` from one network."""
+    """Several recipients' links within `seconds` from one network, with one user agent
+    (`same_agent`), each click within `fresh_seconds` of its own text's delivery (else send): a
+    scanner works through the texts as they pass, with one client; people behind one carrier NAT
+    at a blast's click rates have many agents and click over minutes."""
 
     name = "burst"
     window = WINDOW_SECONDS
 
-    def __init__(self, recipients: int = 5, seconds: float = 1.0, *, skip_local: bool = True) -> None:
+    def __init__(
+        self,
+        recipients: int = 5,
+        seconds: float = 1.0,
+        *,
+        skip_local: bool = True,
+        same_agent: bool = True,
+        fresh_seconds: float = FRESH_SECONDS,
+    ) -> None:
         if recipients < 2:
             raise ValueError(f"bot_behaviour: burst_recipients must be at least 2 (or 0: off), got {recipients}")
         if not 0 < seconds <= WINDOW_SECONDS:
             raise ValueError(f"bot_behaviour: burst_seconds must be in (0, {WINDOW_SECONDS:g}], got {seconds:g}")
+        if fresh_seconds < 0:
+            raise ValueError(f"bot_behaviour: burst_fresh_seconds must be 0 (any time) or more, got {fresh_seconds:g}")
         self.recipients = recipients
         self.span = timedelta(seconds=seconds)
         self.skip_local = skip_local
+        self.same_agent = same_agent
+        self.fresh = timedelta(seconds=fresh_seconds) if fresh_seconds > 0 else None
+
+    def key(self, click: JudgedClick) -> tuple[str, str | None] | None:
+        """The group a click counts in (its network, and its agent with `same_agent`); None: none."""
+        network = network_of(click.ip, self.skip_local)
+        if network is None or (self.fresh is not None and not fresh(click, self.fresh)):
+            return None
+        return (network, click.user_agent if self.same_agent else None)
 
     def judge_together(
         self, clicks: Sequence[JudgedClick], recent: Sequence[JudgedClick]
     ) -> list[tuple[float, str | None]]:
+        """Only the groups of `clicks` can gain a burst (the window's other groups were judged when
+        their clicks were new): the rest of the window is passed over but for the clicks on the
+        same messages, which say who is a person after a preview. A round costs the batch."""
+        keys = {key for key in map(self.key, clicks) if key is not None}
+        grouped = {place for place, click in enumerate(recent) if self.key(click) in keys}
+        messages = {click.target.message_id for click in clicks} | {recent[p].target.message_id for p in grouped}
+        places = [
+            place for place, click in enumerate(recent) if click.target.message_id in messages or place in grouped
+        ]
+        found = self.judge_all([recent[place] for place in places], clicks, keys)
+        verdicts: list[tuple[float, str | None]] = [(0.0, None)] * len(recent)
+        for place, verdict in zip(places, found, strict=False):
+            verdicts[place] = verdict
+        return verdicts + found[len(places) :]
+
+    def judge_all(
+        self,
+        recent: Sequence[JudgedClick],
+        clicks: Sequence[JudgedClick],
+        keys: set[tuple[str, str | None]] | None = None,
+    ) -> list[tuple[float, str | None]]:
+        """The verdicts of `[*recent, *clicks]`, every click looked at (in the groups of `keys` only,
+        when given)."""
         ordered, order = _in_order(clicks, recent)
         spared = people_after_previews(ordered)
-        groups: dict[str, list[int]] = defaultdict(list)
+        groups: dict[tuple[str, str | None], list[int]] = defaultdict(list)
         for place, click in enumerate(ordered):
-            network = network_of(click.ip, self.skip_local)
-            if network is not None and place not in spared:
-                groups[network].append(place)
+            key = self.key(click)
+            if key is None or place in spared or (keys is not None and key not in keys):
+                continue
+            groups[key].append(place)
         marked: set[int] = set()
         for places in groups.values():
             if len(places) < self.recipients:
@@ -180,6 +243,19 @@ class AllLinksFilter:
     def judge_together(
         self, clicks: Sequence[JudgedClick], recent: Sequence[JudgedClick]
     ) -> list[tuple[float, str | None]]:
+        """Only the messages of `clicks` can gain a verdict (two clicks of the window alone were
+        judged when the later of them was new), and every rule here is per message: the window's
+        other clicks are passed over, so a round costs the batch, not the window."""
+        messages = {click.target.message_id for click in clicks}
+        places = [place for place, click in enumerate(recent) if click.target.message_id in messages]
+        found = self.judge_all([recent[place] for place in places], clicks)
+        verdicts: list[tuple[float, str | None]] = [(0.0, None)] * len(recent)
+        for place, verdict in zip(places, found, strict=False):
+            verdicts[place] = verdict
+        return verdicts + found[len(places) :]
+
+    def judge_all(self, recent: Sequence[JudgedClick], clicks: Sequence[JudgedClick]) -> list[tuple[float, str | None]]:
+        """The verdicts of `[*recent, *clicks]`, every click of them looked at."""
         ordered, order = _in_order(clicks, recent)
         spared = people_after_previews(ordered)
         groups: dict[tuple[int, str | None], list[int]] = defaultdict(list)
@@ -226,14 +302,23 @@ def _as_bool(value: Any) -> bool:
 @hookimpl
 def register_bot_filters(register: Callable[[Any], None], config: PluginContext) -> None:
     settings = config.plugin_settings("bot_behaviour")
-    # Off unless asked for: at a blast's click rates many people share a carrier's NAT /24, and
-    # the writer's re-judging grows with the click rate (docs/bots.md, "Behaviour and re-scoring").
-    if not _as_bool(settings.get("enabled", False)):
+    # On by default: no person opens two links of a text within seconds, and a burst asks for one
+    # agent and fresh clicks, which people behind one carrier NAT at a blast's rates do not make
+    # (docs/bots.md, "Behaviour and re-scoring", measures both).
+    if not _as_bool(settings.get("enabled", True)):
         return
     skip_local = _as_bool(settings.get("skip_local", True))
     recipients = int(_number(settings, "burst_recipients", 5))
     if recipients > 0:
-        register(BurstFilter(recipients, _number(settings, "burst_seconds", 1.0), skip_local=skip_local))
+        register(
+            BurstFilter(
+                recipients,
+                _number(settings, "burst_seconds", 1.0),
+                skip_local=skip_local,
+                same_agent=_as_bool(settings.get("burst_same_agent", True)),
+                fresh_seconds=_number(settings, "burst_fresh_seconds", FRESH_SECONDS),
+            )
+        )
     all_links = _number(settings, "all_links_seconds", 3.0)
     if all_links > 0:
         register(AllLinksFilter(all_links, skip_local=skip_local))

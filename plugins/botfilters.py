@@ -13,14 +13,21 @@ Settings, `[plugins.botfilters]` in plugins.toml or `TEXTPULSE_BOTFILTERS_<SETTI
   0 turns the filter off.
 - `user_agents` (true): no user agent (`no_user_agent`); one of the link previewers and scanners
   of plugins/data/preview_agents.toml (`bot_user_agent:<name>`, e.g. `bot_user_agent:whatsapp`);
-  or one the maintained crawler list of `crawlerdetect` names, that says bot, crawler, spider, or
-  that is no browser's at all (not "Mozilla/…", as every browser's is: `bot_user_agent`).
+  or one the maintained crawler list of `crawlerdetect` names, that says bot, crawler, spider,
+  that signs itself as machines do (a contact URL or e-mail address, "(compatible; Name/1.0)"),
+  or that is no browser's at all (not "Mozilla/…", as every browser's is: `bot_user_agent`).
+- `agents_file` (plugins/data/preview_agents.toml): the named previewers and scanners; a path to
+  use your own copy.
 - `extra_user_agents` (none): more patterns (regular expressions, case-insensitive) to flag
   (`bot_user_agent`).
 - `networks_file` (plugins/data/bot_networks.txt): CIDRs, one a line, whose clicks are machines'
   (`bot_network`): crawlers' and security vendors' published ranges. A path to use your own
   (a copy kept up to date); empty for none.
 - `networks` (none): more CIDRs, on top of the file's.
+- `cloud_networks_file` (plugins/data/cloud_networks.txt): the compute ranges of AWS, Google
+  Cloud, Azure, DigitalOcean and Oracle Cloud (`cloud_network`, score 0.8): scanners, sandboxes
+  and headless browsers run there, people reading a text do not. `python -m plugins.cloud_networks`
+  writes a fresh copy from the providers' files; empty for none.
 - `prefetch` (true): a request that says it is a prefetch or a preview (`Purpose: prefetch`,
   `Sec-Purpose: prefetch`, `X-Moz: prefetch`, `X-Purpose: preview`): `prefetch`.
 
@@ -32,11 +39,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import tomllib
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -48,7 +56,10 @@ from textpulse import BotFilter, ClickToJudge, PluginContext, hookimpl
 DATA_DIR = Path(__file__).resolve().parent / "data"
 PREVIEW_AGENTS_FILE = DATA_DIR / "preview_agents.toml"
 NETWORKS_FILE = DATA_DIR / "bot_networks.txt"
+CLOUD_NETWORKS_FILE = DATA_DIR / "cloud_networks.txt"
 AGENT_KINDS = ("preview", "scanner", "crawler", "library")
+# A click from a data centre is a machine's but for the odd person on a VPN hosted there.
+CLOUD_SCORE = 0.8
 
 # What crawlerdetect may not know yet: an agent that calls itself a bot, crawler or spider.
 # Every browser's user agent, in-app ones too, starts "Mozilla/5.0" (old Opera and Opera Mini:
@@ -59,6 +70,14 @@ BROWSER_PREFIX = re.compile(r"\s*(?:Mozilla/|Opera/|UCWEB)", re.IGNORECASE)
 FEATURE_PHONE = re.compile(r"\bProfile/MIDP-|\bConfiguration/CLDC-", re.IGNORECASE)
 # A lone "bot" word only (not the phone model "CUBOT X30").
 GENERIC_AGENTS = r"(?:^|[^a-z])bot\b|bot/\d|crawler|spider|scanner|link.?check|preview|fetcher"
+# How machines sign their requests, and browsers never do: a contact address in the agent (the
+# crawler convention "+http://…/bot.html", a bare URL, "www.…", "mailto:" or an e-mail address),
+# "(compatible; Name/1.0 …)" that is not old Internet Explorer's or Konqueror's, or a bare
+# "Mozilla/5.0" with no platform at all.
+SIGNED_AGENTS = (
+    r"\+?https?://|\bwww\.[a-z0-9-]+\.[a-z]{2,}|mailto:|[\w.+-]+@[\w-]+\.[a-z]{2,}"
+    r"|\(compatible; (?!MSIE |Konqueror/|U;)|^\s*Mozilla/\d+\.\d+\s*$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +86,7 @@ class KnownAgent:
     kind: str
     pattern: re.Pattern[str]
     source: str
+    checked: date | None = None  # when the entry was last compared with its source
 
 
 def load_agents(path: Path = PREVIEW_AGENTS_FILE) -> tuple[KnownAgent, ...]:
@@ -86,8 +106,21 @@ def load_agents(path: Path = PREVIEW_AGENTS_FILE) -> tuple[KnownAgent, ...]:
             pattern = re.compile(entry["pattern"], re.IGNORECASE)
         except re.error as exc:
             raise ValueError(f"botfilters: {path} entry {entry['name']!r} has a bad pattern: {exc}") from exc
-        agents.append(KnownAgent(entry["name"], entry["kind"], pattern, entry["source"]))
+        agents.append(KnownAgent(entry["name"], entry["kind"], pattern, entry["source"], _checked(path, entry)))
     return tuple(agents)
+
+
+def _checked(path: Path, entry: dict[str, Any]) -> date | None:
+    """An entry's `checked` date (TOML date or "YYYY-MM-DD"); None when it has none."""
+    value = entry.get("checked")
+    if value is None or isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(
+            f"botfilters: {path} entry {entry['name']!r}: checked must be a date YYYY-MM-DD, got {value!r}"
+        ) from None
 
 
 class UserAgentFilter:
@@ -102,7 +135,8 @@ class UserAgentFilter:
         # One search finds whether any named entry matches; only a hit walks the list for its name.
         self.named = re.compile("|".join(f"(?:{a.pattern.pattern})" for a in self.agents) or r"(?!)", re.IGNORECASE)
         try:
-            self.generic = re.compile("|".join(f"(?:{p})" for p in (GENERIC_AGENTS, *extra)), re.IGNORECASE)
+            patterns = (GENERIC_AGENTS, SIGNED_AGENTS, *extra)
+            self.generic = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
         except re.error as exc:
             raise ValueError(f"botfilters: extra_user_agents has a bad pattern: {exc}") from exc
         self.crawlers = crawlerdetect.get_compiled_crawler_regex()
@@ -144,42 +178,71 @@ class TimingFilter:
         return 1.0, "too_fast"
 
 
-def read_networks(path: Path) -> list[str]:
+def read_networks(path: Path, setting: str = "networks_file") -> list[str]:
     """The CIDRs of a networks file: one a line, `#` starts a comment."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ValueError(f"botfilters: networks_file: cannot read {path}: {exc}") from exc
+        raise ValueError(f"botfilters: {setting}: cannot read {path}: {exc}") from exc
     return [cidr for line in lines if (cidr := line.split("#", 1)[0].strip())]
+
+
+def _span(text: str) -> tuple[int, int, int]:
+    """A CIDR as (IP version, first address, last address), host bits ignored. socket's parsers,
+    not ipaddress objects: the data-centre file has 13,000 blocks, read at every start."""
+    address, slash, prefix = text.partition("/")
+    version, family, bits = (6, socket.AF_INET6, 128) if ":" in address else (4, socket.AF_INET, 32)
+    try:
+        value = int.from_bytes(socket.inet_pton(family, address), "big")
+        length = int(prefix) if slash else bits
+    except (OSError, ValueError):
+        raise ValueError(f"{text!r} does not appear to be an IPv4 or IPv6 network") from None
+    if not 0 <= length <= bits:
+        raise ValueError(f"{text!r}: the prefix length must be 0 to {bits}")
+    host = (1 << (bits - length)) - 1
+    return version, value & ~host, (value & ~host) | host
+
+
+@lru_cache(maxsize=8)
+def merged_ranges(networks: tuple[str, ...]) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """The networks as merged ranges per IP version: (starts, ends), sorted. Cached: every
+    registry of a process (tests make many) shares one copy per list."""
+    ranges: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+    for text in networks:
+        version, start, end = _span(text)
+        ranges[version].append((start, end))
+    starts: dict[int, list[int]] = {}
+    ends: dict[int, list[int]] = {}
+    for version, spans in ranges.items():
+        merged: list[list[int]] = []
+        for start, end in sorted(spans):
+            if merged and start <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        starts[version] = [start for start, _ in merged]
+        ends[version] = [end for _, end in merged]
+    return starts, ends
 
 
 class NetworkFilter:
     """Is the click's address in one of the networks? Merged ranges per IP version, looked up by
-    bisection: a few microseconds whatever the length of the list, and cached by address."""
+    bisection: a few microseconds whatever the length of the list, and cached by address. The
+    reason (and the filter's name) says which list: `bot_network` (crawlers' and security
+    vendors'), `cloud_network` (data centres' compute ranges)."""
 
     name = "ip_range"
 
-    def __init__(self, networks: Iterable[str]) -> None:
-        ranges: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
-        for text in networks:
-            if not text.strip():
-                continue
-            try:
-                network = ipaddress.ip_network(text.strip(), strict=False)
-            except ValueError as exc:
-                raise ValueError(f"botfilters: networks: {exc}") from exc
-            ranges[network.version].append((int(network.network_address), int(network.broadcast_address)))
-        self.starts: dict[int, list[int]] = {}
-        self.ends: dict[int, list[int]] = {}
-        for version, spans in ranges.items():
-            merged: list[list[int]] = []
-            for start, end in sorted(spans):
-                if merged and start <= merged[-1][1] + 1:
-                    merged[-1][1] = max(merged[-1][1], end)
-                else:
-                    merged.append([start, end])
-            self.starts[version] = [start for start, _ in merged]
-            self.ends[version] = [end for _, end in merged]
+    def __init__(
+        self, networks: Iterable[str], *, reason: str = "bot_network", name: str = "ip_range", score: float = 1.0
+    ) -> None:
+        self.name = name
+        self.reason = reason
+        self.score = score
+        try:
+            self.starts, self.ends = merged_ranges(tuple(text.strip() for text in networks if text.strip()))
+        except ValueError as exc:
+            raise ValueError(f"botfilters: {self.reason} networks: {exc}") from exc
         self.size = sum(len(starts) for starts in self.starts.values())
         self._judge = lru_cache(maxsize=16384)(self._judge_ip)
 
@@ -193,7 +256,7 @@ class NetworkFilter:
         value = int(address)
         index = bisect_right(self.starts[address.version], value) - 1
         if index >= 0 and value <= self.ends[address.version][index]:
-            return 1.0, "bot_network"
+            return self.score, self.reason
         return 0.0, None
 
     def judge(self, click: ClickToJudge) -> tuple[float, str | None]:
@@ -234,7 +297,8 @@ def _as_bool(value: Any) -> bool:
 def register_bot_filters(register: Callable[[BotFilter], None], config: PluginContext) -> None:
     settings = config.plugin_settings("botfilters")
     if _as_bool(settings.get("user_agents", True)):
-        register(UserAgentFilter(_as_list(settings.get("extra_user_agents"))))
+        agents_file = settings.get("agents_file") or PREVIEW_AGENTS_FILE
+        register(UserAgentFilter(_as_list(settings.get("extra_user_agents")), load_agents(Path(agents_file))))
     try:
         min_seconds = float(settings.get("min_seconds", 2))
     except (TypeError, ValueError) as exc:
@@ -246,5 +310,9 @@ def register_bot_filters(register: Callable[[BotFilter], None], config: PluginCo
     networks += _as_list(settings.get("networks"))
     if networks:
         register(NetworkFilter(networks))
+    cloud_file = settings.get("cloud_networks_file", CLOUD_NETWORKS_FILE)
+    if cloud_file not in (None, ""):
+        cloud = read_networks(Path(cloud_file), "cloud_networks_file")
+        register(NetworkFilter(cloud, reason="cloud_network", name="cloud_network", score=CLOUD_SCORE))
     if _as_bool(settings.get("prefetch", True)):
         register(PrefetchFilter())

@@ -1,12 +1,18 @@
 """The honest measure of the per-click bot filters (docs/bots.md): the combined verdict of the
 built-in filters, as loaded, over a labelled corpus (tests/data/bots/: user agent, address, times,
-headers, each entry with its source). `train.jsonl` is what the defaults were tuned on;
-`holdout.jsonl` was written first, from other browser versions, previewers and scanners, and not
-looked at while tuning. The aim (issue 14) is precision >= 0.98 and recall >= 0.95 on traffic the
-corpus has not seen; the holdout measures 0.9796 and 0.96 (one person flagged among 49 flagged
-clicks: at this size one click moves precision by two points, so 0.98 is not yet shown). The test
-fails if either falls below what is measured now (precision 0.97, recall 0.95): a regression
-guard, not the target; both parts' figures are printed (`pytest tests/test_bot_corpus.py -s`)."""
+headers, each entry with its source).
+
+- `train.jsonl`: what the first defaults were tuned on;
+- `holdout.jsonl`: written first, from other sources; one rule was changed after its first run;
+- `holdout2.jsonl`: written by an engineer who had not read the filters; its misses suggested the
+  rule families added since (data-centre networks, signed user agents), so it is no longer unseen;
+- `holdout3.jsonl`: real-world user agents from two maintained lists (tests/data/bots/
+  make_holdout3.py), generated before those rule changes and measured once after them, with no
+  change since: the unseen part.
+
+The aim (issue 14) is precision >= 0.98 and recall >= 0.95 on traffic the filters have not seen;
+every part is held to it, and the test fails if any falls below. `pytest tests/test_bot_corpus.py
+-s -p no:xdist` prints each part's figures, misses and wrongly flagged people."""
 
 from __future__ import annotations
 
@@ -29,8 +35,8 @@ from core.tracking.codes import CodeTarget
 CORPUS = Path(__file__).resolve().parent / "data" / "bots"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TARGET = CodeTarget("Abcdefgh", "https://shop.example/", 1, 1, 1, 1)
-MIN_PRECISION, MIN_RECALL = 0.98, 0.95  # the train part, and the aim
-HOLDOUT_PRECISION, HOLDOUT_RECALL = 0.97, 0.95  # the holdout as measured: no regression below it
+MIN_PRECISION, MIN_RECALL = 0.98, 0.95  # the aim, for every part
+PARTS = ("train", "holdout", "holdout2", "holdout3")
 
 
 def load(part: str) -> list[dict[str, Any]]:
@@ -125,7 +131,8 @@ def measure(part: str, filters: list[Plain], tmp_path: Path) -> Measure:
 
 
 def test_every_entry_is_labelled_and_sourced() -> None:
-    for part in ("train", "holdout"):
+    seen: dict[tuple[str, str], str] = {}
+    for part in PARTS:
         entries = load(part)
         assert len(entries) >= 50, part
         for entry in entries:
@@ -133,28 +140,25 @@ def test_every_entry_is_labelled_and_sourced() -> None:
             assert entry["source"].strip(), entry
             assert entry["method"] in ("GET", "HEAD"), entry
         assert {e["label"] for e in entries} == {"human", "bot"}
-    train = {(e["user_agent"], e["ip"]) for e in load("train")}
-    assert not train & {(e["user_agent"], e["ip"]) for e in load("holdout")}, "the holdout repeats train entries"
+        for entry in entries:
+            key = (entry["user_agent"], entry["ip"])
+            assert seen.setdefault(key, part) == part, f"{part} repeats an entry of {seen[key]}: {key}"
 
 
-def test_train_part(filters: list[Plain], tmp_path: Path) -> None:
-    result = measure("train", filters, tmp_path)
+@pytest.mark.parametrize("part", PARTS)
+def test_the_filters_meet_the_aim_on_each_part(part: str, filters: list[Plain], tmp_path: Path) -> None:
+    result = measure(part, filters, tmp_path)
     print("\n" + result.report())
-    assert result.precision >= MIN_PRECISION and result.recall >= MIN_RECALL, result.report()
+    assert result.precision >= MIN_PRECISION, result.report()
+    assert result.recall >= MIN_RECALL, result.report()
 
 
-def test_holdout_part(filters: list[Plain], tmp_path: Path) -> None:
-    result = measure("holdout", filters, tmp_path)
-    print("\n" + result.report())
-    assert result.precision >= HOLDOUT_PRECISION, result.report()
-    assert result.recall >= HOLDOUT_RECALL, result.report()
-
-
-def test_fresh_holdout_part(filters: list[Plain], tmp_path: Path) -> None:
-    """holdout2.jsonl was written by an engineer who had not read the filters, their lists or the
-    other parts, and measured once (docs/bots.md, "A second, fresh holdout"): 0.980 precision,
-    0.893 recall. Guarded at that first measurement; the 0.95 recall aim is not met on it yet."""
-    result = measure("holdout2", filters, tmp_path)
-    print("\n" + result.report())
-    assert result.precision >= 0.97, result.report()
-    assert result.recall >= 0.88, result.report()
+def test_the_held_out_parts_together(filters: list[Plain], tmp_path: Path) -> None:
+    """All three held-out parts as one sample (816 clicks): the figure docs/bots.md leads with."""
+    parts = [measure(part, filters, tmp_path) for part in PARTS[1:]]
+    true_positives = sum(p.true_positives for p in parts)
+    flagged = true_positives + sum(p.false_positives for p in parts)
+    bots = sum(p.bots for p in parts)
+    print(f"\nheld out: {sum(p.size for p in parts)} clicks, precision {true_positives / flagged:.4f}, "
+          f"recall {true_positives / bots:.4f}")  # fmt: skip
+    assert true_positives / flagged >= MIN_PRECISION and true_positives / bots >= MIN_RECALL

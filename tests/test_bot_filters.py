@@ -199,7 +199,7 @@ def test_verdicts_reach_the_click_rows_and_the_human_counts(database_url: str, t
     settings = Settings.from_env({"TEXTPULSE_DATABASE_URL": database_url, "TEXTPULSE_DATA_DIR": str(tmp_path)})
     config = {"plugins": {"botfilters": {"min_seconds": 30, "extra_user_agents": ["acme-scan"]}}}
     registry = load_plugins(settings, config=config)
-    assert [f.name for f in registry.bot_filters] == ["user_agent", "timing", "ip_range", "prefetch"]
+    assert [f.name for f in registry.bot_filters] == ["user_agent", "timing", "ip_range", "cloud_network", "prefetch"]
     with TestClient(app=create_app(settings, registry=registry)) as client:
         for code, agent in ((fresh, IPHONE), (old, IPHONE), (by_curl, "curl/8.5.0"), (scanned, "ACME-Scan/1.0")):
             assert client.get(f"/r/{code}", headers={"user-agent": agent}, follow_redirects=False).status_code == 302

@@ -217,7 +217,13 @@ def test_bot_filters_say_whether_they_need_message_times(tmp_path: Path) -> None
     registry = load_plugins(_settings(tmp_path), config={})
     try:
         wanting = {f.name: abilities.needs_message_times(f) for f in registry.bot_filters}
-        assert wanting == {"user_agent": False, "timing": True, "ip_range": False, "prefetch": False}
+        assert wanting == {
+            "user_agent": False,
+            "timing": True,
+            "ip_range": False,
+            "cloud_network": False,
+            "prefetch": False,
+        }
         assert all(isinstance(f, textpulse.BotFilter) for f in registry.bot_filters)
     finally:
         registry.close()

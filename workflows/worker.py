@@ -17,6 +17,8 @@ from core.log import log_context
 from workflows.activities import CampaignActivities
 from workflows.automation_activities import AutomationActivities
 from workflows.campaign import CampaignWorkflow
+from workflows.rescore import RescoreWorkflow
+from workflows.rescore_activities import RescoreActivities
 
 
 class ActivityLogContext(Interceptor):
@@ -63,12 +65,13 @@ def build_worker(
     """A worker plus the thread pool its synchronous activities run in (shut it down after)."""
     activities = CampaignActivities(engine, registry)
     automation_activities = AutomationActivities(engine, registry)
+    rescore_activities = RescoreActivities(engine, registry)
     executor = ThreadPoolExecutor(max_workers=max_concurrent_activities, thread_name_prefix="activity")
     worker = Worker(
         client,
         task_queue=task_queue,
-        workflows=[CampaignWorkflow, *registry.workflows()],
-        activities=[*activities.all(), *automation_activities.all(), *registry.activities()],
+        workflows=[CampaignWorkflow, RescoreWorkflow, *registry.workflows()],
+        activities=[*activities.all(), *automation_activities.all(), *rescore_activities.all(), *registry.activities()],
         activity_executor=executor,
         max_concurrent_activities=max_concurrent_activities,
         interceptors=[ActivityLogContext()],

@@ -1,7 +1,8 @@
 """Re-scoring: every stored click of a campaign judged again with the current bot filters.
 
 After a filter changed (a network added, a threshold moved, a plugin enabled), `textpulse rescore
---campaign ID` and `POST /api/campaigns/{id}/rescore` judge the campaign's clicks as the click
+--campaign ID` (in the foreground) and `POST /api/campaigns/{id}/rescore` (a background job on a
+worker, workflows/rescore.py) judge the campaign's clicks as the click
 writer would now: each alone (the per-click filters), then together, in `clicked_at` order, with
 the clicks of the together-filters' window before them. The clicks are read `chunk` at a time
 (keyset by time and id, never all at once) and only the verdicts that changed are written, one
@@ -15,7 +16,7 @@ verdict) and, when the click table has no `purpose` column, a prefetch header's 
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -100,9 +101,11 @@ def rescore_campaign(
     together: Sequence[JudgesTogether] = (),
     *,
     chunk: int = CHUNK,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RescoreResult:
     """Judge every click of the campaign again and write the verdicts that changed; CampaignNotFound
-    for an unknown campaign."""
+    for an unknown campaign. `progress(clicks, changed)` is called after each chunk is written
+    (the background job heartbeats with it: workflows/rescore.py)."""
     with session_scope(engine, read_only=True) as session:
         get_campaign(session, campaign_id)
         destinations = {
@@ -154,6 +157,8 @@ def rescore_campaign(
             window.extend(stored)  # counted once no later chunk can change them
         else:
             changed += sum(s.written != s.original for s in stored)
+        if progress is not None:
+            progress(total, changed + sum(s.written != s.original for s in window))
         if len(rows) < chunk:
             break
     changed += sum(s.written != s.original for s in window)
