@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
+from sqlmodel import Session
 
 from core.campaigns.audience import plan, snapshot, split_by_weight
 from core.campaigns.definition import apply_move, create_campaign
@@ -20,6 +21,7 @@ from core.hooks.contracts import OutgoingMessage
 from core.hooks.registry import load_plugins
 from core.models import Message, ShortCode
 from core.settings import Settings
+from core.stats.summary import summary
 
 
 @pytest.fixture
@@ -222,3 +224,26 @@ def test_a_batch_starts_its_provider_calls_at_the_size_the_last_batch_reached(wo
     sizes.clear()
     assert send_batch(engine, registry, cid, *second).sent == 150
     assert sizes[0] == min(ramp[-2] * 2, 100) and len(sizes) < len(ramp)  # on from where it got to
+
+
+def test_a_text_that_no_longer_renders_fails_at_send_time_and_the_rest_of_its_batch_goes(world) -> None:
+    engine, registry = world
+    upsert_contacts(engine, [{"phone": f"+1202555{2000 + i}", "attributes": {"city": "Leeds"}} for i in range(10)])
+    cid = _campaign(engine, "{{ attributes.city }} sale, contact {{ contact.id }}: https://shop.example/a")
+    # A contact without the city, made after the campaign's templates were checked.
+    upsert_contacts(engine, [{"phone": "+12025559999", "name": "Late"}])
+    assert apply_move(engine, cid, Move.LAUNCH)
+    snap = snapshot(engine, registry, cid, batch_size=100)
+    outcome = send_batch(engine, registry, cid, *snap.batches[0])
+    assert (outcome.sent, outcome.failed) == (10, 1)
+    with session_scope(engine) as session:
+        rows = session.execute(select(Message.contact_id, Message.status, Message.error_code, Message.body)).all()
+        codes = session.scalars(select(ShortCode.message_id)).all()
+    failed = [row for row in rows if row.status == "failed"]
+    assert len(failed) == 1 and failed[0].error_code == "template_error"
+    for row in rows:
+        if row.status == "sent":  # `contact.id` is the contact's, as the preview shows it
+            assert row.body.startswith(f"Leeds sale, contact {row.contact_id}: ")
+    assert len(codes) == 10  # a code for each text sent, none for the one that failed
+    stats = summary(Session(engine), cid)
+    assert (stats["sent"], stats["failed"]) == (10, 1)

@@ -1,8 +1,10 @@
 """Message bodies: queued rows rendered once, with their tracked links stored beside them.
 
 A row is created without a body (snapshot, retry, a remainder waiting for its winner) and
-rendered here when its variant is known. Each tracked link is a ShortCode row (code → message,
-link) pointing at the Link row of its (variant, position). Codes are drawn at random, so a code
+rendered here when its batch is sent (core/delivery/sending.py: in the transaction that reads the
+batch, so the text sent is the text stored), or before by `render_pending` (an automation's text).
+Each tracked link is a ShortCode row (code → message, link) pointing at the Link row of its
+(variant, position). Codes are drawn at random, so a code
 already stored is astronomically rare; it is looked for and redrawn all the same.
 """
 
@@ -25,6 +27,7 @@ from core.db import session_scope
 from core.delivery.prepared import execute_many, update_rows
 from core.hooks.registry import PluginRegistry
 from core.models import Contact, Link, Message, ShortCode, utcnow
+from core.stats.tallies import lock_tallies
 from core.statuses import MessageStatus
 from core.tracking.segments import SegmentInfo
 
@@ -101,16 +104,17 @@ class LinkStore:
 
 @dataclass(slots=True)
 class Bare:
-    """A queued row to render: the message and the contact fields a body may use (templates.py
-    `contact_context`): a plain row, never an ORM object (rendering is on the send path)."""
+    """A queued row to render: its message and variant, and its contact's fields a body may use
+    (templates.py `contact_context`, which reads `id` as the contact's): a plain row, never an ORM
+    object (rendering is on the send path)."""
 
-    id: int
+    message_id: int
     variant_id: int
+    id: int | None  # the contact's
     phone: str
     name: str | None
     timezone: str | None
     attributes: dict[str, Any]
-    contact_id: int | None = None
 
 
 @dataclass(slots=True)
@@ -134,9 +138,11 @@ class Renderer:
         }
 
     def render(self, session: Session, rows: Sequence[Bare]) -> dict[int, Rendered]:
-        """Render `rows` and store it all in `session`'s transaction: the body and its segments on
-        each row still without one, the short codes, a row that cannot be rendered failed. Returns
-        what each row now is. Core statements (one executemany each), no ORM objects per row."""
+        """Render `rows` and store it all in `session`'s transaction: the body and its segments,
+        the short codes, a row that cannot be rendered failed. Returns what each row now is. Core
+        statements (one executemany each), no ORM objects per row. The caller holds the rows
+        (`bare_rows`, send_batch's locked read) and the campaign's tally row, taken before them
+        (a failed render moves the counts), so no other renderer stores codes for them."""
         codes = ShortCodes(session, self.shortener)
         store = LinkStore(session, self.campaign_id)
         bodies: list[dict[str, Any]] = []
@@ -157,12 +163,12 @@ class Renderer:
                     new_code=codes.draw,
                 )
             except BodyTemplateError as exc:  # the contact changed since creation: this one fails
-                failures.append(_failure(row.id, TEMPLATE_ERROR, str(exc), now))
-                out[row.id] = Rendered(" ", TEMPLATE_ERROR)
+                failures.append(_failure(row.message_id, TEMPLATE_ERROR, str(exc), now))
+                out[row.message_id] = Rendered(" ", TEMPLATE_ERROR)
                 continue
             if not tracked.body.strip():
-                failures.append(_failure(row.id, EMPTY_BODY, f"variant {name!r} renders to an empty text", now))
-                out[row.id] = Rendered(" ", EMPTY_BODY)
+                failures.append(_failure(row.message_id, EMPTY_BODY, f"variant {name!r} renders to an empty text", now))
+                out[row.message_id] = Rendered(" ", EMPTY_BODY)
                 continue
             pending.append((row, tracked.body, tracked.links, tracked.segments))
         clashes = codes.taken([link.code for _, _, links, _ in pending for link in links])
@@ -178,18 +184,23 @@ class Renderer:
                     link = dataclasses.replace(link, code=fresh)
                 link_id = store.link_id(row.variant_id, link.position, link.destination)
                 short_codes.append(
-                    {"code": link.code, "message_id": row.id, "link_id": link_id, "destination": link.destination}
+                    {
+                        "code": link.code,
+                        "message_id": row.message_id,
+                        "link_id": link_id,
+                        "destination": link.destination,
+                    }
                 )
             bodies.append(
                 {
-                    "mid": row.id,
+                    "mid": row.message_id,
                     "body": body,
                     "characters": segments.characters,
                     "encoding": segments.encoding,
                     "segments": segments.segments,
                 }
             )
-            out[row.id] = Rendered(body)
+            out[row.message_id] = Rendered(body)
         unrendered = lambda: [_MESSAGE.c.body == ""]  # noqa: E731 - a row rendered meanwhile stays as it is
         body_columns = {name: name for name in ("body", "characters", "encoding", "segments")}
         update_rows(session, "bodies:set_body", _MESSAGE, bodies, columns=body_columns, where=unrendered)
@@ -216,7 +227,9 @@ def _failure(message_id: int, code: str, text: str, now: datetime) -> dict[str, 
 
 
 def bare_rows(session: Session, where: Sequence[Any], *, limit: int | None = None) -> list[Bare]:
-    """Queued rows with a variant and no body yet, under `where`, in id order, with their contacts."""
+    """Queued rows with a variant and no body yet, under `where`, in id order, with their contacts,
+    locked (PostgreSQL: FOR UPDATE of the messages; a renderer waiting on them finds them rendered
+    and skips them; SQLite: the one writer) until the caller's transaction ends."""
     query = (
         select(
             col(Message.id),
@@ -238,7 +251,8 @@ def bare_rows(session: Session, where: Sequence[Any], *, limit: int | None = Non
     )
     if limit is not None:
         query = query.limit(limit)
-    return [Bare(r[0], r[1], r[2], r[3], r[4], dict(r[5] or {}), r[6]) for r in session.execute(query)]
+    query = query.with_for_update(of=Message)
+    return [Bare(r[0], r[1], r[6], r[2], r[3], r[4], dict(r[5] or {})) for r in session.execute(query)]
 
 
 def render_pending(
@@ -259,6 +273,8 @@ def render_pending(
         where.append(col(Message.id).in_(only))
     while True:
         with session_scope(engine) as session:
+            session.connection()  # begin (SQLite: the write lock, so no other renderer meanwhile)
+            lock_tallies(session, [campaign_id])  # a text that does not render moves the counts
             rows = bare_rows(session, where, limit=RENDER_CHUNK)
             if not rows:
                 return rendered

@@ -89,8 +89,10 @@ def update_rows(
     constants = constants or {}
     connection = session if isinstance(session, Connection) else session.connection()
     if connection.dialect.name == "postgresql":
-        keys = ["mid", *columns.values()]
-        typed = [column("mid", BigInteger), *(column(k, table.c[name].type) for name, k in columns.items())]
+        given_keys = dict.fromkeys(columns.values())  # a key two columns take is one column of VALUES
+        keys = ["mid", *given_keys]
+        types = {k: table.c[name].type for name, k in reversed(columns.items())}
+        typed = [column("mid", BigInteger), *(column(k, types[k]) for k in given_keys)]
         given = values(*typed, name="given").data([tuple(row[k] for k in keys) for row in rows])
         statement = (
             update(table)

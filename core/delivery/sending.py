@@ -22,7 +22,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
-from core.campaigns.bodies import Bare, Renderer
+from core.campaigns.bodies import RENDER_CHUNK, Bare, Rendered, Renderer
 from core.campaigns.definition import get_campaign
 from core.db import session_scope
 from core.delivery import frequency_cap as cap_rules
@@ -109,6 +109,10 @@ def send_batch(
     (with their short codes): a campaign's texts are made as they are sent, so the first batch goes
     out as soon as the snapshot has made the rows, however large the audience."""
     outcome = BatchOutcome()
+    # An earlier attempt's outcome is unknown (marked `sending`, never answered): ask the provider
+    # first, before any lock (it is a call over the network). What it has is sent; the rest was
+    # not, and is queued again like any. Rows still `sending` below take the answer.
+    found = _ask_about_unknown(engine, registry, campaign_id, phase, first_id, last_id)
     with session_scope(engine) as session:
         campaign = get_campaign(session, campaign_id)
         provider = registry.provider(campaign.provider)
@@ -146,10 +150,7 @@ def send_batch(
             .with_for_update(of=Message)
         ).all()
         messages = [Pending(r[0], campaign_id, r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
-        # An earlier attempt's outcome is unknown (marked `sending`, never answered): ask the
-        # provider first. What it has is sent; the rest was not, and is queued again like any.
-        unknown = [m for m in messages if m.status == MessageStatus.SENDING]
-        found = _find_sent(session, provider, unknown, registry.context.settings.public_url) if unknown else {}
+        found = {m.id: found[m.id] for m in messages if m.status == MessageStatus.SENDING and m.id in found}
         now = utcnow()
         to_send: list[Pending] = []
         bare: list[Bare] = []
@@ -174,7 +175,17 @@ def send_batch(
                     outcome.resume_at = until if outcome.resume_at is None else min(outcome.resume_at, until)
                     continue
                 if message.body == "" and row[7] is not None:
-                    bare.append(Bare(message.id, row[7], message.phone, row[10], timezone, dict(row[11] or {})))
+                    bare.append(
+                        Bare(
+                            message.id,
+                            row[7],
+                            message.contact_id,
+                            message.phone,
+                            row[10],
+                            timezone,
+                            dict(row[11] or {}),
+                        )
+                    )
                 to_send.append(message)
         if found:
             session.execute(
@@ -194,7 +205,11 @@ def send_batch(
         if requeue:
             session.execute(update(Message).where(col(Message.id).in_(requeue)).values(status=MessageStatus.QUEUED))
         if bare:
-            texts = Renderer(session, registry, campaign_id).render(session, bare)
+            renderer = Renderer(session, registry, campaign_id)
+            texts: dict[int, Rendered] = {}
+            for i in range(0, len(bare), RENDER_CHUNK):  # a large batch: heartbeats between pieces
+                texts |= renderer.render(session, bare[i : i + RENDER_CHUNK])
+                heartbeat()
             for message in to_send:
                 if (text := texts.get(message.id)) is not None:
                     message.body = text.body
@@ -329,6 +344,37 @@ def _mark_sending(
         values = {"status": MessageStatus.SENDING, "attempted_at": now, "attempts": col(Message.attempts) + 1}
         statement = update(Message).where(col(Message.id).in_(ids), *claimable).values(**values)
         return _Claim(set(session.scalars(statement.returning(col(Message.id)))), capped)
+
+
+def _ask_about_unknown(
+    engine: Engine, registry: PluginRegistry, campaign_id: int, phase: str, first_id: int, last_id: int
+) -> dict[int, str]:
+    """The provider's ids of the batch's messages marked `sending` that it has (`_find_sent`)."""
+    with session_scope(engine, read_only=True) as session:
+        campaign = get_campaign(session, campaign_id)
+        rows = session.execute(
+            select(
+                col(Message.id),
+                col(Message.contact_id),
+                col(Message.phone),
+                col(Message.body),
+                col(Message.idempotency_key),
+                col(Message.status),
+                col(Message.attempted_at),
+            ).where(
+                col(Message.campaign_id) == campaign_id,
+                col(Message.phase) == phase,
+                col(Message.id) >= first_id,
+                col(Message.id) <= last_id,
+                col(Message.status) == MessageStatus.SENDING,
+                col(Message.provider_message_id).is_(None),
+            )
+        ).all()
+        if not rows:
+            return {}
+        unknown = [Pending(r[0], campaign_id, r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+        provider = registry.provider(campaign.provider)
+        return _find_sent(session, provider, unknown, registry.context.settings.public_url)
 
 
 def _find_sent(session: Session, provider: Provider, messages: list[Pending], public_url: str) -> dict[int, str]:
