@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,13 +22,18 @@ def _pip(*args: str) -> None:
 
 @contextmanager
 def installed(package: Path, distribution: str, module: str) -> Iterator[None]:
-    """pip-installs `package` (a regular, non-editable install, --no-deps: importable at once in this
-    process) and uninstalls it afterwards, leaving the venv as it was."""
-    _pip("install", "--no-deps", str(package))
-    importlib.invalidate_caches()
-    try:
-        yield
-    finally:
-        sys.modules.pop(module, None)
-        _pip("uninstall", "-y", distribution)
+    """pip-installs `package` as a user would (a regular, non-editable install, --no-deps), into a
+    directory of its own put on this process's `sys.path`: importable at once here, its entry
+    points found by importlib.metadata, and seen by no other process. (Installed into the venv,
+    the other pytest-xdist workers' plugin loading found its entry point and then lost the module
+    when this one uninstalled it.) `distribution` is the name pip installs it as."""
+    with tempfile.TemporaryDirectory(prefix=f"{distribution}-") as target:
+        _pip("install", "--no-deps", "--target", target, str(package))
+        sys.path.insert(0, target)
         importlib.invalidate_caches()
+        try:
+            yield
+        finally:
+            sys.modules.pop(module, None)
+            sys.path.remove(target)
+            importlib.invalidate_caches()

@@ -6,7 +6,7 @@ retried activity plans exactly the same thing. Then, in this order:
 - with `variant_by_attribute`, a contact whose attribute names a variant gets that variant;
 - with an A/B test, `test_percent` of the rest is split by weight (exact counts) into phase
   `test`, and the remainder is frozen in phase `remainder` without a variant: it gets the
-  winner (or the fallback) later, rendered by `prepare_phase`;
+  winner (or the fallback) later, from `prepare_phase`;
 - without a test, everyone left is split by weight into phase `all`.
 Rows are keyed by (campaign, phase, contact): running a snapshot again creates only what is missing.
 A held-out row is a touch at the time the campaign sent its other messages (API.md `/stats/variants`):

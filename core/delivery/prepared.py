@@ -2,7 +2,9 @@
 
 For a batch of status callbacks, SQLAlchemy's per-row parameter processing cost more than the
 database's own work (docs/benchmarks.md, "Status callbacks"): core/delivery/status.py runs its
-UPDATEs and the raw events' INSERT through this instead.
+UPDATEs and the raw events' INSERT through this instead, and so does the send path
+(core/delivery/sending.py's answers, core/campaigns/bodies.py's texts and short codes:
+`execute_many`, `update_rows`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Sending a batch of a campaign's messages, safe to run again after a crash.
 
+A batch first renders its rows that have no text yet (the snapshot makes them without one), in the
+transaction that reads and locks them, with their short codes: what is sent is what is stored.
+
 A repeated send skips messages that already have a provider id and asks the provider about
 those whose outcome is unknown (marked `sending`, never answered) before sending them again.
 Quiet hours are checked per recipient at send time: a message in its recipient's quiet hours
