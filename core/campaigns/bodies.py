@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -24,7 +24,7 @@ from core.campaigns.definition import get_campaign, variants_of
 from core.campaigns.rendering import TrackedLink, render_tracked
 from core.campaigns.templates import BodyTemplateError, compile_body
 from core.db import session_scope
-from core.delivery.prepared import execute_many, update_rows
+from core.delivery.prepared import insert_rows, update_rows
 from core.hooks.registry import PluginRegistry
 from core.models import Contact, Link, Message, ShortCode, utcnow
 from core.stats.tallies import lock_tallies
@@ -210,16 +210,13 @@ class Renderer:
         update_rows(
             session, "bodies:set_failed", _MESSAGE, failures, columns=failed_columns, constants=failed, where=unrendered
         )
-        execute_many(
-            session, "bodies:short_codes", lambda: insert(_SHORT_CODE).values(**_SHORT_CODE_VALUES), short_codes
-        )
+        insert_rows(session, "bodies:short_codes", _SHORT_CODE, short_codes, _SHORT_CODE_COLUMNS)
         return out
 
 
 _MESSAGE = Message.__table__  # type: ignore[attr-defined]  # set by SQLModel, not in its stubs
 _SHORT_CODE = ShortCode.__table__  # type: ignore[attr-defined]
 _SHORT_CODE_COLUMNS = ("code", "message_id", "link_id", "destination")
-_SHORT_CODE_VALUES: dict[str, Any] = {name: bindparam(name) for name in _SHORT_CODE_COLUMNS}
 
 
 def _failure(message_id: int, code: str, text: str, now: datetime) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, column, update, values
+from sqlalchemy import bindparam, insert, text, update
 from sqlalchemy.engine import Connection
 
 
@@ -71,6 +71,24 @@ def execute_many(session: Any, key: Any, build: Callable[[], Any], rows: list[di
         PreparedStatement.get(key, build, connection.dialect).execute(connection, rows)
 
 
+_UNNEST: dict[Any, Any] = {}
+
+
+def _pg_type(table: Any, name: str, dialect: Any) -> str:
+    return str(table.c[name].type.compile(dialect=dialect))
+
+
+def _unnest(table: Any, keys: dict[str, str], dialect: Any) -> str:
+    """`unnest(CAST(:k AS type[]), ...) AS given(k, ...)`: one array parameter per key (`keys`: key
+    → the column whose type it has), so the statement's text is the same for any number of rows."""
+    arrays = ", ".join(f"CAST(:{k} AS {_pg_type(table, name, dialect)}[])" for k, name in keys.items())
+    return f"unnest({arrays}) AS given({', '.join(keys)})"
+
+
+def _arrays(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, list[Any]]:
+    return {k: [row[k] for row in rows] for k in keys}
+
+
 def update_rows(
     session: Any,
     key: Any,
@@ -83,25 +101,31 @@ def update_rows(
 ) -> None:
     """For each of `rows`, UPDATE `table` where its id is the row's `mid` and `where()` holds: set
     `columns` (column name → key of the row) and `constants`. PostgreSQL: one UPDATE ... FROM
-    (VALUES ...) for all the rows (one statement, so one run of the statement triggers, not one
-    per row); elsewhere one executemany of a statement compiled once (`execute_many`), the
-    constants passed as values so that every call shares it."""
+    unnest(arrays) for all the rows (one statement, so one run of the statement triggers, not one
+    per row, and one text whatever the number of rows, parsed and planned like any); elsewhere one
+    executemany of a statement compiled once (`execute_many`). The constants are passed as
+    values so that every call shares the statement."""
     if not rows:
         return
     constants = constants or {}
     connection = session if isinstance(session, Connection) else session.connection()
+    given_constants = {f"k_{name}": value for name, value in constants.items()}
     if connection.dialect.name == "postgresql":
-        given_keys = dict.fromkeys(columns.values())  # a key two columns take is one column of VALUES
-        keys = ["mid", *given_keys]
-        types = {k: table.c[name].type for name, k in reversed(columns.items())}
-        typed = [column("mid", BigInteger), *(column(k, types[k]) for k in given_keys)]
-        given = values(*typed, name="given").data([tuple(row[k] for k in keys) for row in rows])
-        statement = (
-            update(table)
-            .where(table.c.id == given.c.mid, *where())
-            .values(**constants, **{name: given.c[k] for name, k in columns.items()})
-        )
-        connection.execute(statement)
+        cache_key = (connection.dialect, key, tuple(constants), tuple(columns.items()))
+        if cache_key not in _UNNEST:
+            dialect = connection.dialect
+            keys = {"mid": "id"} | {k: name for name, k in reversed(columns.items())}
+            sets = [f"{name} = given.{k}" for name, k in columns.items()]
+            sets += [f"{name} = :k_{name}" for name in constants]
+            conditions = [f"{table.name}.id = given.mid"]
+            conditions += [str(c.compile(dialect=dialect, compile_kwargs={"literal_binds": True})) for c in where()]
+            statement = text(
+                f"UPDATE {table.name} SET {', '.join(sets)} FROM {_unnest(table, keys, dialect)} "
+                f"WHERE {' AND '.join(conditions)}"
+            ).bindparams(*(bindparam(f"k_{name}", type_=table.c[name].type) for name in constants))
+            _UNNEST[cache_key] = (statement, list(keys))
+        statement, keys = _UNNEST[cache_key]
+        connection.execute(statement, _arrays(rows, keys) | given_constants)
         return
 
     def build() -> Any:
@@ -109,6 +133,23 @@ def update_rows(
         named |= {name: bindparam(k) for name, k in columns.items()}
         return update(table).where(table.c.id == bindparam("mid"), *where()).values(**named)
 
-    given_constants = {f"k_{name}": value for name, value in constants.items()}
     rows = [row | given_constants for row in rows]
     execute_many(connection, (key, tuple(constants), tuple(columns.items())), build, rows)
+
+
+def insert_rows(session: Any, key: Any, table: Any, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    """INSERT `rows` (keyed by column name) into `table`: PostgreSQL one INSERT ... SELECT FROM
+    unnest(arrays); elsewhere one executemany of a statement compiled once."""
+    if not rows:
+        return
+    connection = session if isinstance(session, Connection) else session.connection()
+    if connection.dialect.name == "postgresql":
+        cache_key = (connection.dialect, key, columns)
+        if cache_key not in _UNNEST:
+            names = ", ".join(columns)
+            source = _unnest(table, {name: name for name in columns}, connection.dialect)
+            _UNNEST[cache_key] = (text(f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {source}"), columns)
+        statement, keys = _UNNEST[cache_key]
+        connection.execute(statement, _arrays(rows, list(keys)))
+        return
+    execute_many(connection, key, lambda: insert(table).values(**{name: bindparam(name) for name in columns}), rows)
