@@ -9,7 +9,8 @@ launched through the API. Printed:
 - send throughput: messages / (last - first) seconds;
 - CPU seconds per 1,000 messages from the launch to the end, of the worker (snapshot, rendering,
   sending, recording: all of it), the API and the Temporal dev server, and the worker's with the
-  API's (what Textpulse costs; the Temporal server's is Temporal's, shown beside it);
+  API's (what Textpulse costs; the Temporal server's is Temporal's, shown beside it); on
+  PostgreSQL also every server process's (SQLite's work is in the worker's already);
 - the workflow's history events (every run of its continue-as-new chain), and per 1M messages.
 
 The fake provider posts no callbacks here (`TEXTPULSE_FAKE_CALLBACKS=false`): this measures the send
@@ -68,6 +69,21 @@ def cpu_seconds(pid: int) -> float:
     for member in family:
         try:
             total += sum(int(v) for v in _stat(member)[11:15])  # utime stime cutime cstime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / TICKS
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of every PostgreSQL server process on the machine (the server is shared: read it
+    beside the others, on a quiet machine)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                total += sum(int(v) for v in _stat(int(entry.name))[11:15])
         except (OSError, IndexError, ValueError):
             continue
     return total / TICKS
@@ -154,7 +170,9 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str) -> list[Figure]:
         )
         cid = campaign["id"]
         processes = {"worker": worker.pid, "api": api.pid, "temporal": temporal.process.pid}  # type: ignore[union-attr]
+        postgres = database_url.startswith("postgresql")
         before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+        pg_before = postgres_cpu_seconds() if postgres else 0.0
         launched = time.monotonic()
         request(port, "POST", f"/api/campaigns/{cid}/launch")
         first = last = None
@@ -172,6 +190,8 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str) -> list[Figure]:
                     break
                 time.sleep(0.1)
         after = {name: cpu_seconds(pid) for name, pid in processes.items()}
+        if postgres:
+            before["postgres"], after["postgres"] = pg_before, postgres_cpu_seconds()
         if first is None or last is None:
             raise RuntimeError(f"not all sent within {args.timeout} s: {sent:,} of {n:,}")
         with Session(engine) as session:
@@ -189,7 +209,7 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str) -> list[Figure]:
         for process in (worker, api):
             stop(process)
         temporal.stop()
-    cpu = {name: after[name] - before[name] for name in processes}
+    cpu = {name: after[name] - before[name] for name in after}
     rate = n / (last - first) if last > first else float("inf")
     per_1k = {name: seconds / n * 1000 for name, seconds in cpu.items()}
     ours = per_1k["worker"] + per_1k["api"]
@@ -210,6 +230,11 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str) -> list[Figure]:
         Figure(f"send throughput, first to last message ({where})", rate, "msg/s"),
         Figure(f"CPU per 1,000 messages, snapshot + send, worker + API ({where})", ours, "CPU s"),
         Figure(f"CPU per 1,000 messages, Temporal dev server ({where})", per_1k["temporal"], "CPU s"),
+        *(
+            [Figure(f"CPU per 1,000 messages, PostgreSQL server processes ({where})", per_1k["postgres"], "CPU s")]
+            if "postgres" in per_1k
+            else []
+        ),
         Figure(f"workflow history events per 1M messages ({where})", events / n * 1_000_000, "events"),
     ]
 
