@@ -91,6 +91,16 @@ class Pending:
 
 
 _MESSAGE = Message.__table__  # type: ignore[attr-defined]  # set by SQLModel, not in its stubs
+# The columns of a `Pending`, in its fields' order (after `campaign_id`, which the batch knows).
+_PENDING_COLUMNS = (
+    col(Message.id),
+    col(Message.contact_id),
+    col(Message.phone),
+    col(Message.body),
+    col(Message.idempotency_key),
+    col(Message.status),
+    col(Message.attempted_at),
+)
 _BY_ID = _MESSAGE.c.id == bindparam("mid")
 
 
@@ -125,13 +135,7 @@ def send_batch(
         lock_tallies(session, [campaign_id])
         rows = session.execute(
             select(
-                col(Message.id),
-                col(Message.contact_id),
-                col(Message.phone),
-                col(Message.body),
-                col(Message.idempotency_key),
-                col(Message.status),
-                col(Message.attempted_at),
+                *_PENDING_COLUMNS,
                 col(Message.variant_id),
                 col(Contact.opted_out_at),
                 col(Contact.timezone),
@@ -356,15 +360,7 @@ def _ask_about_unknown(
     with session_scope(engine, read_only=True) as session:
         campaign = get_campaign(session, campaign_id)
         rows = session.execute(
-            select(
-                col(Message.id),
-                col(Message.contact_id),
-                col(Message.phone),
-                col(Message.body),
-                col(Message.idempotency_key),
-                col(Message.status),
-                col(Message.attempted_at),
-            ).where(
+            select(*_PENDING_COLUMNS).where(
                 col(Message.campaign_id) == campaign_id,
                 col(Message.phase) == phase,
                 col(Message.id) >= first_id,
