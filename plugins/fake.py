@@ -279,11 +279,12 @@ class FakeProvider:
         return {m.message_id: by_key[m.idempotency_key] for m in messages if m.idempotency_key in by_key}
 
     def ledger(self) -> list[dict[str, Any]]:
-        """Every send this provider accepted (across restarts: it is a file)."""
+        """Every send this provider accepted (across restarts: it is a file). A line another
+        process is writing still (no newline yet) is not one yet."""
         if not self.ledger_path.exists():
             return []
         with self.ledger_path.open(encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+            return [json.loads(line) for line in fh if line.endswith("\n") and line.strip()]
 
     # -- webhooks ------------------------------------------------------------------------
     def parse_status(self, request: WebhookRequest) -> list[StatusUpdate]:

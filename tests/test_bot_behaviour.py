@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -24,7 +25,7 @@ from core.models import Campaign, Click, Contact, Link, Message, ShortCode, Vari
 from core.settings import Settings
 from core.stats.summary import summary
 from core.tracking.bots import judge_together
-from core.tracking.click_writer import ClickWriter
+from core.tracking.click_writer import ROUND_READS, ClickWriter
 from core.tracking.clicks import ClickRecord
 from core.tracking.codes import CodeTarget, resolve_codes
 from plugins.bot_behaviour import AllLinksFilter, BurstFilter, network_of
@@ -378,3 +379,50 @@ def test_a_round_judges_only_what_its_batch_can_change_and_misses_nothing(
     judged = run(fast)
     assert judged == run(full)
     assert any(fast.name in reasons for reasons in judged)  # the traffic has some to find
+
+
+def test_under_a_heavy_load_a_round_waits_until_it_judges_a_share_of_the_window(tmp_path: Path) -> None:
+    """A round reads the whole window: with 400 clicks in it, a batch of 50 waits (50 x ROUND_READS
+    < 400) and a batch of 100 does not; a quiet moment (no new batch) or a window's span since the
+    last round always runs one, so no verdict waits longer than that."""
+    engine = make_engine(f"sqlite:///{tmp_path}/unused.db")
+    writer = ClickWriter(engine, together=[BurstFilter()])
+    now = datetime.now(UTC)
+    writer.window.extend(
+        ClickRecord(CodeTarget(f"c{n}", "x", n, 1, n, 1, now), now, f"198.51.100.{n % 200}", IPHONE, None)
+        for n in range(400)
+    )
+    started = time.monotonic()
+    writer._last_round = started
+    assert ROUND_READS * 50 < 400 <= ROUND_READS * 100
+    assert not writer._round_pays(50, started)
+    assert writer._round_pays(100, started)
+    assert writer._round_pays(0, started)  # no new batch: `_settle` judges what waits
+    assert writer._round_pays(1, started + writer._span.total_seconds())
+    engine.dispose()
+
+
+def test_a_burst_after_a_busy_window_is_judged_when_the_load_eases(database_url: str, tmp_path: Path) -> None:
+    """300 people's clicks, then a burst of five in a batch too small for a round to pay at once:
+    the burst is still found, by the round that runs when no batch follows."""
+    campaign_id, codes = seed_links(database_url, 305, sent_ago=timedelta(seconds=3))
+    now = datetime.now(UTC)
+    people = records(
+        database_url,
+        [c[0] for c in codes[:300]],
+        [f"198.{18 + n // 250}.{n % 250}.7" for n in range(300)],  # a network each
+        [AGENTS["android"]] * 300,
+        [now + timedelta(milliseconds=n) for n in range(300)],
+    )
+    burst = records(
+        database_url,
+        [c[0] for c in codes[300:]],
+        [f"203.0.113.{10 + n}" for n in range(5)],
+        [IPHONE] * 5,
+        [now + timedelta(seconds=0.4, milliseconds=100 * n) for n in range(5)],
+    )
+    writer = write(database_url, registry_for(database_url, tmp_path), [people, burst], together_every=0.0)
+    verdicts = rows(database_url, campaign_id)
+    assert [reasons for _, _, reasons in verdicts[300:]] == [["burst"]] * 5
+    assert not any(bot for _, bot, _ in verdicts[:300])
+    assert writer.written == 305

@@ -96,6 +96,22 @@ def _statuses(live: LiveService, cid: int) -> Counter[str]:
 
 
 # -- the fake: its ledger knows every send's planned fate ------------------------------------------
+def test_the_fakes_ledger_leaves_out_a_line_still_being_written(tmp_path: Path) -> None:
+    """Another process may be appending as a test reads: a last line with no newline is not an
+    entry yet (it read as broken JSON, and failed a test now and then)."""
+    ledger = tmp_path / "fake_ledger.jsonl"
+    sender = FakeProvider({**FAKE, "callbacks": False}, ledger)
+    try:
+        out = [OutgoingMessage(i, p, "Hi", f"k{i}", "http://127.0.0.1:9/x") for i, p in enumerate(PHONES)]
+        sender.send_batch(out)
+        whole = sender.ledger()
+        with ledger.open("a", encoding="utf-8") as fh:
+            fh.write('{"provider_message_id": "fake-half", "to": "+1')
+        assert sender.ledger() == whole and len(whole) == len(PHONES)
+    finally:
+        sender.dispatcher.close()
+
+
 def test_the_fake_answers_from_its_ledger_once_the_planned_time_has_passed(tmp_path: Path) -> None:
     ledger = tmp_path / "fake_ledger.jsonl"
     sender = FakeProvider({**FAKE, "callback_delay_seconds": [0.5, 0.5]}, ledger)
