@@ -191,13 +191,9 @@ class ClickWriter:
             waiting = list(islice(window, len(window) - self._unjudged, None))
             clicks = waiting + records
             if clicks:
-                cutoff = min(click.clicked_at for click in clicks) - self._span
-                before: list[ClickRecord] = []
-                for click in islice(reversed(window), self._unjudged, None):  # newest first
-                    if click.clicked_at < cutoff:
-                        break
-                    before.append(click)
-                before.reverse()
+                # The window before the waiting clicks (copied in C); judge_together leaves out, for
+                # each filter, those older than its own window before the first of `clicks`.
+                before = list(islice(window, 0, len(window) - self._unjudged))
                 fresh = {id(record) for record in records}
                 for click in judge_together(self.together, clicks, before):
                     if id(click) not in fresh:  # stored already: its row is rewritten
