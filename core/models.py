@@ -104,6 +104,14 @@ class Message(SQLModel, table=True):
         Index("ix_message_campaign_phase", "campaign_id", "phase"),  # retry and control rows
         Index("ix_message_provider_id", "provider", "provider_message_id"),
         Index("ix_message_contact_attempted", "contact_id", "attempted_at"),  # the frequency cap's count
+        # The refused rows (an error code) only: opt-outs by an unsubscribed code (migration 0014).
+        Index(
+            "ix_message_campaign_error",
+            "campaign_id",
+            "error_code",
+            sqlite_where=text("error_code IS NOT NULL"),
+            postgresql_where=text("error_code IS NOT NULL"),
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id")
@@ -284,6 +292,13 @@ class CampaignTally(SQLModel, table=True):
     clicks_bot: int = _tally()
     clickers_raw: int = _tally()  # contacts with a click
     clickers_human: int = _tally()  # contacts with a click not a bot's
+    # Migration 0014: replies and conversions (core/stats/summary.py has their definitions).
+    replies: int = _tally()  # replies that are no keyword
+    conversion_events: int = _tally()  # conversions attributed to a counted message
+    revenue_micros: int = _tally()  # their revenue, in millionths (an exact sum)
+    repliers: int = _tally()  # contacts with such a reply
+    stoppers: int = _tally()  # contacts with an opt-out keyword reply
+    converters: int = _tally()  # contacts with such a conversion
 
 
 # A contact's clicks in a campaign (on its counted messages), a person's and bots': the tally's
@@ -295,6 +310,18 @@ class CampaignClicker(SQLModel, table=True):
     contact_id: int = Field(primary_key=True)
     human_clicks: int = _tally()
     bot_clicks: int = _tally()
+
+
+# A contact's replies, opt-out replies and conversions in a campaign: the tally's distinct counts
+# (repliers, stoppers, converters) move when one of these crosses zero (migration 0014).
+class CampaignResponder(SQLModel, table=True):
+    __tablename__ = "campaign_responder"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    contact_id: int = Field(primary_key=True)
+    replies: int = _tally()
+    stops: int = _tally()
+    conversions: int = _tally()
 
 
 # Every id (primary keys, the columns pointing at them, `campaign.run_id`) is a 64-bit integer on

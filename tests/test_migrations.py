@@ -32,6 +32,7 @@ TABLES = {
     "api_key",
     "campaign_tally",
     "campaign_clicker",
+    "campaign_responder",
 }
 
 

@@ -5,8 +5,10 @@ count) go through a randomised mix of the real write paths: claims and provider 
 (core/delivery/sending.py), status callbacks shuffled, duplicated and out of order (`sent` after
 `delivered`), some before their provider id is known (applied when the send records it), retry
 rows of failed contacts (superseding their earlier messages), clicks of people and bots on every
-attempt and on test sends, re-scoring that flips verdicts both ways, and a cancel. After each
-step the tally of each campaign is its recount, and `summary()` shows it.
+attempt and on test sends, re-scoring that flips verdicts both ways, replies (keywords, STOP and
+its synonyms, plain text) and conversions through their real paths, conversions of held-out
+controls, of test sends and of no message, replies and conversions edited, moved and deleted, and
+a cancel. After each step the tally of each campaign is its recount, and `summary()` shows it.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from sqlalchemy.engine import Engine
 
 from core.campaigns.idempotency import idempotency_key
 from core.db import make_engine, session_scope
+from core.delivery.replies import OPT_OUT_KEYWORDS, ReplyTexts, handle_inbound
 from core.delivery.sending import BatchOutcome, _mark_sending, cancel_pending, record_results
 from core.delivery.status import Callback, ingest_callbacks
-from core.hooks.contracts import ClickToJudge, SendResult, StatusUpdate
+from core.hooks.contracts import ClickToJudge, InboundMessage, SendResult, StatusUpdate
 from core.migrate import downgrade, upgrade
-from core.models import Campaign, Click, Contact, Link, Message, Variant, utcnow
+from core.models import Campaign, Click, Contact, Conversion, Link, Message, Reply, Variant, utcnow
+from core.stats.conversions import record_conversion
 from core.stats.summary import summary
 from core.stats.tallies import Tally, recount, repair, tally
 from core.statuses import CampaignStatus, MessageStatus, Phase
@@ -113,6 +117,55 @@ def _check(world: World, step: str) -> None:
                 counted.attempts,
                 counted.human_unique,
             )
+            assert (numbers["replies"], numbers["opt_outs"], numbers["conversions"]) == (
+                counted.replies,
+                counted.stoppers,
+                counted.converters,
+            )
+            assert numbers["revenue"] == pytest.approx(counted.revenue_micros / 1e6, abs=1e-9)
+
+
+def _respond(world: World) -> None:
+    """Replies and conversions through their real paths, rows no count may take (a held-out
+    control's conversion, a test send's, one with no message), and some edited, moved, deleted."""
+    rng = world.rng
+    sent = [m for m in _messages(world, Message.sent_at.is_not(None)) if m.contact_id is not None]  # type: ignore[union-attr]
+    with session_scope(world.engine, read_only=True) as session:
+        phones = {row[0]: row[1] for row in session.execute(select(Contact.id, Contact.phone))}
+    for message in rng.sample(sent, min(60, len(sent))):
+        body = rng.choice(["Thanks!", "STOP", "stop", "HELP", "what is this?", "UNSUBSCRIBE", "START", "Quit"])
+        handle_inbound(
+            world.engine, "fake", InboundMessage(phones[message.contact_id], "+15550000", body), ReplyTexts()
+        )
+    for message in rng.sample(sent, min(40, len(sent))):
+        revenue = rng.choice([0, 9.99, 19.95, 0.1, 1234.5678])
+        record_conversion(world.engine, {"contact_id": message.contact_id, "name": "purchase", "revenue": revenue})
+    controls = _messages(world, Message.phase == Phase.CONTROL)
+    test_sends = [m for m in _messages(world, Message.phase == Phase.TEST_SEND) if m.contact_id is not None]
+    with session_scope(world.engine) as session:
+        for message in (controls[0], test_sends[0], sent[0]):
+            session.add(
+                Conversion(
+                    contact_id=message.contact_id or 0,
+                    campaign_id=message.campaign_id,
+                    message_id=None if message is sent[0] else message.id,
+                    name="purchase",
+                    revenue=5.5,
+                )
+            )
+    _check(world, "replies and conversions")
+    with session_scope(world.engine) as session:
+        replies = list(session.scalars(select(Reply).where(Reply.campaign_id.is_not(None)).order_by(Reply.id)))  # type: ignore[union-attr]
+        conversions = list(
+            session.scalars(select(Conversion).where(Conversion.message_id.is_not(None)).order_by(Conversion.id))  # type: ignore[union-attr]
+        )
+        other = {world.campaigns[0]: world.campaigns[1], world.campaigns[1]: world.campaigns[0]}
+        replies[0].keyword = "STOP" if replies[0].keyword is None else None
+        replies[1].campaign_id = other[replies[1].campaign_id or 0]
+        session.delete(replies[2])
+        conversions[0].revenue += 1.25
+        conversions[1].campaign_id = other[conversions[1].campaign_id or 0]
+        session.delete(conversions[2])
 
 
 def _send(world: World, phase_filter: tuple[str, ...]) -> list[Message]:
@@ -250,6 +303,8 @@ def _mix(world: World) -> None:
     _check(world, "second send and repeated callbacks")
     _click(world, 300)
     _check(world, "clicks")
+    _respond(world)
+    _check(world, "replies and conversions edited")
     for _ in range(2):
         _retry(world)
         _check(world, f"retry round {world.rounds}")
@@ -283,6 +338,7 @@ def test_tallies_equal_a_recount_after_a_random_mix_of_writes(database_url: str,
             last = recount(session, world.campaigns[0])
         assert last.attempts > last.sent > last.delivered > 0 and last.bots_total > 0 and last.human_unique > 0
         assert last.recipients == CONTACTS - 10  # each contact once (the controls never count)
+        assert last.replies > 0 and last.stoppers > 0 and last.converters > 0 and last.revenue_micros > 0
     finally:
         engine.dispose()
 
@@ -619,3 +675,13 @@ def test_the_backfill_waits_for_writers_on_postgresql(postgres_database_url: str
         assert accepted
     finally:
         engine.dispose()
+
+
+def test_the_tallys_opt_out_words_are_the_repliers_own() -> None:
+    """Migration 0014 freezes the opt-out keywords its triggers count: a keyword added to
+    core/delivery/replies.py needs a migration that says so, or `opt_outs` would miss it."""
+    import importlib
+
+    migration = importlib.import_module("core.migrations.versions.0014_reply_conversion_tally")
+    frozen = {word.strip(" '") for word in migration.STOP_WORDS.strip("()").split(",")}
+    assert frozen == set(OPT_OUT_KEYWORDS)

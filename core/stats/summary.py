@@ -1,10 +1,10 @@
 """Campaign statistics (API.md "Stats summary" and "Definitions").
 
-The summary's message and click numbers are read from the campaign's tally (core/stats/tallies.py:
-one row the database keeps in the transaction of every write, so /stats and its live stream no
-longer scan a campaign's messages and clicks); `tallies.recount` computes them from the rows with
-the definitions below. Replies, opt-outs and conversions are still counted here from their own
-(small) tables on each call.
+The summary's numbers are read from the campaign's tally (core/stats/tallies.py: one row the
+database keeps in the transaction of every write to messages, clicks, replies and conversions, so
+/stats and its live stream scan none of them); `tallies.recount` computes them from the rows with
+the definitions below. Only the opt-outs by an unsubscribed error code (the provider's codes, known
+to the app alone) are read on each call, from the campaign's refused messages.
 
 Test sends (phase `test_send`) and held-out controls never count; a retried contact counts once,
 by its latest message (core/stats/counting.py), and `attempts` counts every message handed to the
@@ -26,13 +26,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import and_, case, distinct, func, or_, select, union
+from sqlalchemy import and_, distinct, func, or_, select
 from sqlmodel import Session, col
 
 from core.campaigns.definition import get_campaign, iso
 from core.delivery import frequency_cap
-from core.delivery.replies import OPT_OUT_KEYWORDS
-from core.models import Conversion, Message, Reply, counted_messages, utcnow
+from core.models import CampaignResponder, Message, counted_messages, utcnow
 from core.stats.counting import counted
 from core.stats.tallies import tally
 from core.statuses import FAILED_MESSAGE_STATUSES, MessageStatus
@@ -42,43 +41,34 @@ def _rate(numerator: int, denominator: int) -> float:
     return round(numerator / denominator, 6) if denominator else 0.0
 
 
-def conversion_counts(session: Session, campaign_id: int, *where: Any) -> tuple[int, int, float]:
-    """(converting contacts, conversion events, revenue) of the campaign's counted messages (of
-    whichever attempt; never the control group's or test sends'), under extra `where` clauses on
-    Message or Conversion (a variant, say)."""
-    row = session.execute(
-        select(
-            func.count(distinct(col(Conversion.contact_id))),
-            func.count(),
-            func.coalesce(func.sum(col(Conversion.revenue)), 0),
-        )
-        .select_from(Conversion)
-        .join(Message, and_(col(Message.id) == col(Conversion.message_id), counted_messages()))
-        .where(col(Conversion.campaign_id) == campaign_id, *where)
-    ).one()
-    return int(row[0] or 0), int(row[1] or 0), float(row[2] or 0)
-
-
 def opt_out_count(session: Session, campaign_id: int, unsubscribed_codes: Collection[str] = ()) -> int:
     """Distinct contacts who opted out after a message of the campaign: by a STOP reply attributed to
-    it, or by the carrier refusing one of its messages with an unsubscribed code."""
-    stopped = (
-        col(Reply.campaign_id) == campaign_id,
-        col(Reply.keyword).in_(OPT_OUT_KEYWORDS),
-        col(Reply.contact_id).is_not(None),
-    )
+    it (the tally's `stoppers`), or by the carrier refusing one of its messages with an unsubscribed
+    code (read from the refused rows alone: the index on message (campaign_id, error_code) holds
+    only rows with a code), each contact once."""
+    stoppers = tally(session, campaign_id).stoppers
     if not unsubscribed_codes:
-        return int(session.scalar(select(func.count(distinct(col(Reply.contact_id)))).where(*stopped)) or 0)
-    stops = select(col(Reply.contact_id)).where(*stopped)
-    refused = select(col(Message.contact_id)).where(
+        return stoppers
+    stopped = (
+        select(1)
+        .select_from(CampaignResponder)
+        .where(
+            col(CampaignResponder.campaign_id) == campaign_id,
+            col(CampaignResponder.contact_id) == col(Message.contact_id),
+            col(CampaignResponder.stops) > 0,
+        )
+        .exists()
+    )
+    refused = select(func.count(distinct(col(Message.contact_id)))).where(
         col(Message.campaign_id) == campaign_id,
-        col(Message.status).in_(FAILED_MESSAGE_STATUSES),  # the index on (campaign_id, status)
+        col(Message.error_code).is_not(None),  # the partial index's rows
         col(Message.error_code).in_(sorted(unsubscribed_codes)),
+        col(Message.status).in_(FAILED_MESSAGE_STATUSES),
         counted_messages(),
         col(Message.contact_id).is_not(None),
+        ~stopped,
     )
-    either = union(stops, refused).subquery()  # UNION: each contact once
-    return int(session.scalar(select(func.count()).select_from(either)) or 0)
+    return stoppers + int(session.scalar(refused) or 0)
 
 
 def summary(
@@ -94,16 +84,9 @@ def summary(
     campaign = get_campaign(session, campaign_id)
     numbers = tally(session, campaign_id)  # one row, kept by the database (core/stats/tallies.py)
     sent, delivered = numbers.sent, numbers.delivered
-    keyword = col(Reply.keyword)
-    r = session.execute(
-        select(
-            func.count(distinct(case((keyword.is_(None), col(Reply.contact_id)), else_=None))),
-            func.sum(case((keyword.is_(None), 1), else_=0)),
-        ).where(col(Reply.campaign_id) == campaign_id)
-    ).one()
-    repliers, replies = (int(v or 0) for v in r)
-    opt_outs = opt_out_count(session, campaign_id, unsubscribed_codes)
-    converters, conversion_events, revenue = conversion_counts(session, campaign_id)
+    repliers, replies = numbers.repliers, numbers.replies
+    opt_outs = numbers.stoppers if not unsubscribed_codes else opt_out_count(session, campaign_id, unsubscribed_codes)
+    converters, conversion_events, revenue = numbers.converters, numbers.conversion_events, numbers.revenue
     basis_name = "delivered" if reports_delivery else "sent"
     basis = delivered if reports_delivery else sent
     unique = numbers.raw_unique if include_bots else numbers.human_unique

@@ -16,13 +16,38 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass
+from typing import Any
 
-from sqlalchemy import and_, case, delete, distinct, func, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    and_,
+    case,
+    cast,
+    delete,
+    distinct,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col
 
-from core.models import CampaignClicker, CampaignTally, Click, Message, counted_messages
+from core.delivery.replies import OPT_OUT_KEYWORDS
+from core.models import (
+    CampaignClicker,
+    CampaignResponder,
+    CampaignTally,
+    Click,
+    Conversion,
+    Message,
+    Reply,
+    counted_messages,
+)
 from core.stats.counting import counted, handed_over, superseded_ids
 from core.statuses import UNSENT_MESSAGE_STATUSES, MessageStatus, Phase
 
@@ -43,6 +68,16 @@ class Tally:
     human_total: int = 0
     raw_unique: int = 0  # contacts who clicked
     human_unique: int = 0  # contacts with a click not a bot's
+    replies: int = 0  # replies that are no keyword (migration 0014)
+    repliers: int = 0  # contacts with such a reply
+    stoppers: int = 0  # contacts with an opt-out keyword reply (STOP and its synonyms)
+    conversion_events: int = 0  # conversions attributed to the campaign's counted messages
+    converters: int = 0  # contacts with such a conversion
+    revenue_micros: int = 0  # their revenue, in millionths
+
+    @property
+    def revenue(self) -> float:
+        return self.revenue_micros / 1_000_000
 
 
 _LOCK_TALLIES = text(
@@ -108,6 +143,12 @@ def tally(session: Session, campaign_id: int) -> Tally:
         human_total=row.clicks_raw - row.clicks_bot,
         raw_unique=row.clickers_raw,
         human_unique=row.clickers_human,
+        replies=row.replies,
+        repliers=row.repliers,
+        stoppers=row.stoppers,
+        conversion_events=row.conversion_events,
+        converters=row.converters,
+        revenue_micros=row.revenue_micros,
     )
 
 
@@ -146,10 +187,35 @@ def recount(session: Session, campaign_id: int) -> Tally:
         .join(Message, real_clicks)
     ).one()
     raw_total, raw_unique, bots_total, human_total, human_unique = (int(v or 0) for v in c)
+    keyword = col(Reply.keyword)
+    r = session.execute(
+        select(
+            func.sum(case((keyword.is_(None), 1), else_=0)),
+            func.count(distinct(case((keyword.is_(None), col(Reply.contact_id)), else_=None))),
+            func.count(distinct(case((keyword.in_(OPT_OUT_KEYWORDS), col(Reply.contact_id)), else_=None))),
+        ).where(col(Reply.campaign_id) == campaign_id)
+    ).one()
+    replies, repliers, stoppers = (int(v or 0) for v in r)
+    v = session.execute(
+        select(
+            func.count(),
+            func.count(distinct(col(Conversion.contact_id))),
+            func.coalesce(func.sum(_micros(col(Conversion.revenue))), 0),
+        )
+        .select_from(Conversion)
+        .join(Message, and_(col(Message.id) == col(Conversion.message_id), counted_messages()))
+        .where(col(Conversion.campaign_id) == campaign_id)
+    ).one()
+    conversion_events, converters, revenue_micros = (int(x or 0) for x in v)
     return Tally(
         contacts, queued, sent, delivered, undelivered, failed, attempts, raw_total, bots_total, human_total,
-        raw_unique, human_unique,
+        raw_unique, human_unique, replies, repliers, stoppers, conversion_events, converters, revenue_micros,
     )  # fmt: skip
+
+
+def _micros(revenue: Any) -> Any:
+    """A revenue in millionths, as migration 0014's triggers add it up."""
+    return cast(func.round(func.coalesce(revenue, 0) * 1_000_000), BigInteger)
 
 
 def repair(session: Session, campaign_id: int) -> tuple[Tally, Tally]:
@@ -194,6 +260,36 @@ def repair(session: Session, campaign_id: int) -> tuple[Tally, Tally]:
     session.execute(
         insert(CampaignClicker).from_select(["campaign_id", "contact_id", "human_clicks", "bot_clicks"], clickers)
     )
+    session.execute(delete(CampaignResponder).where(col(CampaignResponder.campaign_id) == campaign_id))
+    keyword = col(Reply.keyword)
+    responders = union_all(
+        select(
+            col(Reply.campaign_id).label("campaign_id"),
+            col(Reply.contact_id).label("contact_id"),
+            case((keyword.is_(None), 1), else_=0).label("replies"),
+            case((keyword.in_(OPT_OUT_KEYWORDS), 1), else_=0).label("stops"),
+            literal(0).label("conversions"),
+        ).where(col(Reply.campaign_id) == campaign_id, col(Reply.contact_id).is_not(None)),
+        select(col(Conversion.campaign_id), col(Conversion.contact_id), literal(0), literal(0), literal(1))
+        .join(Message, and_(col(Message.id) == col(Conversion.message_id), counted_messages()))
+        .where(col(Conversion.campaign_id) == campaign_id),
+    ).subquery()
+    per_contact = (
+        select(
+            responders.c.campaign_id,
+            responders.c.contact_id,
+            func.sum(responders.c.replies),
+            func.sum(responders.c.stops),
+            func.sum(responders.c.conversions),
+        )
+        .group_by(responders.c.campaign_id, responders.c.contact_id)
+        .having(func.sum(responders.c.replies) + func.sum(responders.c.stops) + func.sum(responders.c.conversions) > 0)
+    )
+    session.execute(
+        insert(CampaignResponder).from_select(
+            ["campaign_id", "contact_id", "replies", "stops", "conversions"], per_contact
+        )
+    )
     fresh = recount(session, campaign_id)
     row = session.get(CampaignTally, campaign_id, populate_existing=True)
     assert row is not None
@@ -206,10 +302,17 @@ def repair(session: Session, campaign_id: int) -> tuple[Tally, Tally]:
 
 def _columns(numbers: Tally) -> dict[str, int]:
     """The tally row's columns for these numbers."""
-    (recipients, queued, sent, delivered, undelivered, failed, attempts, raw, bots, _, clickers, humans) = astuple(
-        numbers
+    (recipients, queued, sent, delivered, undelivered, failed, attempts, raw, bots, _, clickers, humans, *rest) = (
+        astuple(numbers)
     )
+    replies, repliers, stoppers, conversion_events, converters, revenue_micros = rest
     return {
+        "replies": replies,
+        "repliers": repliers,
+        "stoppers": stoppers,
+        "conversion_events": conversion_events,
+        "converters": converters,
+        "revenue_micros": revenue_micros,
         "recipients": recipients,
         "queued": queued,
         "sent": sent,
