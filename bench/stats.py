@@ -272,8 +272,9 @@ def main() -> int:
             print(f"seeded {args.messages:,} messages and {args.clicks:,} clicks in {seconds:.1f} s ({backend})")
             read, whole, slow = check_tallies(database_url, campaign_id)
             print(
-                f"the tally read {read * 1000:.2f} ms (all of summary() {whole * 1000:.1f} ms: its conversions,"
-                f" replies and opt-outs still query); the full recount {slow * 1000:.0f} ms; equal"
+                f"the tally read {read * 1000:.2f} ms (all of summary() {whole * 1000:.1f} ms: its campaign"
+                f" row, and the opt-outs by unsubscribed codes from the refused rows); the full recount"
+                f" {slow * 1000:.0f} ms; equal"
             )
             temporal.start()
             port = free_port()
@@ -321,7 +322,7 @@ def main() -> int:
         ]
         figures.append(
             Figure(
-                "the tally read (summary()'s message and click numbers)",
+                "the tally read (summary()'s message, click, reply and conversion numbers)",
                 read * 1000,
                 "ms",
                 note=f"a full recount of the same numbers: {slow * 1000:,.0f} ms;"

@@ -28,7 +28,7 @@ from core.tracking.bots import judge_together
 from core.tracking.click_writer import ROUND_READS, ClickWriter
 from core.tracking.clicks import ClickRecord
 from core.tracking.codes import CodeTarget, resolve_codes
-from plugins.bot_behaviour import AllLinksFilter, BurstFilter, network_of
+from plugins.bot_behaviour import AllLinksFilter, BurstFilter, _in_order, network_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SEQUENCES = ROOT / "tests" / "data" / "bots" / "sequences.jsonl"
@@ -426,3 +426,22 @@ def test_a_burst_after_a_busy_window_is_judged_when_the_load_eases(database_url:
     assert [reasons for _, _, reasons in verdicts[300:]] == [["burst"]] * 5
     assert not any(bot for _, bot, _ in verdicts[:300])
     assert writer.written == 305
+
+
+def test_the_clicks_come_in_time_order_sorted_or_not() -> None:
+    """`_in_order` skips the sort when the window and the batch are in time order already (the
+    usual case), and sorts when not; either way each click's place maps back to its input."""
+    now = datetime.now(UTC)
+    made = [
+        ClickRecord(
+            CodeTarget(f"c{n}", "x", n, 1, n, 1, now), now + timedelta(milliseconds=n), "198.51.100.1", IPHONE, None
+        )
+        for n in range(20_000)  # more than a piece (PIECE) of the ordered check
+    ]
+    ordered, order = _in_order(made[15_000:], made[:15_000])
+    assert ordered == made and order == list(range(20_000))
+    shuffled = made[:]
+    random.Random(5).shuffle(shuffled)
+    ordered, order = _in_order(shuffled[9_000:], shuffled[:9_000])
+    assert ordered == made
+    assert [shuffled[place] for place in order] == made
