@@ -360,12 +360,26 @@ def wait_for_preload(port: int, process: subprocess.Popen[str], timeout: float =
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process so far (Linux /proc), all its threads included."""
+    """User + system CPU time of a process so far (Linux /proc), all its threads included, and of
+    its running children (the judge of clicks together, core/tracking/together.py)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for child in _children(pid):
+        total += cpu_seconds(child) or 0.0
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
 
 
 def wrk(args: list[str], script: Path, port: int, timeout: float) -> dict[str, Any]:

@@ -25,9 +25,10 @@ from core.models import Campaign, Click, Contact, Link, Message, ShortCode, Vari
 from core.settings import Settings
 from core.stats.summary import summary
 from core.tracking.bots import judge_together
-from core.tracking.click_writer import ROUND_READS, ClickWriter
+from core.tracking.click_writer import ClickWriter
 from core.tracking.clicks import ClickRecord
 from core.tracking.codes import CodeTarget, resolve_codes
+from core.tracking.together import ROUND_READS, Rounds
 from plugins.bot_behaviour import AllLinksFilter, BurstFilter, _in_order, network_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,7 +217,9 @@ def test_a_burst_of_phone_browser_clicks_becomes_bots_and_the_earlier_ones_are_r
             await writer.put(record)
         while writer.written < 5:
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.4)
+        deadline = time.monotonic() + 30  # the judge process judges the five together, and says so
+        while writer.rejudged < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         counted.append(human_clicks(database_url, campaign_id))
         await writer.close()
 
@@ -224,7 +227,7 @@ def test_a_burst_of_phone_browser_clicks_becomes_bots_and_the_earlier_ones_are_r
     engine.dispose()
     assert counted == [(2, 2, 0), (0, 0, 5)]
     assert [(bot, reasons) for _, bot, reasons in rows(database_url, campaign_id)] == [(True, ["burst"])] * 5
-    assert writer.rejudged >= 2  # the first two clicks' rows were rewritten
+    assert writer.rejudged == 5  # every row rewritten: each was stored with the per-click verdict
 
 
 def test_four_recipients_or_a_local_address_are_no_burst(database_url: str, tmp_path: Path) -> None:
@@ -381,25 +384,40 @@ def test_a_round_judges_only_what_its_batch_can_change_and_misses_nothing(
     assert any(fast.name in reasons for reasons in judged)  # the traffic has some to find
 
 
-def test_under_a_heavy_load_a_round_waits_until_it_judges_a_share_of_the_window(tmp_path: Path) -> None:
-    """A round reads the whole window: with 400 clicks in it, a batch of 50 waits (50 x ROUND_READS
-    < 400) and a batch of 100 does not; a quiet moment (no new batch) or a window's span since the
-    last round always runs one, so no verdict waits longer than that."""
-    engine = make_engine(f"sqlite:///{tmp_path}/unused.db")
-    writer = ClickWriter(engine, together=[BurstFilter()])
+def test_under_a_heavy_load_a_round_waits_until_it_judges_a_share_of_the_window() -> None:
+    """A round reads the whole window: with 400 clicks judged in it, 50 new ones wait (50 x
+    ROUND_READS < 400) until no click came for `together_every` or a window's span passed; 100 do
+    not wait."""
+    clock = [1000.0]
+    rounds = Rounds([BurstFilter()], together_every=0.25, clock=lambda: clock[0])
     now = datetime.now(UTC)
-    writer.window.extend(
-        ClickRecord(CodeTarget(f"c{n}", "x", n, 1, n, 1, now), now, f"198.51.100.{n % 200}", IPHONE, None)
-        for n in range(400)
-    )
-    started = time.monotonic()
-    writer._last_round = started
+
+    def made(first: int, count: int) -> list[ClickRecord]:
+        return [
+            ClickRecord(CodeTarget(f"c{n}", "x", n, 1, n, 1, now), now, f"198.51.100.{n % 200}", IPHONE, None)
+            for n in range(first, first + count)
+        ]
+
+    rounds.add(made(0, 400))
+    assert rounds.due_at() == 0.0  # the first round: at once
+    rounds.run()
+    assert rounds.due_at() is None  # nothing waits
+    clock[0] += 1
+    rounds.add(made(400, 50))
     assert ROUND_READS * 50 < 400 <= ROUND_READS * 100
-    assert not writer._round_pays(50, started)
-    assert writer._round_pays(100, started)
-    assert writer._round_pays(0, started)  # no new batch: `_settle` judges what waits
-    assert writer._round_pays(1, started + writer._span.total_seconds())
-    engine.dispose()
+    assert rounds.due_at() == clock[0] + 0.25  # a quiet moment, unless more come
+    clock[0] += 0.1
+    rounds.add(made(450, 10))
+    assert rounds.due_at() == clock[0] + 0.25
+    rounds.add(made(460, 40))  # 100 wait now: a round pays
+    assert rounds.due_at() is not None and rounds.due_at() <= clock[0]
+    rounds.run()
+    for step in range(60):  # a steady stream of small batches: a round once a window's span passed
+        clock[0] += 0.1
+        rounds.add(made(500 + step, 1))
+        if rounds.due_at() is not None and rounds.due_at() <= clock[0]:
+            break
+    assert 4.9 <= step * 0.1 <= 5.1
 
 
 def test_a_burst_after_a_busy_window_is_judged_when_the_load_eases(database_url: str, tmp_path: Path) -> None:

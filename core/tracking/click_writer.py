@@ -4,24 +4,18 @@ A click costs the redirect one append to a bounded in-process queue; a backgroun
 what gathered every few milliseconds, and everything left on close: no click is lost on SIGTERM
 (uvicorn finishes the requests in flight, then the app's lifespan closes the writer).
 
-Together-filters (`JudgesTogether`: bursts, every link of a message) judge the clicks of a batch
-with those of the last few seconds, which the writer keeps in memory (`window`, at most
-WINDOW_CAPACITY clicks), and may re-judge those: their rows are updated. So that this costs the
-redirects (whose event loop shares the GIL with the writer's thread) next to nothing, they judge
-at most every `together_every` seconds (longer when a round took long, ROUND_SHARE, or under a
-heavy load would read far more of the window than it judges, ROUND_READS): a batch written in
-between is stored with the verdicts of the per-click filters and judged together
-with a later batch, or on its own when none comes — its verdict may come a moment later than
-its row, and its `on_click` listeners were told the first one (docs/bots.md).
+Together-filters (`JudgesTogether`: bursts, every link of a message) judge in a process of
+their own (core/tracking/together.py): each stored batch is handed to it, it judges the clicks
+together with those of the last few seconds, and the verdicts it changes come back and are
+written over their rows (`update_verdicts`) — a moment later than the row, and the click's
+`on_click` listeners were told the first verdict (docs/bots.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import deque
+import threading
 from collections.abc import Callable, Sequence
-from itertools import islice
 from typing import Any
 
 import anyio.to_thread
@@ -30,23 +24,11 @@ from sqlalchemy.engine import Engine
 from core.db import is_sqlite
 from core.hooks.contracts import BotFilter, JudgesTogether
 from core.log import get_logger
-from core.tracking.bots import judge_clicks, judge_together, together_window
 from core.tracking.click_store import click_rows, store_clicks, update_verdicts
 from core.tracking.clicks import ClickRecord
+from core.tracking.together import Judge
 
 log = get_logger("textpulse.redirect")
-
-# The clicks kept for the together-filters' window, at most (a few seconds of a heavy load).
-WINDOW_CAPACITY = 100_000
-# A round of the together-filters waits at least this many times its predecessor's duration: at
-# most about a tenth of one core goes to judging together, however heavy the load.
-ROUND_SHARE = 10
-# A round reads the window before the clicks it judges: under a heavy load it waits until it judges
-# at least 1/ROUND_READS as many clicks as the window holds (or the window's span has passed), so
-# that each click is read about ROUND_READS times, not (span / together_every) times: at 20,000
-# clicks a second, a round every 2.5 s instead of 20 rounds over every click of a 5-second window
-# (docs/benchmarks.md, "The behaviour filters and the redirect").
-ROUND_READS = 4
 
 
 class ClickWriter:
@@ -75,13 +57,11 @@ class ClickWriter:
         self.filters = tuple(filters)  # bot filters, applied as clicks are stored
         self.together = tuple(together)  # bot filters that judge clicks together, over `window`
         self.together_every = together_every
-        self.rejudged = 0  # stored clicks whose verdict a later round changed
-        self.window: deque[ClickRecord] = deque()  # the last clicks stored, for the together-filters
-        self._unjudged = 0  # how many of the window's newest are not judged together yet
-        self._dirty: dict[int, ClickRecord] = {}  # stored clicks re-judged, their rows not rewritten yet
-        self._next_round = 0.0  # time.monotonic() from which the next round may run
-        self._last_round = 0.0  # time.monotonic() of the last round
-        self._span = together_window(self.together)
+        self.rejudged = 0  # stored clicks whose verdict the judge changed
+        self._judge: Judge | None = None  # the process that judges clicks together
+        self._changed: list[ClickRecord] = []  # re-judged clicks, their rows not rewritten yet
+        self._changed_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.interval = interval
         self.batch = batch
         self.capacity = capacity
@@ -102,7 +82,24 @@ class ClickWriter:
 
     def start(self) -> None:
         self._closing = False
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="click-writer")
+        self._loop = asyncio.get_running_loop()
+        if self.together and self._judge is None:
+            self._judge = Judge(self.together, self._rejudged, together_every=self.together_every)
+            self._judge.start()
+        self._task = self._loop.create_task(self._run(), name="click-writer")
+
+    def _rejudged(self, records: list[ClickRecord]) -> None:
+        """From the judge's reader thread: verdicts to write; wake the writer."""
+        with self._changed_lock:
+            self._changed.extend(records)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._poke)
+
+    def _poke(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def offer(self, record: ClickRecord) -> bool:
         """Queue a click unless the queue is full."""
@@ -123,21 +120,18 @@ class ClickWriter:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if self._changed:
+                await self._write_verdicts()
             if not self._pending:
                 if self._closing:
-                    if self._unjudged:
-                        await self._settle()
                     return
                 self._wake = wake = loop.create_future()
-                if self._unjudged:  # stored clicks await their round: run it when no batch comes
-                    delay = max(self._next_round - time.monotonic(), 0.0)
-                    done, _ = await asyncio.wait({wake}, timeout=delay)
+                if self._changed:  # came while the last write ran
                     self._wake = None
-                    if not done:
-                        await self._settle()
                     continue
                 await wake
                 self._wake = None
+                continue
             if not self._closing and len(self._pending) < self.batch:
                 await asyncio.sleep(self.interval)  # let a batch gather
             records = self._pending[: self.batch]
@@ -168,72 +162,41 @@ class ClickWriter:
             except Exception as exc:  # a plugin's failure does not stop the writer
                 log.warning("on_click hook failed", error=str(exc))
 
-    async def _settle(self) -> None:
-        """Judge the clicks stored but not judged together yet, with no new batch."""
+    async def _write_verdicts(self) -> None:
+        """Write the verdicts the judge changed over their rows; kept for the next try on failure."""
+        with self._changed_lock:
+            changed, self._changed = self._changed, []
         try:
-            await anyio.to_thread.run_sync(self._store, [])
-        except Exception as exc:  # their rows keep the per-click verdicts
-            log.warning("judging clicks together failed", error=str(exc), clicks=self._unjudged)
-            self._unjudged = 0
+            await anyio.to_thread.run_sync(self._update, changed)
+        except Exception as exc:  # a locked database: tried again with the next wake-up
+            log.warning("re-judged verdicts not written yet", clicks=len(changed), error=str(exc))
+            with self._changed_lock:
+                self._changed[:0] = changed
+            await asyncio.sleep(0.05)
+            return
+        self.rejudged += len(changed)
+
+    def _update(self, changed: list[ClickRecord]) -> None:
+        if not self.inline:
+            update_verdicts(self.engine, changed)
+            return
+        update_verdicts(self.engine, changed, sqlite_connection=self._sqlite())
 
     def _judge_and_store(self, records: list[ClickRecord], connection: Any) -> int:
-        """Judge the batch alone; then, when a round is due (or the writer closes), together with the
-        clicks stored before it; store it; write the verdicts that changed of clicks stored before."""
-        if not self.together:
-            return store_clicks(self.engine, records, self.filters, sqlite_connection=connection)
-        if records:
-            judge_clicks(self.engine, records, self.filters, sqlite_connection=connection)
-        started = time.monotonic()
-        ran = self._closing or (started >= self._next_round and self._round_pays(len(records), started))
-        if ran:
-            self._last_round = started
-            window = self.window
-            waiting = list(islice(window, len(window) - self._unjudged, None))
-            clicks = waiting + records
-            if clicks:
-                # The window before the waiting clicks (copied in C); judge_together leaves out, for
-                # each filter, those older than its own window before the first of `clicks`.
-                before = list(islice(window, 0, len(window) - self._unjudged))
-                fresh = {id(record) for record in records}
-                for click in judge_together(self.together, clicks, before):
-                    if id(click) not in fresh:  # stored already: its row is rewritten
-                        self._dirty[id(click)] = click
-            self._unjudged = 0
-            self._next_round = time.monotonic() + max(self.together_every, ROUND_SHARE * (time.monotonic() - started))
-        written = store_clicks(self.engine, records, sqlite_connection=connection, judged=True) if records else 0
-        if self._dirty:  # kept until written: a failed write is tried again with the next batch
-            changed = list(self._dirty.values())
-            try:
-                update_verdicts(self.engine, changed, sqlite_connection=connection)
-            except Exception as exc:  # the batch is stored: never let its insert be tried again
-                log.warning("re-judged verdicts not written yet", clicks=len(changed), error=str(exc))
-            else:
-                self._dirty.clear()
-                self.rejudged += len(changed)
-        if records:
-            self.window.extend(records)
-            if not ran:
-                self._unjudged += len(records)
-            self._prune(records[-1].clicked_at)
+        """Judge the batch with the per-click filters and store it; hand it to the judge of clicks
+        together."""
+        written = store_clicks(self.engine, records, self.filters, sqlite_connection=connection)
+        if self._judge is not None:
+            self._judge.send(records)
         return written
 
-    def _round_pays(self, new: int, now: float) -> bool:
-        """Is a round due, by what it reads? Always with no new batch (a quiet moment: `_settle`)
-        and once the window's span has passed since the last; else when the clicks to judge are at
-        least 1/ROUND_READS of the window."""
-        if not new or now - self._last_round >= self._span.total_seconds():
-            return True
-        return (self._unjudged + new) * ROUND_READS >= len(self.window) - self._unjudged
-
-    def _prune(self, newest: Any) -> None:
-        """Forget the clicks no round needs any more: older than the window before the newest, once
-        every click is judged together (until then, the waiting ones' window is kept), and beyond
-        WINDOW_CAPACITY the oldest judged ones."""
-        window, cutoff = self.window, newest - self._span * 2
-        while len(window) > self._unjudged and (
-            len(window) > WINDOW_CAPACITY or (not self._unjudged and window[0].clicked_at < cutoff)
-        ):
-            window.popleft()
+    def _sqlite(self) -> Any:
+        if self._connection is None:
+            connection: Any = self.engine.raw_connection()
+            connection.detach()  # closed, not pooled, when the writer is done with it
+            connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+            self._connection = connection
+        return self._connection
 
     def _store(self, records: list[ClickRecord]) -> int:
         """In a worker thread, one batch at a time. SQLite: on a connection of the writer's own,
@@ -246,13 +209,8 @@ class ClickWriter:
         pool, so no other unit of work gets a connection without the check."""
         if not self.inline:
             return self._judge_and_store(records, None)
-        if self._connection is None:
-            connection: Any = self.engine.raw_connection()
-            connection.detach()  # closed, not pooled, when the writer is done with it
-            connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
-            self._connection = connection
         try:
-            return self._judge_and_store(records, self._connection)
+            return self._judge_and_store(records, self._sqlite())
         except Exception:
             connection, self._connection = self._connection, None
             connection.close()  # a fresh connection for the retry (detached: close really closes)
@@ -268,6 +226,11 @@ class ClickWriter:
             wake.set_result(None)
         await self._task
         self._task = None
+        judge, self._judge = self._judge, None
+        if judge is not None:  # a last round over what waits; its verdicts written
+            await anyio.to_thread.run_sync(judge.close)
+            if self._changed:
+                await self._write_verdicts()
         if self._connection is not None:
             connection, self._connection = self._connection, None
             connection.close()
