@@ -5,6 +5,7 @@ preview kept human, and re-scoring a campaign from the CLI and the API (SQLite a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import time
@@ -28,7 +29,7 @@ from core.tracking.bots import judge_together
 from core.tracking.click_writer import ClickWriter
 from core.tracking.clicks import ClickRecord
 from core.tracking.codes import CodeTarget, resolve_codes
-from core.tracking.together import ROUND_READS, Rounds
+from core.tracking.together import ROUND_READS, Judge, Rounds, from_verdict, from_wire, to_wire, verdict_of
 from plugins.bot_behaviour import AllLinksFilter, BurstFilter, _in_order, network_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -463,3 +464,68 @@ def test_the_clicks_come_in_time_order_sorted_or_not() -> None:
     ordered, order = _in_order(shuffled[9_000:], shuffled[:9_000])
     assert ordered == made
     assert [shuffled[place] for place in order] == made
+
+
+def _burst_clicks(first: int, ip_prefix: str = "203.0.113") -> list[ClickRecord]:
+    """Five recipients' links within a second from one /24 with one agent, seconds after the send."""
+    now = datetime.now(UTC)
+    return [
+        ClickRecord(
+            CodeTarget(f"j{first + n}", "x", first + n, 1, first + n, 1, now - timedelta(seconds=2)),
+            now + timedelta(milliseconds=100 * n),
+            f"{ip_prefix}.{10 + n}",
+            IPHONE,
+            None,
+        )
+        for n in range(5)
+    ]
+
+
+def test_a_click_crosses_to_the_judge_and_back_whole() -> None:
+    click = _burst_clicks(1)[0]
+    click.reasons, click.bot_score, click.purpose = ("known_bot",), 0.7, "prefetch"
+    click.sent_at = click.delivered_at = click.clicked_at - timedelta(seconds=1)
+    back = from_wire(to_wire(click))
+    assert back == ClickRecord(click.target._replace(destination=""), *dataclasses.astuple(click)[1:])
+    verdict = from_verdict(verdict_of(click))
+    assert (verdict.target.code, verdict.target.message_id, verdict.target.campaign_id, verdict.clicked_at) == (
+        click.target.code,
+        click.target.message_id,
+        click.target.campaign_id,
+        click.clicked_at,
+    )
+    assert (verdict.reasons, verdict.bot_score) == (("known_bot",), 0.7)
+
+
+def test_the_judge_process_finds_a_burst_is_replaced_when_it_dies_and_judges_what_waits_on_close() -> None:
+    found: list[ClickRecord] = []
+    judge = Judge([BurstFilter()], found.extend, together_every=0.05)
+    judge.start()
+    try:
+
+        def until(count: int) -> None:
+            deadline = time.monotonic() + 30
+            while len(found) < count and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert len(found) == count
+
+        judge.send(_burst_clicks(1))
+        until(5)
+        assert {c.target.code for c in found} == {f"j{n}" for n in range(1, 6)}
+        assert all(c.reasons == ("burst",) for c in found)
+        judge._process.kill()  # a judge killed (OOM, say): the next batch starts another
+        judge._process.join(10)
+        judge.send(_burst_clicks(100, "198.51.100"))
+        assert judge.restarts == 1
+        until(10)
+    finally:
+        judge.close()
+    # What waits when the writer closes is judged before the judge stops.
+    found.clear()
+    judge = Judge([BurstFilter()], found.extend, together_every=60)
+    judge.start()
+    judge.send(_burst_clicks(200)[:1])
+    time.sleep(0.5)  # the first round (at once) judged the one click
+    judge.send(_burst_clicks(200)[1:])  # the next round is a minute away
+    judge.close()
+    assert len(found) == 5
