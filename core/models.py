@@ -299,6 +299,8 @@ class CampaignTally(SQLModel, table=True):
     repliers: int = _tally()  # contacts with such a reply
     stoppers: int = _tally()  # contacts with an opt-out keyword reply
     converters: int = _tally()  # contacts with such a conversion
+    unclicked_events: int = _tally()  # such conversions with no click of the contact before them
+    direct_converters: int = _tally()  # contacts with such a conversion after a click (funnel `direct`)
 
 
 # A contact's clicks in a campaign (on its counted messages), a person's and bots': the tally's
@@ -322,6 +324,7 @@ class CampaignResponder(SQLModel, table=True):
     replies: int = _tally()
     stops: int = _tally()
     conversions: int = _tally()
+    clicked_conversions: int = _tally()  # conversions after a click of the contact (`clicked`)
 
 
 # Every id (primary keys, the columns pointing at them, `campaign.run_id`) is a 64-bit integer on

@@ -30,6 +30,7 @@ from core.delivery.status import Callback, ingest_callbacks
 from core.hooks.contracts import ClickToJudge, InboundMessage, SendResult, StatusUpdate
 from core.migrate import downgrade, upgrade
 from core.models import Campaign, Click, Contact, Conversion, Link, Message, Reply, Variant, utcnow
+from core.stats.breakdowns import counted_funnel, funnel
 from core.stats.conversions import record_conversion
 from core.stats.summary import summary
 from core.stats.tallies import Tally, recount, repair, tally
@@ -123,6 +124,10 @@ def _check(world: World, step: str) -> None:
                 counted.converters,
             )
             assert numbers["revenue"] == pytest.approx(counted.revenue_micros / 1e6, abs=1e-9)
+            kept_funnel, rows_funnel = funnel(session, cid), counted_funnel(session, cid)
+            assert kept_funnel["revenue"] == pytest.approx(rows_funnel.pop("revenue"), abs=1e-6)
+            kept_funnel.pop("revenue")
+            assert kept_funnel == rows_funnel, f"{step}: the funnel of campaign {cid}"
 
 
 def _respond(world: World) -> None:
@@ -339,6 +344,7 @@ def test_tallies_equal_a_recount_after_a_random_mix_of_writes(database_url: str,
         assert last.attempts > last.sent > last.delivered > 0 and last.bots_total > 0 and last.human_unique > 0
         assert last.recipients == CONTACTS - 10  # each contact once (the controls never count)
         assert last.replies > 0 and last.stoppers > 0 and last.converters > 0 and last.revenue_micros > 0
+        assert last.converters > last.direct_converters > 0 and last.unclicked_events > 0
     finally:
         engine.dispose()
 

@@ -25,6 +25,7 @@ from sqlmodel import Session, col
 from core.errors import BadParameter
 from core.models import Click, Conversion, Link, Message, Reply, Variant, counted_messages
 from core.stats.counting import counted
+from core.stats.tallies import Tally, tally
 from core.statuses import MessageStatus
 from core.zones import zone as named_zone
 
@@ -302,7 +303,17 @@ def variant_id_of(session: Session, campaign_id: int, name: str) -> int:
 
 def funnel(session: Session, campaign_id: int, *, variant: str | None = None) -> dict[str, Any]:
     """Contacts at each step (of one variant, if given; never the control group); conversions split
-    into direct (clicked first) and influenced, with `conversion_events` and `revenue` beside."""
+    into direct (clicked first) and influenced, with `conversion_events` and `revenue` beside.
+
+    The whole campaign's is read from its tally (one row, core/stats/tallies.py); one variant's is
+    counted from the rows."""
+    if variant is None:
+        return _funnel_of(tally(session, campaign_id))
+    return counted_funnel(session, campaign_id, variant)
+
+
+def counted_funnel(session: Session, campaign_id: int, variant: str | None = None) -> dict[str, Any]:
+    """`funnel()` counted from the rows (what the tally's funnel is held to)."""
     of_variant: tuple[Any, ...] = ()
     if variant is not None:
         of_variant = (col(Message.variant_id) == variant_id_of(session, campaign_id, variant),)
@@ -339,4 +350,23 @@ def funnel(session: Session, campaign_id: int, *, variant: str | None = None) ->
         "influenced": int(converted or 0) - int(direct or 0) if influenced else 0,
         "conversion_events": int(events or 0),
         "revenue": float(revenue or 0),
+    }
+
+
+def _funnel_of(numbers: Tally) -> dict[str, Any]:
+    """The campaign's funnel from its tally: the same definitions, kept by the database."""
+    steps = [
+        ("sent", numbers.sent),
+        ("delivered", numbers.delivered),
+        ("clicked", numbers.human_unique),
+        ("converted", numbers.converters),
+    ]
+    return {
+        "variant": None,
+        "steps": [{"name": name, "contacts": n} for name, n in steps],
+        "direct": numbers.direct_converters,
+        # A contact with a direct conversion is not counted again as influenced.
+        "influenced": numbers.converters - numbers.direct_converters if numbers.unclicked_events else 0,
+        "conversion_events": numbers.conversion_events,
+        "revenue": numbers.revenue,
     }

@@ -74,6 +74,8 @@ class Tally:
     conversion_events: int = 0  # conversions attributed to the campaign's counted messages
     converters: int = 0  # contacts with such a conversion
     revenue_micros: int = 0  # their revenue, in millionths
+    unclicked_events: int = 0  # such conversions with no click of the contact before them
+    direct_converters: int = 0  # contacts with such a conversion after a click (the funnel's `direct`)
 
     @property
     def revenue(self) -> float:
@@ -149,6 +151,8 @@ def tally(session: Session, campaign_id: int) -> Tally:
         conversion_events=row.conversion_events,
         converters=row.converters,
         revenue_micros=row.revenue_micros,
+        unclicked_events=row.unclicked_events,
+        direct_converters=row.direct_converters,
     )
 
 
@@ -201,15 +205,18 @@ def recount(session: Session, campaign_id: int) -> Tally:
             func.count(),
             func.count(distinct(col(Conversion.contact_id))),
             func.coalesce(func.sum(_micros(col(Conversion.revenue))), 0),
+            func.sum(case((col(Conversion.clicked).is_(False), 1), else_=0)),
+            func.count(distinct(case((col(Conversion.clicked).is_(True), col(Conversion.contact_id)), else_=None))),
         )
         .select_from(Conversion)
         .join(Message, and_(col(Message.id) == col(Conversion.message_id), counted_messages()))
         .where(col(Conversion.campaign_id) == campaign_id)
     ).one()
-    conversion_events, converters, revenue_micros = (int(x or 0) for x in v)
+    conversion_events, converters, revenue_micros, unclicked_events, direct_converters = (int(x or 0) for x in v)
     return Tally(
         contacts, queued, sent, delivered, undelivered, failed, attempts, raw_total, bots_total, human_total,
         raw_unique, human_unique, replies, repliers, stoppers, conversion_events, converters, revenue_micros,
+        unclicked_events, direct_converters,
     )  # fmt: skip
 
 
@@ -269,8 +276,16 @@ def repair(session: Session, campaign_id: int) -> tuple[Tally, Tally]:
             case((keyword.is_(None), 1), else_=0).label("replies"),
             case((keyword.in_(OPT_OUT_KEYWORDS), 1), else_=0).label("stops"),
             literal(0).label("conversions"),
+            literal(0).label("clicked_conversions"),
         ).where(col(Reply.campaign_id) == campaign_id, col(Reply.contact_id).is_not(None)),
-        select(col(Conversion.campaign_id), col(Conversion.contact_id), literal(0), literal(0), literal(1))
+        select(
+            col(Conversion.campaign_id),
+            col(Conversion.contact_id),
+            literal(0),
+            literal(0),
+            literal(1),
+            case((col(Conversion.clicked).is_(True), 1), else_=0),
+        )
         .join(Message, and_(col(Message.id) == col(Conversion.message_id), counted_messages()))
         .where(col(Conversion.campaign_id) == campaign_id),
     ).subquery()
@@ -281,13 +296,14 @@ def repair(session: Session, campaign_id: int) -> tuple[Tally, Tally]:
             func.sum(responders.c.replies),
             func.sum(responders.c.stops),
             func.sum(responders.c.conversions),
+            func.sum(responders.c.clicked_conversions),
         )
         .group_by(responders.c.campaign_id, responders.c.contact_id)
         .having(func.sum(responders.c.replies) + func.sum(responders.c.stops) + func.sum(responders.c.conversions) > 0)
     )
     session.execute(
         insert(CampaignResponder).from_select(
-            ["campaign_id", "contact_id", "replies", "stops", "conversions"], per_contact
+            ["campaign_id", "contact_id", "replies", "stops", "conversions", "clicked_conversions"], per_contact
         )
     )
     fresh = recount(session, campaign_id)
@@ -305,7 +321,7 @@ def _columns(numbers: Tally) -> dict[str, int]:
     (recipients, queued, sent, delivered, undelivered, failed, attempts, raw, bots, _, clickers, humans, *rest) = (
         astuple(numbers)
     )
-    replies, repliers, stoppers, conversion_events, converters, revenue_micros = rest
+    replies, repliers, stoppers, conversion_events, converters, revenue_micros, unclicked, direct = rest
     return {
         "replies": replies,
         "repliers": repliers,
@@ -313,6 +329,8 @@ def _columns(numbers: Tally) -> dict[str, int]:
         "conversion_events": conversion_events,
         "converters": converters,
         "revenue_micros": revenue_micros,
+        "unclicked_events": unclicked,
+        "direct_converters": direct,
         "recipients": recipients,
         "queued": queued,
         "sent": sent,

@@ -6,11 +6,14 @@ stream) reads them from the one row instead of counting the campaign's replies a
   `conversion_events` and `revenue_micros` (the events' revenue in millionths, an integer, so that
   the sum is exact whatever the order of the writes) of conversions attributed to a counted
   message of the campaign (never a held-out control's, never a test send's);
-  `repliers`, `stoppers`, `converters`: distinct contacts with such a reply, with an opt-out
-  keyword reply (STOP and its synonyms, frozen here as core/delivery/replies.py has them), with
-  such a conversion.
-- `campaign_responder`: per (campaign, contact), its replies, opt-out replies and conversions;
-  the distinct counts move when one of them crosses zero (as `campaign_clicker` does for clicks).
+  `unclicked_events` those of them not preceded by a click of the contact (`clicked` false);
+  `repliers`, `stoppers`, `converters`, `direct_converters`: distinct contacts with such a reply,
+  with an opt-out keyword reply (STOP and its synonyms, frozen here as core/delivery/replies.py
+  has them), with such a conversion, with such a conversion after a click (the funnel's
+  `direct`).
+- `campaign_responder`: per (campaign, contact), its replies, opt-out replies, conversions and
+  conversions after a click; the distinct counts move when one of them crosses zero (as
+  `campaign_clicker` does for clicks).
 - `ix_message_campaign_error`: message (campaign_id, error_code) for the rows with an error code
   only, so that the other half of `opt_outs` (contacts whose message the carrier refused because
   they unsubscribed: the provider's codes, known only to the app) is read from the refused rows
@@ -57,15 +60,20 @@ def _reply_by_contact(r: str) -> dict[str, str]:
         "replies": _flag(f"{r}.keyword IS NULL"),
         "stops": _flag(f"{r}.keyword IN {STOP_WORDS}"),
         "conversions": "0",
+        "clicked_conversions": "0",
     }
 
 
 def _conversion_tallies(v: str) -> dict[str, str]:
-    return {"conversion_events": "1", "revenue_micros": f"CAST(ROUND(COALESCE({v}.revenue, 0) * 1000000) AS BIGINT)"}
+    return {
+        "conversion_events": "1",
+        "revenue_micros": f"CAST(ROUND(COALESCE({v}.revenue, 0) * 1000000) AS BIGINT)",
+        "unclicked_events": _flag(f"NOT {v}.clicked"),
+    }
 
 
 def _conversion_by_contact(v: str) -> dict[str, str]:
-    return {"replies": "0", "stops": "0", "conversions": "1"}
+    return {"replies": "0", "stops": "0", "conversions": "1", "clicked_conversions": _flag(f"{v}.clicked")}
 
 
 def _responder_tallies(k: str) -> dict[str, str]:
@@ -73,6 +81,7 @@ def _responder_tallies(k: str) -> dict[str, str]:
         "repliers": _flag(f"{k}.replies > 0"),
         "stoppers": _flag(f"{k}.stops > 0"),
         "converters": _flag(f"{k}.conversions > 0"),
+        "direct_converters": _flag(f"{k}.clicked_conversions > 0"),
     }
 
 
@@ -180,8 +189,8 @@ def _row_statements(table: str, row: str, sign: int) -> list[str]:
 # SQLite: the columns whose change can move a count, per table (an UPDATE of any other fires nothing).
 WATCHED = {
     "reply": "campaign_id, contact_id, keyword",
-    "conversion": "campaign_id, contact_id, message_id, revenue",
-    "campaign_responder": "campaign_id, contact_id, replies, stops, conversions",
+    "conversion": "campaign_id, contact_id, message_id, revenue, clicked",
+    "campaign_responder": "campaign_id, contact_id, replies, stops, conversions, clicked_conversions",
 }
 
 
