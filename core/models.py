@@ -327,6 +327,20 @@ class CampaignResponder(SQLModel, table=True):
     clicked_conversions: int = _tally()  # conversions after a click of the contact (`clicked`)
 
 
+# A campaign's listed failures (those `/stats/errors` shows) per error code and text (its first
+# ERROR_TEXT_KEPT characters), kept by migration 0015's triggers on message.
+ERROR_TEXT_KEPT = 500
+
+
+class CampaignError(SQLModel, table=True):
+    __tablename__ = "campaign_error"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    code: str = Field(primary_key=True, max_length=40)
+    text: str = Field(primary_key=True, max_length=ERROR_TEXT_KEPT)
+    messages: int = _tally()
+
+
 # Every id (primary keys, the columns pointing at them, `campaign.run_id`) is a 64-bit integer on
 # both databases, so any id the API accepts (1 to 2**63 - 1) is one a table can hold: on SQLite an
 # INTEGER already is, and a primary key must stay INTEGER there to be the rowid; on PostgreSQL it

@@ -33,6 +33,7 @@ TABLES = {
     "campaign_tally",
     "campaign_clicker",
     "campaign_responder",
+    "campaign_error",
 }
 
 

@@ -32,7 +32,7 @@ from core.migrate import downgrade, upgrade
 from core.models import Campaign, Click, Contact, Conversion, Link, Message, Reply, Variant, utcnow
 from core.stats.breakdowns import counted_funnel, funnel
 from core.stats.conversions import record_conversion
-from core.stats.summary import summary
+from core.stats.summary import counted_errors, errors, summary
 from core.stats.tallies import Tally, recount, repair, tally
 from core.statuses import CampaignStatus, MessageStatus, Phase
 from core.tracking.click_store import store_clicks, update_verdicts
@@ -127,6 +127,7 @@ def _check(world: World, step: str) -> None:
             kept_funnel, rows_funnel = funnel(session, cid), counted_funnel(session, cid)
             assert kept_funnel["revenue"] == pytest.approx(rows_funnel.pop("revenue"), abs=1e-6)
             kept_funnel.pop("revenue")
+            assert errors(session, cid) == counted_errors(session, cid), f"{step}: the errors of campaign {cid}"
             assert kept_funnel == rows_funnel, f"{step}: the funnel of campaign {cid}"
 
 
@@ -327,7 +328,21 @@ def _mix(world: World) -> None:
             update(Message).where(Message.id == accepted[0].id).values(status=MessageStatus.QUEUED, sent_at=None)
         )  # type: ignore[arg-type]
         session.execute(update(Click).where(Click.message_id == accepted[1].id).values(is_bot=True))  # type: ignore[arg-type]
+        # Over the frequency cap (listed among the errors), and a failure's text long and then changed.
+        session.execute(
+            update(Message)
+            .where(Message.id == accepted[2].id)  # type: ignore[arg-type]
+            .values(status=MessageStatus.CANCELLED, error_code="frequency_cap", error_text="over the cap")
+        )
+        session.execute(
+            update(Message)
+            .where(Message.id == accepted[3].id)  # type: ignore[arg-type]
+            .values(status=MessageStatus.FAILED, error_code="30007", error_text="Filtered " * 100)
+        )
     _check(world, "rows rewritten")
+    with session_scope(world.engine) as session:
+        session.execute(update(Message).where(Message.id == accepted[3].id).values(error_text="Carrier filter"))  # type: ignore[arg-type]
+    _check(world, "an error's text changed")
     for cid in world.campaigns:
         cancel_pending(world.engine, cid)
     _check(world, "cancelled")
@@ -345,6 +360,9 @@ def test_tallies_equal_a_recount_after_a_random_mix_of_writes(database_url: str,
         assert last.recipients == CONTACTS - 10  # each contact once (the controls never count)
         assert last.replies > 0 and last.stoppers > 0 and last.converters > 0 and last.revenue_micros > 0
         assert last.converters > last.direct_converters > 0 and last.unclicked_events > 0
+        with session_scope(engine, read_only=True) as session:
+            listed = {row["code"] for row in errors(session, world.campaigns[0])["errors"]}
+        assert "30006" in listed
     finally:
         engine.dispose()
 
@@ -368,6 +386,7 @@ def test_the_migration_backfills_the_tallies_and_repair_rewrites_them(database_u
         with engine.begin() as conn:  # a tally gone wrong is put right
             conn.exec_driver_sql(f"UPDATE campaign_tally SET sent = 0, clickers_human = 0 WHERE campaign_id = {cid}")
             conn.exec_driver_sql(f"DELETE FROM campaign_clicker WHERE campaign_id = {cid}")
+            conn.exec_driver_sql(f"DELETE FROM campaign_error WHERE campaign_id = {cid}")
         with session_scope(engine) as session:
             kept, fresh = repair(session, cid)
         assert kept != fresh and fresh == before[cid]

@@ -23,7 +23,7 @@ the contact opted in again since).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from sqlalchemy import and_, distinct, func, or_, select
@@ -31,7 +31,7 @@ from sqlmodel import Session, col
 
 from core.campaigns.definition import get_campaign, iso
 from core.delivery import frequency_cap
-from core.models import CampaignResponder, Message, counted_messages, utcnow
+from core.models import ERROR_TEXT_KEPT, CampaignError, CampaignResponder, Message, counted_messages, utcnow
 from core.stats.counting import counted
 from core.stats.tallies import tally
 from core.statuses import FAILED_MESSAGE_STATUSES, MessageStatus
@@ -126,23 +126,39 @@ def errors(session: Session, campaign_id: int) -> dict[str, Any]:
     `frequency_cap`), per error code, with its text (`/stats/errors`).
 
     `share` is the code's part of those messages (the shares add up to 1); a code reported with
-    several texts shows the most frequent one. Test sends do not count, and a retried contact counts
-    by its latest message: a failure that a retry delivered is no longer listed.
-    """
+    several texts shows the most frequent one (the first ERROR_TEXT_KEPT characters of it). Test
+    sends do not count, and a retried contact counts by its latest message: a failure that a retry
+    delivered is no longer listed. Read from `campaign_error` (migration 0015's triggers keep it
+    with every write to message); `counted_errors` counts the same from the rows."""
+    rows = session.execute(
+        select(col(CampaignError.code), col(CampaignError.text), col(CampaignError.messages)).where(
+            col(CampaignError.campaign_id) == campaign_id, col(CampaignError.messages) > 0
+        )
+    ).all()
+    return _ranked((code, text or None, int(n)) for code, text, n in rows)
+
+
+def counted_errors(session: Session, campaign_id: int) -> dict[str, Any]:
+    """`errors()` counted from the campaign's messages (what the kept rows are held to)."""
     listed = or_(
         col(Message.status).in_(FAILED_MESSAGE_STATUSES),
         and_(col(Message.status) == MessageStatus.CANCELLED, col(Message.error_code) == frequency_cap.ERROR_CODE),
     )
     failed = and_(counted(session, campaign_id).latest, listed)
     code = func.coalesce(col(Message.error_code), "unknown")
-    text_column = col(Message.error_text)
+    text_column = func.substr(func.coalesce(col(Message.error_text), ""), 1, ERROR_TEXT_KEPT)
     rows = session.execute(select(code, text_column, func.count()).where(failed).group_by(code, text_column)).all()
+    return _ranked((error_code, text or None, int(n)) for error_code, text, n in rows)
+
+
+def _ranked(rows: Iterable[tuple[str, str | None, int]]) -> dict[str, Any]:
+    """Per code: its messages, and its most frequent text (ties: the first in text order)."""
     counts: dict[str, int] = {}
     texts: dict[str, tuple[int, str]] = {}
-    for error_code, text, count in rows:
-        counts[error_code] = counts.get(error_code, 0) + int(count)
-        if text and (error_code not in texts or int(count) > texts[error_code][0]):
-            texts[error_code] = (int(count), text)
+    for error_code, text, count in sorted(rows, key=lambda r: (r[0], r[1] or "")):
+        counts[error_code] = counts.get(error_code, 0) + count
+        if text and (error_code not in texts or count > texts[error_code][0]):
+            texts[error_code] = (count, text)
     total = sum(counts.values())
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return {

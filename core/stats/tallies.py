@@ -28,6 +28,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     text,
     union_all,
@@ -37,9 +38,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col
 
+from core.delivery import frequency_cap
 from core.delivery.replies import OPT_OUT_KEYWORDS
 from core.models import (
+    ERROR_TEXT_KEPT,
     CampaignClicker,
+    CampaignError,
     CampaignResponder,
     CampaignTally,
     Click,
@@ -49,7 +53,7 @@ from core.models import (
     counted_messages,
 )
 from core.stats.counting import counted, handed_over, superseded_ids
-from core.statuses import UNSENT_MESSAGE_STATUSES, MessageStatus, Phase
+from core.statuses import FAILED_MESSAGE_STATUSES, UNSENT_MESSAGE_STATUSES, MessageStatus, Phase
 
 
 @dataclass(frozen=True)
@@ -304,6 +308,26 @@ def repair(session: Session, campaign_id: int) -> tuple[Tally, Tally]:
     session.execute(
         insert(CampaignResponder).from_select(
             ["campaign_id", "contact_id", "replies", "stops", "conversions", "clicked_conversions"], per_contact
+        )
+    )
+    session.execute(delete(CampaignError).where(col(CampaignError.campaign_id) == campaign_id))
+    code = func.coalesce(_MESSAGE.c.error_code, "unknown")
+    text_kept = func.substr(func.coalesce(_MESSAGE.c.error_text, ""), 1, ERROR_TEXT_KEPT)
+    listed = and_(
+        _MESSAGE.c.campaign_id == campaign_id,
+        counted_messages(),
+        _MESSAGE.c.superseded.is_(False),
+        or_(
+            _MESSAGE.c.status.in_(FAILED_MESSAGE_STATUSES),
+            and_(_MESSAGE.c.status == MessageStatus.CANCELLED, _MESSAGE.c.error_code == frequency_cap.ERROR_CODE),
+        ),
+    )
+    session.execute(
+        insert(CampaignError).from_select(
+            ["campaign_id", "code", "text", "messages"],
+            select(_MESSAGE.c.campaign_id, code, text_kept, func.count())
+            .where(listed)
+            .group_by(_MESSAGE.c.campaign_id, code, text_kept),
         )
     )
     fresh = recount(session, campaign_id)
