@@ -25,6 +25,7 @@ from core.hooks.registry import PluginRegistry, load_plugins
 from core.models import Campaign, Click, Contact, Link, Message, ShortCode, Variant
 from core.settings import Settings
 from core.stats.summary import summary
+from core.tracking import together
 from core.tracking.bots import judge_together
 from core.tracking.click_writer import ClickWriter
 from core.tracking.clicks import ClickRecord
@@ -499,7 +500,11 @@ def test_a_click_crosses_to_the_judge_and_back_whole() -> None:
 
 def test_the_judge_process_finds_a_burst_is_replaced_when_it_dies_and_judges_what_waits_on_close() -> None:
     found: list[ClickRecord] = []
-    judge = Judge([BurstFilter()], found.extend, together_every=0.05)
+
+    def keep(verdicts: list[tuple[Any, ...]]) -> None:
+        found.extend(from_verdict(v) for v in verdicts)
+
+    judge = Judge([BurstFilter()], keep, together_every=0.05)
     judge.start()
     try:
 
@@ -522,10 +527,49 @@ def test_the_judge_process_finds_a_burst_is_replaced_when_it_dies_and_judges_wha
         judge.close()
     # What waits when the writer closes is judged before the judge stops.
     found.clear()
-    judge = Judge([BurstFilter()], found.extend, together_every=60)
+    judge = Judge([BurstFilter()], keep, together_every=60)
     judge.start()
     judge.send(_burst_clicks(200)[:1])
     time.sleep(0.5)  # the first round (at once) judged the one click
     judge.send(_burst_clicks(200)[1:])  # the next round is a minute away
     judge.close()
     assert len(found) == 5
+
+
+def test_the_judges_reader_goes_on_after_a_listener_fails_and_a_failing_round_is_not_run_again_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listener that raises loses that message's verdicts (logged), not the later ones; a round
+    that raises still counts as run (no round over the same clicks in a tight loop)."""
+    found: list[tuple[Any, ...]] = []
+    failures = [1]
+
+    def keep(verdicts: list[tuple[Any, ...]]) -> None:
+        if failures:
+            failures.pop()
+            raise RuntimeError("a listener's bug")
+        found.extend(verdicts)
+
+    judge = Judge([BurstFilter()], keep, together_every=0.05)
+    judge.start()
+    try:
+        judge.send(_burst_clicks(300))
+        time.sleep(1.0)  # the first burst's verdicts went to the failing listener
+        judge.send(_burst_clicks(400, "198.51.100"))
+        deadline = time.monotonic() + 30
+        while len(found) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert {v[0] for v in found} == {f"j{n}" for n in range(400, 405)}
+        assert judge.restarts == 0
+    finally:
+        judge.close()
+
+    def broken(*args: Any) -> list[ClickRecord]:
+        raise RuntimeError("a round's bug")
+
+    rounds = Rounds([BurstFilter()], clock=lambda: 0.0)
+    rounds.add(_burst_clicks(500))
+    monkeypatch.setattr(together, "judge_together", broken)
+    with pytest.raises(RuntimeError):
+        rounds.run()
+    assert rounds.unjudged == 0 and rounds.due_at() is None

@@ -14,6 +14,7 @@ written over their rows (`update_verdicts`) — a moment later than the row, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,7 +27,7 @@ from core.hooks.contracts import BotFilter, JudgesTogether
 from core.log import get_logger
 from core.tracking.click_store import click_rows, store_clicks, update_verdicts
 from core.tracking.clicks import ClickRecord
-from core.tracking.together import Judge
+from core.tracking.together import Judge, from_verdict
 
 log = get_logger("textpulse.redirect")
 
@@ -59,7 +60,7 @@ class ClickWriter:
         self.together_every = together_every
         self.rejudged = 0  # stored clicks whose verdict the judge changed
         self._judge: Judge | None = None  # the process that judges clicks together
-        self._changed: list[ClickRecord] = []  # re-judged clicks, their rows not rewritten yet
+        self._changed: list[tuple[Any, ...]] = []  # re-judged verdicts, their rows not rewritten yet
         self._changed_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.interval = interval
@@ -88,13 +89,14 @@ class ClickWriter:
             self._judge.start()
         self._task = self._loop.create_task(self._run(), name="click-writer")
 
-    def _rejudged(self, records: list[ClickRecord]) -> None:
+    def _rejudged(self, records: list[tuple[Any, ...]]) -> None:
         """From the judge's reader thread: verdicts to write; wake the writer."""
         with self._changed_lock:
             self._changed.extend(records)
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._poke)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: close() writes them
+                loop.call_soon_threadsafe(self._poke)
 
     def _poke(self) -> None:
         wake = self._wake
@@ -176,18 +178,29 @@ class ClickWriter:
             return
         self.rejudged += len(changed)
 
-    def _update(self, changed: list[ClickRecord]) -> None:
+    def _update(self, verdicts: list[tuple[Any, ...]]) -> None:
+        """In a worker thread (the clicks are made here, not on the judge's reader thread)."""
+        changed = [from_verdict(v) for v in verdicts]
         if not self.inline:
             update_verdicts(self.engine, changed)
             return
-        update_verdicts(self.engine, changed, sqlite_connection=self._sqlite())
+        try:
+            update_verdicts(self.engine, changed, sqlite_connection=self._sqlite())
+        except Exception:
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                connection.close()  # a fresh connection for the retry
+            raise
 
     def _judge_and_store(self, records: list[ClickRecord], connection: Any) -> int:
         """Judge the batch with the per-click filters and store it; hand it to the judge of clicks
         together."""
         written = store_clicks(self.engine, records, self.filters, sqlite_connection=connection)
         if self._judge is not None:
-            self._judge.send(records)
+            try:  # stored: nothing after this may fail the batch (it would be stored again)
+                self._judge.send(records)
+            except Exception as exc:
+                log.warning("clicks not judged together", clicks=len(records), error=str(exc))
         return written
 
     def _sqlite(self) -> Any:
@@ -229,8 +242,12 @@ class ClickWriter:
         judge, self._judge = self._judge, None
         if judge is not None:  # a last round over what waits; its verdicts written
             await anyio.to_thread.run_sync(judge.close)
-            if self._changed:
+            for _ in range(5):
+                if not self._changed:
+                    break
                 await self._write_verdicts()
+            if self._changed:
+                log.error("re-judged verdicts could not be written", clicks=len(self._changed))
         if self._connection is not None:
             connection, self._connection = self._connection, None
             connection.close()

@@ -104,16 +104,17 @@ class Rounds:
         started = self.clock()
         self._last_round = started
         window, waiting = self.window, self.unjudged
-        clicks = list(islice(window, len(window) - waiting, None))
-        # The window before the waiting clicks (copied in C); judge_together leaves out, for each
-        # filter, those older than its own window before the first of `clicks`.
-        before = list(islice(window, 0, len(window) - waiting))
-        changed = judge_together(self.together, clicks, before) if clicks else []
-        self.unjudged = 0
-        self._next_round = self.clock() + max(self.together_every, ROUND_SHARE * (self.clock() - started))
-        if window:
-            self._prune(window[-1].clicked_at)
-        return changed
+        try:
+            clicks = list(islice(window, len(window) - waiting, None))
+            # The window before the waiting clicks (copied in C); judge_together leaves out, for
+            # each filter, those older than its own window before the first of `clicks`.
+            before = list(islice(window, 0, len(window) - waiting))
+            return judge_together(self.together, clicks, before) if clicks else []
+        finally:  # judged, or given up on (a filter's bug): never the same round again at once
+            self.unjudged = 0
+            self._next_round = self.clock() + max(self.together_every, ROUND_SHARE * (self.clock() - started))
+            if window:
+                self._prune(window[-1].clicked_at)
 
     def _prune(self, newest: Any) -> None:
         """Forget the clicks no round needs any more: older than two windows before the newest, once
@@ -181,8 +182,11 @@ def serve(conn: Any, together: Sequence[JudgesTogether], together_every: float) 
             if kind == "clicks":
                 rounds.add([from_wire(w) for w in body])
             elif kind == "close":
-                changed = rounds.run() if rounds.unjudged else []
-                conn.send(("closed", [verdict_of(c) for c in changed]))
+                try:
+                    _answer(conn, rounds.run() if rounds.unjudged else [])
+                except Exception as exc:
+                    log.warning("judging clicks together failed", error=str(exc))
+                conn.send(("closed", []))
                 return
         due = rounds.due_at()
         if due is not None and rounds.clock() >= due:
@@ -191,18 +195,25 @@ def serve(conn: Any, together: Sequence[JudgesTogether], together_every: float) 
             except Exception as exc:  # a filter's bug: its verdicts are left as stored
                 log.warning("judging clicks together failed", error=str(exc))
                 continue
-            if changed:
-                conn.send(("changed", [verdict_of(c) for c in changed]))
+            _answer(conn, changed)
+
+
+def _answer(conn: Any, changed: list[ClickRecord]) -> None:
+    """The re-judged verdicts, PIECE at a time (each message is unpickled at once beside the
+    redirect's event loop)."""
+    for start in range(0, len(changed), PIECE):
+        conn.send(("changed", [verdict_of(c) for c in changed[start : start + PIECE]]))
 
 
 class Judge:
     """The writer's side of the judge process: `send()` stored clicks, re-judged verdicts arrive
-    on a thread of their own and are handed to `on_changed` (from that thread)."""
+    on a thread of their own and are handed to `on_changed` (from that thread) as `verdict_of`
+    tuples (`from_verdict` makes a click of each, off that thread: it is the redirect's GIL)."""
 
     def __init__(
         self,
         together: Sequence[JudgesTogether],
-        on_changed: Callable[[list[ClickRecord]], None],
+        on_changed: Callable[[list[tuple[Any, ...]]], None],
         *,
         together_every: float = 0.25,
     ) -> None:
@@ -231,17 +242,25 @@ class Judge:
         self._reader.start()
 
     def _read(self, conn: Any, closed: threading.Event) -> None:
-        while True:
-            try:
-                kind, body = conn.recv()
-            except (EOFError, OSError):
-                closed.set()
-                return
-            if body:
-                self.on_changed([from_verdict(v) for v in body])
-            if kind == "closed":
-                closed.set()
-                return
+        """Until the judge's "closed" or the pipe's end; whatever else goes wrong is logged and the
+        reading goes on (a reader that stopped would leave the judge blocked on a full pipe)."""
+        try:
+            while True:
+                try:
+                    kind, body = conn.recv()
+                except (EOFError, OSError):
+                    return
+                except Exception as exc:  # a message that does not unpickle
+                    log.warning("a message of the judge of clicks together was lost", error=str(exc))
+                    continue
+                if kind == "closed":
+                    return
+                try:
+                    self.on_changed(list(body))
+                except Exception as exc:
+                    log.warning("re-judged verdicts were lost", clicks=len(body), error=str(exc))
+        finally:
+            closed.set()
 
     def send(self, records: Sequence[ClickRecord]) -> None:
         """Hand stored clicks to the judge (from the writer's thread); a judge that died is
@@ -249,17 +268,28 @@ class Judge:
         if not records:
             return
         with self._lock:
-            if self._process is None or not self._process.is_alive():
+            reading = self._closed is not None and not self._closed.is_set()
+            if self._process is None or not self._process.is_alive() or not reading:
                 if self._process is not None:
                     self.restarts += 1
                     log.warning("the judge of clicks together stopped; starting another", restarts=self.restarts)
+                    self._stop(self._process, self._conn)
                 self.start()
             for start in range(0, len(records), PIECE):
                 try:
                     self._conn.send(("clicks", [to_wire(r) for r in records[start : start + PIECE]]))
                 except (BrokenPipeError, OSError) as exc:
-                    log.warning("the judge of clicks together is gone", error=str(exc))
+                    log.warning(
+                        "the judge of clicks together is gone", error=str(exc), clicks_not_judged=len(records) - start
+                    )
                     return
+
+    @staticmethod
+    def _stop(process: Any, conn: Any) -> None:
+        if process.is_alive():
+            process.kill()
+        process.join(5)
+        conn.close()
 
     def close(self, timeout: float = 10.0) -> None:
         """A last round over what waits, its verdicts handed over, then the process ends."""
@@ -268,13 +298,15 @@ class Judge:
             self._process = None
         if process is None:
             return
+        deadline = time.monotonic() + timeout  # one deadline for the three waits
         with contextlib.suppress(BrokenPipeError, OSError):
             conn.send(("close", None))
-        if closed is not None:
-            closed.wait(timeout)
-        if reader is not None:
-            reader.join(timeout)
-        process.join(timeout)
+        if closed is not None and not closed.wait(max(deadline - time.monotonic(), 0.0)):
+            log.warning("the judge of clicks together did not finish its last round in time")
+        process.join(max(deadline - time.monotonic(), 0.1))
         if process.is_alive():
             process.kill()
-        conn.close()
+            process.join(5)
+        conn.close()  # the reader (ending on the pipe's end) is a daemon thread
+        if reader is not None:
+            reader.join(max(deadline - time.monotonic(), 0.1))

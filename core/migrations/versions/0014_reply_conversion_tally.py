@@ -162,7 +162,19 @@ def _statements(table: str, sources: list[Source]) -> list[str]:
 def _pg_create(table: str, event: str) -> None:
     name = f"{table}_tally_{event.lower()}"
     sources = [(f"FROM {relation} r{i}", f"r{i}", sign) for i, (relation, sign) in enumerate(EVENTS[event])]
-    body = ";\n".join(_statements(table, sources))
+    statements = _statements(table, sources)
+    if table != "campaign_responder":
+        # The statement's campaigns' tally rows first, in campaign order, as every writer takes
+        # them: a STOP reply adds nothing to the tally itself (its upsert is left out), so its
+        # responder row would be taken before the tally row, and a plain reply of the same
+        # contact at the same time takes them the other way round.
+        rows = " UNION ".join(f"SELECT campaign_id {relation}" for relation, _, _ in sources)
+        statements.insert(
+            0,
+            f"PERFORM 1 FROM campaign_tally WHERE campaign_id IN ({rows}) "
+            "ORDER BY campaign_id FOR NO KEY UPDATE",
+        )
+    body = ";\n".join(statements)
     referencing = {
         "INSERT": "NEW TABLE AS new_rows",
         "UPDATE": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
