@@ -116,35 +116,15 @@ def people_after_previews(clicks: Sequence[JudgedClick]) -> set[int]:
     return spared
 
 
-# The click writer's thread shares the GIL with the redirect's event loop, and a call into C (a
-# sort, a `compress` over the window) holds it throughout: the window is read this many clicks at
-# a time, so the loop waits a fraction of a millisecond, not a whole pass (docs/benchmarks.md).
-PIECE = 8192
-
-
-def _places(items: Sequence[Any], test: Callable[[Any], Any]) -> list[int]:
-    """The places of `items` whose `test` (a C callable: a bound `__contains__`, say) is true,
-    computed in C a piece at a time."""
-    found: list[int] = []
-    for start in range(0, len(items), PIECE):
-        part = items[start : start + PIECE]
-        found.extend(compress(range(start, start + len(part)), map(test, part)))
-    return found
-
-
 def _in_order(clicks: Sequence[JudgedClick], recent: Sequence[JudgedClick]) -> tuple[list[JudgedClick], list[int]]:
     """Every click, oldest first, and for each its place in `[*recent, *clicks]`. Each part comes
     oldest first, and the batch after the window, most often: then no sort is needed."""
     every = [*recent, *clicks]
     times = [click.clicked_at for click in every]
-    if all(_ordered(times[start : start + PIECE + 1]) for start in range(0, len(times), PIECE)):
+    if all(map(operator.le, times, islice(times, 1, None))):  # in C
         return every, list(range(len(every)))
     order = sorted(range(len(every)), key=times.__getitem__)
     return [every[i] for i in order], order
-
-
-def _ordered(times: Sequence[datetime]) -> bool:
-    return all(map(operator.le, times, islice(times, 1, None)))
 
 
 def _verdicts(size: int, marked: set[int], order: list[int], reason: str) -> list[tuple[float, str | None]]:
@@ -199,13 +179,6 @@ class BurstFilter:
         if network is None or (self.fresh is not None and not fresh(click, self.fresh)):
             return None
         return (network, click.user_agent if self.same_agent else None)
-
-    def relate(self, click: JudgedClick) -> tuple[Hashable, ...]:
-        """A click bears on those of its group (a burst) and of its message (a person after a
-        preview): the click writer passes only those as `recent` (`textpulse.RelatesClicks`)."""
-        key = self.key(click)
-        message = ("message", click.target.message_id)
-        return (message,) if key is None else (message, ("group", key))
 
     def judge_together(
         self, clicks: Sequence[JudgedClick], recent: Sequence[JudgedClick]
@@ -278,10 +251,6 @@ class AllLinksFilter:
         self.span = timedelta(seconds=seconds)
         self.skip_local = skip_local
 
-    def relate(self, click: JudgedClick) -> tuple[Hashable, ...]:
-        """Only the clicks of one message bear on each other (`textpulse.RelatesClicks`)."""
-        return (click.target.message_id,)
-
     def judge_together(
         self, clicks: Sequence[JudgedClick], recent: Sequence[JudgedClick]
     ) -> list[tuple[float, str | None]]:
@@ -289,8 +258,9 @@ class AllLinksFilter:
         judged when the later of them was new), and every rule here is per message: the window's
         other clicks are passed over, so a round costs the batch, not the window."""
         messages = {click.target.message_id for click in clicks}
-        # `recent` is the whole window, 100,000 clicks at 20,000 a second: tested in C (`_places`).
-        places = _places([click.target.message_id for click in recent], messages.__contains__)
+        # `recent` is the whole window, 100,000 clicks at 20,000 a second: tested in C.
+        ids = [click.target.message_id for click in recent]
+        places = list(compress(range(len(ids)), map(messages.__contains__, ids)))
         found = self.judge_all([recent[place] for place in places], clicks)
         verdicts: list[tuple[float, str | None]] = [(0.0, None)] * len(recent)
         for place, verdict in zip(places, found, strict=False):

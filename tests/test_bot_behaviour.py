@@ -449,14 +449,14 @@ def test_a_burst_after_a_busy_window_is_judged_when_the_load_eases(database_url:
 
 
 def test_the_clicks_come_in_time_order_sorted_or_not() -> None:
-    """`_in_order` skips the sort when the window and the batch are in time order already (the
-    usual case), and sorts when not; either way each click's place maps back to its input."""
+    """`_in_order` gives every click oldest first whether the window and the batch came in time
+    order already (the usual case: no sort) or not, and each click's place maps back to its input."""
     now = datetime.now(UTC)
     made = [
         ClickRecord(
             CodeTarget(f"c{n}", "x", n, 1, n, 1, now), now + timedelta(milliseconds=n), "198.51.100.1", IPHONE, None
         )
-        for n in range(20_000)  # more than a piece (PIECE) of the ordered check
+        for n in range(20_000)
     ]
     ordered, order = _in_order(made[15_000:], made[:15_000])
     assert ordered == made and order == list(range(20_000))
