@@ -41,14 +41,13 @@ def _rate(numerator: int, denominator: int) -> float:
     return round(numerator / denominator, 6) if denominator else 0.0
 
 
-def opt_out_count(session: Session, campaign_id: int, unsubscribed_codes: Collection[str] = ()) -> int:
-    """Distinct contacts who opted out after a message of the campaign: by a STOP reply attributed to
-    it (the tally's `stoppers`), or by the carrier refusing one of its messages with an unsubscribed
-    code (read from the refused rows alone: the index on message (campaign_id, error_code) holds
-    only rows with a code), each contact once."""
-    stoppers = tally(session, campaign_id).stoppers
+def refused_unsubscribed(session: Session, campaign_id: int, unsubscribed_codes: Collection[str]) -> int:
+    """The other half of `opt_outs`, beside the tally's `stoppers` (a STOP reply attributed to the
+    campaign): distinct contacts, with no such reply, whose message of the campaign the carrier
+    refused with an unsubscribed code, read from the refused rows alone (the index on message
+    (campaign_id, error_code) holds only rows with a code)."""
     if not unsubscribed_codes:
-        return stoppers
+        return 0
     stopped = (
         select(1)
         .select_from(CampaignResponder)
@@ -68,7 +67,7 @@ def opt_out_count(session: Session, campaign_id: int, unsubscribed_codes: Collec
         col(Message.contact_id).is_not(None),
         ~stopped,
     )
-    return stoppers + int(session.scalar(refused) or 0)
+    return int(session.scalar(refused) or 0)
 
 
 def summary(
@@ -85,7 +84,7 @@ def summary(
     numbers = tally(session, campaign_id)  # one row, kept by the database (core/stats/tallies.py)
     sent, delivered = numbers.sent, numbers.delivered
     repliers, replies = numbers.repliers, numbers.replies
-    opt_outs = numbers.stoppers if not unsubscribed_codes else opt_out_count(session, campaign_id, unsubscribed_codes)
+    opt_outs = numbers.stoppers + refused_unsubscribed(session, campaign_id, unsubscribed_codes)
     converters, conversion_events, revenue = numbers.converters, numbers.conversion_events, numbers.revenue
     basis_name = "delivered" if reports_delivery else "sent"
     basis = delivered if reports_delivery else sent
