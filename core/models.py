@@ -9,7 +9,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Column, Index, Integer, Text, UniqueConstraint, false, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel, col
 
@@ -312,6 +324,53 @@ class CampaignClicker(SQLModel, table=True):
     contact_id: int = Field(primary_key=True)
     human_clicks: int = _tally()
     bot_clicks: int = _tally()
+    # Migration 0016: its first click of a person's (the earliest, then the lowest id) and the
+    # click-timing bucket (core/stats/breakdowns.py TIMING_BUCKETS) it falls in, measured from its
+    # message's delivery else its send, and from its send; None where nothing is measured.
+    first_click_id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer(), "sqlite")))
+    first_at: datetime | None = None
+    first_message_id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer(), "sqlite")))
+    delivered_bucket: int | None = Field(default=None, sa_column=Column(SmallInteger))
+    sent_bucket: int | None = Field(default=None, sa_column=Column(SmallInteger))
+
+
+# A campaign's clicks per link, operating system and device (`dim`: link | os | device; `key`: the
+# link's id, the click's os or device, `other` for none): people's and bots' clicks and the distinct
+# contacts among them, kept by migration 0016's triggers; `/stats/links` and `/stats/devices` read
+# these rows.
+class CampaignClickKey(SQLModel, table=True):
+    __tablename__ = "campaign_click_key"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    dim: str = Field(primary_key=True, max_length=8)
+    key: str = Field(primary_key=True, max_length=64)
+    human_clicks: int = _tally()
+    bot_clicks: int = _tally()
+    human_contacts: int = _tally()  # contacts with a click of a person's
+    any_contacts: int = _tally()  # contacts with any click
+
+
+# A contact's clicks per key: the key's distinct counts move when one of these crosses zero.
+class CampaignClickKeyContact(SQLModel, table=True):
+    __tablename__ = "campaign_click_key_contact"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    dim: str = Field(primary_key=True, max_length=8)
+    key: str = Field(primary_key=True, max_length=64)
+    contact_id: int = Field(primary_key=True)
+    human_clicks: int = _tally()
+    bot_clicks: int = _tally()
+
+
+# The clickers whose first click of a person's falls in each click-timing bucket, measured from
+# the delivery (`basis` delivered: else the send) or the send (`sent`); migration 0016.
+class CampaignClickTiming(SQLModel, table=True):
+    __tablename__ = "campaign_click_timing"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    basis: str = Field(primary_key=True, max_length=10)
+    bucket: int = Field(sa_column=Column(SmallInteger, primary_key=True))
+    contacts: int = _tally()
 
 
 # A contact's replies, opt-out replies and conversions in a campaign: the tally's distinct counts

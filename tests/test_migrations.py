@@ -34,6 +34,9 @@ TABLES = {
     "campaign_clicker",
     "campaign_responder",
     "campaign_error",
+    "campaign_click_key",
+    "campaign_click_key_contact",
+    "campaign_click_timing",
 }
 
 

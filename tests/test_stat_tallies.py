@@ -30,10 +30,19 @@ from core.delivery.status import Callback, ingest_callbacks
 from core.hooks.contracts import ClickToJudge, InboundMessage, SendResult, StatusUpdate
 from core.migrate import downgrade, upgrade
 from core.models import Campaign, Click, Contact, Conversion, Link, Message, Reply, Variant, utcnow
-from core.stats.breakdowns import counted_funnel, funnel
+from core.stats.breakdowns import (
+    click_timing,
+    counted_click_timing,
+    counted_devices,
+    counted_funnel,
+    counted_links,
+    devices,
+    funnel,
+    links,
+)
 from core.stats.conversions import record_conversion
 from core.stats.summary import counted_errors, errors, summary
-from core.stats.tallies import Tally, recount, repair, tally
+from core.stats.tallies import TIMING_BUCKETS, Tally, recount, repair, tally
 from core.statuses import CampaignStatus, MessageStatus, Phase
 from core.tracking.click_store import store_clicks, update_verdicts
 from core.tracking.clicks import ClickRecord
@@ -41,6 +50,12 @@ from core.tracking.codes import CodeTarget
 from core.tracking.rescore import rescore_campaign
 
 CONTACTS = 150  # per campaign
+AGENTS = [  # an iPhone, an Android phone, a desktop, an agent that names no system
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
+    "Mozilla/5.0",
+]
 
 
 @dataclass
@@ -49,6 +64,7 @@ class World:
     rng: random.Random
     campaigns: list[int] = field(default_factory=list)
     links: dict[int, int] = field(default_factory=dict)  # campaign → its link
+    second_links: dict[int, int] = field(default_factory=dict)  # campaign → its second link
     rounds: int = 0
     clicks: list[ClickRecord] = field(default_factory=list)
 
@@ -69,8 +85,12 @@ def _build(engine: Engine, rng: random.Random, campaigns: int = 2) -> World:
             link = Link(campaign_id=cid, variant_id=variant.id or 0, position=0, destination="https://shop.example")
             session.add(link)
             session.flush()
+            second = Link(campaign_id=cid, variant_id=variant.id or 0, position=1, destination="https://shop.example/b")
+            session.add(second)
+            session.flush()
             world.campaigns.append(cid)
             world.links[cid] = link.id or 0
+            world.second_links[cid] = second.id or 0
             rows = []
             audience = rng.sample(contacts, CONTACTS)
             for i, contact_id in enumerate(audience):
@@ -129,6 +149,15 @@ def _check(world: World, step: str) -> None:
             kept_funnel.pop("revenue")
             assert errors(session, cid) == counted_errors(session, cid), f"{step}: the errors of campaign {cid}"
             assert kept_funnel == rows_funnel, f"{step}: the funnel of campaign {cid}"
+            assert links(session, cid) == counted_links(session, cid), f"{step}: the links of campaign {cid}"
+            for bots in (False, True):
+                assert devices(session, cid, include_bots=bots) == counted_devices(session, cid, include_bots=bots), (
+                    f"{step}: the devices of campaign {cid}"
+                )
+            for delivery in (True, False):
+                assert click_timing(session, cid, reports_delivery=delivery) == counted_click_timing(
+                    session, cid, reports_delivery=delivery
+                ), f"{step}: the click timing of campaign {cid}"
 
 
 def _respond(world: World) -> None:
@@ -252,16 +281,24 @@ def _click(world: World, count: int) -> None:
     records = []
     for _ in range(count):
         message = rng.choice(sent)
+        link = world.links[message.campaign_id] if rng.random() < 0.7 else world.second_links[message.campaign_id]
         target = CodeTarget(
-            f"c{message.id}", "https://shop.example", message.id or 0, world.links[message.campaign_id],
-            message.contact_id, message.campaign_id,
-        )  # fmt: skip
+            f"c{message.id}", "https://shop.example", message.id or 0, link, message.contact_id, message.campaign_id
+        )
         bot = rng.random() < 0.3
+        # Before the send, and after it in every click-timing bucket, some on a bucket's bound exactly.
+        start = (message.delivered_at or message.sent_at) if rng.random() < 0.2 else utcnow()
+        later = rng.choice([-7200, -3600, -600, -60, 0, 30, 60, 200, 300, 1000, 5000, 30000, 86400, 90000])
+        jitter = (
+            timedelta(0)
+            if rng.random() < 0.3
+            else timedelta(seconds=rng.randint(0, 59), microseconds=rng.randint(0, 999999))
+        )
         record = ClickRecord(
             target,
-            utcnow() - timedelta(seconds=rng.randint(0, 3600), microseconds=rng.randint(0, 999999)),
+            (start or utcnow()) + timedelta(seconds=later) + jitter,
             f"10.0.{rng.randint(0, 3)}.{rng.randint(0, 20)}",
-            "Mozilla/5.0",
+            rng.choice(AGENTS),
             None,
             reasons=("known_bot",) if bot else (),
         )
@@ -387,6 +424,10 @@ def test_the_migration_backfills_the_tallies_and_repair_rewrites_them(database_u
             conn.exec_driver_sql(f"UPDATE campaign_tally SET sent = 0, clickers_human = 0 WHERE campaign_id = {cid}")
             conn.exec_driver_sql(f"DELETE FROM campaign_clicker WHERE campaign_id = {cid}")
             conn.exec_driver_sql(f"DELETE FROM campaign_error WHERE campaign_id = {cid}")
+            conn.exec_driver_sql(
+                f"UPDATE campaign_click_key SET human_clicks = 0, any_contacts = 0 WHERE campaign_id = {cid}"
+            )
+            conn.exec_driver_sql(f"DELETE FROM campaign_click_timing WHERE campaign_id = {cid}")
         with session_scope(engine) as session:
             kept, fresh = repair(session, cid)
         assert kept != fresh and fresh == before[cid]
@@ -710,3 +751,12 @@ def test_the_tallys_opt_out_words_are_the_repliers_own() -> None:
     migration = importlib.import_module("core.migrations.versions.0014_reply_conversion_tally")
     frozen = {word.strip(" '") for word in migration.STOP_WORDS.strip("()").split(",")}
     assert frozen == set(OPT_OUT_KEYWORDS)
+
+
+def test_the_kept_click_timing_has_the_reports_buckets() -> None:
+    """Migration 0016 freezes the click-timing bounds its triggers bucket by: a bound changed in
+    core/stats/tallies.py needs a migration that says so (and rebuckets), or the two would differ."""
+    import importlib
+
+    migration = importlib.import_module("core.migrations.versions.0016_click_breakdown_tally")
+    assert [*migration.TIMING_UPPER_SECONDS, None] == [upper for _, upper in TIMING_BUCKETS]

@@ -23,22 +23,21 @@ from sqlalchemy import BigInteger, Integer, and_, case, distinct, func, literal_
 from sqlmodel import Session, col
 
 from core.errors import BadParameter
-from core.models import Click, Conversion, Link, Message, Reply, Variant, counted_messages
+from core.models import (
+    CampaignClickKey,
+    CampaignClickTiming,
+    Click,
+    Conversion,
+    Link,
+    Message,
+    Reply,
+    Variant,
+    counted_messages,
+)
 from core.stats.counting import counted
-from core.stats.tallies import Tally, tally
+from core.stats.tallies import TIMING_BUCKETS, Tally, first_clicks, tally
 from core.statuses import MessageStatus
 from core.zones import zone as named_zone
-
-# Upper bounds (seconds) of the click-timing histogram; None is "later".
-TIMING_BUCKETS: list[tuple[str, int | None]] = [
-    ("under 1 min", 60),
-    ("1–5 min", 300),
-    ("5–15 min", 900),
-    ("15–60 min", 3600),
-    ("1–6 h", 6 * 3600),
-    ("6–24 h", 24 * 3600),
-    ("over 24 h", None),
-]
 
 
 class ReportError(BadParameter):
@@ -51,17 +50,29 @@ def _clicks(campaign_id: int, include_bots: bool) -> Any:
 
 
 def links(session: Session, campaign_id: int) -> dict[str, Any]:
-    """Clicks per tracked link (a link is a position in a variant's body)."""
-    return {"links": _link_rows(session, campaign_id)}
+    """Clicks per tracked link (a link is a position in a variant's body), from the rows migration
+    0016's triggers keep (`campaign_click_key`, dimension `link`)."""
+    kept = {
+        int(key): (human, contacts, bots)
+        for key, human, contacts, bots in session.execute(
+            select(
+                col(CampaignClickKey.key),
+                col(CampaignClickKey.human_clicks),
+                col(CampaignClickKey.human_contacts),
+                col(CampaignClickKey.bot_clicks),
+            ).where(col(CampaignClickKey.campaign_id) == campaign_id, col(CampaignClickKey.dim) == "link")
+        ).all()
+    }
+    return {"links": _link_rows(session, campaign_id, kept)}
 
 
-def _link_rows(session: Session, campaign_id: int) -> list[dict[str, Any]]:
+def counted_links(session: Session, campaign_id: int) -> dict[str, Any]:
+    """`links()` counted from the clicks: the reference its kept rows are held to."""
     counts = {
-        link_id: (int(total or 0), int(human or 0), int(unique or 0), int(bots or 0))
-        for link_id, total, human, unique, bots in session.execute(
+        link_id: (int(human or 0), int(unique or 0), int(bots or 0))
+        for link_id, human, unique, bots in session.execute(
             select(
                 col(Click.link_id),
-                func.count(),
                 func.sum(case((col(Click.is_bot).is_(False), 1), else_=0)),
                 func.count(distinct(case((col(Click.is_bot).is_(False), col(Click.contact_id)), else_=None))),
                 func.sum(case((col(Click.is_bot).is_(True), 1), else_=0)),
@@ -71,6 +82,10 @@ def _link_rows(session: Session, campaign_id: int) -> list[dict[str, Any]]:
             .group_by(col(Click.link_id))
         ).all()
     }
+    return {"links": _link_rows(session, campaign_id, counts)}
+
+
+def _link_rows(session: Session, campaign_id: int, counts: dict[int, tuple[int, int, int]]) -> list[dict[str, Any]]:
     out = []
     for link, variant in session.execute(
         select(Link, col(Variant.name))
@@ -78,7 +93,7 @@ def _link_rows(session: Session, campaign_id: int) -> list[dict[str, Any]]:
         .where(col(Link.campaign_id) == campaign_id)
         .order_by(col(Variant.name), col(Link.position))
     ).all():
-        _total, human, unique, bots = counts.get(link.id, (0, 0, 0, 0))
+        human, unique, bots = counts.get(link.id or 0, (0, 0, 0))
         out.append(
             {
                 "link_id": link.id,
@@ -94,6 +109,26 @@ def _link_rows(session: Session, campaign_id: int) -> list[dict[str, Any]]:
 
 
 def devices(session: Session, campaign_id: int, *, include_bots: bool = False) -> dict[str, Any]:
+    """Clicks and distinct clickers per operating system and device (`other`: not known), people's
+    unless `include_bots`; most clicks first (then by name). From migration 0016's kept rows."""
+
+    def split(dim: str) -> list[dict[str, Any]]:
+        key = CampaignClickKey
+        clicks = col(key.human_clicks) + col(key.bot_clicks) if include_bots else col(key.human_clicks)
+        unique = col(key.any_contacts) if include_bots else col(key.human_contacts)
+        rows = session.execute(
+            select(col(key.key), clicks, unique)
+            .where(col(key.campaign_id) == campaign_id, col(key.dim) == dim, clicks > 0)
+            .order_by(clicks.desc(), col(key.key))
+        ).all()
+        return [{"name": name, "clicks": int(n), "unique_clicks": int(u)} for name, n, u in rows]
+
+    return {"os": split("os"), "device": split("device")}
+
+
+def counted_devices(session: Session, campaign_id: int, *, include_bots: bool = False) -> dict[str, Any]:
+    """`devices()` counted from the clicks."""
+
     def split(column: Any) -> list[dict[str, Any]]:
         # One expression with a literal (not a bound parameter): PostgreSQL must see the same
         # expression in SELECT and GROUP BY.
@@ -103,34 +138,39 @@ def devices(session: Session, campaign_id: int, *, include_bots: bool = False) -
             .join(Message, col(Message.id) == col(Click.message_id))
             .where(_clicks(campaign_id, include_bots))
             .group_by(name)
-            .order_by(func.count().desc())
         ).all()
-        return [{"name": name, "clicks": int(n), "unique_clicks": int(u)} for name, n, u in rows]
+        ordered = sorted(rows, key=lambda row: (-int(row[1]), str(row[0])))
+        return [{"name": name, "clicks": int(n), "unique_clicks": int(u)} for name, n, u in ordered]
 
     return {"os": split(col(Click.os)), "device": split(col(Click.device))}
 
 
 def click_timing(session: Session, campaign_id: int, *, reports_delivery: bool = True) -> dict[str, Any]:
-    """First human click per contact, measured from its message's delivery (else its send)."""
-    first: dict[int, tuple[datetime, datetime | None, datetime | None]] = {}
-    for contact_id, clicked_at, delivered_at, sent_at in session.execute(
-        select(col(Click.contact_id), col(Click.clicked_at), col(Message.delivered_at), col(Message.sent_at))
-        .join(Message, col(Message.id) == col(Click.message_id))
-        .where(_clicks(campaign_id, include_bots=False))
-    ).all():
-        if contact_id not in first or clicked_at < first[contact_id][0]:
-            first[contact_id] = (clicked_at, delivered_at, sent_at)
+    """First human click per contact (the earliest, then the lowest id), measured from its
+    message's delivery (else its send), or from its send when the provider reports no delivery.
+    From the buckets migration 0016's triggers keep per clicker (`campaign_click_timing`)."""
     basis = "delivered" if reports_delivery else "sent"
+    kept = dict(
+        session.execute(
+            select(col(CampaignClickTiming.bucket), col(CampaignClickTiming.contacts)).where(
+                col(CampaignClickTiming.campaign_id) == campaign_id, col(CampaignClickTiming.basis) == basis
+            )
+        ).all()
+    )
+    return _timing(basis, [int(kept.get(i, 0)) for i in range(len(TIMING_BUCKETS))])
+
+
+def counted_click_timing(session: Session, campaign_id: int, *, reports_delivery: bool = True) -> dict[str, Any]:
+    """`click_timing()` counted from the clicks."""
     counts = [0] * len(TIMING_BUCKETS)
-    for clicked_at, delivered_at, sent_at in first.values():
-        start = (delivered_at if basis == "delivered" else None) or sent_at
-        if start is None:
-            continue
-        seconds = max(0.0, (clicked_at - start).total_seconds())
-        for i, (_, upper) in enumerate(TIMING_BUCKETS):
-            if upper is None or seconds < upper:
-                counts[i] += 1
-                break
+    for first in first_clicks(session, campaign_id).values():
+        bucket = first.delivered_bucket if reports_delivery else first.sent_bucket
+        if bucket is not None:
+            counts[bucket] += 1
+    return _timing("delivered" if reports_delivery else "sent", counts)
+
+
+def _timing(basis: str, counts: list[int]) -> dict[str, Any]:
     return {
         "basis": basis,
         "buckets": [

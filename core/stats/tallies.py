@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    String,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -43,6 +46,9 @@ from core.delivery.replies import OPT_OUT_KEYWORDS
 from core.models import (
     ERROR_TEXT_KEPT,
     CampaignClicker,
+    CampaignClickKey,
+    CampaignClickKeyContact,
+    CampaignClickTiming,
     CampaignError,
     CampaignResponder,
     CampaignTally,
@@ -54,6 +60,17 @@ from core.models import (
 )
 from core.stats.counting import counted, handed_over, superseded_ids
 from core.statuses import FAILED_MESSAGE_STATUSES, UNSENT_MESSAGE_STATUSES, MessageStatus, Phase
+
+# Upper bounds (seconds) of the click-timing histogram; None is "later".
+TIMING_BUCKETS: list[tuple[str, int | None]] = [
+    ("under 1 min", 60),
+    ("1–5 min", 300),
+    ("5–15 min", 900),
+    ("15–60 min", 3600),
+    ("1–6 h", 6 * 3600),
+    ("6–24 h", 24 * 3600),
+    ("over 24 h", None),
+]
 
 
 @dataclass(frozen=True)
@@ -271,6 +288,7 @@ def repair(session: Session, campaign_id: int) -> tuple[Tally, Tally]:
     session.execute(
         insert(CampaignClicker).from_select(["campaign_id", "contact_id", "human_clicks", "bot_clicks"], clickers)
     )
+    _repair_breakdowns(session, campaign_id)
     session.execute(delete(CampaignResponder).where(col(CampaignResponder.campaign_id) == campaign_id))
     keyword = col(Reply.keyword)
     responders = union_all(
@@ -338,6 +356,126 @@ def repair(session: Session, campaign_id: int) -> tuple[Tally, Tally]:
     session.add(row)
     session.flush()
     return kept, fresh
+
+
+@dataclass(frozen=True)
+class FirstClick:
+    """A contact's first click of a person's in a campaign, and its click-timing buckets."""
+
+    click_id: int
+    at: datetime
+    message_id: int
+    delivered_bucket: int | None  # from its message's delivery, else its send
+    sent_bucket: int | None  # from its send
+
+
+def timing_bucket(clicked_at: datetime, start: datetime | None) -> int | None:
+    """The index in TIMING_BUCKETS of a first click at `clicked_at` measured from `start`."""
+    if start is None:
+        return None
+    seconds = max(0.0, (clicked_at - start).total_seconds())
+    return next(i for i, (_, upper) in enumerate(TIMING_BUCKETS) if upper is None or seconds < upper)
+
+
+def first_clicks(session: Session, campaign_id: int) -> dict[int, FirstClick]:
+    """Each clicking contact's first click of a person's (the earliest, then the lowest id), from
+    the clicks: what migration 0016's triggers keep in `campaign_clicker`."""
+    first: dict[int, FirstClick] = {}
+    for contact_id, click_id, clicked_at, message_id, delivered_at, sent_at in session.execute(
+        select(
+            col(Click.contact_id),
+            col(Click.id),
+            col(Click.clicked_at),
+            col(Click.message_id),
+            col(Message.delivered_at),
+            col(Message.sent_at),
+        )
+        .join(Message, col(Message.id) == col(Click.message_id))
+        .where(
+            col(Click.campaign_id) == campaign_id,
+            counted_messages(),
+            col(Click.is_bot).is_(False),
+            col(Click.contact_id).is_not(None),
+        )
+        .order_by(col(Click.clicked_at), col(Click.id))
+    ).all():
+        if contact_id not in first:
+            delivered, sent = timing_bucket(clicked_at, delivered_at or sent_at), timing_bucket(clicked_at, sent_at)
+            first[contact_id] = FirstClick(click_id, clicked_at, message_id, delivered, sent)
+    return first
+
+
+def _repair_breakdowns(session: Session, campaign_id: int) -> None:
+    """Migration 0016's rows of the campaign from its clicks, after `repair()` made its clickers
+    afresh (their first clicks unset): the keys' click counts, the keys' clickers (whose inserts add
+    the keys' distinct counts), then each clicker's first click (whose updates add the timing)."""
+    for table in (CampaignClickKeyContact, CampaignClickKey, CampaignClickTiming):
+        session.execute(delete(table).where(col(table.campaign_id) == campaign_id))
+    keys = _click_keys(campaign_id)
+    human, bots = func.sum(keys.c.human_clicks), func.sum(keys.c.bot_clicks)
+    session.execute(
+        insert(CampaignClickKey).from_select(
+            ["campaign_id", "dim", "key", "human_clicks", "bot_clicks"],
+            select(keys.c.campaign_id, keys.c.dim, keys.c.key, human, bots).group_by(
+                keys.c.campaign_id, keys.c.dim, keys.c.key
+            ),
+        )
+    )
+    session.execute(
+        insert(CampaignClickKeyContact).from_select(
+            ["campaign_id", "dim", "key", "contact_id", "human_clicks", "bot_clicks"],
+            select(keys.c.campaign_id, keys.c.dim, keys.c.key, keys.c.contact_id, human, bots)
+            .where(keys.c.contact_id.is_not(None))
+            .group_by(keys.c.campaign_id, keys.c.dim, keys.c.key, keys.c.contact_id),
+        )
+    )
+    firsts = [
+        {
+            "c": campaign_id,
+            "k": contact_id,
+            "first_click_id": f.click_id,
+            "first_at": f.at,
+            "first_message_id": f.message_id,
+            "delivered_bucket": f.delivered_bucket,
+            "sent_bucket": f.sent_bucket,
+        }
+        for contact_id, f in first_clicks(session, campaign_id).items()
+    ]
+    if firsts:
+        clicker = CampaignClicker.__table__  # type: ignore[attr-defined]
+        session.connection().execute(
+            update(clicker)
+            .where(clicker.c.campaign_id == bindparam("c"), clicker.c.contact_id == bindparam("k"))
+            .values({name: bindparam(name) for name in list(firsts[0])[2:]}),
+            firsts,
+        )
+
+
+def _click_keys(campaign_id: int) -> Any:
+    """Every counted click of the campaign once per dimension of migration 0016 (link, os, device),
+    with its key there: (campaign_id, dim, key, contact_id, human_clicks, bot_clicks)."""
+    human = case((col(Click.is_bot).is_(False), 1), else_=0)
+    bot = case((col(Click.is_bot).is_(True), 1), else_=0)
+    keys = {
+        "link": cast(col(Click.link_id), String),
+        "os": func.coalesce(col(Click.os), "other"),
+        "device": func.coalesce(col(Click.device), "other"),
+    }
+    return union_all(
+        *(
+            select(
+                col(Click.campaign_id).label("campaign_id"),
+                literal(dim, String).label("dim"),
+                key.label("key"),
+                col(Click.contact_id).label("contact_id"),
+                human.label("human_clicks"),
+                bot.label("bot_clicks"),
+            )
+            .join(Message, and_(col(Message.id) == col(Click.message_id), counted_messages()))
+            .where(col(Click.campaign_id) == campaign_id)
+            for dim, key in keys.items()
+        )
+    ).subquery()
 
 
 def _columns(numbers: Tally) -> dict[str, int]:
