@@ -373,6 +373,46 @@ class CampaignClickTiming(SQLModel, table=True):
     contacts: int = _tally()
 
 
+# A campaign's trend per quarter-hour UTC slot (`slot`: seconds since the epoch // 900), kept by
+# migration 0017's triggers; core/stats/breakdowns.py `trend` folds the slots into local buckets.
+class CampaignSlot(SQLModel, table=True):
+    __tablename__ = "campaign_slot"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    slot: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    sent: int = _tally()
+    delivered: int = _tally()
+    clicks: int = _tally()  # people's clicks
+    replies: int = _tally()  # replies that are no keyword
+    conversion_events: int = _tally()
+    revenue_micros: int = _tally()
+
+
+# A contact's events of a kind (`click`: people's clicks; `conversion`) in a slot, and the slots
+# since its previous slot with such an event (`gap`; 0: none within a month's reach).
+class CampaignSlotContact(SQLModel, table=True):
+    __tablename__ = "campaign_slot_contact"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    kind: str = Field(primary_key=True, max_length=10)
+    contact_id: int = Field(primary_key=True)
+    slot: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    events: int = _tally()
+    gap: int = _tally()
+
+
+# The contacts with an event of a kind in a slot whose previous one is `gap` slots earlier: a
+# contact counts in a bucket once, in its slot whose previous slot is before the bucket's start.
+class CampaignSlotFirst(SQLModel, table=True):
+    __tablename__ = "campaign_slot_first"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    kind: str = Field(primary_key=True, max_length=10)
+    slot: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    gap: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    contacts: int = _tally()
+
+
 # A contact's replies, opt-out replies and conversions in a campaign: the tally's distinct counts
 # (repliers, stoppers, converters) move when one of these crosses zero (migration 0014).
 class CampaignResponder(SQLModel, table=True):

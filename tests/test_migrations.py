@@ -37,6 +37,9 @@ TABLES = {
     "campaign_click_key",
     "campaign_click_key_contact",
     "campaign_click_timing",
+    "campaign_slot",
+    "campaign_slot_contact",
+    "campaign_slot_first",
 }
 
 

@@ -36,9 +36,11 @@ from core.stats.breakdowns import (
     counted_devices,
     counted_funnel,
     counted_links,
+    counted_trend,
     devices,
     funnel,
     links,
+    trend,
 )
 from core.stats.conversions import record_conversion
 from core.stats.summary import counted_errors, errors, summary
@@ -50,6 +52,9 @@ from core.tracking.codes import CodeTarget
 from core.tracking.rescore import rescore_campaign
 
 CONTACTS = 150  # per campaign
+# The trend by every interval, in zones a whole, a half and three quarters of an hour off UTC (one
+# with summer time).
+TRENDS = [("hour", "UTC"), ("day", "America/New_York"), ("week", "Asia/Kathmandu"), ("month", "Australia/Adelaide")]
 AGENTS = [  # an iPhone, an Android phone, a desktop, an agent that names no system
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36",
@@ -154,6 +159,10 @@ def _check(world: World, step: str) -> None:
                 assert devices(session, cid, include_bots=bots) == counted_devices(session, cid, include_bots=bots), (
                     f"{step}: the devices of campaign {cid}"
                 )
+            for interval, zone in TRENDS:
+                assert trend(session, cid, interval=interval, tz=zone) == counted_trend(
+                    session, cid, interval=interval, tz=zone
+                ), f"{step}: the trend of campaign {cid} by {interval} in {zone}"
             for delivery in (True, False):
                 assert click_timing(session, cid, reports_delivery=delivery) == counted_click_timing(
                     session, cid, reports_delivery=delivery

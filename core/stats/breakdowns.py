@@ -19,13 +19,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BigInteger, Integer, and_, case, distinct, func, literal_column, select
+from sqlalchemy import and_, case, distinct, func, literal_column, select
 from sqlmodel import Session, col
 
 from core.errors import BadParameter
 from core.models import (
     CampaignClickKey,
     CampaignClickTiming,
+    CampaignSlot,
+    CampaignSlotFirst,
     Click,
     Conversion,
     Link,
@@ -35,7 +37,7 @@ from core.models import (
     counted_messages,
 )
 from core.stats.counting import counted
-from core.stats.tallies import TIMING_BUCKETS, Tally, first_clicks, tally
+from core.stats.tallies import SLOT_SECONDS, TIMING_BUCKETS, Tally, first_clicks, micros, slot_of, tally
 from core.statuses import MessageStatus
 from core.zones import zone as named_zone
 
@@ -207,9 +209,6 @@ def _conversions_of(campaign_id: int) -> Any:
     )
 
 
-SLOT_SECONDS = 900  # a quarter hour: every zone's offset today is a multiple of it
-
-
 class _Folder:
     """Counts grouped by UTC slot in SQL, folded into the local buckets of `interval` in `zone`."""
 
@@ -219,9 +218,7 @@ class _Folder:
         self._buckets: dict[int, datetime | None] = {}
 
     def _slot(self, moment: Any) -> Any:
-        if self.sqlite:
-            return func.cast(func.strftime("%s", moment), Integer) // SLOT_SECONDS
-        return func.cast(func.floor(func.extract("epoch", moment) / SLOT_SECONDS), BigInteger)
+        return slot_of(self.session, moment)
 
     def bucket(self, slot: int) -> datetime | None:
         """The bucket holding all of the slot, None when the slot straddles two (or a change of offset)."""
@@ -270,28 +267,99 @@ class _Folder:
         ]
 
 
-def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str = "UTC") -> dict[str, Any]:
-    """Activity per hour, day, week or month in `tz`. Per bucket: messages sent and delivered, human
-    clicks and distinct clickers, replies (keywords excepted), `conversions` = distinct converting
-    contacts, `conversion_events` = events and `revenue` their sum (a contact converting on two days
-    is a conversion of each day; the events add up to the summary's `conversion_events`)."""
+def _trend_params(interval: str, tz: str) -> ZoneInfo:
     if interval not in TREND_INTERVALS:
         raise ReportError(f"interval must be one of {', '.join(TREND_INTERVALS)}; got {interval!r}")
     zone = named_zone(tz)
     if zone is None:
         raise ReportError(f"tz {tz!r} is not an IANA time zone (e.g. Europe/Berlin)")
-    buckets: dict[datetime, dict[str, Any]] = defaultdict(
-        lambda: {
-            "sent": 0,
-            "delivered": 0,
-            "clicks": 0,
-            "unique_clicks": set(),
-            "replies": 0,
-            "conversions": set(),
-            "conversion_events": 0,
-            "revenue": 0.0,
-        }
-    )
+    return zone
+
+
+def _new_bucket(distinct: Any = set) -> dict[str, Any]:
+    """A bucket's counts; its distinct contacts as sets (counted) or numbers (kept)."""
+    return {
+        "sent": 0,
+        "delivered": 0,
+        "clicks": 0,
+        "unique_clicks": distinct(),
+        "replies": 0,
+        "conversions": distinct(),
+        "conversion_events": 0,
+        "revenue": 0,  # millionths, an exact sum
+    }
+
+
+def _trend_body(interval: str, tz: str, zone: ZoneInfo, buckets: dict[datetime, dict[str, Any]]) -> dict[str, Any]:
+    def shown(key: str, value: Any) -> Any:
+        if isinstance(value, set):
+            return len(value)
+        return round(value / 1_000_000, 6) if key == "revenue" else value
+
+    return {
+        "interval": interval,
+        "tz": tz,
+        "buckets": [
+            {"start": start.astimezone(zone).isoformat(), **{k: shown(k, v) for k, v in b.items()}}
+            for start, b in sorted(buckets.items())
+        ],
+    }
+
+
+def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str = "UTC") -> dict[str, Any]:
+    """Activity per hour, day, week or month in `tz`. Per bucket: messages sent and delivered, human
+    clicks and distinct clickers, replies (keywords excepted), `conversions` = distinct converting
+    contacts, `conversion_events` = events and `revenue` their sum (a contact converting on two days
+    is a conversion of each day; the events add up to the summary's `conversion_events`).
+
+    Read from the quarter-hour slots migration 0017's triggers keep: the counts per slot, and per
+    (slot, gap) the contacts whose previous event of the kind is `gap` slots earlier (0: none), so
+    that a contact counts in a bucket in its first slot there. A zone whose offset was once no whole
+    number of quarter hours (a slot straddling two buckets) is counted from the rows instead."""
+    zone = _trend_params(interval, tz)
+    folder = _Folder(session, interval, zone)
+    slots = session.execute(
+        select(
+            col(CampaignSlot.slot),
+            col(CampaignSlot.sent),
+            col(CampaignSlot.delivered),
+            col(CampaignSlot.clicks),
+            col(CampaignSlot.replies),
+            col(CampaignSlot.conversion_events),
+            col(CampaignSlot.revenue_micros),
+        ).where(col(CampaignSlot.campaign_id) == campaign_id)
+    ).all()
+    firsts = session.execute(
+        select(
+            col(CampaignSlotFirst.kind),
+            col(CampaignSlotFirst.slot),
+            col(CampaignSlotFirst.gap),
+            col(CampaignSlotFirst.contacts),
+        ).where(col(CampaignSlotFirst.campaign_id) == campaign_id, col(CampaignSlotFirst.contacts) != 0)
+    ).all()
+    if any(folder.bucket(row[0]) is None for row in slots):
+        return counted_trend(session, campaign_id, interval=interval, tz=tz)
+    buckets: dict[datetime, dict[str, Any]] = defaultdict(lambda: _new_bucket(int))
+    for slot, *values in slots:
+        if any(values):
+            bucket = buckets[folder.bucket(slot) or datetime.min]
+            for key, value in zip(
+                ("sent", "delivered", "clicks", "replies", "conversion_events", "revenue"), values, strict=True
+            ):
+                bucket[key] += value
+    distinct = {"click": "unique_clicks", "conversion": "conversions"}
+    for kind, slot, gap, contacts in firsts:
+        start = folder.bucket(slot) or datetime.min
+        if gap == 0 or slot - gap < int(start.timestamp()) // SLOT_SECONDS:
+            buckets[start][distinct[kind]] += contacts
+    return _trend_body(interval, tz, zone, buckets)
+
+
+def counted_trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str = "UTC") -> dict[str, Any]:
+    """`trend()` counted from the rows, per slot in SQL (GROUP BY slot, and slot and contact where
+    contacts are counted), folded in Python; row by row where a slot straddles two buckets."""
+    zone = _trend_params(interval, tz)
+    buckets: dict[datetime, dict[str, Any]] = defaultdict(_new_bucket)
     folder = _Folder(session, interval, zone)
     latest = counted(session, campaign_id).latest
     for column, key in ((col(Message.sent_at), "sent"), (col(Message.delivered_at), "delivered")):
@@ -302,29 +370,21 @@ def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str 
     for start, contact_id, (n,) in folder.fold_by_contact(clicks, col(Click.clicked_at), col(Click.contact_id)):
         bucket = buckets[start]
         bucket["clicks"] += n
-        bucket["unique_clicks"].add(contact_id)
+        if contact_id is not None:
+            bucket["unique_clicks"].add(contact_id)
     replies = select().select_from(Reply).where(col(Reply.campaign_id) == campaign_id, col(Reply.keyword).is_(None))
     for start, (n,) in folder.fold(replies, col(Reply.received_at)):
         buckets[start]["replies"] += n
     conversions = select().select_from(Conversion).join(Message, _conversions_of(campaign_id))
     for start, contact_id, (n, revenue) in folder.fold_by_contact(
-        conversions, col(Conversion.occurred_at), col(Conversion.contact_id), col(Conversion.revenue)
+        conversions, col(Conversion.occurred_at), col(Conversion.contact_id), micros(col(Conversion.revenue))
     ):
         bucket = buckets[start]
-        bucket["conversions"].add(contact_id)
+        if contact_id is not None:
+            bucket["conversions"].add(contact_id)
         bucket["conversion_events"] += n
-        bucket["revenue"] += revenue
-    return {
-        "interval": interval,
-        "tz": tz,
-        "buckets": [
-            {
-                "start": start.astimezone(zone).isoformat(),
-                **{k: (len(v) if isinstance(v, set) else round(v, 6) if k == "revenue" else v) for k, v in b.items()},
-            }
-            for start, b in sorted(buckets.items())
-        ],
-    }
+        bucket["revenue"] += int(revenue)
+    return _trend_body(interval, tz, zone, buckets)
 
 
 def variant_id_of(session: Session, campaign_id: int, name: str) -> int:

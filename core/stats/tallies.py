@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Integer,
     String,
     and_,
     bindparam,
@@ -51,6 +52,9 @@ from core.models import (
     CampaignClickTiming,
     CampaignError,
     CampaignResponder,
+    CampaignSlot,
+    CampaignSlotContact,
+    CampaignSlotFirst,
     CampaignTally,
     Click,
     Conversion,
@@ -225,7 +229,7 @@ def recount(session: Session, campaign_id: int) -> Tally:
         select(
             func.count(),
             func.count(distinct(col(Conversion.contact_id))),
-            func.coalesce(func.sum(_micros(col(Conversion.revenue))), 0),
+            func.coalesce(func.sum(micros(col(Conversion.revenue))), 0),
             func.sum(case((col(Conversion.clicked).is_(False), 1), else_=0)),
             func.count(distinct(case((col(Conversion.clicked).is_(True), col(Conversion.contact_id)), else_=None))),
         )
@@ -241,7 +245,7 @@ def recount(session: Session, campaign_id: int) -> Tally:
     )  # fmt: skip
 
 
-def _micros(revenue: Any) -> Any:
+def micros(revenue: Any) -> Any:
     """A revenue in millionths, as migration 0014's triggers add it up."""
     return cast(func.round(func.coalesce(revenue, 0) * 1_000_000), BigInteger)
 
@@ -289,6 +293,7 @@ def repair(session: Session, campaign_id: int) -> tuple[Tally, Tally]:
         insert(CampaignClicker).from_select(["campaign_id", "contact_id", "human_clicks", "bot_clicks"], clickers)
     )
     _repair_breakdowns(session, campaign_id)
+    _repair_trend(session, campaign_id)
     session.execute(delete(CampaignResponder).where(col(CampaignResponder.campaign_id) == campaign_id))
     keyword = col(Reply.keyword)
     responders = union_all(
@@ -476,6 +481,100 @@ def _click_keys(campaign_id: int) -> Any:
             for dim, key in keys.items()
         )
     ).subquery()
+
+
+SLOT_SECONDS = 900  # the trend's slot, a quarter hour: every zone's offset today is a multiple of it
+
+
+def slot_of(session: Session, moment: Any) -> Any:
+    """The quarter-hour UTC slot of `moment` (seconds since the epoch // 900), as migration 0017's
+    triggers compute it."""
+    if session.get_bind().dialect.name == "sqlite":
+        return cast(func.strftime("%s", moment), Integer) // SLOT_SECONDS
+    return cast(func.floor(func.extract("epoch", moment) / SLOT_SECONDS), BigInteger)
+
+
+SLOT_COLUMNS = ("sent", "delivered", "clicks", "replies", "conversion_events", "revenue_micros")
+
+
+def _repair_trend(session: Session, campaign_id: int) -> None:
+    """Migration 0017's rows of the campaign from its rows: the slots' counts, then each contact's
+    slots with a click or a conversion (whose inserts set their gaps and count the firsts)."""
+    for table in (CampaignSlotContact, CampaignSlotFirst, CampaignSlot):
+        session.execute(delete(table).where(col(table.campaign_id) == campaign_id))
+    latest = counted(session, campaign_id).latest
+    human = case((col(Click.is_bot).is_(False), 1), else_=0)
+    counted_click = and_(col(Message.id) == col(Click.message_id), counted_messages())
+    counted_conversion = and_(col(Message.id) == col(Conversion.message_id), counted_messages())
+
+    def part(moment: Any, source: Any, **values: Any) -> Any:
+        columns = [(values.get(name, literal(0))).label(name) for name in SLOT_COLUMNS]
+        return source.add_columns(slot_of(session, moment).label("slot"), *columns).where(moment.is_not(None))
+
+    parts = union_all(
+        part(col(Message.sent_at), select().select_from(Message).where(latest), sent=literal(1)),
+        part(col(Message.delivered_at), select().select_from(Message).where(latest), delivered=literal(1)),
+        part(
+            col(Click.clicked_at),
+            select().select_from(Click).join(Message, counted_click).where(col(Click.campaign_id) == campaign_id),
+            clicks=human,
+        ),
+        part(
+            col(Reply.received_at),
+            select().select_from(Reply).where(col(Reply.campaign_id) == campaign_id, col(Reply.keyword).is_(None)),
+            replies=literal(1),
+        ),
+        part(
+            col(Conversion.occurred_at),
+            select()
+            .select_from(Conversion)
+            .join(Message, counted_conversion)
+            .where(col(Conversion.campaign_id) == campaign_id),
+            conversion_events=literal(1),
+            revenue_micros=micros(col(Conversion.revenue)),
+        ),
+    ).subquery()
+    session.execute(
+        insert(CampaignSlot).from_select(
+            ["campaign_id", "slot", *SLOT_COLUMNS],
+            select(literal(campaign_id), parts.c.slot, *(func.sum(parts.c[name]) for name in SLOT_COLUMNS)).group_by(
+                parts.c.slot
+            ),
+        )
+    )
+    for kind, moment, source, events in (
+        (
+            "click",
+            col(Click.clicked_at),
+            select(col(Click.contact_id).label("contact_id"))
+            .join(Message, counted_click)
+            .where(col(Click.campaign_id) == campaign_id),
+            human,
+        ),
+        (
+            "conversion",
+            col(Conversion.occurred_at),
+            select(col(Conversion.contact_id).label("contact_id"))
+            .join(Message, counted_conversion)
+            .where(col(Conversion.campaign_id) == campaign_id),
+            literal(1),
+        ),
+    ):
+        rows = (
+            source.add_columns(slot_of(session, moment).label("slot"), events.label("events"))
+            .where(moment.is_not(None), source.selected_columns.contact_id.is_not(None))
+            .subquery()
+        )
+        session.execute(
+            insert(CampaignSlotContact).from_select(
+                ["campaign_id", "kind", "contact_id", "slot", "events"],
+                select(
+                    literal(campaign_id), literal(kind, String), rows.c.contact_id, rows.c.slot, func.sum(rows.c.events)
+                )
+                .group_by(rows.c.contact_id, rows.c.slot)
+                .having(func.sum(rows.c.events) > 0),
+            )
+        )
 
 
 def _columns(numbers: Tally) -> dict[str, int]:
