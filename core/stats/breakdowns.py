@@ -37,7 +37,7 @@ from core.models import (
     counted_messages,
 )
 from core.stats.counting import counted
-from core.stats.tallies import SLOT_SECONDS, TIMING_BUCKETS, Tally, first_clicks, micros, slot_of, tally
+from core.stats.tallies import SLOT_COLUMNS, SLOT_SECONDS, TIMING_BUCKETS, Tally, first_clicks, micros, slot_of, tally
 from core.statuses import MessageStatus
 from core.zones import zone as named_zone
 
@@ -230,6 +230,44 @@ class _Folder:
             self._buckets[slot] = first if same and first == _bucket_start(end, self.interval, self.zone) else None
         return self._buckets[slot]
 
+    # The shortest a bucket can be (a local hour across a change of clocks by half an hour; a day,
+    # week or month across one by two hours at most), and a step no longer than any bucket.
+    _SPANS = {
+        "hour": (timedelta(minutes=30), timedelta(minutes=15)),
+        "day": (timedelta(hours=22), timedelta(hours=1)),
+        "week": (timedelta(days=7, hours=-2), timedelta(hours=1)),
+        "month": (timedelta(days=28, hours=-2), timedelta(hours=6)),
+    }
+
+    def _next_start(self, start: datetime) -> datetime:
+        """The start of the bucket after the one starting at `start`: a probe from the shortest a
+        bucket can be, stepping less than any bucket is long, lands in the next bucket, never past it."""
+        shortest, step = self._SPANS[self.interval]
+        probe = start + shortest
+        while (found := _bucket_start(probe, self.interval, self.zone)) <= start:
+            probe += step
+        return found
+
+    def buckets_of(self, slots: list[int]) -> dict[int, datetime] | None:
+        """Each slot's bucket, from the bucket bounds over the slots' span (a few date computations
+        per bucket, not per slot); None when a bound falls inside a slot (a slot straddles)."""
+        ordered = sorted(set(slots))
+        if not ordered:
+            return {}
+        bounds = [_bucket_start(datetime.fromtimestamp(ordered[0] * SLOT_SECONDS, UTC), self.interval, self.zone)]
+        while bounds[-1].timestamp() <= ordered[-1] * SLOT_SECONDS:
+            bounds.append(self._next_start(bounds[-1]))
+        seconds = [int(b.timestamp()) for b in bounds]
+        out, i = {}, 0
+        for slot in ordered:
+            begin, end = slot * SLOT_SECONDS, (slot + 1) * SLOT_SECONDS
+            while seconds[i + 1] <= begin:
+                i += 1
+            if end > seconds[i + 1] or seconds[i] > begin:
+                return None
+            out[slot] = bounds[i]
+        return out
+
     def _rows(self, query: Any, moment: Any, keys: list[Any], values: list[Any]) -> list[Any] | None:
         slot = self._slot(moment).label("slot")
         rows = self.session.execute(
@@ -276,15 +314,15 @@ def _trend_params(interval: str, tz: str) -> ZoneInfo:
     return zone
 
 
-def _new_bucket(distinct: Any = set) -> dict[str, Any]:
-    """A bucket's counts; its distinct contacts as sets (counted) or numbers (kept)."""
+def _new_bucket() -> dict[str, Any]:
+    """A bucket's counts, its distinct contacts as sets."""
     return {
         "sent": 0,
         "delivered": 0,
         "clicks": 0,
-        "unique_clicks": distinct(),
+        "unique_clicks": set(),
         "replies": 0,
-        "conversions": distinct(),
+        "conversions": set(),
         "conversion_events": 0,
         "revenue": 0,  # millionths, an exact sum
     }
@@ -318,40 +356,44 @@ def trend(session: Session, campaign_id: int, *, interval: str = "day", tz: str 
     number of quarter hours (a slot straddling two buckets) is counted from the rows instead."""
     zone = _trend_params(interval, tz)
     folder = _Folder(session, interval, zone)
-    slots = session.execute(
-        select(
-            col(CampaignSlot.slot),
-            col(CampaignSlot.sent),
-            col(CampaignSlot.delivered),
-            col(CampaignSlot.clicks),
-            col(CampaignSlot.replies),
-            col(CampaignSlot.conversion_events),
-            col(CampaignSlot.revenue_micros),
-        ).where(col(CampaignSlot.campaign_id) == campaign_id)
+    kept, gaps = CampaignSlot.__table__, CampaignSlotFirst.__table__  # type: ignore[attr-defined]
+    connection = session.connection()  # Core rows: a few hundred tuples, no ORM loading
+    slots = connection.execute(
+        select(kept.c.slot, *(kept.c[name] for name in SLOT_COLUMNS)).where(kept.c.campaign_id == campaign_id)
     ).all()
-    firsts = session.execute(
-        select(
-            col(CampaignSlotFirst.kind),
-            col(CampaignSlotFirst.slot),
-            col(CampaignSlotFirst.gap),
-            col(CampaignSlotFirst.contacts),
-        ).where(col(CampaignSlotFirst.campaign_id) == campaign_id, col(CampaignSlotFirst.contacts) != 0)
+    firsts = connection.execute(
+        select(gaps.c.kind, gaps.c.slot, gaps.c.gap, gaps.c.contacts).where(
+            gaps.c.campaign_id == campaign_id, gaps.c.contacts != 0
+        )
     ).all()
-    if any(folder.bucket(row[0]) is None for row in slots):
+    of_slot = folder.buckets_of([row[0] for row in slots] + [row[1] for row in firsts])
+    if of_slot is None:
         return counted_trend(session, campaign_id, interval=interval, tz=tz)
-    buckets: dict[datetime, dict[str, Any]] = defaultdict(lambda: _new_bucket(int))
+    sums: dict[datetime, list[int]] = {}
     for slot, *values in slots:
         if any(values):
-            bucket = buckets[folder.bucket(slot) or datetime.min]
-            for key, value in zip(
-                ("sent", "delivered", "clicks", "replies", "conversion_events", "revenue"), values, strict=True
-            ):
-                bucket[key] += value
-    distinct = {"click": "unique_clicks", "conversion": "conversions"}
+            start = of_slot[slot]
+            into = sums.get(start) or sums.setdefault(start, [0] * len(values))
+            for i, value in enumerate(values):
+                into[i] += value
+    distinct: dict[tuple[str, datetime], int] = defaultdict(int)
     for kind, slot, gap, contacts in firsts:
-        start = folder.bucket(slot) or datetime.min
+        start = of_slot[slot]
         if gap == 0 or slot - gap < int(start.timestamp()) // SLOT_SECONDS:
-            buckets[start][distinct[kind]] += contacts
+            distinct[(kind, start)] += contacts
+    buckets: dict[datetime, dict[str, Any]] = {}
+    for start in sums.keys() | {start for _, start in distinct}:
+        sent, delivered, clicks, replies, events, revenue = sums.get(start, [0] * len(SLOT_COLUMNS))
+        buckets[start] = {
+            "sent": sent,
+            "delivered": delivered,
+            "clicks": clicks,
+            "unique_clicks": distinct.get(("click", start), 0),
+            "replies": replies,
+            "conversions": distinct.get(("conversion", start), 0),
+            "conversion_events": events,
+            "revenue": revenue,
+        }
     return _trend_body(interval, tz, zone, buckets)
 
 
