@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     Index,
     Integer,
     SmallInteger,
@@ -411,6 +412,66 @@ class CampaignSlotFirst(SQLModel, table=True):
     slot: int = Field(sa_column=Column(BigInteger, primary_key=True))
     gap: int = Field(sa_column=Column(BigInteger, primary_key=True))
     contacts: int = _tally()
+
+
+# A campaign's numbers per variant and phase (`variant_id` 0: every variant together; `phase`:
+# test, remainder, or `*` for every counted phase), kept by migration 0018's triggers:
+# core/stats/evidence.py `arms` and `overall`, and one variant's funnel, read these rows.
+class CampaignVariantTally(SQLModel, table=True):
+    __tablename__ = "campaign_variant_tally"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    variant_id: int = Field(primary_key=True)
+    phase: str = Field(primary_key=True, max_length=20)
+    recipients: int = _tally()
+    sent: int = _tally()
+    delivered: int = _tally()
+    clickers: int = _tally()  # contacts with a click of a person's
+    converters: int = _tally()  # contacts with a conversion (of any name)
+    direct_converters: int = _tally()  # contacts with a conversion after a click
+    conversion_events: int = _tally()
+    unclicked_events: int = _tally()
+    revenue_micros: int = _tally()
+
+
+# A contact's people's clicks, conversions and conversions after a click per variant and phase.
+class CampaignVariantContact(SQLModel, table=True):
+    __tablename__ = "campaign_variant_contact"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    variant_id: int = Field(primary_key=True)
+    phase: str = Field(primary_key=True, max_length=20)
+    contact_id: int = Field(primary_key=True)
+    human_clicks: int = _tally()
+    conversions: int = _tally()
+    clicked_conversions: int = _tally()
+
+
+# Conversions of one name per variant and phase: converters, events, revenue (millionths) and the
+# sum over converting contacts of (the contact's revenue)², a variance's makings.
+class CampaignVariantEvent(SQLModel, table=True):
+    __tablename__ = "campaign_variant_event"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    variant_id: int = Field(primary_key=True)
+    phase: str = Field(primary_key=True, max_length=20)
+    name: str = Field(primary_key=True, max_length=100)
+    converters: int = _tally()
+    events: int = _tally()
+    revenue_micros: int = _tally()
+    revenue_sq: float = Field(default=0.0, sa_column=Column(Float, nullable=False, server_default=text("0")))
+
+
+class CampaignVariantEventContact(SQLModel, table=True):
+    __tablename__ = "campaign_variant_event_contact"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    variant_id: int = Field(primary_key=True)
+    phase: str = Field(primary_key=True, max_length=20)
+    name: str = Field(primary_key=True, max_length=100)
+    contact_id: int = Field(primary_key=True)
+    events: int = _tally()
+    revenue_micros: int = _tally()
 
 
 # A contact's replies, opt-out replies and conversions in a campaign: the tally's distinct counts

@@ -40,6 +40,10 @@ TABLES = {
     "campaign_slot",
     "campaign_slot_contact",
     "campaign_slot_first",
+    "campaign_variant_tally",
+    "campaign_variant_contact",
+    "campaign_variant_event",
+    "campaign_variant_event_contact",
 }
 
 

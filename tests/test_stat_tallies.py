@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import pytest
@@ -43,6 +43,7 @@ from core.stats.breakdowns import (
     trend,
 )
 from core.stats.conversions import record_conversion
+from core.stats.evidence import arms, counted_arms, counted_overall, overall
 from core.stats.summary import counted_errors, errors, summary
 from core.stats.tallies import TIMING_BUCKETS, Tally, recount, repair, tally
 from core.statuses import CampaignStatus, MessageStatus, Phase
@@ -85,7 +86,8 @@ def _build(engine: Engine, rng: random.Random, campaigns: int = 2) -> World:
             session.flush()
             cid = campaign.id or 0
             variant = Variant(campaign_id=cid, name="A", body="Hi https://shop.example")
-            session.add(variant)
+            other = Variant(campaign_id=cid, name="B", body="Hello https://shop.example")
+            session.add_all([variant, other])
             session.flush()
             link = Link(campaign_id=cid, variant_id=variant.id or 0, position=0, destination="https://shop.example")
             session.add(link)
@@ -100,7 +102,7 @@ def _build(engine: Engine, rng: random.Random, campaigns: int = 2) -> World:
             audience = rng.sample(contacts, CONTACTS)
             for i, contact_id in enumerate(audience):
                 phase = [Phase.ALL, Phase.TEST, Phase.REMAINDER, Phase.CONTROL][i % 4 if i < 40 else 0]
-                rows.append(_row(cid, variant.id or 0, contact_id, phase))
+                rows.append(_row(cid, (variant if i % 3 else other).id or 0, contact_id, phase))
             for i in range(12):  # test sends: to contacts, and to phones that are no contact
                 rows.append(_row(cid, variant.id or 0, audience[i] if i % 2 else None, Phase.TEST_SEND, key=f"ts{i}"))
             session.execute(insert(Message), rows)
@@ -159,6 +161,19 @@ def _check(world: World, step: str) -> None:
                 assert devices(session, cid, include_bots=bots) == counted_devices(session, cid, include_bots=bots), (
                     f"{step}: the devices of campaign {cid}"
                 )
+            for phase in (None, "test", "remainder"):
+                kept_arms, rows_arms = arms(session, cid, phase=phase), counted_arms(session, cid, phase=phase)
+                kept_arms.append(overall(session, cid, phase=phase))
+                rows_arms.append(counted_overall(session, cid, phase=phase))
+                for kept, rows in zip(kept_arms, rows_arms, strict=True):
+                    assert replace(kept, revenue=0.0, revenue_sq=0.0) == replace(rows, revenue=0.0, revenue_sq=0.0), (
+                        f"{step}: arm {rows.variant} of campaign {cid} in phase {phase}"
+                    )
+                    assert (kept.revenue, kept.revenue_sq) == pytest.approx((rows.revenue, rows.revenue_sq), rel=1e-9)
+            for name in ("A", "B"):
+                kept_funnel, rows_funnel = funnel(session, cid, variant=name), counted_funnel(session, cid, name)
+                assert kept_funnel.pop("revenue") == pytest.approx(rows_funnel.pop("revenue"), abs=1e-6)
+                assert kept_funnel == rows_funnel, f"{step}: the funnel of variant {name} of campaign {cid}"
             for interval, zone in TRENDS:
                 assert trend(session, cid, interval=interval, tz=zone) == counted_trend(
                     session, cid, interval=interval, tz=zone
@@ -437,6 +452,10 @@ def test_the_migration_backfills_the_tallies_and_repair_rewrites_them(database_u
                 f"UPDATE campaign_click_key SET human_clicks = 0, any_contacts = 0 WHERE campaign_id = {cid}"
             )
             conn.exec_driver_sql(f"DELETE FROM campaign_click_timing WHERE campaign_id = {cid}")
+            conn.exec_driver_sql(f"UPDATE campaign_slot SET clicks = 0 WHERE campaign_id = {cid}")
+            conn.exec_driver_sql(f"DELETE FROM campaign_slot_first WHERE campaign_id = {cid}")
+            conn.exec_driver_sql(f"UPDATE campaign_variant_tally SET clickers = 0, sent = 1 WHERE campaign_id = {cid}")
+            conn.exec_driver_sql(f"DELETE FROM campaign_variant_event_contact WHERE campaign_id = {cid}")
         with session_scope(engine) as session:
             kept, fresh = repair(session, cid)
         assert kept != fresh and fresh == before[cid]

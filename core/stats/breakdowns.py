@@ -28,6 +28,7 @@ from core.models import (
     CampaignClickTiming,
     CampaignSlot,
     CampaignSlotFirst,
+    CampaignVariantTally,
     Click,
     Conversion,
     Link,
@@ -447,11 +448,25 @@ def funnel(session: Session, campaign_id: int, *, variant: str | None = None) ->
     """Contacts at each step (of one variant, if given; never the control group); conversions split
     into direct (clicked first) and influenced, with `conversion_events` and `revenue` beside.
 
-    The whole campaign's is read from its tally (one row, core/stats/tallies.py); one variant's is
-    counted from the rows."""
+    The whole campaign's is read from its tally (one row, core/stats/tallies.py); one variant's
+    from its kept row of every phase (migration 0018)."""
     if variant is None:
         return _funnel_of(tally(session, campaign_id))
-    return counted_funnel(session, campaign_id, variant)
+    variant_id = variant_id_of(session, campaign_id, variant)
+    row = session.get(CampaignVariantTally, (campaign_id, variant_id, "*"))
+    numbers = Tally()
+    if row is not None:
+        numbers = Tally(
+            sent=row.sent,
+            delivered=row.delivered,
+            human_unique=row.clickers,
+            converters=row.converters,
+            direct_converters=row.direct_converters,
+            unclicked_events=row.unclicked_events,
+            conversion_events=row.conversion_events,
+            revenue_micros=row.revenue_micros,
+        )
+    return {**_funnel_of(numbers), "variant": variant}
 
 
 def counted_funnel(session: Session, campaign_id: int, variant: str | None = None) -> dict[str, Any]:

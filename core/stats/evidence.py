@@ -32,6 +32,7 @@ within [its touch, touch + `window_hours`], whoever the event is attributed to:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
 from core.campaigns.definition import get_campaign, variants_of
-from core.models import Campaign, Click, Conversion, Message, Variant
+from core.models import Campaign, CampaignVariantEvent, CampaignVariantTally, Click, Conversion, Message, Variant
 from core.stats.conversions import conversion_event, conversion_window
 from core.stats.counting import Counted, counted
 from core.statuses import MessageStatus, Phase
@@ -101,7 +102,7 @@ def _clickers_by_variant(session: Session, campaign_id: int, *where: ColumnEleme
     return {
         vid: int(n or 0)
         for vid, n in session.execute(
-            select(variant_id, func.count(distinct(col(Message.contact_id))))
+            select(variant_id, func.count(distinct(col(Click.contact_id))))
             .select_from(Click)
             .join(Message, col(Message.id) == col(Click.message_id))
             .where(_human_clicks(campaign_id), variant_id.is_not(None), *where)
@@ -273,11 +274,12 @@ def intention_to_treat(session: Session, campaign_id: int, *, phase: str | None 
     return out
 
 
-def arms(
+def counted_arms(
     session: Session, campaign_id: int, *, phase: str | None = None, reports_delivery: bool = True
 ) -> list[ArmCounts]:
-    """One ArmCounts per variant (in variant id order) and the control arm when the campaign holds
-    contacts out (in the place of the variant marked `is_control`, else last).
+    """One ArmCounts per variant, counted from the rows (what `arms()` reads from its kept rows is
+    held to this): in variant id order, the control arm when the campaign holds contacts out in the
+    place of the variant marked `is_control`, else last.
 
     `phase`: None or `all` = every counted phase; `test`, `remainder` (or `retry`) = that phase's
     messages alone. The control arm is always the whole held-out group: it has no phase of its own
@@ -324,6 +326,14 @@ def arms(
             revenue_sq=c.revenue_sq,
         )
 
+    return _placed(session, campaign, variants, arm)
+
+
+def _placed(
+    session: Session, campaign: Campaign, variants: list[Variant], arm: Callable[[Variant], ArmCounts]
+) -> list[ArmCounts]:
+    """The arms in variant id order, the control arm (if any) in the place of the variant marked
+    `is_control`, else last."""
     out: list[ArmCounts] = []
     control: ArmCounts | None = None
     if has_control(session, campaign, variants):  # on an intention-to-treat basis (module docstring)
@@ -337,10 +347,95 @@ def arms(
     return out if control is None else [*out, control]
 
 
+KEPT_PHASES = {
+    None: "*",
+    EVERY_PHASE: "*",
+    str(Phase.TEST): str(Phase.TEST),
+    str(Phase.REMAINDER): str(Phase.REMAINDER),
+}
+ALL_VARIANTS = 0  # migration 0018's variant_id of every variant together
+
+
+def _kept(session: Session, campaign: Campaign, phase: str) -> dict[int, tuple[Any, Any]]:
+    """Per variant id (ALL_VARIANTS too): its kept row of `phase` and that of its conversions named
+    by the campaign's `conversion.event` (None where there is none)."""
+    arm, event = CampaignVariantTally.__table__, CampaignVariantEvent.__table__  # type: ignore[attr-defined]
+    connection = session.connection()
+    rows = connection.execute(select(arm).where(arm.c.campaign_id == campaign.id, arm.c.phase == phase)).all()
+    events = {
+        row.variant_id: row
+        for row in connection.execute(
+            select(event).where(
+                event.c.campaign_id == campaign.id, event.c.phase == phase, event.c.name == conversion_event(campaign)
+            )
+        ).all()
+    }
+    out: dict[int, tuple[Any, Any]] = {row.variant_id: (row, events.get(row.variant_id)) for row in rows}
+    for variant_id, row in events.items():
+        out.setdefault(variant_id, (None, row))
+    return out
+
+
+def _kept_arm(name: str, kept: tuple[Any, Any] | None, reports_delivery: bool) -> ArmCounts:
+    row, event = kept or (None, None)
+    sent, delivered = (row.sent, row.delivered) if row is not None else (0, 0)
+    return ArmCounts(
+        variant=name,
+        is_control=False,
+        recipients=row.recipients if row is not None else 0,
+        sent=sent,
+        delivered=delivered,
+        basis=delivered if reports_delivery else sent,
+        unique_clicks=row.clickers if row is not None else 0,
+        converters=event.converters if event is not None else 0,
+        conversion_events=event.events if event is not None else 0,
+        revenue=event.revenue_micros / 1_000_000 if event is not None else 0.0,
+        revenue_sq=float(event.revenue_sq) if event is not None else 0.0,
+    )
+
+
+def arms(
+    session: Session, campaign_id: int, *, phase: str | None = None, reports_delivery: bool = True
+) -> list[ArmCounts]:
+    """One ArmCounts per variant (in variant id order) and the control arm when the campaign holds
+    contacts out (in the place of the variant marked `is_control`, else last).
+
+    `phase`: None or `all` = every counted phase; `test`, `remainder` = that phase's messages alone
+    (`retry`: counted from the rows). The control arm is always the whole held-out group: it has no
+    phase of its own (the held-out contacts are drawn from the whole audience, before the test
+    split). Read from migration 0018's kept rows, two reads whatever the campaign's size (the
+    control arm's intention-to-treat counts excepted: `_itt_control` reads the held-out rows)."""
+    kept_phase = KEPT_PHASES.get(phase)
+    if kept_phase is None:
+        return counted_arms(session, campaign_id, phase=phase, reports_delivery=reports_delivery)
+    campaign = get_campaign(session, campaign_id)
+    variants = variants_of(session, campaign_id)
+    kept = _kept(session, campaign, kept_phase)
+    return _placed(
+        session,
+        campaign,
+        variants,
+        lambda variant: _kept_arm(variant.name, kept.get(variant.id or 0), reports_delivery),
+    )
+
+
 def overall(
     session: Session, campaign_id: int, *, phase: str | None = None, reports_delivery: bool = True
 ) -> ArmCounts:
-    """Every variant together ("all variants"), a contact once; never the control group."""
+    """Every variant together ("all variants"), a contact once; never the control group. Read from
+    migration 0018's kept rows (`variant_id` 0)."""
+    kept_phase = KEPT_PHASES.get(phase)
+    if kept_phase is None:
+        return counted_overall(session, campaign_id, phase=phase, reports_delivery=reports_delivery)
+    kept = _kept(session, get_campaign(session, campaign_id), kept_phase)
+    return _kept_arm("all", kept.get(ALL_VARIANTS), reports_delivery)
+
+
+def counted_overall(
+    session: Session, campaign_id: int, *, phase: str | None = None, reports_delivery: bool = True
+) -> ArmCounts:
+    """Every variant together ("all variants"), a contact once; never the control group. Counted
+    from the rows: what `overall()`'s kept rows are held to."""
     campaign = get_campaign(session, campaign_id)
     rows_of = _where(session, campaign_id, phase)
     has_variant = col(Message.variant_id).is_not(None)
@@ -352,7 +447,7 @@ def overall(
         ).where(rows_of.latest, has_variant)
     ).one()
     clicked = session.scalar(
-        select(func.count(distinct(col(Message.contact_id))))
+        select(func.count(distinct(col(Click.contact_id))))
         .select_from(Click)
         .join(Message, col(Message.id) == col(Click.message_id))
         .where(_human_clicks(campaign_id), rows_of.every, has_variant)

@@ -35,6 +35,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     union_all,
     update,
 )
@@ -56,6 +57,10 @@ from core.models import (
     CampaignSlotContact,
     CampaignSlotFirst,
     CampaignTally,
+    CampaignVariantContact,
+    CampaignVariantEvent,
+    CampaignVariantEventContact,
+    CampaignVariantTally,
     Click,
     Conversion,
     Message,
@@ -294,6 +299,7 @@ def repair(session: Session, campaign_id: int) -> tuple[Tally, Tally]:
     )
     _repair_breakdowns(session, campaign_id)
     _repair_trend(session, campaign_id)
+    _repair_variants(session, campaign_id)
     session.execute(delete(CampaignResponder).where(col(CampaignResponder.campaign_id) == campaign_id))
     keyword = col(Reply.keyword)
     responders = union_all(
@@ -575,6 +581,141 @@ def _repair_trend(session: Session, campaign_id: int) -> None:
                 .having(func.sum(rows.c.events) > 0),
             )
         )
+
+
+VARIANT_PHASES = (Phase.TEST, Phase.REMAINDER)  # the phases migration 0018 keeps a row of, beside `*`
+
+
+def _per_arm(variant: Any, phase: Any, where: Any, source: Any, values: dict[str, Any], extra: dict[str, Any]) -> Any:
+    """`source`'s rows once per key of migration 0018 (their variant or every variant, 0; their
+    phase, if kept, or every phase, `*`), with `values` (a function of whether the key is of every
+    phase) labelled: a UNION ALL."""
+    parts = []
+    for whole_v in (False, True):
+        for whole_p in (False, True):
+            arm = [
+                (literal(0) if whole_v else variant).label("variant_id"),
+                (literal("*", String) if whole_p else cast(phase, String)).label("phase"),
+            ]
+            chosen = [expr(whole_p).label(name) for name, expr in values.items()]
+            condition = and_(where, variant.is_not(None), true() if whole_p else phase.in_(VARIANT_PHASES))
+            parts.append(source.add_columns(*arm, *(e.label(n) for n, e in extra.items()), *chosen).where(condition))
+    return union_all(*parts).subquery()
+
+
+def _repair_variants(session: Session, campaign_id: int) -> None:
+    """Migration 0018's rows of the campaign from its rows: each arm's message and conversion counts,
+    then its contacts (whose inserts add the distinct counts), per conversion name likewise."""
+    tables = (
+        CampaignVariantContact,
+        CampaignVariantEventContact,
+        CampaignVariantEvent,
+        CampaignVariantTally,
+    )
+    for table in tables:
+        session.execute(delete(table).where(col(table.campaign_id) == campaign_id))
+    one, zero = literal(1), literal(0)
+    message_variant, message_phase = col(Message.variant_id), col(Message.phase)
+    counted_rows = and_(col(Message.campaign_id) == campaign_id, counted_messages())
+    latest = col(Message.superseded).is_(False)
+    delivered = col(Message.status) == MessageStatus.DELIVERED
+    tally_columns = ["recipients", "sent", "delivered", "conversion_events", "unclicked_events", "revenue_micros"]
+
+    def latest_if(whole_p: bool, condition: Any = None) -> Any:
+        chosen = [c for c in (latest if whole_p else None, condition) if c is not None]
+        return case((and_(*chosen), 1), else_=0) if chosen else one
+
+    messages = _per_arm(
+        message_variant,
+        message_phase,
+        counted_rows,
+        select(),
+        {
+            "recipients": lambda w: latest_if(w),
+            "sent": lambda w: latest_if(w, col(Message.sent_at).is_not(None)),
+            "delivered": lambda w: latest_if(w, delivered),
+            "conversion_events": lambda w: zero,
+            "unclicked_events": lambda w: zero,
+            "revenue_micros": lambda w: zero,
+        },
+        {},
+    )
+    conversion_of = select().select_from(Conversion).join(Message, col(Message.id) == col(Conversion.message_id))
+    conversions = _per_arm(
+        message_variant,
+        message_phase,
+        and_(counted_rows, col(Conversion.campaign_id) == campaign_id),
+        conversion_of,
+        {
+            "recipients": lambda w: zero,
+            "sent": lambda w: zero,
+            "delivered": lambda w: zero,
+            "conversion_events": lambda w: one,
+            "unclicked_events": lambda w: case((col(Conversion.clicked).is_(False), 1), else_=0),
+            "revenue_micros": lambda w: micros(col(Conversion.revenue)),
+        },
+        {"name": col(Conversion.name), "contact_id": col(Conversion.contact_id), "clicked": col(Conversion.clicked)},
+    )
+    both = union_all(
+        select(messages.c.variant_id, messages.c.phase, *(messages.c[n] for n in tally_columns)),
+        select(conversions.c.variant_id, conversions.c.phase, *(conversions.c[n] for n in tally_columns)),
+    ).subquery()
+    session.execute(
+        insert(CampaignVariantTally).from_select(
+            ["campaign_id", "variant_id", "phase", *tally_columns],
+            select(
+                literal(campaign_id), both.c.variant_id, both.c.phase, *(func.sum(both.c[n]) for n in tally_columns)
+            ).group_by(both.c.variant_id, both.c.phase),
+        )
+    )
+    arm = [conversions.c.variant_id, conversions.c.phase]
+    session.execute(
+        insert(CampaignVariantEvent).from_select(
+            ["campaign_id", "variant_id", "phase", "name", "events", "revenue_micros"],
+            select(
+                literal(campaign_id), *arm, conversions.c.name, func.sum(conversions.c.conversion_events),
+                func.sum(conversions.c.revenue_micros),
+            ).group_by(*arm, conversions.c.name),
+        )
+    )  # fmt: skip
+    session.execute(
+        insert(CampaignVariantEventContact).from_select(
+            ["campaign_id", "variant_id", "phase", "name", "contact_id", "events", "revenue_micros"],
+            select(
+                literal(campaign_id), *arm, conversions.c.name, conversions.c.contact_id,
+                func.sum(conversions.c.conversion_events), func.sum(conversions.c.revenue_micros),
+            )
+            .where(conversions.c.contact_id.is_not(None))
+            .group_by(*arm, conversions.c.name, conversions.c.contact_id),
+        )
+    )  # fmt: skip
+    clicks = _per_arm(
+        message_variant,
+        message_phase,
+        and_(counted_rows, col(Click.campaign_id) == campaign_id, col(Click.contact_id).is_not(None)),
+        select().select_from(Click).join(Message, col(Message.id) == col(Click.message_id)),
+        {"human_clicks": lambda w: case((col(Click.is_bot).is_(False), 1), else_=0), "conversions": lambda w: zero,
+         "clicked_conversions": lambda w: zero},
+        {"contact_id": col(Click.contact_id)},
+    )  # fmt: skip
+    member = ["human_clicks", "conversions", "clicked_conversions"]
+    by_contact = union_all(
+        select(clicks.c.variant_id, clicks.c.phase, clicks.c.contact_id, *(clicks.c[n] for n in member)),
+        select(
+            conversions.c.variant_id, conversions.c.phase, conversions.c.contact_id, zero.label("human_clicks"),
+            conversions.c.conversion_events.label("conversions"),
+            case((conversions.c.clicked.is_(True), 1), else_=0).label("clicked_conversions"),
+        ).where(conversions.c.contact_id.is_not(None)),
+    ).subquery()  # fmt: skip
+    session.execute(
+        insert(CampaignVariantContact).from_select(
+            ["campaign_id", "variant_id", "phase", "contact_id", *member],
+            select(
+                literal(campaign_id), by_contact.c.variant_id, by_contact.c.phase, by_contact.c.contact_id,
+                *(func.sum(by_contact.c[n]) for n in member),
+            ).group_by(by_contact.c.variant_id, by_contact.c.phase, by_contact.c.contact_id),
+        )
+    )  # fmt: skip
 
 
 def _columns(numbers: Tally) -> dict[str, int]:
