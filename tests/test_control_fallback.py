@@ -4,10 +4,27 @@ workflow, which takes it on once a worker runs it; the late update is refused, n
 
 from __future__ import annotations
 
+import asyncio
 import time
+from datetime import timedelta
 from pathlib import Path
 
+from temporalio.client import Client
+from temporalio.service import RPCError
+
 from tests.live import LiveService, wait_for, worker_process
+
+
+def _paused(address: str, workflow_id: str) -> bool:
+    async def ask() -> bool:
+        client = await Client.connect(address)
+        try:
+            progress = await client.get_workflow_handle(workflow_id).query("progress", rpc_timeout=timedelta(seconds=5))
+        except RPCError:  # no worker has taken the query yet
+            return False
+        return bool(progress["paused"] if isinstance(progress, dict) else progress.paused)
+
+    return asyncio.run(ask())
 
 
 def test_pause_and_cancel_with_no_worker_up(database_url: str, temporal_address: str, tmp_path: Path) -> None:
@@ -37,7 +54,13 @@ def test_pause_and_cancel_with_no_worker_up(database_url: str, temporal_address:
         assert live.post(f"/api/campaigns/{cancelled_id}/pause").status_code == 409
 
         worker = worker_process(live, tmp_path / "worker.log", TEXTPULSE_FAKE_CALLBACK_DELAY_SECONDS="[0.01, 0.05]")
-        time.sleep(4)  # the worker runs both workflows: the paused one waits, the cancelled one ends
+        # The worker runs both workflows: the paused one takes its signal and waits (its query says
+        # so once a worker has run it: on a loaded machine that can take longer than a fixed sleep).
+        wait_for(
+            lambda: _paused(temporal_address, live.settings.workflow_id(paused_id)),
+            timeout=60,
+            what="the paused campaign's workflow took its signal",
+        )
         assert live.fake.ledger() == []
         assert live.get(f"/api/campaigns/{paused_id}").json()["status"] == "paused"
         assert live.get(f"/api/campaigns/{cancelled_id}").json()["status"] == "cancelled"
