@@ -471,3 +471,26 @@ def test_variant_stats_side_by_side(live: LiveService) -> None:
     assert rows["B"]["chance_to_win"] == pytest.approx(ab.beta_beats(1, 11, 7, 5), abs=1e-4)
     assert rows["A"]["interval"][0] >= 0 and rows["B"]["interval"][1] <= 1
     assert body["all_variants"]["recipients"] == 20 and body["all_variants"]["unique_clicks"] == 6
+
+
+def _every_term(a: float, b: float, c: float, d: float) -> float:
+    """beta_beats' sum over every one of its terms (the formula as written, no window)."""
+    if c > a:
+        return 1.0 - _every_term(c, d, a, b)
+    i = np.arange(int(round(c)), dtype=float)
+    terms = special.betaln(a + i, b + d) - np.log(d + i) - special.betaln(1 + i, d) - special.betaln(a, b)
+    return float(min(1.0, max(0.0, np.exp(special.logsumexp(terms)))))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_chance_to_beat_summed_around_its_peak_is_the_whole_sum(seed: int) -> None:
+    """At a million messages beta_beats sums the terms near their peak only: the same figure as
+    every term's, at large and small rates, close and far apart."""
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n1, n2 = rng.integers(5_000, 600_000, size=2)
+        p = rng.uniform(0.001, 0.9)
+        q = p * rng.uniform(0.8, 1.25)
+        a, c = 1 + int(n1 * p), 1 + int(n2 * min(q, 0.99))
+        b, d = 1 + n1 - a, 1 + n2 - c
+        assert ab.beta_beats(a, b, c, d) == pytest.approx(_every_term(a, b, c, d), abs=1e-12)

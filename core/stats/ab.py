@@ -16,6 +16,7 @@ three or more arms the chances and losses are one-dimensional integrals, compute
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,9 +112,33 @@ def beta_beats(a: float, b: float, c: float, d: float) -> float:
     Σ_{i<c} B(a+i, b+d) / ((d+i) B(1+i, d) B(a, b)), summed over the shorter of the two sides."""
     if c > a:
         return 1.0 - beta_beats(c, d, a, b)
-    i = np.arange(int(round(c)), dtype=float)
-    terms = special.betaln(a + i, b + d) - np.log(d + i) - special.betaln(1 + i, d) - special.betaln(a, b)
-    return float(min(1.0, max(0.0, np.exp(special.logsumexp(terms)))))
+
+    def log_terms(i: NDArray[np.float64]) -> NDArray[np.float64]:
+        return special.betaln(a + i, b + d) - np.log(d + i) - special.betaln(1 + i, d) - special.betaln(a, b)
+
+    i = _peak(log_terms, int(round(c)))
+    return float(min(1.0, max(0.0, np.exp(special.logsumexp(log_terms(i))))))
+
+
+SUMMED_WHOLE = 4096  # beta_beats sums every term up to this many; beyond, the terms around the peak
+NEGLIGIBLE = 60.0  # nats below the largest term: e^-60 ≈ 1e-26 each, nothing at double precision
+
+
+def _peak(log_terms: Callable[[NDArray[np.float64]], NDArray[np.float64]], n: int) -> NDArray[np.float64]:
+    """The indices 0..n-1 of the terms worth summing: all of them when few; else those within
+    NEGLIGIBLE of the largest, found on a coarse grid first. The terms (a beta negative binomial's
+    masses, up to a constant) rise to one peak and fall, so beyond the coarse points that are
+    negligible every term is smaller still. At a million messages an arm's hundred thousand
+    clickers become a few thousand terms."""
+    if n <= SUMMED_WHOLE:
+        return np.arange(n, dtype=float)
+    step = n // 1024
+    coarse = np.arange(0, n, step, dtype=float)
+    values = log_terms(coarse)
+    kept = np.nonzero(values > values.max() - NEGLIGIBLE)[0]
+    low = max(0, int(coarse[kept[0]]) - step)
+    high = min(n, int(coarse[kept[-1]]) + step + 1)
+    return np.arange(low, high, dtype=float)
 
 
 def _two_betas(x: Any, y: Any) -> tuple[list[float], list[float]]:
