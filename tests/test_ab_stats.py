@@ -484,8 +484,12 @@ def _every_term(a: float, b: float, c: float, d: float) -> float:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_chance_to_beat_summed_around_its_peak_is_the_whole_sum(seed: int) -> None:
-    """At a million messages beta_beats sums the terms near their peak only: the same figure as
-    every term's, at large and small rates, close and far apart."""
+    """At a million messages beta_beats sums the terms near their peak only, each from its
+    neighbour's ratio: the same figure as every term's by the beta function, at large and small
+    rates, close and far apart. Against a 60-digit computation both are within ~3e-9 of the sum
+    (scipy's betaln at these sizes is that far off); the figure is 1 - the other side's when the
+    other side is the longer, so that is an absolute error. A window missing terms that count is
+    off by far more (a window 2 nats deep: by 10 % and more)."""
     rng = np.random.default_rng(seed)
     for _ in range(40):
         n1, n2 = rng.integers(5_000, 600_000, size=2)
@@ -493,4 +497,4 @@ def test_chance_to_beat_summed_around_its_peak_is_the_whole_sum(seed: int) -> No
         q = p * rng.uniform(0.8, 1.25)
         a, c = 1 + int(n1 * p), 1 + int(n2 * min(q, 0.99))
         b, d = 1 + n1 - a, 1 + n2 - c
-        assert ab.beta_beats(a, b, c, d) == pytest.approx(_every_term(a, b, c, d), abs=1e-12)
+        assert ab.beta_beats(a, b, c, d) == pytest.approx(_every_term(a, b, c, d), abs=1e-8)
