@@ -16,6 +16,7 @@ three or more arms the chances and losses are one-dimensional integrals, compute
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -98,10 +99,31 @@ def posterior(arm: ArmCounts, metric: str) -> Any:
     """The arm's posterior as a frozen scipy distribution."""
     if is_proportion(metric):
         s, n = successes_trials(arm, metric)
-        return stats.beta(1 + s, 1 + max(0, n - s))
+        return BetaPosterior(1 + s, 1 + max(0, n - s))
     n, mean, variance = revenue_moments(arm)
     # A point mass (no revenue yet) is a very narrow normal, so every formula below holds.
     return stats.norm(mean, max(np.sqrt(variance / n), 1e-12 * max(1.0, abs(mean))))
+
+
+class BetaPosterior:
+    """Beta(a, b) as scipy's frozen distribution, made only when more than its parameters and
+    quantiles are asked of it (freezing one costs a quarter of a millisecond; two arms' chances and
+    intervals need none)."""
+
+    dist = stats.beta
+
+    def __init__(self, a: float, b: float) -> None:
+        self.args = (a, b)
+
+    def ppf(self, q: Any) -> Any:
+        return special.betaincinv(*self.args, np.asarray(q, dtype=float))  # what scipy's beta.ppf computes
+
+    @functools.cached_property
+    def _frozen(self) -> Any:
+        return stats.beta(*self.args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._frozen, name)
 
 
 # -- chance to win and expected loss ----------------------------------------------------------

@@ -419,6 +419,27 @@ def arms(
     )
 
 
+def arms_and_overall(
+    session: Session, campaign_id: int, *, phase: str | None = None, reports_delivery: bool = True
+) -> tuple[list[ArmCounts], ArmCounts]:
+    """`arms()` and `overall()` of the same phase, from one read of the kept rows."""
+    kept_phase = KEPT_PHASES.get(phase)
+    if kept_phase is None:
+        return (
+            counted_arms(session, campaign_id, phase=phase, reports_delivery=reports_delivery),
+            counted_overall(session, campaign_id, phase=phase, reports_delivery=reports_delivery),
+        )
+    campaign = get_campaign(session, campaign_id)
+    kept = _kept(session, campaign, kept_phase)
+    shown = _placed(
+        session,
+        campaign,
+        variants_of(session, campaign_id),
+        lambda variant: _kept_arm(variant.name, kept.get(variant.id or 0), reports_delivery),
+    )
+    return shown, _kept_arm("all", kept.get(ALL_VARIANTS), reports_delivery)
+
+
 def overall(
     session: Session, campaign_id: int, *, phase: str | None = None, reports_delivery: bool = True
 ) -> ArmCounts:

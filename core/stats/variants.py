@@ -96,7 +96,7 @@ def variants(
         )
     campaign = get_campaign(session, campaign_id)
     metric = str((campaign.ab_test or {}).get("metric", "ctr"))
-    shown = evidence.arms(session, campaign_id, phase=phase, reports_delivery=reports_delivery)
+    shown, everyone = evidence.arms_and_overall(session, campaign_id, phase=phase, reports_delivery=reports_delivery)
     basis = str(Phase.TEST) if campaign.ab_test else "all"
     decided_on = (
         shown if basis == phase else evidence.arms(session, campaign_id, phase=basis, reports_delivery=reports_delivery)
@@ -137,7 +137,7 @@ def variants(
         if decided and randomised
         else None,
         "variants": rows,
-        "all_variants": counts(evidence.overall(session, campaign_id, phase=phase, reports_delivery=reports_delivery)),
+        "all_variants": counts(everyone),
         "winner": campaign.winner,
         "srm": _srm(session, campaign, compared),
     }
