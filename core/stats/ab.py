@@ -164,7 +164,7 @@ def _peak(log_terms: Callable[[NDArray[np.float64]], NDArray[np.float64]], n: in
     clickers become a few thousand terms."""
     if n <= SUMMED_WHOLE:
         return np.arange(n, dtype=float)
-    step = n // 1024
+    step = n // 256
     coarse = np.arange(0, n, step, dtype=float)
     values = log_terms(coarse)
     kept = np.nonzero(values > values.max() - NEGLIGIBLE)[0]
