@@ -97,8 +97,16 @@ def _upsert(table: str, keys: list[str], columns: list[str], select: str) -> str
     return f"INSERT INTO {table} ({names}) {select} ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}"
 
 
+ROW = "(SELECT 1) AS one"  # a SQLite row trigger's one-row relation, its NEW or OLD read over it
+
+
 def _grouped(keys: list[str], values: list[str], parts: list[str]) -> str:
     names = ", ".join(keys)
+    if all(f"FROM {ROW}" in part for part in parts):
+        # A SQLite row trigger's few rows: no sorter. Its upsert takes them one by one, so two rows
+        # of one key (a message sent and delivered in one slot) add up there.
+        nonzero = " OR ".join(f"{v} <> 0" for v in values)
+        return f"SELECT {names}, {', '.join(values)} FROM ({' UNION ALL '.join(parts)}) AS g WHERE {nonzero}"
     sums = ", ".join(f"sum({v})" for v in values)
     nonzero = " OR ".join(f"sum({v}) <> 0" for v in values)
     return (
@@ -230,7 +238,7 @@ WATCHED = {
 
 def _sqlite_triggers() -> list[tuple[str, str, str, list[str]]]:
     def row(alias: str, sign: int) -> list[Source]:
-        return [("(SELECT 1) AS one", alias, sign)]  # the trigger's NEW or OLD, over a one-row relation
+        return [(ROW, alias, sign)]  # the trigger's NEW or OLD, over a one-row relation
 
     def rows(table: str, alias: str, sign: int) -> list[str]:
         return _statements(table, row(alias, sign))
