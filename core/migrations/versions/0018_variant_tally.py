@@ -246,6 +246,11 @@ def _sqlite_triggers() -> list[tuple[str, str, str, list[str]]]:
     triggers = []
     for table, columns in WATCHED.items():
         changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns.split(", "))
+        if table == "message":  # what a message adds moves with these, not with every status
+            keys = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in ("campaign_id", "variant_id", "phase", "superseded"))
+            sent = "(OLD.sent_at IS NULL) <> (NEW.sent_at IS NULL)"
+            delivered = "(OLD.status IS 'delivered') <> (NEW.status IS 'delivered')"
+            changed = f"{keys} OR {sent} OR {delivered}"
         short = table.replace("campaign_variant_", "variant_")
         triggers += [
             (f"{short}_variant_insert", f"INSERT ON {table}", "true", rows(table, "NEW", 1)),
