@@ -215,7 +215,6 @@ class _Folder:
 
     def __init__(self, session: Session, interval: str, zone: ZoneInfo) -> None:
         self.session, self.interval, self.zone = session, interval, zone
-        self.sqlite = session.get_bind().dialect.name == "sqlite"
         self._buckets: dict[int, datetime | None] = {}
 
     def _slot(self, moment: Any) -> Any:

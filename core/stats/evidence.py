@@ -405,18 +405,9 @@ def arms(
     phase of its own (the held-out contacts are drawn from the whole audience, before the test
     split). Read from migration 0018's kept rows, two reads whatever the campaign's size (the
     control arm's intention-to-treat counts excepted: `_itt_control` reads the held-out rows)."""
-    kept_phase = KEPT_PHASES.get(phase)
-    if kept_phase is None:
+    if KEPT_PHASES.get(phase) is None:
         return counted_arms(session, campaign_id, phase=phase, reports_delivery=reports_delivery)
-    campaign = get_campaign(session, campaign_id)
-    variants = variants_of(session, campaign_id)
-    kept = _kept(session, campaign, kept_phase)
-    return _placed(
-        session,
-        campaign,
-        variants,
-        lambda variant: _kept_arm(variant.name, kept.get(variant.id or 0), reports_delivery),
-    )
+    return arms_and_overall(session, campaign_id, phase=phase, reports_delivery=reports_delivery)[0]
 
 
 def arms_and_overall(
