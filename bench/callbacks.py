@@ -126,6 +126,11 @@ def seed(database_url: str, messages: int) -> None:
                     for i in ids
                 ],
             )
+    # As autovacuum would within a minute of such a load: the planner's statistics, without which
+    # PostgreSQL read every message of the provider for each batch's lookup (47 ms for a batch of
+    # 32 callbacks instead of 5).
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("ANALYZE")
     engine.dispose()
 
 

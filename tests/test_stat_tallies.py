@@ -516,18 +516,18 @@ def test_concurrent_writers_of_one_campaign_keep_the_tallies_exact(database_url:
 def test_a_status_batch_and_a_click_batch_over_two_campaigns_do_not_deadlock(
     postgres_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A status batch's UPDATEs go in message id order; a click batch's COPY takes the tally rows in
-    campaign id order. With B's message older than A's (A an older campaign launched later), the
-    status batch updates B's message, the click batch (clicks on A and B) comes in, then the status
-    batch updates A's: each would hold one tally row and want the other's, were the status batch
-    not to take both first, in campaign id order."""
+    """A status batch moves its messages in one UPDATE, whose statement triggers then take the tally
+    rows in whatever order they group them; a click batch's COPY takes them in campaign id order.
+    With B's message older than A's (A an older campaign launched later) the two could each hold
+    one tally row and want the other's, were the status batch not to take both first, in campaign
+    id order, before it moves anything: paused there, it makes the click batch wait (on a tally
+    row), and both then finish."""
     database_url = postgres_database_url
     import threading
 
     from sqlalchemy import text
 
     import core.delivery.status as status_module
-    from core.delivery.prepared import PreparedStatement
 
     engine = make_engine(database_url)
     try:
@@ -557,20 +557,14 @@ def test_a_status_batch_and_a_click_batch_over_two_campaigns_do_not_deadlock(
         }
 
         first_done, go_on = threading.Event(), threading.Event()
-        original = PreparedStatement.execute
-        calls = 0
+        original = status_module._move_all
 
-        def execute(self: PreparedStatement, conn: object, rows: list) -> object:
-            nonlocal calls
-            result = original(self, conn, rows)  # type: ignore[arg-type]
-            if self.sql.lstrip().upper().startswith("UPDATE"):
-                calls += 1
-                if calls == 1:  # B's message updated (delivered), A's (failed) still to come
-                    first_done.set()
-                    assert go_on.wait(20)
-            return result
+        def move_all(conn: object, final: dict, now: object) -> None:
+            first_done.set()  # the rows are taken, none moved yet
+            assert go_on.wait(20)
+            original(conn, final, now)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(status_module.PreparedStatement, "execute", execute)
+        monkeypatch.setattr(status_module, "_move_all", move_all)
         errors: list[BaseException] = []
 
         def run(job: object) -> None:

@@ -25,17 +25,17 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, func, insert, literal_column, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, literal_column, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnClause
 from sqlmodel import Session, col
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from core.db import session_scope
 from core.delivery.prepared import PreparedStatement
 from core.hooks.contracts import StatusUpdate
 from core.log import get_logger
 from core.models import Message, StatusEvent, utcnow
-from core.stats.tallies import lock_tallies_of_messages
 from core.statuses import MESSAGE_RANK, MessageStatus
 
 # core.statuses' order, keyed by plain strings: the callbacks' statuses are looked up here several
@@ -77,6 +77,11 @@ StatusListener = Callable[[Sequence[tuple[int, str, str]]], None]
 _MESSAGE: Table = Message.__table__  # type: ignore[attr-defined]
 _EVENT: Table = StatusEvent.__table__  # type: ignore[attr-defined]
 _UPDATES: dict[tuple[str, bool], Any] = {}
+_UTC = UTCDateTime()  # the timestamps' column type
+# The timestamps a move to a status sets (sent_at only when not set yet: a late `sent` keeps it).
+SETS_SENT_AT = frozenset({MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED})
+SETS_DELIVERED_AT = frozenset({MessageStatus.DELIVERED})
+SETS_FAILED_AT = frozenset({MessageStatus.FAILED, MessageStatus.UNDELIVERED})
 
 
 def _update_statement(status: str, with_error: bool) -> Any:
@@ -85,11 +90,11 @@ def _update_statement(status: str, with_error: bool) -> Any:
     if key not in _UPDATES:
         when = bindparam("when", type_=_MESSAGE.c.sent_at.type)
         values: dict[str, Any] = {"status": status, "status_changed_at": bindparam("now", type_=when.type)}
-        if status in (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.UNDELIVERED):
+        if status in SETS_SENT_AT:
             values["sent_at"] = func.coalesce(_MESSAGE.c.sent_at, when)
-        if status == MessageStatus.DELIVERED:
+        if status in SETS_DELIVERED_AT:
             values["delivered_at"] = when
-        if status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED):
+        if status in SETS_FAILED_AT:
             values["failed_at"] = when
         if with_error:
             values["error_code"], values["error_text"] = bindparam("code"), bindparam("text")
@@ -113,11 +118,15 @@ def _apply(conn: Connection, message_id: int, upd: StatusUpdate, when: datetime)
 
 
 def _apply_many(conn: Connection, final: dict[int, StatusUpdate], now: datetime) -> None:
-    """One UPDATE per message (to where it ends), executed many at a time per statement shape.
+    """One UPDATE per message (to where it ends): PostgreSQL all in one statement (`_move_all`),
+    elsewhere executed many at a time per statement shape.
 
-    The messages' campaigns' tally rows are taken first, in campaign id order (`lock_tallies`):
-    one UPDATE per message in message id order would take them in the order of the messages."""
-    lock_tallies_of_messages(conn, final)
+    The caller has taken the messages' campaigns' tally rows first, in campaign id order
+    (`lock_tallies`), then the messages: updates in message id order would take the tallies in
+    the order of the messages."""
+    if conn.dialect.name == "postgresql":
+        _move_all(conn, final, now)
+        return
     groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     for message_id in sorted(final):
         upd = final[message_id]
@@ -135,6 +144,60 @@ def _apply_many(conn: Connection, final: dict[int, StatusUpdate], now: datetime)
             log.warning(
                 "status updates did not all apply", status=status, expected=len(params_list), applied=result.rowcount
             )
+
+
+def _quoted(statuses: frozenset[MessageStatus]) -> str:
+    return ", ".join(f"'{s.value}'" for s in sorted(statuses))
+
+
+def _rank_of(column: str) -> str:
+    return f"CASE {column} " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in RANK.items()) + " ELSE -1 END"
+
+
+# PostgreSQL: every move of a batch in one UPDATE ... FROM unnest(arrays), so the statement-level
+# tally triggers run once per batch, not once per message (an executemany is one statement per
+# row on psycopg). The same moves as `_update_statement`'s, chosen per row by the new status.
+_MOVE_ALL = text(
+    f"""UPDATE message SET
+    status = given.status,
+    status_changed_at = :now,
+    sent_at = CASE WHEN given.status IN ({_quoted(SETS_SENT_AT)})
+        THEN coalesce(message.sent_at, given.moved_at) ELSE message.sent_at END,
+    delivered_at = CASE WHEN given.status IN ({_quoted(SETS_DELIVERED_AT)})
+        THEN given.moved_at ELSE message.delivered_at END,
+    failed_at = CASE WHEN given.status IN ({_quoted(SETS_FAILED_AT)})
+        THEN given.moved_at ELSE message.failed_at END,
+    error_code = CASE WHEN given.with_error THEN given.code ELSE message.error_code END,
+    error_text = CASE WHEN given.with_error THEN given.reason ELSE message.error_text END
+FROM unnest(CAST(:mid AS INTEGER[]), CAST(:status AS VARCHAR[]), CAST(:moved_at AS TIMESTAMPTZ[]),
+            CAST(:with_error AS BOOLEAN[]), CAST(:code AS VARCHAR[]), CAST(:reason AS VARCHAR[]))
+    AS given(mid, status, moved_at, with_error, code, reason)
+WHERE message.id = given.mid AND {_rank_of("message.status")} < {_rank_of("given.status")}"""
+).bindparams(bindparam("now", type_=_MESSAGE.c.status_changed_at.type))
+
+
+def _utc(value: datetime, dialect: Any) -> datetime | None:
+    """As the column's type binds it (aware, in UTC; a naive time is refused)."""
+    return _UTC.process_bind_param(value, dialect)
+
+
+def _move_all(conn: Connection, final: dict[int, StatusUpdate], now: datetime) -> None:
+    ids = sorted(final)
+    updates = [final[i] for i in ids]
+    result = conn.execute(
+        _MOVE_ALL,
+        {
+            "now": now,
+            "mid": ids,
+            "status": [u.status for u in updates],
+            "moved_at": [_utc(u.occurred_at or now, conn.dialect) for u in updates],
+            "with_error": [u.error_code is not None or u.error_text is not None for u in updates],
+            "code": [u.error_code for u in updates],
+            "reason": [u.error_text for u in updates],
+        },
+    )
+    if result.rowcount != len(ids):  # cannot happen while the rows are locked
+        log.warning("status updates did not all apply", expected=len(ids), applied=result.rowcount)
 
 
 _LOOKUP = (
@@ -168,6 +231,19 @@ def _lookup(
     return found
 
 
+_LOCK_TALLIES_OF_PROVIDER_IDS = text(
+    "SELECT campaign_id FROM campaign_tally WHERE campaign_id IN (SELECT campaign_id FROM message "
+    "WHERE provider = :provider AND provider_message_id = ANY(CAST(:ids AS VARCHAR[]))) "
+    "ORDER BY campaign_id FOR NO KEY UPDATE OF campaign_tally"
+)
+
+
+def _lock_tallies_of(conn: Connection, provider: str, provider_ids: set[str]) -> None:
+    """PostgreSQL: the tally rows of the campaigns these provider ids belong to, in campaign id
+    order (`tallies.lock_tallies`), in one statement (an array is one parameter, whatever its length)."""
+    conn.execute(_LOCK_TALLIES_OF_PROVIDER_IDS, {"provider": provider, "ids": sorted(provider_ids)})
+
+
 def ingest_callbacks(
     engine: Engine, callbacks: Sequence[Callback], *, on_change: StatusListener | None = None
 ) -> list[IngestOutcome]:
@@ -190,8 +266,8 @@ def ingest_callbacks(
         if conn.dialect.name == "postgresql":
             # The tally rows first, then the messages, as the senders take them (tallies.lock_tallies):
             # the other order met a sender's claim and cancel_pending in a deadlock (seen in the suite).
-            seen = {provider: _lookup(conn, provider, ids, lock=False) for provider, ids in wanted.items()}
-            lock_tallies_of_messages(conn, (mid for per in seen.values() for mid, _status in per.values()))
+            for provider, ids in wanted.items():
+                _lock_tallies_of(conn, provider, ids)
         known = {provider: _lookup(conn, provider, ids, lock=True) for provider, ids in wanted.items()}
         status_now = {mid: status for per in known.values() for mid, status in per.values()}
         final: dict[int, StatusUpdate] = {}  # the last update that moves each message
@@ -312,10 +388,13 @@ def _apply_pending(
             ).all()
             if not events:
                 continue
-            known = _lookup(conn, provider, {e.provider_message_id for e in events}, lock=True)
+            pending_ids = {e.provider_message_id for e in events}
+            if conn.dialect.name == "postgresql":
+                # The tally rows first, then the messages, as ingest_callbacks and the senders take
+                # them: the other order deadlocked with a callback batch (seen in the suite).
+                _lock_tallies_of(conn, provider, pending_ids)
+            known = _lookup(conn, provider, pending_ids, lock=True)
             found += [(known[e.provider_message_id][0], e.id, e) for e in events if e.provider_message_id in known]
-        # The tally rows of every campaign concerned before the first message's UPDATE (`_apply_many`).
-        lock_tallies_of_messages(conn, (message_id for message_id, _, _ in found))
         # Message id order, like ingest_callbacks, so the two never wait on each other crosswise.
         for message_id, _, event in sorted(found, key=lambda f: (f[0], f[1])):
             claimed = conn.execute(

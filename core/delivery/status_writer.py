@@ -25,6 +25,14 @@ from core.statuses import MessageStatus
 log = get_logger("textpulse.webhooks")
 
 MAX_BATCH = 500
+# After a batch, the writer waits while callbacks keep coming (in steps, at most LINGER seconds)
+# before it takes the next: the callers it just answered send their next callbacks within about a
+# millisecond, and without the wait they formed a batch of their own. At 32 connections batches
+# then alternated between two halves of 16, each paying the transaction's fixed cost (about 2 ms on
+# PostgreSQL: round trips, the statement triggers, the commit); together they hold 32
+# (docs/benchmarks.md, "Status callbacks").
+LINGER = 0.002
+LINGER_STEP = 0.001
 # Plain strings: a provider's status is looked up here once per update.
 _STATUSES = frozenset(status.value for status in MessageStatus)
 
@@ -47,10 +55,17 @@ class StatusWriter:
     """Writes status callbacks in batches, each answered once its batch committed. A callback the
     provider refuses fails alone, with its 4xx (a `WebhookError`)."""
 
-    def __init__(self, engine: Engine, on_change: StatusListener | None = None, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        on_change: StatusListener | None = None,
+        max_batch: int = MAX_BATCH,
+        linger: float = LINGER,
+    ) -> None:
         self.engine = engine
         self.on_change = on_change
         self.max_batch = max_batch
+        self.linger = linger
         self._pending: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
         # One thread: batches are written one after the other, and a hop costs less than anyio's.
@@ -83,8 +98,18 @@ class StatusWriter:
             while self._pending:
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
                 await self._write(batch)
+                await self._gather(len(batch))
         finally:
             self._task = None
+
+    async def _gather(self, written: int) -> None:
+        """Wait (at most `linger`) while callbacks keep arriving and the next batch is smaller than
+        the last one: the callers just answered are about to send theirs."""
+        waited, seen = 0.0, -1
+        while waited < self.linger and seen != len(self._pending) < written:
+            seen = len(self._pending)
+            await asyncio.sleep(LINGER_STEP)
+            waited += LINGER_STEP
 
     def _parse(self, batch: list[_Pending]) -> list[_Pending]:
         """Parse in the worker thread; answers refused ones at once (thread-safe), returns the rest."""
