@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.figures import Figure, write_figures  # noqa: E402
+from bench.seeding import analyze, write_rows  # noqa: E402
 
 RESULT_MARK = "BENCH-RESULT "
 WRK_MARK = "BENCH-WRK "
@@ -266,15 +267,17 @@ def seed(database_url: str, count: int) -> list[str]:
         ).inserted_primary_key[0]
         for start in range(0, count, 5000):
             chunk = range(start, min(start + 5000, count))
-            conn.execute(
-                insert(Contact),
+            write_rows(
+                conn,
+                Contact.__table__,
                 [
                     {"id": i + 1, "phone": f"+1555{i:07d}", "attributes": {}, "created_at": now, "updated_at": now}
                     for i in chunk
                 ],
             )
-            conn.execute(
-                insert(Message),
+            write_rows(
+                conn,
+                Message.__table__,
                 [
                     {
                         "id": i + 1,
@@ -299,13 +302,16 @@ def seed(database_url: str, count: int) -> list[str]:
                     for i in chunk
                 ],
             )
-            conn.execute(
-                insert(ShortCode),
+            write_rows(
+                conn,
+                ShortCode.__table__,
                 [
                     {"code": code_list[i], "message_id": i + 1, "link_id": link_id, "destination": DESTINATION}
                     for i in chunk
                 ],
             )
+    with engine.begin() as conn:
+        analyze(conn)
     engine.dispose()
     return code_list
 

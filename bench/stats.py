@@ -35,13 +35,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.contacts import free_port, latencies, postgres_database, serve, server_env, stop  # noqa: E402
+from bench.seeding import write_rows  # noqa: E402
 
 CHUNK = 20_000
 DESTINATION = "https://shop.example/a"
@@ -102,29 +101,6 @@ def _message(i: int, campaign_id: int, variants: tuple[int, int], start: datetim
     }
 
 
-def _write(connection: Any, table: Any, rows: list[dict[str, Any]]) -> None:
-    """Insert `rows` into `table`: on PostgreSQL by one COPY (its statement-level triggers run
-    once for the lot; an executemany is one statement, and one run of every trigger, per row),
-    columns the rows leave out taking their defaults as an INSERT would."""
-    if connection.dialect.name != "postgresql":
-        connection.execute(insert(table), rows)
-        return
-    given = set(rows[0])
-    columns = [c for c in table.columns if c.name in given or (c.default is not None and not c.primary_key)]
-
-    def value(column: Any, row: dict[str, Any]) -> Any:
-        if column.name in row:
-            v = row[column.name]
-        else:
-            v = column.default.arg(None) if column.default.is_callable else column.default.arg
-        return json.dumps(v) if isinstance(v, (dict, list)) else v
-
-    names = ", ".join(c.name for c in columns)
-    with connection.connection.cursor() as cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([value(c, row) for c in columns])
-
-
 def seed(database_url: str, messages: int, clicks: int) -> tuple[int, float]:
     """(campaign id, seconds) for the campaign, its contacts, messages, clicks, replies, conversions."""
     from core.db import make_engine, session_scope
@@ -155,7 +131,7 @@ def seed(database_url: str, messages: int, clicks: int) -> tuple[int, float]:
         for first in range(0, messages, CHUNK):
             ids = range(first, min(first + CHUNK, messages))
             with engine.begin() as connection:
-                _write(
+                write_rows(
                     connection,
                     Contact.__table__,  # type: ignore[attr-defined]
                     [
@@ -163,12 +139,12 @@ def seed(database_url: str, messages: int, clicks: int) -> tuple[int, float]:
                         for i in ids
                     ],
                 )
-                _write(
+                write_rows(
                     connection,
                     Message.__table__,  # type: ignore[attr-defined]
                     [_message(i, campaign_id, variants, start) for i in ids],
                 )
-                _write(
+                write_rows(
                     connection,
                     ShortCode.__table__,  # type: ignore[attr-defined]
                     [
@@ -199,10 +175,10 @@ def seed(database_url: str, messages: int, clicks: int) -> tuple[int, float]:
                     }
                 )
             with engine.begin() as connection:
-                _write(connection, Click.__table__, rows)  # type: ignore[attr-defined]
+                write_rows(connection, Click.__table__, rows)  # type: ignore[attr-defined]
         with engine.begin() as connection:
             replied = clicked[::20]
-            _write(
+            write_rows(
                 connection,
                 Reply.__table__,  # type: ignore[attr-defined]
                 [
@@ -219,7 +195,7 @@ def seed(database_url: str, messages: int, clicks: int) -> tuple[int, float]:
                     for n, i in enumerate(replied)
                 ],
             )
-            _write(
+            write_rows(
                 connection,
                 Conversion.__table__,  # type: ignore[attr-defined]
                 [
