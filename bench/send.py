@@ -157,7 +157,7 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str) -> list[Figure]:
         "TEXTPULSE_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "TEXTPULSE_FAKE_CALLBACKS": "false",
         "TEXTPULSE_FAKE_DELIVERY_RATIO": "1",
-        "TEXTPULSE_BATCH_SIZE": str(args.batch_size),
+        **({"TEXTPULSE_BATCH_SIZE": str(args.batch_size)} if args.batch_size else {}),
     }
     api = start("api", env, tmp / "api.log")
     worker = start("worker", env, tmp / "worker.log")
@@ -242,7 +242,9 @@ def run(args: argparse.Namespace, tmp: Path, database_url: str) -> list[Figure]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipients", type=int, default=100_000)
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="messages per send activity (the settings' default)"
+    )
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--database-url", help="a PostgreSQL server URL: a database of its own is made on it")
     parser.add_argument("--json", metavar="PATH", help="also write the headline figures to PATH as JSON")

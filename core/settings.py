@@ -110,7 +110,7 @@ class Settings:
     # since logging starts before the Settings: this field is its check and its documentation.
     log_mask_phones: bool = True
     task_queue: str = "textpulse"
-    batch_size: int = 500
+    batch_size: int = 1000
     max_concurrent_batches: int = 4
     send_timeout_seconds: int = 300  # one send activity, start to close (the heartbeat timeout is apart)
     # At most (count, seconds): messages handed to the provider for one contact in any window of
@@ -188,7 +188,7 @@ class Settings:
             log_mask_phones=_flag(env, "TEXTPULSE_LOG_MASK_PHONES", True),
             trusted_proxies=_networks(env.get("TEXTPULSE_TRUSTED_PROXIES") or ""),
             task_queue=env.get("TEXTPULSE_TASK_QUEUE") or "textpulse",
-            batch_size=_int(env, "TEXTPULSE_BATCH_SIZE", 500),
+            batch_size=_int(env, "TEXTPULSE_BATCH_SIZE", 1000),
             max_concurrent_batches=_int(env, "TEXTPULSE_MAX_CONCURRENT_BATCHES", 4),
             send_timeout_seconds=_int(env, "TEXTPULSE_SEND_TIMEOUT_SECONDS", 300),
             frequency_cap=_frequency_cap(env),

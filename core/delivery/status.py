@@ -31,7 +31,7 @@ from sqlalchemy.sql.elements import ColumnClause
 from sqlmodel import Session, col
 from sqlmodel.sql.sqltypes import UTCDateTime
 
-from core.db import session_scope
+from core.db import READ_ONLY, session_scope
 from core.delivery.prepared import PreparedStatement
 from core.hooks.contracts import StatusUpdate
 from core.log import get_logger
@@ -369,6 +369,8 @@ def _apply_pending(
     """The provider ids of the events applied, one entry per event."""
     applied: list[str] = []
     changes: list[tuple[int, str, str]] = []
+    if not _any_pending(engine, provider, provider_message_ids):
+        return applied  # the usual case: no write transaction (on SQLite, no wait for the write lock)
     with engine.begin() as conn:
         found: list[tuple[int, int, Any]] = []
         for start in range(0, len(provider_message_ids), LOOKUP_CHUNK):
@@ -416,6 +418,25 @@ def _apply_pending(
                 changes.append((message_id, old, upd.status))
     _notify(on_change, changes)
     return applied
+
+
+def _any_pending(engine: Engine, provider: str, provider_message_ids: Sequence[str]) -> bool:
+    """Is any callback for these provider ids stored and not applied? Read in a read-only
+    transaction, after the caller's commit recorded the ids (so a callback stored before it is
+    seen; one stored after it found its message)."""
+    with engine.execution_options(**{READ_ONLY: True}).connect() as conn:
+        for start in range(0, len(provider_message_ids), LOOKUP_CHUNK):
+            chunk = list(provider_message_ids[start : start + LOOKUP_CHUNK])
+            probe = (
+                select(_EVENT.c.id)
+                .where(
+                    _EVENT.c.provider == provider, _EVENT.c.applied.is_(False), _EVENT.c.provider_message_id.in_(chunk)
+                )
+                .limit(1)
+            )
+            if conn.execute(probe).first() is not None:
+                return True
+    return False
 
 
 def unknown_events(session: Session, *, provider: str | None = None, limit: int = 100) -> list[StatusEvent]:
