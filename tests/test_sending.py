@@ -223,7 +223,9 @@ def test_a_batch_starts_its_provider_calls_at_the_size_the_last_batch_reached(wo
     assert ramp[:3] == [1, 2, 4]  # a provider not seen yet: one message first, then doubling
     sizes.clear()
     assert send_batch(engine, registry, cid, *second).sent == 150
-    assert sizes[0] == min(ramp[-2] * 2, 100) and len(sizes) < len(ramp)  # on from where it got to
+    # On from where it got to: the size doubled after each call (the last, a remainder, too), at
+    # most MAX_CHUNK, at most what the batch holds.
+    assert sizes[0] == min(ramp[-2] * 4, sending._Pacer.MAX_CHUNK, 150) and len(sizes) < len(ramp)
 
 
 def test_a_text_that_no_longer_renders_fails_at_send_time_and_the_rest_of_its_batch_goes(world) -> None:

@@ -273,7 +273,7 @@ class _Pacer:
     500 took eleven calls where five do).
     """
 
-    MAX_CHUNK = 100
+    MAX_CHUNK = 250
     TARGET_SECONDS = 0.2
     _learned: ClassVar[dict[tuple[str, float | None], int]] = {}
 
@@ -322,7 +322,10 @@ def _mark_sending(
     decided by the same statement, so no second query and no gap. With `frequency_cap`, the
     messages that would take their contact past it are cancelled instead, under the same
     conditions and in the same transaction (one grouped query more; none without a cap)."""
-    claimable = [col(Message.status) == MessageStatus.QUEUED, col(Message.provider_message_id).is_(None)]
+    # Core statements on the table (not the ORM's bulk UPDATE, whose bookkeeping cost more than
+    # the claim itself: one runs per provider call).
+    m = _MESSAGE.c
+    claimable = [m.status == MessageStatus.QUEUED, m.provider_message_id.is_(None)]
     if campaign_id is not None:
         claimable.append(
             select(col(Campaign.id))
@@ -343,14 +346,14 @@ def _mark_sending(
                 "error_text": cap_rules.error_text(frequency_cap),
                 "status_changed_at": now,
             }
-            statement = update(Message).where(col(Message.id).in_(over), *claimable).values(**cancel)
-            capped = set(session.scalars(statement.returning(col(Message.id))))
+            statement = update(_MESSAGE).where(m.id.in_(over), *claimable).values(**cancel)
+            capped = set(session.scalars(statement.returning(m.id)))
             ids = [i for i in ids if i not in over]
         if not ids:
             return _Claim(set(), capped)
-        values = {"status": MessageStatus.SENDING, "attempted_at": now, "attempts": col(Message.attempts) + 1}
-        statement = update(Message).where(col(Message.id).in_(ids), *claimable).values(**values)
-        return _Claim(set(session.scalars(statement.returning(col(Message.id)))), capped)
+        values = {"status": MessageStatus.SENDING, "attempted_at": now, "attempts": m.attempts + 1}
+        statement = update(_MESSAGE).where(m.id.in_(ids), *claimable).values(**values)
+        return _Claim(set(session.scalars(statement.returning(m.id))), capped)
 
 
 def _ask_about_unknown(
