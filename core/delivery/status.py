@@ -384,9 +384,7 @@ def _apply_pending(
                     _EVENT.c.error_text,
                     _EVENT.c.occurred_at,
                     _EVENT.c.received_at,
-                ).where(
-                    _EVENT.c.provider == provider, _EVENT.c.applied.is_(False), _EVENT.c.provider_message_id.in_(chunk)
-                )
+                ).where(*_not_applied(provider, chunk))
             ).all()
             if not events:
                 continue
@@ -427,16 +425,18 @@ def _any_pending(engine: Engine, provider: str, provider_message_ids: Sequence[s
     with engine.execution_options(**{READ_ONLY: True}).connect() as conn:
         for start in range(0, len(provider_message_ids), LOOKUP_CHUNK):
             chunk = list(provider_message_ids[start : start + LOOKUP_CHUNK])
-            probe = (
-                select(_EVENT.c.id)
-                .where(
-                    _EVENT.c.provider == provider, _EVENT.c.applied.is_(False), _EVENT.c.provider_message_id.in_(chunk)
-                )
-                .limit(1)
-            )
-            if conn.execute(probe).first() is not None:
+            if conn.execute(select(_EVENT.c.id).where(*_not_applied(provider, chunk)).limit(1)).first() is not None:
                 return True
     return False
+
+
+def _not_applied(provider: str, provider_message_ids: list[str]) -> list[Any]:
+    """The stored callbacks of these provider ids not applied to a message yet."""
+    return [
+        _EVENT.c.provider == provider,
+        _EVENT.c.applied.is_(False),
+        _EVENT.c.provider_message_id.in_(provider_message_ids),
+    ]
 
 
 def unknown_events(session: Session, *, provider: str | None = None, limit: int = 100) -> list[StatusEvent]:

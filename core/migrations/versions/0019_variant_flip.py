@@ -7,7 +7,7 @@ none of the keys, only whether the message counts as sent or delivered, so it no
 `message_variant_flip`: one upsert of the difference under the keys it has. 0018's trigger keeps
 the rest (a message's campaign, variant, phase or superseded flag changed), its body as 0018 made
 it. The numbers are the same (tests/test_stat_tallies.py holds them to a recount); a send costs
-about a tenth less CPU (docs/benchmarks.md, "Snapshot and send"). PostgreSQL: nothing changes (its
+about a twentieth less CPU (docs/benchmarks.md, "Snapshot and send, second round"). PostgreSQL: nothing changes (its
 statement-level triggers group a statement's rows already).
 
 Revision ID: 0019
