@@ -91,6 +91,7 @@ class Pending:
 
 
 _MESSAGE = Message.__table__  # type: ignore[attr-defined]  # set by SQLModel, not in its stubs
+_CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
 # The columns of a `Pending`, in its fields' order (after `campaign_id`, which the batch knows).
 _PENDING_COLUMNS = (
     col(Message.id),
@@ -324,14 +325,11 @@ def _mark_sending(
     conditions and in the same transaction (one grouped query more; none without a cap)."""
     # Core statements on the table (not the ORM's bulk UPDATE, whose bookkeeping cost more than
     # the claim itself: one runs per provider call).
-    m = _MESSAGE.c
+    # (An ORM attribute anywhere in the statement, the campaign's too, would route it there.)
+    m, c = _MESSAGE.c, _CAMPAIGN.c
     claimable = [m.status == MessageStatus.QUEUED, m.provider_message_id.is_(None)]
     if campaign_id is not None:
-        claimable.append(
-            select(col(Campaign.id))
-            .where(col(Campaign.id) == campaign_id, col(Campaign.status) == CampaignStatus.RUNNING)
-            .exists()
-        )
+        claimable.append(select(c.id).where(c.id == campaign_id, c.status == CampaignStatus.RUNNING).exists())
     ids = [m.id for m in messages]
     capped: set[int] = set()
     with session_scope(engine) as session:
@@ -347,13 +345,13 @@ def _mark_sending(
                 "status_changed_at": now,
             }
             statement = update(_MESSAGE).where(m.id.in_(over), *claimable).values(**cancel)
-            capped = set(session.scalars(statement.returning(m.id)))
+            capped = set(session.connection().execute(statement.returning(m.id)).scalars())
             ids = [i for i in ids if i not in over]
         if not ids:
             return _Claim(set(), capped)
         values = {"status": MessageStatus.SENDING, "attempted_at": now, "attempts": m.attempts + 1}
         statement = update(_MESSAGE).where(m.id.in_(ids), *claimable).values(**values)
-        return _Claim(set(session.scalars(statement.returning(m.id))), capped)
+        return _Claim(set(session.connection().execute(statement.returning(m.id)).scalars()), capped)
 
 
 def _ask_about_unknown(
