@@ -23,6 +23,7 @@ from core.hooks.registry import PluginRegistry
 from core.log import get_logger
 from core.settings import Settings
 from core.stats import summary
+from workflows.activities import Heartbeat
 from workflows.automation_inputs import (
     CampaignSendInput,
     CampaignSendResult,
@@ -158,7 +159,7 @@ class AutomationActivities:
                 quiet_hours=data.quiet_hours,
                 progress=data.progress,
                 frequency_cap=self.settings.frequency_cap,
-                heartbeat=activity.heartbeat,
+                heartbeat=Heartbeat(),
             )
         except (CampaignInvalid, ValueError) as exc:
             raise _refused(exc) from None

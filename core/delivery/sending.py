@@ -271,7 +271,7 @@ class _Pacer:
     message, doubling at most, at most MAX_CHUNK); under a rate limit also at most a fifth of a
     second's worth, one call every fifth of a second. The size a provider's calls reached is where
     the process's next batch for it starts (not at one message again: a fast provider's batch of
-    500 took eleven calls where five do).
+    1,000 would take eleven calls where four do).
     """
 
     MAX_CHUNK = 250
@@ -323,9 +323,8 @@ def _mark_sending(
     decided by the same statement, so no second query and no gap. With `frequency_cap`, the
     messages that would take their contact past it are cancelled instead, under the same
     conditions and in the same transaction (one grouped query more; none without a cap)."""
-    # Core statements on the table (not the ORM's bulk UPDATE, whose bookkeeping cost more than
-    # the claim itself: one runs per provider call).
-    # (An ORM attribute anywhere in the statement, the campaign's too, would route it there.)
+    # Core statements on the tables, not the ORM's bulk UPDATE (its bookkeeping cost more than the
+    # claim, which runs per provider call); one ORM attribute anywhere would route them there.
     m, c = _MESSAGE.c, _CAMPAIGN.c
     claimable = [m.status == MessageStatus.QUEUED, m.provider_message_id.is_(None)]
     if campaign_id is not None:
