@@ -474,6 +474,33 @@ class CampaignVariantEventContact(SQLModel, table=True):
     revenue_micros: int = _tally()
 
 
+# The intention-to-treat numbers (core/stats/evidence.py `intention_to_treat`) per variant and phase
+# (`variant_id` 0, `phase` `control`: the held-out group, with its contacts as `recipients`), kept by
+# migration 0020's triggers; `CampaignIttContact` holds each contact's events within its window.
+class CampaignIttTally(SQLModel, table=True):
+    __tablename__ = "campaign_itt_tally"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    variant_id: int = Field(primary_key=True)
+    phase: str = Field(primary_key=True, max_length=20)
+    recipients: int = _tally()  # the held-out group's contacts (its row only)
+    converters: int = _tally()
+    events: int = _tally()
+    revenue_micros: int = _tally()
+    revenue_sq_micros: int = _tally()  # Σ over converters of (revenue)², each in millionths
+
+
+class CampaignIttContact(SQLModel, table=True):
+    __tablename__ = "campaign_itt_contact"
+    __table_args__ = (Index("ix_campaign_itt_contact_contact", "contact_id"), {"sqlite_with_rowid": False})
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, ondelete="CASCADE")
+    variant_id: int = Field(primary_key=True)
+    phase: str = Field(primary_key=True, max_length=20)
+    contact_id: int = Field(primary_key=True)
+    events: int = _tally()
+    revenue_micros: int = _tally()
+
+
 # A contact's replies, opt-out replies and conversions in a campaign: the tally's distinct counts
 # (repliers, stoppers, converters) move when one of these crosses zero (migration 0014).
 class CampaignResponder(SQLModel, table=True):

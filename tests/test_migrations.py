@@ -44,6 +44,8 @@ TABLES = {
     "campaign_variant_contact",
     "campaign_variant_event",
     "campaign_variant_event_contact",
+    "campaign_itt_tally",
+    "campaign_itt_contact",
 }
 
 

@@ -43,7 +43,14 @@ from core.stats.breakdowns import (
     trend,
 )
 from core.stats.conversions import record_conversion
-from core.stats.evidence import arms, counted_arms, counted_overall, overall
+from core.stats.evidence import (
+    arms,
+    counted_arms,
+    counted_intention_to_treat,
+    counted_overall,
+    intention_to_treat,
+    overall,
+)
 from core.stats.summary import counted_errors, errors, summary
 from core.stats.tallies import TIMING_BUCKETS, Tally, recount, repair, tally
 from core.statuses import CampaignStatus, MessageStatus, Phase
@@ -170,6 +177,15 @@ def _check(world: World, step: str) -> None:
                         f"{step}: arm {rows.variant} of campaign {cid} in phase {phase}"
                     )
                     assert (kept.revenue, kept.revenue_sq) == pytest.approx((rows.revenue, rows.revenue_sq), rel=1e-9)
+                kept_itt = intention_to_treat(session, cid, phase=phase)
+                rows_itt = counted_intention_to_treat(session, cid, phase=phase)
+                assert list(kept_itt) == list(rows_itt), f"{step}: the intention-to-treat arms of {cid}"
+                for name, rows in rows_itt.items():
+                    kept = kept_itt[name]
+                    assert replace(kept, revenue=0.0, revenue_sq=0.0) == replace(rows, revenue=0.0, revenue_sq=0.0), (
+                        f"{step}: intention to treat, arm {name} of campaign {cid} in phase {phase}"
+                    )
+                    assert (kept.revenue, kept.revenue_sq) == pytest.approx((rows.revenue, rows.revenue_sq), rel=1e-9)
             for name in ("A", "B"):
                 kept_funnel, rows_funnel = funnel(session, cid, variant=name), counted_funnel(session, cid, name)
                 assert kept_funnel.pop("revenue") == pytest.approx(rows_funnel.pop("revenue"), abs=1e-6)
@@ -225,6 +241,86 @@ def _respond(world: World) -> None:
         conversions[0].revenue += 1.25
         conversions[1].campaign_id = other[conversions[1].campaign_id or 0]
         session.delete(conversions[2])
+
+
+def _touches_and_windows(world: World) -> None:
+    """What the intention-to-treat numbers depend on, moved: held-out rows touched (before and
+    after their contacts' events), events inside, before and after each window and of another
+    name, an event's time and contact moved, a campaign's conversion event and window changed and
+    changed back, an unsent message's snapshot time moved."""
+    rng = world.rng
+    now = utcnow()
+    controls = _messages(world, Message.phase == Phase.CONTROL)
+    treated = [m for m in _messages(world, Message.phase.in_([Phase.ALL, Phase.TEST, Phase.REMAINDER]))]  # type: ignore[attr-defined]
+    with session_scope(world.engine) as session:
+        for i, message in enumerate(controls):
+            offset = [timedelta(hours=-2), timedelta(hours=1), timedelta(days=-4)][i % 3]
+            session.add(
+                Conversion(contact_id=message.contact_id or 0, name="purchase", revenue=3.0, occurred_at=now + offset)
+            )
+        for message in rng.sample(treated, 30):
+            offset = rng.choice([timedelta(hours=-1), timedelta(hours=2), timedelta(hours=80), timedelta(seconds=0)])
+            name = rng.choice(["purchase", "purchase", "signup"])
+            session.add(
+                Conversion(
+                    contact_id=message.contact_id or 0,
+                    name=name,
+                    revenue=rng.choice([0, 2.5]),
+                    occurred_at=now + offset,
+                )
+            )
+    _check(world, "events around the windows")
+    with session_scope(world.engine) as session:
+        for i, message in enumerate(controls):  # their batches went out: stamped, some before their event
+            if i % 2 == 0:
+                touched = now + [timedelta(hours=-3), timedelta(hours=2), timedelta(0)][i % 3]
+                session.execute(update(Message).where(Message.id == message.id).values(touched_at=touched))  # type: ignore[arg-type]
+        unsent = [m for m in treated if m.sent_at is None and m.attempted_at is None][:3]
+        for message in unsent:
+            session.execute(
+                update(Message).where(Message.id == message.id).values(queued_at=now - timedelta(hours=90))  # type: ignore[arg-type]
+            )
+    _check(world, "held-out rows touched")
+    with session_scope(world.engine) as session:
+        conversions = list(session.scalars(select(Conversion).order_by(Conversion.id)))
+        conversions[-1].occurred_at = conversions[-1].occurred_at - timedelta(hours=5)
+        conversions[-2].contact_id = controls[1].contact_id or 0
+        conversions[-3].name = "purchase" if conversions[-3].name != "purchase" else "signup"
+        session.delete(conversions[-4])
+    _check(world, "events moved")
+    converted = [
+        m for m in treated if m.contact_id in {c.contact_id for c in conversions[:-4]} and m.phase == Phase.ALL
+    ]
+    with session_scope(world.engine) as session:  # a later message of a contact who converted since
+        message = converted[0]
+        session.execute(
+            insert(Message),
+            [_row(message.campaign_id, message.variant_id or 0, message.contact_id, Phase.RETRY, round_=9)],
+        )
+        session.execute(update(Message).where(Message.id == controls[-1].id).values(phase=Phase.ALL))  # type: ignore[arg-type]
+    _check(world, "a retry row, a held-out row moved out")
+    with session_scope(world.engine) as session:  # a contact new to a campaign, with an event ahead
+        cid = world.campaigns[1]
+        taken = set(session.scalars(select(Message.contact_id).where(Message.campaign_id == cid)))
+        newcomer = next(i for i in session.scalars(select(Contact.id).order_by(Contact.id)) if i not in taken)
+        variant_id = session.scalar(select(Variant.id).where(Variant.campaign_id == cid, Variant.name == "A"))
+        session.add(Conversion(contact_id=newcomer, name="purchase", revenue=7.0, occurred_at=now + timedelta(hours=1)))
+        session.flush()
+        session.execute(insert(Message), [_row(cid, variant_id or 0, newcomer, Phase.ALL)])
+    _check(world, "a newcomer's message")
+    with session_scope(world.engine) as session:
+        session.execute(update(Message).where(Message.id == controls[-1].id).values(phase=Phase.CONTROL))  # type: ignore[arg-type]
+    _check(world, "the held-out row moved back")
+    with session_scope(world.engine) as session:
+        campaign = session.get(Campaign, world.campaigns[1])
+        assert campaign is not None
+        campaign.conversion = {"event": "signup", "window_hours": 1.5}
+    _check(world, "another conversion event and window")
+    with session_scope(world.engine) as session:
+        campaign = session.get(Campaign, world.campaigns[1])
+        assert campaign is not None
+        campaign.conversion = None
+    _check(world, "the default conversion event again")
 
 
 def _send(world: World, phase_filter: tuple[str, ...]) -> list[Message]:
@@ -372,6 +468,7 @@ def _mix(world: World) -> None:
     _check(world, "clicks")
     _respond(world)
     _check(world, "replies and conversions edited")
+    _touches_and_windows(world)
     for _ in range(2):
         _retry(world)
         _check(world, f"retry round {world.rounds}")
@@ -456,6 +553,9 @@ def test_the_migration_backfills_the_tallies_and_repair_rewrites_them(database_u
             conn.exec_driver_sql(f"DELETE FROM campaign_slot_first WHERE campaign_id = {cid}")
             conn.exec_driver_sql(f"UPDATE campaign_variant_tally SET clickers = 0, sent = 1 WHERE campaign_id = {cid}")
             conn.exec_driver_sql(f"DELETE FROM campaign_variant_event_contact WHERE campaign_id = {cid}")
+            conn.exec_driver_sql(
+                f"UPDATE campaign_itt_tally SET converters = 0, recipients = 1 WHERE campaign_id = {cid}"
+            )
         with session_scope(engine) as session:
             kept, fresh = repair(session, cid)
         assert kept != fresh and fresh == before[cid]

@@ -36,12 +36,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, distinct, func, literal, select
+from sqlalchemy import and_, case, distinct, func, literal, literal_column, select, union_all
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
 from core.campaigns.definition import get_campaign, variants_of
-from core.models import Campaign, CampaignVariantEvent, CampaignVariantTally, Click, Conversion, Message, Variant
+from core.models import (
+    Campaign,
+    CampaignIttTally,
+    CampaignVariantEvent,
+    CampaignVariantTally,
+    Click,
+    Conversion,
+    Message,
+    Variant,
+    counted_messages,
+)
 from core.stats.conversions import conversion_event, conversion_window
 from core.stats.counting import Counted, counted
 from core.statuses import MessageStatus, Phase
@@ -247,10 +257,113 @@ def _itt_control(session: Session, campaign: Campaign, variants: list[Variant]) 
 def intention_to_treat(session: Session, campaign_id: int, *, phase: str | None = None) -> dict[str, ArmCounts]:
     """Every arm's recipients and conversions on an intention-to-treat basis (module docstring), by
     variant name, the control arm too when the campaign holds contacts out: what every uplift
-    compares. A variant's contacts are those of its counted messages of `phase` (as `arms` counts
-    them: the same `recipients`), each touched at its first such message; the control arm is the
-    whole held-out group, as in `arms`. Attribution plays no part: an event counts for the arm
-    whichever campaign it is attributed to. Three queries per side, set-based."""
+    compares. Read from migration 0020's kept rows (the variants' recipients from 0018's), two
+    reads whatever the campaign's size; `phase` `retry` is counted from the rows
+    (`counted_intention_to_treat`, what the kept rows are held to)."""
+    kept_phase = KEPT_PHASES.get(phase)
+    if kept_phase is None:
+        return counted_intention_to_treat(session, campaign_id, phase=phase)
+    campaign = get_campaign(session, campaign_id)
+    variants = variants_of(session, campaign_id)
+    itt = _kept_itt(session, campaign_id)
+    arm = CampaignVariantTally.__table__  # type: ignore[attr-defined]
+    recipients: dict[int, int] = dict(
+        session.connection()
+        .execute(
+            select(arm.c.variant_id, arm.c.recipients).where(
+                arm.c.campaign_id == campaign_id, arm.c.phase == kept_phase
+            )
+        )
+        .all()
+    )
+    out: dict[str, ArmCounts] = {}
+    for variant in variants:
+        if not variant.is_control:
+            vid = variant.id or 0
+            out[variant.name] = _itt_arm(
+                variant.name, False, int(recipients.get(vid, 0)), _kept_conversions(itt.get((vid, kept_phase)))
+            )
+    if has_control(session, campaign, variants):
+        control = _kept_control(variants, itt)
+        out[control.variant] = control
+    return out
+
+
+HELD_OUT = (0, str(Phase.CONTROL))  # migration 0020's key of the held-out group
+
+
+def _kept_itt(session: Session, campaign_id: int) -> dict[tuple[int, str], Any]:
+    """Migration 0020's rows of the campaign, by (variant id, phase)."""
+    table = CampaignIttTally.__table__  # type: ignore[attr-defined]
+    rows = session.connection().execute(select(table).where(table.c.campaign_id == campaign_id)).all()
+    return {(row.variant_id, row.phase): row for row in rows}
+
+
+def _kept_conversions(row: Any) -> _Conversions:
+    if row is None:
+        return _Conversions()
+    return _Conversions(
+        int(row.converters), int(row.events), row.revenue_micros / 1_000_000, row.revenue_sq_micros / 1_000_000
+    )
+
+
+def _kept_control(variants: list[Variant], itt: dict[tuple[int, str], Any]) -> ArmCounts:
+    """The control arm on an intention-to-treat basis, from migration 0020's row of the held-out group."""
+    row = itt.get(HELD_OUT)
+    return _itt_arm(
+        _control_name(variants), True, int(row.recipients) if row is not None else 0, _kept_conversions(row)
+    )
+
+
+def itt_contact_rows(session: Session, campaign: Campaign) -> Any:
+    """(variant_id, phase, contact_id, events, revenue_micros) per arm key and contact with at least
+    one event in its window, counted from the rows: what migration 0020 keeps in
+    `campaign_itt_contact` (core/stats/tallies.py `repair` writes it)."""
+    from core.stats.tallies import micros  # noqa: PLC0415  (tallies imports this module's callers)
+
+    campaign_id = campaign.id or 0
+    variant_id, phase, contact_id = col(Message.variant_id), col(Message.phase), col(Message.contact_id)
+    treated = func.coalesce(col(Message.sent_at), col(Message.attempted_at), col(Message.queued_at))
+    base = (col(Message.campaign_id) == campaign_id, contact_id.is_not(None))
+    arms = union_all(
+        select(
+            literal_column("0").label("variant_id"),
+            literal_column("'control'").label("phase"),
+            contact_id.label("contact_id"),
+            func.coalesce(col(Message.touched_at), col(Message.queued_at)).label("touch"),
+        ).where(*base, phase == Phase.CONTROL),
+        select(variant_id, literal_column("'*'"), contact_id, treated).where(
+            *base, counted_messages(), variant_id.is_not(None)
+        ),
+        select(variant_id, phase, contact_id, treated).where(
+            *base, phase.in_([Phase.TEST, Phase.REMAINDER]), variant_id.is_not(None)
+        ),
+    ).subquery()
+    keys = (arms.c.variant_id, arms.c.phase, arms.c.contact_id)
+    touches = select(*keys, func.min(arms.c.touch).label("touch")).group_by(*keys).subquery()
+    seconds = conversion_window(campaign).total_seconds()
+    found = (touches.c.variant_id, touches.c.phase, touches.c.contact_id)
+    return (
+        select(*found, func.count(), func.sum(micros(col(Conversion.revenue))))
+        .select_from(touches)
+        .join(
+            Conversion,
+            and_(
+                col(Conversion.contact_id) == touches.c.contact_id,
+                col(Conversion.name) == conversion_event(campaign),
+                _within(session, col(Conversion.occurred_at), touches.c.touch, seconds),
+            ),
+        )
+        .group_by(*found)
+    )
+
+
+def counted_intention_to_treat(session: Session, campaign_id: int, *, phase: str | None = None) -> dict[str, ArmCounts]:
+    """`intention_to_treat` counted from the rows: a variant's contacts are those of its counted
+    messages of `phase` (as `arms` counts them: the same `recipients`), each touched at its first
+    such message; the control arm is the whole held-out group, as in `arms`. Attribution plays no
+    part: an event counts for the arm whichever campaign it is attributed to. Three queries per
+    side, set-based."""
     campaign = get_campaign(session, campaign_id)
     variants = variants_of(session, campaign_id)
     rows_of = _where(session, campaign_id, phase)
@@ -263,11 +376,18 @@ def intention_to_treat(session: Session, campaign_id: int, *, phase: str | None 
         .subquery()
     )
     found = _windowed(session, touches, conversion_event(campaign), conversion_window(campaign).total_seconds())
+    # The recipients as `arms` counts them (each contact's latest message), whichever of its messages
+    # touched it first.
+    recipients: dict[int | None, int] = dict(
+        session.execute(
+            select(variant_id, func.count()).where(rows_of.latest, variant_id.is_not(None)).group_by(variant_id)
+        ).all()
+    )
     out: dict[str, ArmCounts] = {}
     for variant in variants:
         if not variant.is_control:
-            recipients, c = found.get(variant.id, (0, _Conversions()))
-            out[variant.name] = _itt_arm(variant.name, False, recipients, c)
+            _, c = found.get(variant.id, (0, _Conversions()))
+            out[variant.name] = _itt_arm(variant.name, False, int(recipients.get(variant.id, 0)), c)
     if has_control(session, campaign, variants):
         control = _itt_control(session, campaign, variants)
         out[control.variant] = control
@@ -326,18 +446,22 @@ def counted_arms(
             revenue_sq=c.revenue_sq,
         )
 
-    return _placed(session, campaign, variants, arm)
+    return _placed(session, campaign, variants, arm, lambda: _itt_control(session, campaign, variants))
 
 
 def _placed(
-    session: Session, campaign: Campaign, variants: list[Variant], arm: Callable[[Variant], ArmCounts]
+    session: Session,
+    campaign: Campaign,
+    variants: list[Variant],
+    arm: Callable[[Variant], ArmCounts],
+    control_arm: Callable[[], ArmCounts],
 ) -> list[ArmCounts]:
-    """The arms in variant id order, the control arm (if any) in the place of the variant marked
-    `is_control`, else last."""
+    """The arms in variant id order, the control arm (`control_arm()`, if the campaign holds
+    contacts out) in the place of the variant marked `is_control`, else last."""
     out: list[ArmCounts] = []
     control: ArmCounts | None = None
     if has_control(session, campaign, variants):  # on an intention-to-treat basis (module docstring)
-        control = _itt_control(session, campaign, variants)
+        control = control_arm()
     for variant in variants:
         if not variant.is_control:
             out.append(arm(variant))
@@ -403,8 +527,8 @@ def arms(
     `phase`: None or `all` = every counted phase; `test`, `remainder` = that phase's messages alone
     (`retry`: counted from the rows). The control arm is always the whole held-out group: it has no
     phase of its own (the held-out contacts are drawn from the whole audience, before the test
-    split). Read from migration 0018's kept rows, two reads whatever the campaign's size (the
-    control arm's intention-to-treat counts excepted: `_itt_control` reads the held-out rows)."""
+    split). Read from migration 0018's kept rows (the control arm's intention-to-treat counts from
+    0020's), a few reads whatever the campaign's size."""
     if KEPT_PHASES.get(phase) is None:
         return counted_arms(session, campaign_id, phase=phase, reports_delivery=reports_delivery)
     return arms_and_overall(session, campaign_id, phase=phase, reports_delivery=reports_delivery)[0]
@@ -422,11 +546,13 @@ def arms_and_overall(
         )
     campaign = get_campaign(session, campaign_id)
     kept = _kept(session, campaign, kept_phase)
+    variants = variants_of(session, campaign_id)
     shown = _placed(
         session,
         campaign,
-        variants_of(session, campaign_id),
+        variants,
         lambda variant: _kept_arm(variant.name, kept.get(variant.id or 0), reports_delivery),
+        lambda: _kept_control(variants, _kept_itt(session, campaign_id)),
     )
     return shown, _kept_arm("all", kept.get(ALL_VARIANTS), reports_delivery)
 

@@ -52,6 +52,8 @@ from core.models import (
     CampaignClickKeyContact,
     CampaignClickTiming,
     CampaignError,
+    CampaignIttContact,
+    CampaignIttTally,
     CampaignResponder,
     CampaignSlot,
     CampaignSlotContact,
@@ -300,6 +302,7 @@ def repair(session: Session, campaign_id: int) -> tuple[Tally, Tally]:
     _repair_breakdowns(session, campaign_id)
     _repair_trend(session, campaign_id)
     _repair_variants(session, campaign_id)
+    _repair_itt(session, campaign_id)
     session.execute(delete(CampaignResponder).where(col(CampaignResponder.campaign_id) == campaign_id))
     keyword = col(Reply.keyword)
     responders = union_all(
@@ -601,6 +604,36 @@ def _per_arm(variant: Any, phase: Any, where: Any, source: Any, values: dict[str
             condition = and_(where, variant.is_not(None), true() if whole_p else phase.in_(VARIANT_PHASES))
             parts.append(source.add_columns(*arm, *(e.label(n) for n, e in extra.items()), *chosen).where(condition))
     return union_all(*parts).subquery()
+
+
+def _repair_itt(session: Session, campaign_id: int) -> None:
+    """Migration 0020's rows of the campaign from its rows: the held-out contacts, then each contact's
+    events within its arm's window (whose inserts add the tally's converters, events and revenue)."""
+    from core.campaigns.definition import get_campaign  # noqa: PLC0415
+    from core.stats.evidence import itt_contact_rows  # noqa: PLC0415  (evidence reads the tallies' kin)
+
+    session.execute(delete(CampaignIttContact).where(col(CampaignIttContact.campaign_id) == campaign_id))
+    session.execute(delete(CampaignIttTally).where(col(CampaignIttTally.campaign_id) == campaign_id))
+    held_out = session.scalar(
+        select(func.count()).where(
+            col(Message.campaign_id) == campaign_id,
+            col(Message.phase) == Phase.CONTROL,
+            col(Message.contact_id).is_not(None),
+        )
+    )
+    if held_out:
+        session.execute(
+            insert(CampaignIttTally).values(
+                campaign_id=campaign_id, variant_id=0, phase=str(Phase.CONTROL), recipients=held_out
+            )
+        )
+    rows = itt_contact_rows(session, get_campaign(session, campaign_id)).subquery()
+    session.execute(
+        insert(CampaignIttContact).from_select(
+            ["campaign_id", "variant_id", "phase", "contact_id", "events", "revenue_micros"],
+            select(literal(campaign_id), *rows.c),
+        )
+    )
 
 
 def _repair_variants(session: Session, campaign_id: int) -> None:
