@@ -11,14 +11,16 @@ In one run it
    (90 % delivered, 4 % failed with one of three error codes, 1 % undelivered, 5 % sent without a
    report, sent and delivered over three days), `--clicks` clicks on distinct messages' links
    (10 % of them bots, five operating systems), a reply and a conversion for some contacts;
-2. checks that the summary read from the tallies equals a full recount (core/stats/tallies.py);
+   `--control-percent` (default 10) of the messages are a control group's held-out rows instead
+   (never sent, touched as the batches went; 3 % of them convert within a day);
+2. checks that the summary read from the tallies equals a full recount (core/stats/tallies.py), and
+   the intention-to-treat numbers (migration 0020) theirs;
 3. starts a Temporal dev server and the real app under uvicorn (one worker, rate limits off) and
    sends `--requests` requests to each route over one keep-alive connection, in rounds that
    alternate the routes, so a noisy machine hurts them alike; `/health` (a database ping and a
    Temporal health check) is the ceiling: each route's median latency is printed with its ratio
-   to it. The target of issue 13 is every route <= 3 x /health; today only `/stats` reads
-   counters (its replies, opt-outs and conversions still query their small tables), the others
-   still scan, and this bench says how far each one is.
+   to it. The target of issue 13 is every route <= 3 x /health; every route reads kept rows
+   (migrations 0013-0020), and this bench says how close each one comes.
 Only loopback traffic.
 """
 
@@ -62,8 +64,43 @@ def app() -> Any:
     return create_app(Settings.from_env())
 
 
-def _message(i: int, campaign_id: int, variants: tuple[int, int], start: datetime) -> dict[str, Any]:
+def _held_out(i: int, control_percent: int) -> bool:
+    """Is message `i` a held-out row of the control group? Spread evenly: for 10 %, every tenth."""
+    return (i * control_percent) % 100 >= 100 - control_percent
+
+
+def _message(
+    i: int, campaign_id: int, variants: tuple[int, int], start: datetime, control_percent: int
+) -> dict[str, Any]:
     sent = start + timedelta(seconds=(i * 259_200) // 1_000_000)  # over three days
+    if _held_out(i, control_percent):  # never sent; touched when the batch beside it went
+        return {
+            "id": i + 1,
+            "campaign_id": campaign_id,
+            "contact_id": i + 1,
+            "variant_id": None,
+            "phase": "control",
+            "phone": f"+1555{i:07d}",
+            "body": "Spring sale",
+            "characters": 11,
+            "encoding": "GSM-7",
+            "segments": 1,
+            "status": "cancelled",
+            "provider": "fake",
+            "provider_message_id": None,
+            "idempotency_key": f"bench-{campaign_id}-{i}",
+            "error_code": None,
+            "error_text": "held out: control group",
+            "attempts": 0,
+            "attempted_at": None,
+            "touched_at": sent,
+            "queued_at": start,
+            "sent_at": None,
+            "delivered_at": None,
+            "failed_at": None,
+            "status_changed_at": start,
+            "superseded": False,
+        }
     roll = i % 100
     status, delivered_at, failed_at, code, text = "delivered", sent + timedelta(seconds=5), None, None, None
     if roll >= 95:
@@ -92,6 +129,7 @@ def _message(i: int, campaign_id: int, variants: tuple[int, int], start: datetim
         "error_text": text,
         "attempts": 1,
         "attempted_at": sent,
+        "touched_at": None,
         "queued_at": start,
         "sent_at": sent,
         "delivered_at": delivered_at,
@@ -101,7 +139,7 @@ def _message(i: int, campaign_id: int, variants: tuple[int, int], start: datetim
     }
 
 
-def seed(database_url: str, messages: int, clicks: int) -> tuple[int, float]:
+def seed(database_url: str, messages: int, clicks: int, control_percent: int = 0) -> tuple[int, float]:
     """(campaign id, seconds) for the campaign, its contacts, messages, clicks, replies, conversions."""
     from core.db import make_engine, session_scope
     from core.migrate import upgrade
@@ -114,7 +152,14 @@ def seed(database_url: str, messages: int, clicks: int) -> tuple[int, float]:
     started = time.perf_counter()
     try:
         with session_scope(engine) as session:
-            campaign = Campaign(name="bench", status="completed", recipients=messages, audience={"all": True})
+            held = sum(1 for i in range(messages) if _held_out(i, control_percent))
+            campaign = Campaign(
+                name="bench",
+                status="completed",
+                recipients=messages - held,
+                audience={"all": True},
+                control_percent=control_percent,
+            )
             session.add(campaign)
             session.flush()
             assert campaign.id is not None
@@ -127,7 +172,8 @@ def seed(database_url: str, messages: int, clicks: int) -> tuple[int, float]:
             session.flush()
             campaign_id, variants, link_id = campaign.id, (a.id or 0, b.id or 0), link.id or 0
         rng = random.Random(7)
-        clicked = sorted(rng.sample(range(messages), min(clicks, messages)))
+        treated = [i for i in range(messages) if not _held_out(i, control_percent)]
+        clicked = sorted(rng.sample(treated, min(clicks, len(treated))))
         for first in range(0, messages, CHUNK):
             ids = range(first, min(first + CHUNK, messages))
             with engine.begin() as connection:
@@ -142,7 +188,7 @@ def seed(database_url: str, messages: int, clicks: int) -> tuple[int, float]:
                 write_rows(
                     connection,
                     Message.__table__,  # type: ignore[attr-defined]
-                    [_message(i, campaign_id, variants, start) for i in ids],
+                    [_message(i, campaign_id, variants, start, control_percent) for i in ids],
                 )
                 write_rows(
                     connection,
@@ -209,6 +255,19 @@ def seed(database_url: str, messages: int, clicks: int) -> tuple[int, float]:
                         "clicked": True,
                     }
                     for i in clicked[::10]
+                ]
+                + [  # 3 % of the held-out contacts buy within a day of their touch (intention to treat)
+                    {
+                        "contact_id": i + 1,
+                        "campaign_id": campaign_id,
+                        "message_id": i + 1,
+                        "name": "purchase",
+                        "revenue": 20.0,
+                        "occurred_at": start + timedelta(seconds=(i * 259_200) // 1_000_000 + 3600),
+                        "clicked": False,
+                    }
+                    for i in range(messages)
+                    if _held_out(i, control_percent) and i % 33 == 0
                 ],
             )
         if engine.dialect.name == "postgresql":
@@ -250,12 +309,42 @@ def check_tallies(database_url: str, campaign_id: int) -> tuple[float, float, fl
         engine.dispose()
 
 
+def check_itt(database_url: str, campaign_id: int) -> tuple[float, float]:
+    """(seconds of the intention-to-treat read from migration 0020's rows, of the same counted from
+    the rows); asserts they are equal (revenue to a millionth)."""
+    from dataclasses import replace
+
+    from core.db import make_engine, session_scope
+    from core.stats.evidence import counted_intention_to_treat, intention_to_treat
+
+    engine = make_engine(database_url)
+    try:
+        with session_scope(engine, read_only=True) as session:
+            intention_to_treat(session, campaign_id)  # warm
+            started = time.perf_counter()
+            kept = intention_to_treat(session, campaign_id)
+            read = time.perf_counter() - started
+            started = time.perf_counter()
+            counted = counted_intention_to_treat(session, campaign_id)
+            slow = time.perf_counter() - started
+        assert list(kept) == list(counted), (kept, counted)
+        for name, arm in counted.items():
+            assert replace(kept[name], revenue=0.0, revenue_sq=0.0) == replace(arm, revenue=0.0, revenue_sq=0.0)
+            assert abs(kept[name].revenue - arm.revenue) < 1e-6, (kept[name], arm)
+        return read, slow
+    finally:
+        engine.dispose()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--clicks", type=int, default=200_000)
     parser.add_argument("--requests", type=int, default=60, help="per route")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--control-percent", type=int, default=10, help="of the messages, held-out rows of a control group"
+    )
     parser.add_argument("--database-url", default=None, help="a PostgreSQL server (default: SQLite)")
     parser.add_argument("--json", metavar="PATH", help="also write the headline figures to PATH as JSON")
     args = parser.parse_args()
@@ -272,13 +361,18 @@ def main() -> int:
         temporal = DevServer(port=free_port(), headless=True, log_file=Path(tmp) / "temporal.log")
         server = None
         try:
-            campaign_id, seconds = seed(database_url, args.messages, args.clicks)
+            campaign_id, seconds = seed(database_url, args.messages, args.clicks, args.control_percent)
             print(f"seeded {args.messages:,} messages and {args.clicks:,} clicks in {seconds:.1f} s ({backend})")
             read, whole, slow = check_tallies(database_url, campaign_id)
             print(
                 f"the tally read {read * 1000:.2f} ms (all of summary() {whole * 1000:.1f} ms: its campaign"
                 f" row, and the opt-outs by unsubscribed codes from the refused rows); the full recount"
                 f" {slow * 1000:.0f} ms; equal"
+            )
+            itt_read, itt_slow = check_itt(database_url, campaign_id)
+            print(
+                f"the intention-to-treat read {itt_read * 1000:.2f} ms ({args.control_percent} % held out);"
+                f" counted from the rows {itt_slow * 1000:.0f} ms; equal"
             )
             temporal.start()
             port = free_port()
@@ -331,6 +425,14 @@ def main() -> int:
                 "ms",
                 note=f"a full recount of the same numbers: {slow * 1000:,.0f} ms;"
                 f" all of summary(): {whole * 1000:.1f} ms",
+            )
+        )
+        figures.append(
+            Figure(
+                "the intention-to-treat read (the uplifts' counts and the control arm of /stats/variants)",
+                itt_read * 1000,
+                "ms",
+                note=f"{args.control_percent} % held out; counted from the rows: {itt_slow * 1000:,.0f} ms",
             )
         )
         write_figures(args.json, figures)

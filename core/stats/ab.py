@@ -149,7 +149,8 @@ def beta_beats(a: float, b: float, c: float, d: float) -> float:
         terms = log_terms(i[:1])[0] + np.concatenate(([0.0], np.cumsum(steps)))
     else:
         terms = log_terms(i)
-    return float(min(1.0, max(0.0, np.exp(special.logsumexp(terms)))))
+    top = float(terms.max())  # log Σ e^t, as scipy's logsumexp (a tenth of its cost here)
+    return float(min(1.0, max(0.0, np.exp(top + np.log(np.sum(np.exp(terms - top)))))))
 
 
 SUMMED_WHOLE = 4096  # beta_beats sums every term up to this many; beyond, the terms around the peak
@@ -336,26 +337,84 @@ def compare(arms: list[ArmCounts], metric: str) -> list[ArmStats]:
     return out
 
 
+GRID_POINTS = 161  # over the narrower posterior's ±8 standard deviations (`uplift`)
+
+
+def _beta_moments(a: float, b: float) -> tuple[float, float]:
+    """Beta(a, b)'s mean and standard deviation."""
+    n = a + b
+    return a / n, float(np.sqrt(a * b / (n * n * (n + 1))))
+
+
+def _beta_pdf(x: NDArray[np.float64], a: float, b: float) -> NDArray[np.float64]:
+    """Beta(a, b)'s density at x (0 outside [0, 1]), for a, b ≥ 1, from logs (no frozen scipy
+    distribution: freezing one costs more than the whole computation)."""
+    inside = (x > 0.0) & (x < 1.0)
+    out = np.zeros_like(x)
+    xi = x[inside]
+    out[inside] = np.exp((a - 1) * np.log(xi) + (b - 1) * np.log1p(-xi) - special.betaln(a, b))
+    if a == 1.0:  # the density's limits at the ends, where the logs cannot go
+        out[x == 0.0] = b
+    if b == 1.0:
+        out[x == 1.0] = a
+    return out
+
+
 def uplift(treatment: ArmCounts, control: ArmCounts) -> Uplift:
     """The treatment's conversion rate over the control's, both converters / recipients; the
     interval and chance from the two Beta posteriors (the interval by inverting the exact CDF of
-    their difference, P(X_t − X_c ≤ d) = ∫ f_c(y) F_t(y + d) dy)."""
+    their difference, P(X_t − X_c ≤ d) = ∫ f_c(y) F_t(y + d) dy, by the trapezoid rule on the
+    control's grid: Newton's steps from the normal approximation's bounds, both bounds at once, with
+    the difference's density ∫ f_c(y) f_t(y + d) dy; brentq over [-1, 1] should a step fail)."""
     if treatment.recipients <= 0 or control.recipients <= 0:
         return Uplift(None, None, None, None)
     rt, rc = treatment.converters / treatment.recipients, control.converters / control.recipients
-    t, c = posterior(treatment, "conversions"), posterior(control, "conversions")
-    (at, bt), (ac, bc) = t.args, c.args
-    y = _grid([c])
-    weights = c.pdf(y)
-    mass = integrate.trapezoid(weights, y)
+    (at, bt), (ac, bc) = posterior(treatment, "conversions").args, posterior(control, "conversions").args
+    (mt, st), (mc, sc) = _beta_moments(at, bt), _beta_moments(ac, bc)
+    # Integrate over the narrower posterior (the other's CDF is then smooth on the grid's scale):
+    # P(X_t − X_c ≤ d) = ∫ f_c(y) F_t(y + d) dy = ∫ f_t(x) (1 − F_c(x − d)) dx.
+    over_control = sc <= st
+    (an, bn, mn, sn), (aw, bw) = ((ac, bc, mc, sc), (at, bt)) if over_control else ((at, bt, mt, st), (ac, bc))
+    sign = 1.0 if over_control else -1.0
+    # A tenth of a standard deviation apart; four times finer when the support cuts the grid (a
+    # skewed posterior near 0 or 1, its density steepest at the edge).
+    points = GRID_POINTS if mn - 8 * sn > 0.0 and mn + 8 * sn < 1.0 else 4 * GRID_POINTS - 3
+    grid = np.unique(np.clip(mn + sn * np.linspace(-8.0, 8.0, points), 0.0, 1.0))
+    weights = _beta_pdf(grid, an, bn)
+    weights /= float(integrate.trapezoid(weights, grid))
+    wanted = np.array([(1 - CREDIBLE) / 2, (1 + CREDIBLE) / 2])
 
-    def cdf(d: float) -> float:
-        return float(integrate.trapezoid(weights * t.cdf(y + d), y) / mass)
+    def shifted(d: NDArray[np.float64]) -> NDArray[np.float64]:
+        return grid[:, None] + sign * d[None, :]
 
-    def quantile(q: float) -> float:
-        return float(optimize.brentq(lambda d: cdf(d) - q, -1.0, 1.0, xtol=1e-10))
+    def cdf(d: NDArray[np.float64]) -> NDArray[np.float64]:
+        f = special.betainc(aw, bw, np.clip(shifted(d), 0.0, 1.0))
+        return np.asarray(integrate.trapezoid(weights[:, None] * (f if over_control else 1.0 - f), grid, axis=0))
 
-    low, high = quantile((1 - CREDIBLE) / 2), quantile((1 + CREDIBLE) / 2)
+    def density(d: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(integrate.trapezoid(weights[:, None] * _beta_pdf(shifted(d), aw, bw), grid, axis=0))
+
+    d = (mt - mc) + float(np.hypot(st, sc)) * special.ndtri(wanted)
+    converged = False
+    for _ in range(12):
+        slope = density(d)
+        if not np.all(slope > 1e-12):
+            break
+        step = (cdf(d) - wanted) / slope
+        d = d - step
+        if not np.all(np.abs(d) <= 1.0):
+            break
+        if np.all(np.abs(step) <= 1e-10):
+            converged = True
+            break
+    if not converged:
+        d = np.array(
+            [
+                float(optimize.brentq(lambda v, q=q: float(cdf(np.array([v]))[0]) - q, -1.0, 1.0, xtol=1e-10))
+                for q in wanted
+            ]
+        )
+    low, high = float(d[0]), float(d[1])
     return Uplift(rt - rc, (rt - rc) / rc if rc > 0 else None, (low, high), beta_beats(ac, bc, at, bt))
 
 

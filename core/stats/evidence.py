@@ -254,17 +254,20 @@ def _itt_control(session: Session, campaign: Campaign, variants: list[Variant]) 
     return _itt_arm(_control_name(variants), True, recipients, c)
 
 
-def intention_to_treat(session: Session, campaign_id: int, *, phase: str | None = None) -> dict[str, ArmCounts]:
+def intention_to_treat(
+    session: Session, campaign_id: int, *, phase: str | None = None, variants: list[Variant] | None = None
+) -> dict[str, ArmCounts]:
     """Every arm's recipients and conversions on an intention-to-treat basis (module docstring), by
     variant name, the control arm too when the campaign holds contacts out: what every uplift
     compares. Read from migration 0020's kept rows (the variants' recipients from 0018's), two
     reads whatever the campaign's size; `phase` `retry` is counted from the rows
-    (`counted_intention_to_treat`, what the kept rows are held to)."""
+    (`counted_intention_to_treat`, what the kept rows are held to). `variants`: the campaign's,
+    when the caller has read them."""
     kept_phase = KEPT_PHASES.get(phase)
     if kept_phase is None:
         return counted_intention_to_treat(session, campaign_id, phase=phase)
     campaign = get_campaign(session, campaign_id)
-    variants = variants_of(session, campaign_id)
+    variants = variants if variants is not None else variants_of(session, campaign_id)
     itt = _kept_itt(session, campaign_id)
     arm = CampaignVariantTally.__table__  # type: ignore[attr-defined]
     recipients: dict[int, int] = dict(
@@ -535,9 +538,15 @@ def arms(
 
 
 def arms_and_overall(
-    session: Session, campaign_id: int, *, phase: str | None = None, reports_delivery: bool = True
+    session: Session,
+    campaign_id: int,
+    *,
+    phase: str | None = None,
+    reports_delivery: bool = True,
+    variants: list[Variant] | None = None,
 ) -> tuple[list[ArmCounts], ArmCounts]:
-    """`arms()` and `overall()` of the same phase, from one read of the kept rows."""
+    """`arms()` and `overall()` of the same phase, from one read of the kept rows. `variants`: the
+    campaign's, when the caller has read them."""
     kept_phase = KEPT_PHASES.get(phase)
     if kept_phase is None:
         return (
@@ -546,7 +555,7 @@ def arms_and_overall(
         )
     campaign = get_campaign(session, campaign_id)
     kept = _kept(session, campaign, kept_phase)
-    variants = variants_of(session, campaign_id)
+    variants = variants if variants is not None else variants_of(session, campaign_id)
     shown = _placed(
         session,
         campaign,

@@ -30,7 +30,7 @@ from sqlmodel import Session
 
 from core.campaigns.definition import get_campaign, variants_of
 from core.errors import BadParameter
-from core.models import Campaign
+from core.models import Campaign, Variant
 from core.stats import ab, evidence
 from core.stats.evidence import ArmCounts
 from core.statuses import Phase
@@ -96,7 +96,10 @@ def variants(
         )
     campaign = get_campaign(session, campaign_id)
     metric = str((campaign.ab_test or {}).get("metric", "ctr"))
-    shown, everyone = evidence.arms_and_overall(session, campaign_id, phase=phase, reports_delivery=reports_delivery)
+    listed = variants_of(session, campaign_id)
+    shown, everyone = evidence.arms_and_overall(
+        session, campaign_id, phase=phase, reports_delivery=reports_delivery, variants=listed
+    )
     basis = str(Phase.TEST) if campaign.ab_test else "all"
     decided_on = (
         shown if basis == phase else evidence.arms(session, campaign_id, phase=basis, reports_delivery=reports_delivery)
@@ -113,7 +116,7 @@ def variants(
             interval = list(f.interval) if f.interval is not None else None
             figures[f.variant] = _Figures(f.chance_to_win, f.expected_loss, interval, f.p_value)
     control = next((a for a in shown if a.is_control), None)
-    itt = evidence.intention_to_treat(session, campaign_id, phase=phase) if control is not None else {}
+    itt = evidence.intention_to_treat(session, campaign_id, phase=phase, variants=listed) if control is not None else {}
 
     rows = []
     for arm in shown:
@@ -139,11 +142,11 @@ def variants(
         "variants": rows,
         "all_variants": counts(everyone),
         "winner": campaign.winner,
-        "srm": _srm(session, campaign, compared),
+        "srm": _srm(campaign, listed, compared),
     }
 
 
-def _srm(session: Session, campaign: Campaign, compared: list[ArmCounts]) -> dict[str, Any]:
+def _srm(campaign: Campaign, variants: list[Variant], compared: list[ArmCounts]) -> dict[str, Any]:
     """The observed split of `compared` (the decision's evidence) against the variants' weights.
     Nothing to check (p_value null, ok) with fewer than two variants, before anything is placed, or
     when contacts are placed by an attribute rather than by weight (`variant_by_attribute` without
@@ -153,6 +156,6 @@ def _srm(session: Session, campaign: Campaign, compared: list[ArmCounts]) -> dic
     observed = [a.basis for a in compared]
     if len(compared) < 2 or sum(observed) == 0 or (campaign.variant_by_attribute and not campaign.ab_test):
         return {"p_value": None, "ok": True}
-    weights = {v.name: float(v.weight) for v in variants_of(session, campaign.id or 0)}
+    weights = {v.name: float(v.weight) for v in variants}
     check = ab.srm(observed, [weights.get(a.variant, 0.0) for a in compared])
     return {"p_value": check.p_value, "ok": check.ok}
