@@ -45,6 +45,7 @@ from core.stats.breakdowns import (
 from core.stats.conversions import record_conversion
 from core.stats.evidence import (
     arms,
+    arms_overall_and_itt,
     counted_arms,
     counted_intention_to_treat,
     counted_overall,
@@ -180,6 +181,7 @@ def _check(world: World, step: str) -> None:
                 kept_itt = intention_to_treat(session, cid, phase=phase)
                 rows_itt = counted_intention_to_treat(session, cid, phase=phase)
                 assert list(kept_itt) == list(rows_itt), f"{step}: the intention-to-treat arms of {cid}"
+                assert arms_overall_and_itt(session, cid, phase=phase)[2] == kept_itt  # /stats/variants' read
                 for name, rows in rows_itt.items():
                     kept = kept_itt[name]
                     assert replace(kept, revenue=0.0, revenue_sq=0.0) == replace(rows, revenue=0.0, revenue_sq=0.0), (

@@ -28,6 +28,9 @@ within [its touch, touch + `window_hours`], whoever the event is attributed to:
   core/campaigns/audience.py `stamp_control_touch`, so it follows the same sending schedule), else
   its `queued_at` (the snapshot: the campaign never sent the batch beside it, like the treated rows
   that fall back to their `queued_at`).
+The routes read these counts from rows the database keeps (migration 0020 for the intention to
+treat, 0018 for the rest); the `counted_*` functions count the same from the rows, what the kept
+rows are held to (tests/test_stat_tallies.py).
 """
 
 from __future__ import annotations
@@ -458,12 +461,15 @@ def _placed(
     variants: list[Variant],
     arm: Callable[[Variant], ArmCounts],
     control_arm: Callable[[], ArmCounts],
+    *,
+    held_out: bool | None = None,
 ) -> list[ArmCounts]:
     """The arms in variant id order, the control arm (`control_arm()`, if the campaign holds
-    contacts out) in the place of the variant marked `is_control`, else last."""
+    contacts out: `held_out` when the caller knows) in the place of the variant marked
+    `is_control`, else last."""
     out: list[ArmCounts] = []
     control: ArmCounts | None = None
-    if has_control(session, campaign, variants):  # on an intention-to-treat basis (module docstring)
+    if held_out if held_out is not None else has_control(session, campaign, variants):  # intention to treat
         control = control_arm()
     for variant in variants:
         if not variant.is_control:
@@ -547,23 +553,56 @@ def arms_and_overall(
 ) -> tuple[list[ArmCounts], ArmCounts]:
     """`arms()` and `overall()` of the same phase, from one read of the kept rows. `variants`: the
     campaign's, when the caller has read them."""
+    shown, everyone, _ = arms_overall_and_itt(
+        session, campaign_id, phase=phase, reports_delivery=reports_delivery, variants=variants, itt=False
+    )
+    return shown, everyone
+
+
+def arms_overall_and_itt(
+    session: Session,
+    campaign_id: int,
+    *,
+    phase: str | None = None,
+    reports_delivery: bool = True,
+    variants: list[Variant] | None = None,
+    itt: bool = True,
+) -> tuple[list[ArmCounts], ArmCounts, dict[str, ArmCounts]]:
+    """`arms()`, `overall()` and (with `itt`, when the campaign holds contacts out, else {})
+    `intention_to_treat()` of the same phase: what /stats/variants shows, from one read of each
+    kind of kept row (three queries)."""
     kept_phase = KEPT_PHASES.get(phase)
     if kept_phase is None:
-        return (
-            counted_arms(session, campaign_id, phase=phase, reports_delivery=reports_delivery),
-            counted_overall(session, campaign_id, phase=phase, reports_delivery=reports_delivery),
+        counted = counted_arms(session, campaign_id, phase=phase, reports_delivery=reports_delivery)
+        rows_itt = (
+            counted_intention_to_treat(session, campaign_id, phase=phase)
+            if itt and any(a.is_control for a in counted)
+            else {}
         )
+        return counted, counted_overall(session, campaign_id, phase=phase, reports_delivery=reports_delivery), rows_itt
     campaign = get_campaign(session, campaign_id)
     kept = _kept(session, campaign, kept_phase)
     variants = variants if variants is not None else variants_of(session, campaign_id)
+    held_out = has_control(session, campaign, variants)
+    itt_rows = _kept_itt(session, campaign_id) if held_out else {}
     shown = _placed(
         session,
         campaign,
         variants,
         lambda variant: _kept_arm(variant.name, kept.get(variant.id or 0), reports_delivery),
-        lambda: _kept_control(variants, _kept_itt(session, campaign_id)),
+        lambda: _kept_control(variants, itt_rows),
+        held_out=held_out,
     )
-    return shown, _kept_arm("all", kept.get(ALL_VARIANTS), reports_delivery)
+    treated: dict[str, ArmCounts] = {}
+    if itt and held_out:
+        for variant in variants:
+            if not variant.is_control:
+                row = kept.get(variant.id or 0, (None, None))[0]
+                conversions = _kept_conversions(itt_rows.get((variant.id or 0, kept_phase)))
+                treated[variant.name] = _itt_arm(variant.name, False, row.recipients if row else 0, conversions)
+        control = _kept_control(variants, itt_rows)
+        treated[control.variant] = control
+    return shown, _kept_arm("all", kept.get(ALL_VARIANTS), reports_delivery), treated
 
 
 def overall(

@@ -97,7 +97,7 @@ def variants(
     campaign = get_campaign(session, campaign_id)
     metric = str((campaign.ab_test or {}).get("metric", "ctr"))
     listed = variants_of(session, campaign_id)
-    shown, everyone = evidence.arms_and_overall(
+    shown, everyone, itt = evidence.arms_overall_and_itt(
         session, campaign_id, phase=phase, reports_delivery=reports_delivery, variants=listed
     )
     basis = str(Phase.TEST) if campaign.ab_test else "all"
@@ -116,7 +116,6 @@ def variants(
             interval = list(f.interval) if f.interval is not None else None
             figures[f.variant] = _Figures(f.chance_to_win, f.expected_loss, interval, f.p_value)
     control = next((a for a in shown if a.is_control), None)
-    itt = evidence.intention_to_treat(session, campaign_id, phase=phase, variants=listed) if control is not None else {}
 
     rows = []
     for arm in shown:
