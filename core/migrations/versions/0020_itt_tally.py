@@ -200,22 +200,25 @@ END IF;"""
 
 def _pg_message(event: str) -> str:
     d = Dialect("postgresql")
-    if event == "INSERT":
-        candidates = "SELECT n.campaign_id, n.contact_id, n.phase, n.sent_at, n.attempted_at, n.queued_at, n.touched_at FROM new_rows n"
-    elif event == "DELETE":
-        candidates = "SELECT n.campaign_id, n.contact_id, n.phase, n.sent_at, n.attempted_at, n.queued_at, n.touched_at FROM old_rows n"
+    # Each written row's (campaign, contact, phase, touch); an UPDATE's before and after, from one
+    # join of its old and new rows, for the rows whose touch-relevant columns moved.
+    if event in ("INSERT", "DELETE"):
+        rows = "new_rows" if event == "INSERT" else "old_rows"
+        touched = f"SELECT n.campaign_id, n.contact_id, n.phase, {_touch('n')} AS touch FROM {rows} n"
     else:
-        cols = "campaign_id, contact_id, phase, sent_at, attempted_at, queued_at, touched_at"
-        candidates = (
-            f"SELECT {', '.join(f'x.{c}' for c in cols.split(', '))} FROM new_rows x JOIN old_rows o ON o.id = x.id "
-            f"WHERE {_changed('o', 'x')} UNION ALL "
-            f"SELECT {', '.join(f'o.{c}' for c in cols.split(', '))} FROM old_rows o JOIN new_rows x ON x.id = o.id "
+        touched = (
+            "SELECT v.campaign_id, v.contact_id, v.phase, v.touch FROM new_rows x JOIN old_rows o ON o.id = x.id "
+            f"CROSS JOIN LATERAL (VALUES (x.campaign_id, x.contact_id, x.phase, {_touch('x')}), "
+            f"(o.campaign_id, o.contact_id, o.phase, {_touch('o')})) AS v(campaign_id, contact_id, phase, touch) "
             f"WHERE {_changed('o', 'x')}"
         )
+    # One probe of the contact's events per (campaign, contact), from its earliest touch.
     pairs = (
-        f"SELECT array_agg(campaign_id ORDER BY campaign_id, contact_id), array_agg(contact_id ORDER BY campaign_id, contact_id) "
-        f"INTO pairs_campaign, pairs_contact FROM (SELECT DISTINCT c.campaign_id, c.contact_id FROM ({candidates}) AS c "
-        f"WHERE c.contact_id IS NOT NULL AND c.phase <> 'test_send' AND {d.converted_since('c.contact_id', _touch('c'))}) AS q"
+        "SELECT array_agg(campaign_id ORDER BY campaign_id, contact_id), "
+        "array_agg(contact_id ORDER BY campaign_id, contact_id) INTO pairs_campaign, pairs_contact FROM ("
+        f"SELECT t.campaign_id, t.contact_id, min(t.touch) AS since FROM ({touched}) AS t "
+        "WHERE t.contact_id IS NOT NULL AND t.phase <> 'test_send' GROUP BY t.campaign_id, t.contact_id"
+        f") AS c WHERE {d.converted_since('c.contact_id', 'c.since')}"
     )
     held = {
         "INSERT": [("new_rows n", "n", 1)],
