@@ -58,7 +58,7 @@ class Bench:
 # hand-written sections of docs/benchmarks.md quote; these keep the whole run short
 # (5-7 minutes on 2 busy cores, plus the million contacts' seeding).
 BENCHES: list[Bench] = [
-    Bench("redirect", "redirect.py", ("--rounds", "2", "--duration", "8"), "Redirect", takes_database=True),
+    Bench("redirect", "redirect.py", ("--rounds", "2", "--duration", "20"), "Redirect", takes_database=True),
     Bench("callbacks", "callbacks.py", ("--seconds", "5", "--rounds", "3"), "Status callbacks", takes_database=True),
     Bench("click_store", "click_store.py", ("--clicks", "20000"), "Storing clicks", timeout=300),
     Bench("control", "control.py", ("--trials", "3"), "Pause and cancel"),
