@@ -111,7 +111,7 @@ def test_a_failed_script_is_shown_as_failed_beside_the_others() -> None:
     assert "failed: timed out after 300 s" in section
     assert "### Status callbacks: `bench/callbacks.py`" in section
     assert "| redirects per second (median) | 12,475 req/s | 22,867 req/s (raw ASGI 302) | 0.55 |" in section
-    assert "`bench/redirect.py --rounds 2 --duration 8` |" in section
+    assert "`bench/redirect.py --rounds 2 --duration 20` |" in section
     assert run_all.REMINDER in section
     assert section == run_all.render_section(
         MACHINE, [result("redirect"), result("callbacks", failure="timed out after 300 s")]
