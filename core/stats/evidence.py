@@ -262,7 +262,7 @@ def intention_to_treat(
 ) -> dict[str, ArmCounts]:
     """Every arm's recipients and conversions on an intention-to-treat basis (module docstring), by
     variant name, the control arm too when the campaign holds contacts out: what every uplift
-    compares. Read from migration 0020's kept rows (the variants' recipients from 0018's), two
+    compares. Read from migration 0020's kept rows (the variants' recipients from 0018's), three
     reads whatever the campaign's size; `phase` `retry` is counted from the rows
     (`counted_intention_to_treat`, what the kept rows are held to). `variants`: the campaign's,
     when the caller has read them."""
@@ -271,26 +271,30 @@ def intention_to_treat(
         return counted_intention_to_treat(session, campaign_id, phase=phase)
     campaign = get_campaign(session, campaign_id)
     variants = variants if variants is not None else variants_of(session, campaign_id)
-    itt = _kept_itt(session, campaign_id)
-    arm = CampaignVariantTally.__table__  # type: ignore[attr-defined]
-    recipients: dict[int, int] = dict(
-        session.connection()
-        .execute(
-            select(arm.c.variant_id, arm.c.recipients).where(
-                arm.c.campaign_id == campaign_id, arm.c.phase == kept_phase
-            )
-        )
-        .all()
+    held_out = has_control(session, campaign, variants)
+    return _kept_intention_to_treat(
+        variants, _kept(session, campaign, kept_phase), _kept_itt(session, campaign_id), kept_phase, held_out
     )
+
+
+def _kept_intention_to_treat(
+    variants: list[Variant],
+    kept: dict[int, tuple[Any, Any]],
+    itt_rows: dict[tuple[int, str], Any],
+    kept_phase: str,
+    held_out: bool,
+) -> dict[str, ArmCounts]:
+    """The intention-to-treat arms from the kept rows: each variant's recipients from 0018's row
+    (`_kept`), its conversions from 0020's, and the held-out group's when there is one."""
     out: dict[str, ArmCounts] = {}
     for variant in variants:
         if not variant.is_control:
             vid = variant.id or 0
-            out[variant.name] = _itt_arm(
-                variant.name, False, int(recipients.get(vid, 0)), _kept_conversions(itt.get((vid, kept_phase)))
-            )
-    if has_control(session, campaign, variants):
-        control = _kept_control(variants, itt)
+            row = kept.get(vid, (None, None))[0]
+            conversions = _kept_conversions(itt_rows.get((vid, kept_phase)))
+            out[variant.name] = _itt_arm(variant.name, False, row.recipients if row is not None else 0, conversions)
+    if held_out:
+        control = _kept_control(variants, itt_rows)
         out[control.variant] = control
     return out
 
@@ -593,15 +597,7 @@ def arms_overall_and_itt(
         lambda: _kept_control(variants, itt_rows),
         held_out=held_out,
     )
-    treated: dict[str, ArmCounts] = {}
-    if itt and held_out:
-        for variant in variants:
-            if not variant.is_control:
-                row = kept.get(variant.id or 0, (None, None))[0]
-                conversions = _kept_conversions(itt_rows.get((variant.id or 0, kept_phase)))
-                treated[variant.name] = _itt_arm(variant.name, False, row.recipients if row else 0, conversions)
-        control = _kept_control(variants, itt_rows)
-        treated[control.variant] = control
+    treated = _kept_intention_to_treat(variants, kept, itt_rows, kept_phase, held_out) if itt and held_out else {}
     return shown, _kept_arm("all", kept.get(ALL_VARIANTS), reports_delivery), treated
 
 
